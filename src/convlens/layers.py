@@ -1,0 +1,205 @@
+"""Address the layers of any ``nn.Module`` by qualified name or by object.
+
+Layers are named as in :meth:`torch.nn.Module.named_modules`
+(``"features.0"``, ``"layer4.1.conv2"``). A module that runs several times in
+one forward (torchvision ResNet's ``relu``) is addressed per call as
+``"layer1.0.relu#0"``, ``"layer1.0.relu#1"``.
+
+Example:
+    >>> import torch.nn as nn
+    >>> import convlens as cl
+    >>> model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten())
+    >>> [(info.name, info.type, info.params) for info in cl.list_layers(model)]
+    [('0', 'Conv2d', 224), ('1', 'ReLU', 0), ('2', 'Flatten', 0)]
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from convlens.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    LayerNotFoundError,
+    did_you_mean,
+)
+
+__all__ = ["LayerInfo", "LayerRef", "list_layers", "resolve_layer", "resolve_layers"]
+
+_CALL = re.compile(r"^(?P<name>.*)#(?P<call>\d+)$")
+
+#: What a ``layer=`` argument accepts: a qualified name or the module itself.
+LayerSpec = str | nn.Module
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """One named submodule of a model.
+
+    Attributes:
+        name: Qualified name from ``named_modules()``.
+        type: The module's class name (``"Conv2d"``).
+        module: The module object itself.
+        leaf: True when the module has no children.
+        params: Number of parameter elements, its children's included.
+    """
+
+    name: str
+    type: str
+    module: nn.Module
+    leaf: bool
+    params: int
+
+
+@dataclass(frozen=True, slots=True)
+class LayerRef:
+    """A resolved layer: its canonical name, module and optional call index.
+
+    Attributes:
+        name: Canonical qualified name (the first name ``named_modules()`` gives).
+        module: The module object.
+        call: Which call of a reused module (``name#call``), or None for every call.
+
+    Example:
+        >>> from torch import nn
+        >>> LayerRef("relu", nn.ReLU(), 1).key
+        'relu#1'
+    """
+
+    name: str
+    module: nn.Module
+    call: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The name as written by the user: ``name`` or ``name#call``."""
+        return self.name if self.call is None else f"{self.name}#{self.call}"
+
+
+def list_layers(model: nn.Module) -> list[LayerInfo]:
+    """List every named submodule of ``model`` but the root, in ``named_modules()`` order.
+
+    Args:
+        model: Any ``nn.Module``.
+
+    Returns:
+        One :class:`LayerInfo` per submodule.
+
+    Raises:
+        InvalidTypeError: ``model`` is not an ``nn.Module``.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> import convlens as cl
+        >>> net = nn.Sequential(nn.Sequential(nn.Linear(4, 2)), nn.ReLU())
+        >>> [(i.name, i.leaf) for i in cl.list_layers(net)]
+        [('0', False), ('0.0', True), ('1', True)]
+    """
+    _check_model(model)
+    return [
+        LayerInfo(
+            name=name,
+            type=type(module).__name__,
+            module=module,
+            leaf=next(module.children(), None) is None,
+            params=sum(p.numel() for p in module.parameters()),
+        )
+        for name, module in model.named_modules()
+        if name
+    ]
+
+
+def split_call(name: str) -> tuple[str, int | None]:
+    """Split ``"layer1.0.relu#1"`` into ``("layer1.0.relu", 1)``.
+
+    Example:
+        >>> split_call("layer1.0.relu#1"), split_call("features.0")
+        (('layer1.0.relu', 1), ('features.0', None))
+    """
+    match = _CALL.match(name)
+    if match is None:
+        return name, None
+    return match["name"], int(match["call"])
+
+
+def resolve_layer(model: nn.Module, layer: LayerSpec) -> LayerRef:
+    """Resolve a layer name (``"features.0"``, ``"relu#1"``) or module object.
+
+    Args:
+        model: The model that holds the layer.
+        layer: A qualified name, optionally with ``#i`` for the i-th call of a
+            reused module, or a submodule of ``model``.
+
+    Returns:
+        The layer's canonical name, module and call index.
+
+    Raises:
+        LayerNotFoundError: No such layer; the message names the nearest ones.
+        InvalidTypeError: ``layer`` is neither a string nor a module.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> resolve_layer(net, net[1]).name
+        '1'
+        >>> resolve_layer(net, "2")
+        Traceback (most recent call last):
+        ...
+        convlens.errors.LayerNotFoundError: Sequential has no layer '2'. Did you mean '1'? Call convlens.list_layers(model) to see all 2.
+    """
+    _check_model(model)
+    canonical = {id(m): n for n, m in model.named_modules() if n}
+    if isinstance(layer, nn.Module):
+        if id(layer) not in canonical:
+            raise LayerNotFoundError(
+                f"{type(layer).__name__} module given as layer is not a submodule of "
+                f"{type(model).__name__}. Pass one of its modules or a name; call "
+                f"convlens.list_layers(model) to see all {len(canonical)}."
+            )
+        return LayerRef(canonical[id(layer)], layer)
+    if not isinstance(layer, str):
+        raise InvalidTypeError(
+            f"layer must be a qualified name (str) or an nn.Module; got {type(layer).__name__} {layer!r}."
+        )
+    base, call = split_call(layer)
+    modules = {n: m for n, m in model.named_modules(remove_duplicate=False) if n}
+    if base not in modules:
+        names = list(dict.fromkeys(canonical.values()))
+        raise LayerNotFoundError(
+            f"{type(model).__name__} has no layer {base!r}.{did_you_mean(base, names)} "
+            f"Call convlens.list_layers(model) to see all {len(names)}."
+        )
+    module = modules[base]
+    return LayerRef(canonical[id(module)], module, call)
+
+
+def resolve_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec]) -> list[LayerRef]:
+    """Resolve one layer or several, dropping repeats, keeping order.
+
+    Raises:
+        InvalidArgumentError: ``layers`` is empty.
+        LayerNotFoundError: One of them does not exist.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> [ref.key for ref in resolve_layers(net, ["1", net[0], "1"])]
+        ['1', '0']
+    """
+    specs: Sequence[LayerSpec] = [layers] if isinstance(layers, str | nn.Module) else list(layers)
+    if not specs:
+        raise InvalidArgumentError(
+            "layers is empty: name at least one layer, e.g. 'features.0'. "
+            "Call convlens.list_layers(model) to see them all."
+        )
+    refs = [resolve_layer(model, spec) for spec in specs]
+    return list(dict.fromkeys(refs))
+
+
+def _check_model(model: object) -> None:
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")

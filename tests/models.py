@@ -1,0 +1,71 @@
+"""Tiny models shared by the tests: a reused module, in-place ops, tuple and dict outputs."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ReusedNet(nn.Module):
+    """One ReLU module called three times per forward, plus functional ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.conv1(x))
+        x = self.relu(self.conv2(x))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        out: Tensor = self.relu(self.fc(x))
+        return out
+
+
+class InplaceNet(nn.Module):
+    """AlexNet in miniature: in-place ReLUs right after the convs, and a residual `+=`."""
+
+    def __init__(self, inplace: bool = True) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            nn.ReLU(inplace=inplace),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 6, 3, padding=1),
+            nn.ReLU(inplace=inplace),
+        )
+        self.bn = nn.BatchNorm2d(6)
+        self.classifier = nn.Linear(6, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.features(x)
+        identity = x
+        out = self.bn(x)
+        out += identity
+        logits: Tensor = self.classifier(out.mean(dim=(2, 3)))
+        return logits
+
+
+class DictNet(nn.Module):
+    """A model whose forward returns a dict and whose block returns a tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3)
+        self.gru = nn.GRU(3, 4, batch_first=True)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        h = self.conv(x)
+        out, last = self.gru(h.transpose(1, 2))
+        return {"out": out, "last": last}
+
+
+def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return module

@@ -1,0 +1,395 @@
+from __future__ import annotations
+
+import copy
+from typing import Any, TypeVar, cast
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+import convlens as cl
+from convlens import tap as tap_module
+from invariants import assert_unchanged, global_hook_counts, snapshot
+from models import DictNet, InplaceNet, ReusedNet
+
+
+class Boom(nn.Module):
+    """Raises when called: proves that nothing after the last tapped layer runs."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise RuntimeError("boom: this layer must not run")
+
+
+def alexnet() -> tuple[nn.Module, nn.Sequential]:
+    """A seeded torchvision AlexNet and its ``features`` block."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model: nn.Module = torchvision.models.alexnet(weights=None).eval()
+    return model, cast("nn.Sequential", model.features)
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def without_inplace(model: M) -> M:
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return clone
+
+
+def test_alexnet_tap_equals_the_layer_despite_inplace_relu() -> None:
+    model, features = alexnet()
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), cl.LayerTap(model, ["features.0", "features.10"]) as tap:
+        model(x)
+        expected = features[0](x)
+        reference = features[:11](x)  # ends with features.10, before its in-place ReLU
+    assert (expected < 0).any()
+    torch.testing.assert_close(tap["features.0"], expected, rtol=0, atol=0)
+    torch.testing.assert_close(tap["features.10"], reference)
+    plain = without_inplace(model)
+    with torch.no_grad(), cl.LayerTap(plain, ["features.10"]) as plain_tap:
+        plain(x)
+    torch.testing.assert_close(tap["features.10"], plain_tap["features.10"])
+
+
+def test_residual_plus_equals_cannot_change_a_tapped_value(inplace_net: InplaceNet, image: Tensor) -> None:
+    inplace_net.eval()
+    with torch.no_grad():
+        expected = inplace_net.bn(inplace_net.features(image))
+        acts = cl.LayerTap(inplace_net, ["bn"]).run(image)
+    torch.testing.assert_close(acts["bn"], expected)
+
+
+def test_resnet_out_plus_identity() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    acts = cl.LayerTap(model, ["layer1.0.bn2", "maxpool"]).run(x)
+    block: Any = cast("nn.Sequential", model.layer1)[0]
+    with torch.no_grad():
+        h = block.relu(block.bn1(block.conv1(acts["maxpool"])))
+        expected = block.bn2(block.conv2(h))
+    torch.testing.assert_close(acts["layer1.0.bn2"], expected)
+
+
+def sequential() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Flatten(),
+        nn.Linear(4 * 5 * 5, 3),
+    )
+
+
+def autograd_reference(model: nn.Sequential, x: Tensor, index: int) -> Tensor:
+    plain = without_inplace(model)
+    activation: Tensor = plain[: index + 1](x)
+    out: Tensor = plain[index + 1 :](activation)
+    (grad,) = torch.autograd.grad(out.sum(), activation)
+    return grad
+
+
+def test_grads_in_users_backward_equal_autograd() -> None:
+    model = sequential()
+    x = torch.randn(2, 3, 5, 5)
+    with cl.LayerTap(model, ["0", "2"], grads=True) as tap:
+        model(x).sum().backward()
+    torch.testing.assert_close(tap.gradients["0"], autograd_reference(model, x, 0))
+    torch.testing.assert_close(tap.gradient("2"), autograd_reference(model, x, 2))
+    assert tap.gradients.keys() == {"0", "2"}
+
+
+def test_run_with_grads_writes_no_parameter_grad() -> None:
+    model = sequential()
+    x = torch.randn(2, 3, 5, 5)
+    before = snapshot(model)
+    with torch.no_grad():  # a caller's no_grad does not stop grads=True
+        cl_tap = cl.LayerTap(model, ["0"], grads=True)
+        cl_tap.run(x)
+    torch.testing.assert_close(cl_tap.gradients["0"], autograd_reference(model, x, 0))
+    assert all(p.grad is None for p in model.parameters())
+    assert not x.requires_grad
+    assert_unchanged(model, before)
+
+
+def test_gradient_needs_grads_flag() -> None:
+    model = sequential()
+    tap = cl.LayerTap(model, ["0"])
+    tap.run(torch.randn(1, 3, 5, 5))
+    with pytest.raises(cl.ConvlensError, match="grads=True"):
+        tap.gradient("0")
+
+
+def test_run_stops_after_last_tapped_layer() -> None:
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), Boom())
+    with pytest.raises(RuntimeError, match="boom"):
+        model(torch.randn(1, 1, 5, 5))
+    acts = cl.LayerTap(model, ["1"]).run(torch.randn(1, 1, 5, 5))
+    assert list(acts) == ["1"]
+
+
+class ReusedThenBoom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.relu = nn.ReLU()
+        self.boom = Boom()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.conv(x))
+        x = self.relu(x - 1)
+        return self.boom(x)  # type: ignore[no-any-return]
+
+
+def test_run_waits_for_every_call_of_a_reused_module() -> None:
+    model = ReusedThenBoom()
+    acts = cl.LayerTap(model, ["relu"]).run(torch.randn(1, 1, 3, 3))
+    assert list(acts) == ["relu#0", "relu#1"]
+    first = cl.LayerTap(model, ["relu#0"]).run(torch.randn(1, 1, 3, 3))
+    assert list(first) == ["relu#0"]
+
+
+def test_reused_module_keys_and_errors(reused_net: ReusedNet, image: Tensor) -> None:
+    with torch.no_grad(), cl.LayerTap(reused_net, ["relu", "conv2"]) as tap:
+        reused_net(image)
+        # Calling submodules directly inside the block records nothing.
+        expected = reused_net.relu(reused_net.conv2(reused_net.relu(reused_net.conv1(image))))
+    assert set(tap.activations) == {"relu#0", "relu#1", "relu#2", "conv2"}
+    torch.testing.assert_close(tap["relu#1"], expected)
+    with pytest.raises(cl.AmbiguousLayerError, match="'relu#0', 'relu#1', 'relu#2'") as info:
+        tap["relu"]
+    assert isinstance(info.value, KeyError)
+    with pytest.raises(cl.LayerNotFoundError, match="ran 3 times"):
+        tap["relu#3"]
+    with pytest.raises(cl.LayerNotFoundError, match="was not tapped"):
+        tap["fc"]
+    with pytest.raises(cl.LayerNotFoundError, match="no layer 'relux'"):
+        tap["relux"]
+    assert tap[reused_net.conv2].shape == (2, 4, 8, 8)
+
+
+def test_explicit_call_is_the_only_one_kept(reused_net: ReusedNet, image: Tensor) -> None:
+    acts = cl.LayerTap(reused_net, ["relu#2"]).run(image)
+    assert list(acts) == ["relu#2"]
+
+
+def test_layer_that_did_not_run() -> None:
+    model = sequential()
+    tap = cl.LayerTap(model, ["0"])
+    with pytest.raises(cl.LayerNotFoundError, match="did not run"):
+        tap["0"]
+
+
+def test_store_on_another_device() -> None:
+    model = sequential()
+    acts = cl.LayerTap(model, ["0"], device="meta").run(torch.randn(1, 3, 5, 5))
+    assert acts["0"].device.type == "meta"
+    assert acts["0"].shape == (1, 4, 5, 5)
+
+
+def test_validation_before_any_work() -> None:
+    model = sequential()
+    with pytest.raises(cl.LayerNotFoundError, match="Did you mean '5'"):
+        cl.LayerTap(model, ["6"])
+    with pytest.raises(cl.InvalidArgumentError, match="empty"):
+        cl.LayerTap(model, [])
+
+
+def test_run_is_eval_mode_and_restores_flags(inplace_net: InplaceNet, image: Tensor) -> None:
+    inplace_net.train()
+    inplace_net.features[0].eval()  # mixed flags must come back exactly
+    before = snapshot(inplace_net)
+    acts = cl.LayerTap(inplace_net, ["bn"]).run(image)
+    assert_unchanged(inplace_net, before)
+    inplace_net.eval()
+    with torch.no_grad():
+        expected = inplace_net.bn(inplace_net.features(image))
+    torch.testing.assert_close(acts["bn"], expected)
+    assert not acts["bn"].requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_dtypes(dtype: torch.dtype) -> None:
+    model = sequential().to(dtype)
+    x = torch.randn(1, 3, 5, 5, dtype=dtype)
+    acts = cl.LayerTap(model, ["2"]).run(x)
+    assert acts["2"].dtype == dtype
+    with torch.no_grad():
+        torch.testing.assert_close(acts["2"], model[:3](x))
+
+
+def test_tuple_and_dict_outputs(dict_net: DictNet) -> None:
+    x = torch.randn(2, 2, 7)
+    with torch.no_grad(), cl.LayerTap(dict_net, ["conv", "gru"]) as tap:
+        out = dict_net(x)
+    torch.testing.assert_close(tap["gru"], out["out"])
+    assert tap["conv"].shape == (2, 3, 5)
+
+
+def test_nested_and_repeated_taps() -> None:
+    model = sequential()
+    x = torch.randn(1, 3, 5, 5)
+    outer = cl.LayerTap(model, ["0", "2"])
+    with outer, cl.LayerTap(model, ["2"]) as inner, torch.no_grad():
+        model(x)
+    torch.testing.assert_close(outer["2"], inner["2"])
+    with outer, torch.no_grad():  # the same tap again: fresh records
+        model(2 * x)
+    torch.testing.assert_close(outer["0"], model[0](2 * x))
+    with outer, pytest.raises(cl.ConvlensError, match="already active"), outer:
+        pass
+    outer.close()
+    outer.close()
+
+
+def test_each_model_forward_replaces_the_record() -> None:
+    model = sequential()
+    with cl.LayerTap(model, ["0"]) as tap, torch.no_grad():
+        model(torch.zeros(1, 3, 5, 5))
+        model(torch.ones(1, 3, 5, 5))
+        expected = model[0](torch.ones(1, 3, 5, 5))
+    torch.testing.assert_close(tap["0"], expected)
+
+
+class RaisingNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.bn = nn.BatchNorm2d(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.bn(self.conv(x))
+        raise ValueError("failure inside forward")
+
+
+def test_hooks_removed_and_flags_restored_when_forward_raises() -> None:
+    model = RaisingNet().train()
+    before = snapshot(model)
+    globals_before = global_hook_counts()
+    with pytest.raises(ValueError, match="failure inside forward"):
+        cl.LayerTap(model, ["conv", "bn"], grads=True).run(torch.randn(2, 1, 3, 3))
+    assert_unchanged(model, before)
+    model.eval()  # a user's own forward in train mode would rightly update BatchNorm's statistics
+    before = snapshot(model)
+    with pytest.raises(ValueError, match="failure inside forward"), cl.LayerTap(model, ["bn"]):
+        model(torch.randn(2, 1, 3, 3))
+    assert_unchanged(model, before)
+    assert global_hook_counts() == globals_before
+
+
+def test_hooks_removed_when_a_hook_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = sequential().train()
+    before = snapshot(model)
+
+    def broken(_value: Any) -> Tensor:
+        raise MemoryError("out of memory inside the hook")
+
+    monkeypatch.setattr(tap_module, "first_tensor", broken)
+    with pytest.raises(MemoryError, match="inside the hook"):
+        cl.LayerTap(model, ["0"]).run(torch.randn(1, 3, 5, 5))
+    assert_unchanged(model, before)
+
+
+def test_success_leaves_model_unchanged(inplace_net: InplaceNet, image: Tensor) -> None:
+    for p in inplace_net.parameters():
+        p.grad = torch.ones_like(p)
+    inplace_net.features[0].weight.requires_grad_(False)
+    before = snapshot(inplace_net)
+    for grads in (False, True):
+        tap = cl.LayerTap(inplace_net, ["features.0", "bn", "classifier"], grads=grads)
+        tap.run(image)
+        assert_unchanged(inplace_net, before)
+
+
+def test_lecture_six_by_six_convolution() -> None:
+    """The lecture's 6x6 image, filters 1 and 2, stride 1 and 2, then 2x2 max pooling."""
+    image = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 1],
+            [0, 1, 0, 0, 1, 0],
+            [0, 0, 1, 1, 0, 0],
+            [1, 0, 0, 0, 1, 0],
+            [0, 1, 0, 0, 1, 0],
+            [0, 0, 1, 0, 1, 0],
+        ],
+        dtype=torch.float32,
+    )
+    filter1 = [[1, -1, -1], [-1, 1, -1], [-1, -1, 1]]
+    filter2 = [[-1, 1, -1], [-1, 1, -1], [-1, 1, -1]]
+
+    def by_hand(kernel: list[list[int]], stride: int) -> list[list[int]]:
+        size = (6 - 3) // stride + 1
+        return [
+            [
+                sum(
+                    kernel[a][b] * int(image[r * stride + a, c * stride + b])
+                    for a in range(3)
+                    for b in range(3)
+                )
+                for c in range(size)
+            ]
+            for r in range(size)
+        ]
+
+    # The seed prints the stride-1 map of filter 1 and the first row at stride 2.
+    lecture_map1 = [[3, -1, -3, -1], [-3, 1, 0, -3], [-3, -3, 0, 1], [3, -2, -2, -1]]
+    assert by_hand(filter1, 1) == lecture_map1
+    assert by_hand(filter1, 2)[0] == [3, -3]
+
+    for stride in (1, 2):
+        conv = nn.Conv2d(1, 2, 3, stride=stride, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(torch.tensor([[filter1], [filter2]], dtype=torch.float32))
+        model = nn.Sequential(conv, nn.MaxPool2d(2))
+        acts = cl.LayerTap(model, ["0", "1"]).run(image[None, None])
+        assert acts["0"][0].tolist() == [by_hand(filter1, stride), by_hand(filter2, stride)]
+        if stride == 1:
+            assert acts["1"][0, 0].tolist() == [[3, 0], [3, 1]]
+            pooled2 = [
+                [
+                    max(by_hand(filter2, 1)[2 * r + a][2 * c + b] for a in (0, 1) for b in (0, 1))
+                    for c in (0, 1)
+                ]
+                for r in (0, 1)
+            ]
+            assert acts["1"][0, 1].tolist() == pooled2
+
+
+def test_repr() -> None:
+    assert repr(cl.LayerTap(sequential(), ["0"])) == "LayerTap(Sequential, ['0'], grads=False)"
+
+
+def test_run_inside_an_active_tap_then_a_users_forward() -> None:
+    model = sequential()
+    x = torch.randn(1, 3, 5, 5)
+    before = snapshot(model)
+    with cl.LayerTap(model, ["0"]) as tap, torch.no_grad():
+        tap.run(x)  # stops early, skipping the model's own forward hooks
+        model(2 * x)
+        expected = model[0](2 * x)
+    torch.testing.assert_close(tap["0"], expected)
+    assert_unchanged(model, before)
+
+
+def test_run_accepts_keyword_inputs() -> None:
+    class Keyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+
+        def forward(self, x: Tensor, *, scale: float = 1.0) -> Tensor:
+            out: Tensor = self.conv(x) * scale
+            return out
+
+    model = Keyword()
+    x = torch.randn(1, 1, 2, 2)
+    acts = cl.LayerTap(model, ["conv"]).run(x, scale=3.0)
+    with torch.no_grad():
+        torch.testing.assert_close(acts["conv"], model.conv(x))
