@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable, Mapping
 
 
-def interleaved(methods: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+def interleaved(
+    methods: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, float]:
     """Median seconds per method, running the methods in turn so drift hits all alike."""
     for _ in range(warmup):
         for fn in methods.values():

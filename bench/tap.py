@@ -42,21 +42,29 @@ def main() -> None:
         return device_tap.run(x)
 
     medians = interleaved(
-        {"plain forward (floor)": plain, "with LayerTap: model(x)": with_block, "tap.run(x)": run,
-         "tap.run(x), device='cpu'": run_device},
+        {
+            "plain forward (floor)": plain,
+            "with LayerTap: model(x)": with_block,
+            "tap.run(x)": run,
+            "tap.run(x), device='cpu'": run_device,
+        },
         repeats=args.repeats,
     )
     stored = sum(t.numel() * t.element_size() for t in tap.run(x).values())
     floor = medians["plain forward (floor)"]
-    print(f"resnet50, batch {args.batch}, 224x224, {len(convs)} convs tapped, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {load_line()}")
+    print(
+        f"resnet50, batch {args.batch}, 224x224, {len(convs)} convs tapped, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {load_line()}"
+    )
     print()
     print("| method | median ms | x floor |")
     print("|---|---:|---:|")
     for name, seconds in medians.items():
         print(f"| {name} | {seconds * 1e3:.1f} | {seconds / floor:.3f} |")
     print()
-    print(f"memory: the {len(convs)} cloned activations hold {stored / 2**20:.1f} MiB (cloning costs memory only)")
+    print(
+        f"memory: the {len(convs)} cloned activations hold {stored / 2**20:.1f} MiB (cloning costs memory only)"
+    )
 
 
 if __name__ == "__main__":

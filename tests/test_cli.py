@@ -14,7 +14,7 @@ def test_shapes_prints_the_lecture_alexnet_table(capsys: pytest.CaptureFixture[s
     assert main(["shapes", "torchvision:alexnet"]) == 0
     out = capsys.readouterr().out
     assert "floor((224 + 2*2 - 1*(11-1) - 1) / 4) + 1 = 55" in out
-    assert "(1, 256, 6, 6)" in out
+    assert "1, 256, 6, 6" in out
     assert "total" in out.lower()
 
 
@@ -22,7 +22,7 @@ def test_shapes_markdown_and_input(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["shapes", "convlens:alphago_policy", "--input", "2,48,19,19", "--markdown"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("|")
-    assert "(2, 192, 19, 19)" in out
+    assert "2, 192, 19, 19" in out
 
 
 def test_layers(capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,7 +67,7 @@ def test_console_script_runs(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "(1, 4, 8)" in done.stdout
+    assert "1, 4, 8" in done.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "convlens.cli", "shapes", f"{source}:nope"],
         capture_output=True,

@@ -29,7 +29,7 @@ def test_alphago_policy_as_the_lecture_describes_it() -> None:
     assert convs[1].formula == "floor((19 + 2*1 - 1*(3-1) - 1) / 1) + 1 = 19"
     assert report.output_shape == (1, 361)
     total = 48 * k * 25 + k + 11 * (k * k * 9 + k) + k + 361
-    assert report.total_params == total == sum(p.numel() for p in net.parameters())
+    assert report.params == total == sum(p.numel() for p in net.parameters())
 
 
 @pytest.mark.parametrize("k", [128, 256, 384])

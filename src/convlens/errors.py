@@ -17,6 +17,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations only: errors.py imports nothing of convlens at run time
+    from convlens.shapes import ShapeReport
 
 __all__ = [
     "AmbiguousLayerError",
@@ -45,7 +49,16 @@ class AmbiguousLayerError(ConvlensError, KeyError):
 
 
 class ShapeError(ConvlensError, ValueError):
-    """An input whose shape a layer of the model rejects."""
+    """An input whose shape a layer of the model rejects.
+
+    Attributes:
+        report: The rows traced before the failure, when
+            :func:`convlens.trace_shapes` raised it; None otherwise.
+    """
+
+    def __init__(self, message: str, *, report: ShapeReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 class InvalidArgumentError(ConvlensError, ValueError):
@@ -67,7 +80,9 @@ def nearest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
         >>> nearest("features.13", ["features.3", "features.12", "classifier.1"])
         ['features.12']
         >>> nearest("layer4.1.conv3", ["layer4.1.conv2", "layer4.1.bn2", "fc"])
-        ['layer4.1.conv2', 'layer4.1.bn2']
+        ['layer4.1.conv2']
+        >>> nearest("clasifier.weight", ["classifier.weight", "classifier.bias", "fc"])
+        ['classifier.weight', 'classifier.bias']
     """
     pool = list(choices)
     stem, number = _split_number(word)

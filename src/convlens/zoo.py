@@ -82,7 +82,7 @@ class AlphaGoPolicy(nn.Module):
     Example:
         >>> import torch
         >>> net = AlphaGoPolicy(k=8)
-        >>> probs = net(torch.zeros(2, 48, 19, 19))
+        >>> probs = net(torch.zeros(2, 48, 19, 19)).detach()
         >>> probs.shape, [round(float(s), 4) for s in probs.sum(dim=1)]
         (torch.Size([2, 361]), [1.0, 1.0])
     """
