@@ -393,3 +393,17 @@ def test_run_accepts_keyword_inputs() -> None:
     acts = cl.LayerTap(model, ["conv"]).run(x, scale=3.0)
     with torch.no_grad():
         torch.testing.assert_close(acts["conv"], model.conv(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_results_on_the_model_device_or_where_asked() -> None:
+    model = sequential().cuda()
+    x = torch.randn(1, 3, 5, 5, device="cuda")
+    acts = cl.LayerTap(model, ["0"]).run(x)
+    assert acts["0"].device.type == "cuda"
+    on_cpu = cl.LayerTap(model, ["0"], device="cpu").run(x)
+    assert on_cpu["0"].device.type == "cpu"
+    torch.testing.assert_close(on_cpu["0"], acts["0"].cpu())
+    with cl.LayerTap(model, ["0"], grads=True) as tap:
+        model(x).sum().backward()
+    assert tap.gradients["0"].device.type == "cuda"
