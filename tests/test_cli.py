@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from convlens.cli import main
@@ -76,3 +77,77 @@ def test_console_script_runs(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr
+
+
+def offline_hub(monkeypatch: pytest.MonkeyPatch, hub: Path) -> None:
+    import torch
+
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+
+    def offline(*_args: object, **_kwargs: object) -> None:
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+
+
+def test_filters_png_with_random_weights_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torchvision")
+    offline_hub(monkeypatch, tmp_path / "hub")
+    out = tmp_path / "figs" / "filters.png"
+    assert (
+        main(["filters", "torchvision:alexnet", "--layer", "features.0", "--out", str(out), "--n", "16"]) == 0
+    )
+    captured = capsys.readouterr()
+    assert "warning" in captured.err
+    assert "random weights (seed 0)" in captured.err
+    from PIL import Image
+
+    with Image.open(out) as png:
+        pixels = np.asarray(png.convert("RGB"))
+    assert pixels.shape[0] > 100
+    assert pixels.shape[1] > 100
+    # Red ink of the note on the figure's face: some strongly red pixels exist.
+    red = (pixels[:, :, 0] > 180) & (pixels[:, :, 1] < 80) & (pixels[:, :, 2] < 80)
+    assert red.sum() > 20
+
+
+def test_featuremaps_of_the_digits_cnn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "maps.png"
+    argv = [
+        "featuremaps",
+        "convlens:digits_cnn",
+        "--layer",
+        "features.0",
+        "--out",
+        str(out),
+        "--n",
+        "8",
+        "--cols",
+        "4",
+    ]
+    assert main(argv) == 0
+    assert "warning" not in capsys.readouterr().err  # shipped weights: nothing to warn about
+    from PIL import Image
+
+    with Image.open(out) as png:
+        pixels = np.asarray(png.convert("L"))
+    assert pixels.std() > 10  # maps were drawn, not a blank canvas
+
+
+def test_featuremaps_layer_typo_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["featuremaps", "convlens:digits_cnn", "--layer", "feature.0", "--out", str(tmp_path / "m.png")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'features.0'" in err
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_featuremaps_missing_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "featuremaps", "convlens:alphago_policy", "--layer", "features.0",
+        "--out", str(tmp_path / "m.png"), "--image", str(tmp_path / "nope.jpg"), "--weights", "random",
+    ]  # fmt: skip
+    assert main(argv) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -107,3 +107,105 @@ def test_tracing_alphago_leaves_it_unchanged() -> None:
     cl.trace_shapes(net, (1, 48, 19, 19))
     cl.LayerTap(net, ["features.0", "head"]).run(torch.randn(1, 48, 19, 19))
     assert_unchanged(net, before)
+
+
+# -- weights ------------------------------------------------------------------------
+
+
+def fail_downloads(monkeypatch: pytest.MonkeyPatch, hub: Path) -> list[str]:
+    """Point the torch hub cache at ``hub`` and make every download fail, offline or not."""
+    monkeypatch.setenv("TORCH_HOME", str(hub))
+    attempts: list[str] = []
+
+    def offline(url: str, *_args: object, **_kwargs: object) -> None:
+        attempts.append(url)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return attempts
+
+
+def seeded_state(spec: str, seed: int) -> dict[str, torch.Tensor]:
+    return zoo.create(spec, seed=seed).state_dict()
+
+
+def test_load_a_saved_state_dict(tmp_path: Path) -> None:
+    pytest.importorskip("torchvision")
+    state = seeded_state("torchvision:alexnet", seed=7)
+    path = tmp_path / "alexnet.pth"
+    torch.save(state, path)
+    model = zoo.load("torchvision:alexnet", weights=path)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    assert not model.training
+    assert zoo.weights_note(model) is None
+    other = zoo.load("torchvision:alexnet", weights=str(path), seed=3)  # the file wins over the seed
+    assert torch.equal(other.state_dict()["features.0.weight"], state["features.0.weight"])
+
+
+def test_imagenet_weights_come_from_the_torch_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    attempts = fail_downloads(monkeypatch, tmp_path)
+    url = torchvision.models.AlexNet_Weights.DEFAULT.url
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    state = seeded_state("torchvision:alexnet", seed=11)  # stands in for the real ImageNet file
+    torch.save(state, cache / Path(url).name)
+    for weights in ("imagenet", "auto"):
+        model = zoo.load("torchvision:alexnet", weights=weights)
+        assert torch.equal(model.state_dict()["classifier.6.weight"], state["classifier.6.weight"])
+        assert zoo.weights_note(model) is None
+    assert attempts == []
+
+
+def test_imagenet_fails_clearly_when_unavailable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torchvision")
+    attempts = fail_downloads(monkeypatch, tmp_path)
+    with pytest.raises(
+        cl.WeightsUnavailableError, match=r"AlexNet_Weights\.IMAGENET1K_V1 are not in the torch hub cache"
+    ):
+        zoo.load("torchvision:alexnet", weights="imagenet")
+    assert len(attempts) == 1
+
+
+def test_auto_falls_back_to_seeded_random_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torchvision")
+    fail_downloads(monkeypatch, tmp_path)
+    with pytest.warns(cl.RandomWeightsWarning, match="random weights \\(seed 4\\)"):
+        model = zoo.load("torchvision:resnet18", seed=4)
+    assert zoo.weights_note(model) == "random weights (seed 4): pretrained weights unavailable"
+    reference = zoo.load("torchvision:resnet18", weights="random", seed=4)
+    assert torch.equal(model.state_dict()["fc.weight"], reference.state_dict()["fc.weight"])
+    assert zoo.weights_note(reference) is None  # asked-for random weights need no warning
+
+
+def test_bad_weights_arguments(tmp_path: Path) -> None:
+    with pytest.raises(cl.InvalidArgumentError, match="Did you mean 'imagenet'"):
+        zoo.load("convlens:alphago_policy", weights="imagnet")
+    with pytest.raises(cl.InvalidTypeError, match="got int"):
+        zoo.load("convlens:alphago_policy", weights=3)  # type: ignore[arg-type]
+    wrong = tmp_path / "wrong.pth"
+    torch.save(zoo.alphago_policy(8).state_dict(), wrong)
+    with pytest.raises(cl.InvalidArgumentError, match="does not fit AlphaGoPolicy"):
+        zoo.load("convlens:alphago_policy", weights=wrong)
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    with pytest.raises(cl.InvalidArgumentError, match="cannot read a state dict"):
+        zoo.load("convlens:alphago_policy", weights=junk)
+    with pytest.raises(cl.WeightsUnavailableError, match="has no pretrained weights"):
+        zoo.load("convlens:alphago_policy", weights="imagenet")
+
+
+def test_digits_cnn_ships_its_weights() -> None:
+    model = zoo.load("convlens:digits_cnn")
+    shipped = zoo.digits_cnn()
+    assert zoo.weights_note(model) is None
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, shipped.state_dict()[name])
+    random = zoo.load("convlens:digits_cnn", weights="random")
+    assert not torch.equal(
+        random.state_dict()["features.0.weight"], shipped.state_dict()["features.0.weight"]
+    )
+    assert zoo.default_input_size("convlens:digits_cnn") == (1, 1, 28, 28)

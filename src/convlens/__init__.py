@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from convlens import images, zoo
 from convlens.errors import (
     AmbiguousLayerError,
     ConvlensError,
     InvalidArgumentError,
     InvalidTypeError,
     LayerNotFoundError,
+    RandomWeightsWarning,
     ShapeError,
+    WeightsUnavailableError,
 )
 from convlens.layers import LayerInfo, list_layers, resolve_layer
+from convlens.render import FilterRenderer, overlay, plot_feature_maps
 from convlens.shapes import (
     LayerShape,
     ShapeReport,
@@ -36,18 +40,25 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "AmbiguousLayerError",
     "ConvlensError",
+    "FilterRenderer",
     "InvalidArgumentError",
     "InvalidTypeError",
     "LayerInfo",
     "LayerNotFoundError",
     "LayerShape",
     "LayerTap",
+    "RandomWeightsWarning",
     "ShapeError",
     "ShapeReport",
+    "WeightsUnavailableError",
     "__version__",
     "conv_output_size",
     "conv_transpose_output_size",
+    "images",
     "list_layers",
+    "overlay",
+    "plot_feature_maps",
     "resolve_layer",
     "trace_shapes",
+    "zoo",
 ]

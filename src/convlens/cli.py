@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
-from convlens.errors import ConvlensError, InvalidArgumentError
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from convlens import images, zoo
+from convlens.errors import ConvlensError, InvalidArgumentError, RandomWeightsWarning
 from convlens.layers import list_layers
+from convlens.render import FilterRenderer, plot_feature_maps
 from convlens.shapes import trace_shapes
-from convlens.zoo import create, default_input_size
+from convlens.tap import LayerTap
 
 __all__ = ["main"]
 
@@ -31,27 +39,48 @@ def _parser() -> argparse.ArgumentParser:
         prog="convlens", description="Look inside PyTorch convolutional networks."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     layers = commands.add_parser("layers", help="list a model's layers and their parameters")
     layers.add_argument("model", help=_MODEL_HELP)
+
     shapes = commands.add_parser("shapes", help="trace every layer's output shape (no real compute)")
     shapes.add_argument("model", help=_MODEL_HELP)
     shapes.add_argument("--input", help="input size, e.g. 1,3,224,224 (default: the model's usual one)")
     shapes.add_argument("--markdown", action="store_true", help="print a Markdown table")
+
+    filters = commands.add_parser("filters", help="draw a conv layer's learned filters")
+    featuremaps = commands.add_parser("featuremaps", help="draw a layer's feature maps for a picture")
+    for sub in (filters, featuremaps):
+        sub.add_argument("model", help=_MODEL_HELP)
+        sub.add_argument("--layer", required=True, help="qualified layer name, e.g. features.0")
+        sub.add_argument("--out", required=True, type=Path, help="where to save the PNG")
+        sub.add_argument("--n", type=int, default=32, help="at most this many panels (default 32)")
+        sub.add_argument("--cols", type=int, default=8, help="panels per row (default 8)")
+        sub.add_argument(
+            "--weights", default="auto", help="auto, imagenet, random or a state-dict path (default auto)"
+        )
+        sub.add_argument("--seed", type=int, default=0, help="seed of random weights (default 0)")
+    filters.add_argument(
+        "--scale", default="symmetric", help="symmetric, lecture or minmax (default symmetric)"
+    )
+    featuremaps.add_argument("--image", type=Path, help="picture to look at (default: a sample photo)")
+    featuremaps.add_argument(
+        "--preset", default="imagenet", help="preprocessing: imagenet or lecture (default imagenet)"
+    )
     return parser
 
 
 def _input_size(text: str) -> tuple[int, ...]:
     try:
-        size = tuple(int(part) for part in text.replace("x", ",").split(","))
+        return tuple(int(part) for part in text.replace("x", ",").split(","))
     except ValueError:
         raise InvalidArgumentError(
             f"--input must be integers separated by commas, like 1,3,224,224; got {text!r}."
         ) from None
-    return size
 
 
 def _layers_table(spec: str) -> str:
-    infos = list_layers(create(spec))
+    infos = list_layers(zoo.create(spec))
     rows = [("name", "type", "params", "leaf")] + [
         (i.name, i.type, str(i.params), "yes" if i.leaf else "no") for i in infos
     ]
@@ -61,16 +90,61 @@ def _layers_table(spec: str) -> str:
     )
 
 
+def _load(args: argparse.Namespace) -> nn.Module:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        model = zoo.load(args.model, weights=args.weights, seed=args.seed)
+    for warning in caught:
+        print(f"convlens: warning: {warning.message}", file=sys.stderr)
+    return model
+
+
+def _picture_input(args: argparse.Namespace, model: nn.Module) -> Tensor:
+    """The model input for ``--image``: a digit for the digits CNN, else a preset's preprocessing."""
+    if isinstance(model, zoo.DigitsCNN):
+        if args.image is None:
+            digit: Tensor = zoo.digits_dataset("test")[0][0]
+            return digit[None]
+        gray = images.load_image(args.image).convert("L").resize((28, 28))
+        return torch.from_numpy(images.to_rgb_array(gray)[:, :, 0].copy()).float()[None, None] / 255.0
+    picture = images.sample_image() if args.image is None else args.image
+    return images.preprocess(picture, preset=args.preset)
+
+
+def _save(figure: Figure, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    print(f"wrote {out}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "layers":
+        print(_layers_table(args.model))
+    elif args.command == "shapes":
+        size = _input_size(args.input) if args.input else zoo.default_input_size(args.model)
+        report = trace_shapes(zoo.create(args.model), size)
+        print(report.to_markdown() if args.markdown else report)
+    elif args.command == "filters":
+        model = _load(args)
+        renderer = FilterRenderer(model, args.layer, scale=args.scale, note=zoo.weights_note(model))
+        _save(renderer.plot(n=args.n, cols=args.cols), args.out)
+    else:
+        model = _load(args)
+        tap = LayerTap(model, [args.layer])  # validates the layer name before any work
+        x = _picture_input(args, model)
+        activation = next(iter(tap.run(x).values()))[0]
+        title = f"{args.model} {args.layer}: {activation.shape[0]} feature maps"
+        figure = plot_feature_maps(
+            activation, n=args.n, cols=args.cols, title=title, note=zoo.weights_note(model)
+        )
+        _save(figure, args.out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for a usage or input error)."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "layers":
-            print(_layers_table(args.model))
-        else:
-            size = _input_size(args.input) if args.input else default_input_size(args.model)
-            report = trace_shapes(create(args.model), size)
-            print(report.to_markdown() if args.markdown else report)
+        _run(args)
     except (ConvlensError, OSError) as err:
         print(f"convlens: error: {err}", file=sys.stderr)
         return 2

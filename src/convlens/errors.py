@@ -28,7 +28,9 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTypeError",
     "LayerNotFoundError",
+    "RandomWeightsWarning",
     "ShapeError",
+    "WeightsUnavailableError",
 ]
 
 
@@ -59,6 +61,14 @@ class ShapeError(ConvlensError, ValueError):
     def __init__(self, message: str, *, report: ShapeReport | None = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class WeightsUnavailableError(ConvlensError, RuntimeError):
+    """Pretrained weights that cannot be had (not cached, and no network)."""
+
+
+class RandomWeightsWarning(UserWarning):
+    """``weights="auto"`` fell back to random initialisation."""
 
 
 class InvalidArgumentError(ConvlensError, ValueError):

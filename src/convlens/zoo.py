@@ -1,9 +1,9 @@
-"""Models by name: torchvision classifiers, your own factories, and the lecture's nets.
+"""Models by name, with their weights: torchvision classifiers, your own factories, the lecture's nets.
 
 A model spec is ``"torchvision:NAME"`` (any torchvision classification
-model), ``"convlens:NAME"`` (a model of this module, such as
-``alphago_policy``) or ``"path/to/file.py:factory"`` (a function in your own
-file that returns an ``nn.Module``).
+model), ``"convlens:NAME"`` (``alphago_policy``, ``digits_cnn``) or
+``"path/to/file.py:factory"`` (a function in your own file that returns an
+``nn.Module``). :func:`load` adds weights the standard torchvision way.
 
 Example:
     >>> import convlens as cl
@@ -18,108 +18,80 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
+from torch.utils.data import TensorDataset
 
-from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
+from convlens._alphago import AlphaGoPolicy, PositionBias, alphago_policy
+from convlens._digits import DigitsCNN, load_digits_cnn, load_digits_dataset
+from convlens.errors import (
+    InvalidArgumentError,
+    InvalidTypeError,
+    RandomWeightsWarning,
+    WeightsUnavailableError,
+    did_you_mean,
+)
 
-__all__ = ["AlphaGoPolicy", "PositionBias", "alphago_policy", "create", "default_input_size"]
+__all__ = [
+    "AlphaGoPolicy",
+    "DigitsCNN",
+    "PositionBias",
+    "alphago_policy",
+    "create",
+    "default_input_size",
+    "digits_cnn",
+    "digits_dataset",
+    "load",
+    "weights_note",
+]
+
+#: What ``weights=`` accepts besides a path to a state dict.
+WeightsMode = Literal["auto", "imagenet", "random"]
+_MODES = ("auto", "imagenet", "random")
+#: The attribute :func:`load` sets on a model whose pretrained weights were unavailable.
+_NOTE = "convlens_weights_note"
 
 
-class PositionBias(nn.Module):
-    """Add a separate learned bias at every spatial position.
+def digits_cnn() -> DigitsCNN:
+    """The lecture's digits CNN with its shipped trained weights, in eval mode.
 
-    Args:
-        height: Rows of the map.
-        width: Columns of the map.
-
-    Shape:
-        Input ``(N, 1, height, width)``; output the same.
-
-    Example:
-        >>> import torch
-        >>> PositionBias(19, 19)(torch.zeros(2, 1, 19, 19)).shape
-        torch.Size([2, 1, 19, 19])
-    """
-
-    def __init__(self, height: int, width: int) -> None:
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(1, 1, height, width))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Add the per-position bias."""
-        return x + self.bias
-
-
-class AlphaGoPolicy(nn.Module):
-    """AlphaGo's policy network as Silver et al. (2016) and the lecture describe it.
-
-    A ``19x19x48`` stack of feature planes is zero padded to ``23x23`` and
-    convolved with ``k`` 5x5 filters (ReLU); hidden layers 2 to 12 each pad to
-    ``21x21`` and convolve ``k`` 3x3 filters (ReLU); the last layer convolves
-    one 1x1 filter, adds a different bias at each of the 361 positions and
-    applies a softmax over the moves. No pooling: every layer stays 19x19.
-
-    Args:
-        k: Filters per hidden layer (192 in the match version; 128, 256 and
-            384 in Extended Data Table 3).
-        planes: Input feature planes.
-        board: Board size.
-
-    Shape:
-        Input ``(N, planes, board, board)``; output ``(N, board * board)``
-        move probabilities.
-
-    References:
-        Silver et al., "Mastering the game of Go with deep neural networks and
-        tree search", Nature 529 (2016). https://doi.org/10.1038/nature16961
+    Trained on the handwritten digits of scikit-learn (upsampled to 28x28);
+    scikit-learn is not needed at run time. See the "Digits model" page.
 
     Example:
-        >>> import torch
-        >>> net = AlphaGoPolicy(k=8)
-        >>> probs = net(torch.zeros(2, 48, 19, 19)).detach()
-        >>> probs.shape, [round(float(s), 4) for s in probs.sum(dim=1)]
-        (torch.Size([2, 361]), [1.0, 1.0])
+        >>> digits_cnn()(digits_dataset("test")[0][0][None]).shape
+        torch.Size([1, 10])
     """
-
-    def __init__(self, k: int = 192, *, planes: int = 48, board: int = 19) -> None:
-        super().__init__()
-        for name, value in (("k", k), ("planes", planes), ("board", board)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(f"{name} must be a positive int; got {value!r}.")
-        layers: list[nn.Module] = [nn.Conv2d(planes, k, 5, padding=2), nn.ReLU(inplace=True)]
-        for _ in range(11):
-            layers += [nn.Conv2d(k, k, 3, padding=1), nn.ReLU(inplace=True)]
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Conv2d(k, 1, 1, bias=False)
-        self.position_bias = PositionBias(board, board)
-        self.flatten = nn.Flatten()
-        self.softmax = nn.Softmax(dim=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Move probabilities, one per board point."""
-        out = self.position_bias(self.head(self.features(x)))
-        return self.softmax(self.flatten(out))  # type: ignore[no-any-return]
+    return load_digits_cnn()
 
 
-def alphago_policy(k: int = 192) -> AlphaGoPolicy:
-    """AlphaGo's policy network with ``k`` filters per hidden layer (see :class:`AlphaGoPolicy`).
+def digits_dataset(split: Literal["train", "test", "all"] = "test") -> TensorDataset:
+    """The digits the digits CNN was trained (``"train"``) and tested (``"test"``) on.
+
+    Items are ``(image (1, 28, 28) float in [0, 1], label)``; ink is bright.
 
     Example:
-        >>> sum(p.numel() for p in alphago_policy(192).parameters())
-        3882793
+        >>> image, label = digits_dataset("test")[0]
+        >>> image.shape, label.dtype
+        (torch.Size([1, 28, 28]), torch.int64)
     """
-    return AlphaGoPolicy(k)
+    return load_digits_dataset(split)
 
 
-#: The models of ``"convlens:NAME"`` specs and their default input sizes.
-_BUILTIN: Mapping[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = MappingProxyType(
-    {"alphago_policy": (alphago_policy, (1, 48, 19, 19))}
+#: The models of ``"convlens:NAME"`` specs: (random-init factory, shipped weights or None, input size).
+_BUILTIN: Mapping[str, tuple[Callable[[], nn.Module], Callable[[], nn.Module] | None, tuple[int, ...]]] = (
+    MappingProxyType(
+        {
+            "alphago_policy": (alphago_policy, None, (1, 48, 19, 19)),
+            "digits_cnn": (DigitsCNN, load_digits_cnn, (1, 1, 28, 28)),
+        }
+    )
 )
 
 
@@ -132,8 +104,129 @@ def default_input_size(spec: str) -> tuple[int, ...]:
     """
     kind, _, name = spec.partition(":")
     if kind == "convlens" and name in _BUILTIN:
-        return _BUILTIN[name][1]
+        return _BUILTIN[name][2]
     return (1, 3, 224, 224)
+
+
+def load(spec: str, weights: WeightsMode | str | Path = "auto", *, seed: int = 0) -> nn.Module:
+    """Build a model and give it weights, in eval mode.
+
+    Args:
+        spec: ``"torchvision:NAME"``, ``"convlens:NAME"`` or ``"path/to/file.py:factory"``.
+        weights: ``"imagenet"``: torchvision's pretrained weights (its weights
+            enum's ``DEFAULT``), from the torch hub cache or downloaded when
+            online; fails when they cannot be had. ``"random"``: seeded random
+            init. A path: a saved state dict. ``"auto"``: pretrained where
+            possible, else random init with a :class:`RandomWeightsWarning`
+            and a note that figures write on their face (:func:`weights_note`).
+            For ``convlens:digits_cnn``, ``"auto"`` means its shipped weights.
+        seed: Seed of the random initialisation (the global RNG is untouched).
+
+    Returns:
+        The model.
+
+    Raises:
+        WeightsUnavailableError: ``"imagenet"`` weights that cannot be had, or
+            a model that has none.
+        InvalidArgumentError: An unknown spec or weights choice, a missing file,
+            or a state dict that does not fit the model.
+
+    Example:
+        >>> net = load("convlens:alphago_policy", weights="random", seed=1)
+        >>> type(net).__name__, net.training, weights_note(net)
+        ('AlphaGoPolicy', False, None)
+    """
+    mode = _weights_mode(weights)
+    model = create(spec, seed=seed)
+    if isinstance(mode, Path):
+        return _load_state_dict(model, mode)
+    if mode == "random":
+        return model
+    try:
+        return _pretrained(spec, model)
+    except WeightsUnavailableError as err:
+        if mode == "imagenet":
+            raise
+        note = f"random weights (seed {seed}): pretrained weights unavailable"
+        warnings.warn(f"{spec}: {err} Using {note}.", RandomWeightsWarning, stacklevel=2)
+        setattr(model, _NOTE, note)
+        return model
+
+
+def weights_note(model: nn.Module) -> str | None:
+    """The warning that figures of ``model`` must show, or None.
+
+    Set by :func:`load` when ``weights="auto"`` fell back to random init.
+
+    Example:
+        >>> from torch import nn
+        >>> weights_note(nn.Conv2d(1, 1, 1)) is None
+        True
+    """
+    note = getattr(model, _NOTE, None)
+    return note if isinstance(note, str) else None
+
+
+def _weights_mode(weights: object) -> WeightsMode | Path:
+    if isinstance(weights, str) and weights in _MODES:
+        return weights  # type: ignore[return-value]
+    if isinstance(weights, str | Path):
+        path = Path(weights)
+        if path.is_file():
+            return path
+        hint = did_you_mean(str(weights), _MODES) if isinstance(weights, str) else ""
+        raise InvalidArgumentError(
+            f"weights must be one of {', '.join(repr(m) for m in _MODES)} or the path of a saved state "
+            f"dict; got {str(weights)!r}, which is no file.{hint}"
+        )
+    raise InvalidTypeError(f"weights must be a str or a path; got {type(weights).__name__}.")
+
+
+def _load_state_dict(model: nn.Module, path: Path) -> nn.Module:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InvalidArgumentError(f"cannot read a state dict from {str(path)!r}: {err}") from err
+    if isinstance(state, nn.Module):  # pragma: no cover - weights_only=True refuses whole modules
+        state = state.state_dict()
+    if not isinstance(state, Mapping):
+        raise InvalidArgumentError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict.")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise InvalidArgumentError(
+            f"the state dict in {str(path)!r} does not fit {type(model).__name__}: "
+            f"{' '.join(line.strip() for line in first[:3])}"
+        ) from err
+    return model.eval()
+
+
+def _pretrained(spec: str, model: nn.Module) -> nn.Module:
+    kind, _, name = spec.rpartition(":")
+    if kind == "convlens":
+        shipped = _BUILTIN[name][1]
+        if shipped is None:
+            raise WeightsUnavailableError(f"convlens:{name} has no pretrained weights.")
+        return shipped().eval()
+    if kind != "torchvision":
+        raise WeightsUnavailableError(
+            f"{spec} is your own model: convlens knows no pretrained weights for it."
+        )
+    models = importlib.import_module("torchvision.models")
+    enum = models.get_model_weights(name).DEFAULT
+    hub = importlib.import_module("torch.hub")
+    cached = Path(hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    try:
+        state = enum.get_state_dict(progress=False, check_hash=True)
+    except Exception as err:
+        raise WeightsUnavailableError(
+            f"pretrained ImageNet weights {type(enum).__name__}.{enum.name} are not in the torch hub cache "
+            f"({cached}) and could not be downloaded ({type(err).__name__}: {err}). Put the file "
+            "there, pass weights='random', or the path of a saved state dict."
+        ) from err
+    model.load_state_dict(state)
+    return model.eval()
 
 
 def create(spec: str, *, seed: int = 0) -> nn.Module:
@@ -158,7 +251,7 @@ def create(spec: str, *, seed: int = 0) -> nn.Module:
         >>> create("convlens:alphagopolicy")
         Traceback (most recent call last):
         ...
-        convlens.errors.InvalidArgumentError: convlens has no model 'alphagopolicy'; choose from 'alphago_policy'. Did you mean 'alphago_policy'?
+        convlens.errors.InvalidArgumentError: convlens has no model 'alphagopolicy'; choose from 'alphago_policy', 'digits_cnn'. Did you mean 'alphago_policy'?
     """
     if not isinstance(spec, str):
         raise InvalidTypeError(f"a model spec must be a str; got {type(spec).__name__}.")

@@ -1,0 +1,445 @@
+"""Turn tensors into pictures: convolution filters, feature maps, heat-map overlays.
+
+This module imports no compute module and never imports ``matplotlib.pyplot``:
+figures are built as :class:`matplotlib.figure.Figure` objects directly, so they
+work on any backend (``Agg`` included), are never shown, and leave pyplot's
+global figure list alone. Save one with ``fig.savefig(path)``.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> import convlens.render as render
+    >>> conv = nn.Conv2d(3, 8, 5)
+    >>> render.FilterRenderer(conv).images().shape
+    (8, 5, 5, 3)
+    >>> fig = render.plot_feature_maps(torch.rand(16, 6, 6), n=4, cols=2)
+    >>> [ax.get_title() for ax in fig.axes]
+    ['channel 0', 'channel 1', 'channel 2', 'channel 3']
+    >>> render.overlay(torch.rand(3, 20, 30), torch.rand(7, 7)).shape
+    (20, 30, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+from convlens.errors import InvalidArgumentError, InvalidTypeError, check_choice, did_you_mean
+from convlens.images import ImageSource, to_rgb_array
+from convlens.layers import LayerSpec, resolve_layer
+
+__all__ = ["FilterRenderer", "FilterScale", "figure_grid", "overlay", "plot_feature_maps"]
+
+#: How :class:`FilterRenderer` maps weights to colours.
+FilterScale = Literal["symmetric", "lecture", "minmax"]
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_CONV_NAMES = "Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d or ConvTranspose3d"
+
+
+class FilterRenderer:
+    """Draw the weights of a convolution layer, one small picture per filter.
+
+    Filter ``i`` is ``weight[i]``: for a convolution, the kernel that makes output
+    channel ``i``; for a transposed convolution, the pattern that input channel
+    ``i`` stamps onto the output channels. Filters with 3 channels are drawn in
+    colour (channel 0, 1, 2 -> red, green, blue, as in the lecture), 1-channel
+    filters in grey, others in grey as the mean over their channels or as the one
+    channel named by ``channel``. 1-D kernels are drawn as strips; of a 3-D kernel
+    the middle depth slice is drawn (the title says which). The bias is ignored.
+
+    Weights become colours by an increasing affine map, chosen by ``scale``:
+
+    - ``"symmetric"`` (the default): ``0.5 + w / (2 * m)`` with ``m`` the largest
+      ``|w|`` over all the filters drawn. Zero is mid-grey and the sign is
+      visible, one scale serves every filter so they can be compared, and nothing
+      clips. The lecture's fixed ``w * 0.5 + 0.5`` clips weights beyond ±1 to
+      black or white and leaves typical weights (``|w|`` ~ 0.01 to 0.1) an almost
+      uniform grey; this map uses the full range whatever the weights' size.
+    - ``"lecture"``: ``w * 0.5 + 0.5`` clipped to [0, 1], exactly the lecture's code.
+    - ``"minmax"``: ``(w - min) / (max - min)`` per filter (over all its colour
+      channels together); a flat filter is mid-grey. Shows each filter's
+      pattern best, but their contrasts can no longer be compared.
+
+    Args:
+        model: The model, or the convolution module itself when ``layer`` is None.
+        layer: A qualified name (``"features.0"``) or a submodule of ``model``.
+        scale: How weights become colours (above).
+        channel: ``"mean"`` draws filters of 1 or 3 channels as they are and
+            averages the channels of other counts; an ``int`` draws that one
+            channel of every filter, in grey.
+        note: A line written in red on every figure (e.g. ``"random weights:
+            pretrained unavailable"``).
+        name: The layer's name in titles; by default its qualified name, or its
+            class name when a module is given alone.
+
+    Raises:
+        InvalidTypeError: The layer is not a convolution, or ``model`` is not a module.
+        LayerNotFoundError: No such layer; the message names the nearest ones.
+        InvalidArgumentError: A bad ``scale`` or ``channel``, or lazy weights
+            that are not initialized yet.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 16, 5), nn.ReLU())
+        >>> r = FilterRenderer(model, "0")
+        >>> r.images(n=4).shape
+        (4, 5, 5, 3)
+        >>> fig = r.plot(n=6, cols=3)
+        >>> len(fig.axes), fig.axes[5].get_title()
+        (6, '#5')
+        >>> fig.texts[0].get_text()
+        '0: 16 filters 3x5x5, scale=symmetric, showing 6'
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayerSpec | None = None,
+        *,
+        scale: FilterScale = "symmetric",
+        channel: Literal["mean"] | int = "mean",
+        note: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        if layer is None:
+            if not isinstance(model, nn.Module):
+                raise InvalidTypeError(
+                    f"FilterRenderer needs an nn.Module (a model and a layer, or a conv layer); "
+                    f"got {type(model).__name__}."
+                )
+            module, default_name = model, type(model).__name__
+        else:
+            ref = resolve_layer(model, layer)
+            module, default_name = ref.module, ref.name
+        self.name = default_name if name is None else name
+        what = "the module given" if layer is None else f"layer {self.name!r}"
+        if not isinstance(module, _CONV_TYPES):
+            raise InvalidTypeError(
+                f"FilterRenderer draws convolution filters, but {what} is "
+                f"{type(module).__name__}. Pass a {_CONV_NAMES} layer; call "
+                "convlens.list_layers(model) to see the model's layers and their types."
+            )
+        if isinstance(module.weight, nn.parameter.UninitializedParameter):
+            raise InvalidArgumentError(
+                f"layer {self.name!r} ({type(module).__name__}) has no weights yet: "
+                "run one forward pass to initialize the lazy module first."
+            )
+        self.module = module
+        self.scale: FilterScale = check_choice("scale", scale, get_args(FilterScale))  # type: ignore[assignment]
+        shape = tuple(module.weight.shape)
+        self._channels = shape[1]
+        if isinstance(channel, bool) or not isinstance(channel, int | str):
+            raise InvalidTypeError(f"channel must be 'mean' or an int; got {type(channel).__name__}.")
+        if isinstance(channel, str):
+            check_choice("channel", channel, ["mean"])
+        elif not 0 <= channel < self._channels:
+            raise InvalidArgumentError(
+                f"channel must be in [0, {self._channels - 1}]: the filters of {self.name!r} have "
+                f"{self._channels} channels; got {channel}."
+            )
+        self.channel = channel
+        self.note = note
+
+    def images(self, n: int | None = None) -> np.ndarray:
+        r"""The first ``n`` filters as RGB pictures in [0, 1] (grey repeated over R, G, B).
+
+        The weights are read now (``.detach().float().cpu()``), so a model that
+        trains in between is drawn as it is; the model is not modified.
+
+        Args:
+            n: How many filters at most; None for all of them.
+
+        Returns:
+            A float32 array, one picture per filter.
+
+        Raises:
+            InvalidArgumentError: ``n`` < 1.
+
+        Shape:
+            Output :math:`(\min(n, F), k_h, k_w, 3)`; a 1-D kernel of size k
+            gives :math:`k_h = 1, k_w = k`.
+
+        Example:
+            >>> from torch import nn
+            >>> FilterRenderer(nn.Conv1d(64, 10, 7)).images(n=100).shape
+            (10, 1, 7, 3)
+        """
+        count = self.filters if n is None else min(_positive("n", n), self.filters)
+        w = self.module.weight.detach()[:count].float().cpu()
+        if w.dim() == 5:  # 3-D kernel: the middle depth slice
+            w = w[:, :, w.shape[2] // 2]
+        elif w.dim() == 3:  # 1-D kernel: a strip one pixel high
+            w = w.unsqueeze(2)
+        if isinstance(self.channel, int):
+            w = w[:, self.channel : self.channel + 1]
+        elif self._channels not in {1, 3}:
+            w = w.mean(dim=1, keepdim=True)
+        a = w.permute(0, 2, 3, 1).numpy().astype(np.float32)  # (n, kh, kw, 1 or 3)
+        if self.scale == "lecture":
+            a = np.clip(a * 0.5 + 0.5, 0.0, 1.0)
+        elif self.scale == "symmetric":
+            peak = float(np.abs(a).max()) if a.size else 0.0
+            a = 0.5 + a / (2.0 * peak) if peak > 0 else np.full_like(a, 0.5)
+        else:
+            lo = a.min(axis=(1, 2, 3), keepdims=True)
+            span = a.max(axis=(1, 2, 3), keepdims=True) - lo
+            a = np.where(span > 0, (a - lo) / np.where(span > 0, span, 1.0), 0.5)
+        a = np.clip(a, 0.0, 1.0).astype(np.float32)  # guards float rounding only
+        return np.repeat(a, 3, axis=3) if a.shape[3] == 1 else a
+
+    @property
+    def filters(self) -> int:
+        """How many filters the layer has (``weight.shape[0]``)."""
+        return int(self.module.weight.shape[0])
+
+    def describe(self) -> str:
+        """A one-line description of what is drawn, used as the figure's title.
+
+        Example:
+            >>> from torch import nn
+            >>> FilterRenderer(nn.Conv3d(2, 4, 3), channel=1).describe()
+            'Conv3d: 4 filters 2x3x3x3, scale=symmetric, channel 1, depth slice 1 of 3'
+        """
+        shape = tuple(self.module.weight.shape)
+        text = f"{self.name}: {shape[0]} filters {'x'.join(map(str, shape[1:]))}, scale={self.scale}"
+        if isinstance(self.channel, int):
+            text += f", channel {self.channel}"
+        elif self._channels not in {1, 3}:
+            text += f", mean of {self._channels} channels"
+        if len(shape) == 5:
+            text += f", depth slice {shape[2] // 2} of {shape[2]}"
+        return text
+
+    def plot(self, n: int = 32, cols: int = 8, *, title: str | None = None) -> Figure:
+        """Draw the first ``n`` filters in a grid, each panel titled ``#i``.
+
+        Args:
+            n: How many filters at most (the lecture draws 32).
+            cols: Panels per row.
+            title: The figure's title; by default the layer, its shape and the scale.
+
+        Returns:
+            A figure with one axes per filter drawn.
+
+        Raises:
+            InvalidArgumentError: ``n`` or ``cols`` < 1.
+
+        Example:
+            >>> from torch import nn
+            >>> fig = FilterRenderer(nn.Conv2d(1, 3, 3), note="random weights").plot()
+            >>> len(fig.axes), [t.get_text() for t in fig.texts]
+            (3, ['Conv2d: 3 filters 1x3x3, scale=symmetric', 'random weights'])
+        """
+        _positive("cols", cols)
+        pictures = self.images(n)
+        count = len(pictures)
+        strip = self.module.weight.dim() == 3
+        fig, axes = figure_grid(count, cols, panel_size=(2.0, 0.9) if strip else 1.5)
+        for i, (ax, picture) in enumerate(zip(axes, pictures, strict=True)):
+            ax.imshow(picture, interpolation="nearest", aspect="auto" if strip else "equal")
+            ax.set_title(f"#{i}", fontsize=8)
+        default = self.describe() + (f", showing {count}" if count < self.filters else "")
+        _decorate(fig, default if title is None else title, self.note)
+        return fig
+
+
+def plot_feature_maps(
+    activation: Tensor | np.ndarray,
+    n: int = 32,
+    cols: int = 8,
+    cmap: str | Colormap = "gray",
+    *,
+    title: str | None = None,
+    note: str | None = None,
+) -> Figure:
+    """Draw the first ``n`` channels of one sample's feature maps, as in the lecture.
+
+    Each panel is scaled on its own, from its minimum (first colour of ``cmap``)
+    to its maximum (last colour), as ``plt.imshow`` does by default; a flat map
+    shows the first colour. 1-D maps are drawn as strips.
+
+    Args:
+        activation: One sample's activation: ``(C, H, W)``, a batch of one
+            ``(1, C, H, W)``, or 1-D maps ``(C, L)``.
+        n: How many channels at most.
+        cols: Panels per row.
+        cmap: A matplotlib colormap or its name.
+        title: The figure's title; by default how many channels of what size.
+        note: A line written in red on the figure.
+
+    Returns:
+        A figure with one axes per channel drawn, titled ``channel i``.
+
+    Raises:
+        InvalidArgumentError: A batch of more than one sample, an unsupported
+            shape, ``n`` or ``cols`` < 1, or an unknown colormap name.
+
+    Example:
+        >>> import torch
+        >>> fig = plot_feature_maps(torch.rand(1, 64, 55, 55))
+        >>> len(fig.axes), fig.axes[31].get_title(), fig.texts[0].get_text()
+        (32, 'channel 31', 'feature maps: 32 of 64 channels, 55x55')
+    """
+    colormap = _colormap(cmap)
+    _positive("cols", cols)
+    _positive("n", n)
+    a = _as_tensor("activation", activation)
+    shape = tuple(a.shape)
+    if a.dim() == 4:
+        if shape[0] != 1:
+            raise InvalidArgumentError(
+                f"plot_feature_maps draws one sample; got a batch of {shape[0]} with shape {shape}. "
+                "Index one sample first, e.g. activation[0]."
+            )
+        a = a[0]
+    elif a.dim() not in {2, 3}:
+        raise InvalidArgumentError(
+            f"activation must be (C, H, W), (1, C, H, W) or (C, L); got shape {shape}."
+        )
+    maps = a[:n].float().cpu().numpy()
+    strip = maps.ndim == 2
+    if strip:
+        maps = maps[:, None, :]
+    fig, axes = figure_grid(len(maps), cols, panel_size=(2.0, 0.9) if strip else 1.5)
+    for i, (ax, m) in enumerate(zip(axes, maps, strict=True)):
+        ax.imshow(m, cmap=colormap, interpolation="nearest", aspect="auto" if strip else "equal")
+        ax.set_title(f"channel {i}", fontsize=8)
+    size = "x".join(map(str, a.shape[1:]))
+    default = f"feature maps: {len(maps)} of {a.shape[0]} channels, {size}"
+    _decorate(fig, default if title is None else title, note)
+    return fig
+
+
+def overlay(
+    image: ImageSource,
+    heatmap: Tensor | np.ndarray,
+    alpha: float = 0.5,
+    cmap: str | Colormap = "jet",
+) -> np.ndarray:
+    """Blend a heat map, coloured with ``cmap``, over a picture.
+
+    The heat map is clipped to [0, 1] (NaN counts as 0), resized bilinearly
+    (``align_corners=False``, as Grad-CAM upsamples) to the picture's size,
+    coloured, and blended as ``(1 - alpha) * image + alpha * colour``.
+
+    Args:
+        image: A PIL image, an ``(H, W, 3|4)`` or ``(H, W)`` uint8 array, or a
+            ``(3, H, W)`` float tensor in [0, 1] (see :func:`convlens.images.to_rgb_array`).
+        heatmap: An ``(H', W')`` tensor or array with values in [0, 1].
+        alpha: The heat map's weight, in [0, 1]: 0 gives the picture back unchanged.
+        cmap: A matplotlib colormap or its name.
+
+    Returns:
+        The blended picture as uint8.
+
+    Raises:
+        InvalidArgumentError: ``alpha`` outside [0, 1], a heat map that is not
+            2-D, or an unknown colormap name.
+
+    Shape:
+        Output :math:`(H, W, 3)`, the picture's size.
+
+    Example:
+        >>> import numpy as np
+        >>> picture = np.zeros((32, 48, 3), dtype=np.uint8)
+        >>> overlay(picture, np.ones((7, 7)), alpha=1.0, cmap="gray")[0, 0].tolist()
+        [255, 255, 255]
+    """
+    colormap = _colormap(cmap)
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
+        raise InvalidTypeError(f"alpha must be a number in [0, 1]; got {type(alpha).__name__}.")
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidArgumentError(f"alpha must be in [0, 1]; got {alpha}.")
+    hm = _as_tensor("heatmap", heatmap)
+    if hm.dim() != 2:
+        raise InvalidArgumentError(
+            f"heatmap must be 2-D (H, W); got shape {tuple(hm.shape)}. Pass one map of a batch, e.g. maps[0]."
+        )
+    picture = to_rgb_array(image)
+    h, w = picture.shape[:2]
+    hm = hm.float().cpu().nan_to_num(0.0).clamp(0.0, 1.0)
+    if tuple(hm.shape) != (h, w):
+        hm = F.interpolate(hm[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    colour: np.ndarray = colormap(hm.clamp(0.0, 1.0).numpy())[..., :3] * 255.0
+    blended = (1.0 - alpha) * picture.astype(np.float64) + alpha * colour
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def figure_grid(
+    count: int, cols: int, *, panel_size: float | tuple[float, float] = 1.5
+) -> tuple[Figure, list[Axes]]:
+    """A figure with ``count`` panels in rows of ``cols``, and no empty axes.
+
+    Args:
+        count: How many panels.
+        cols: Panels per row (fewer when ``count`` is smaller).
+        panel_size: Each panel's size in inches: a side, or ``(width, height)``.
+
+    Returns:
+        The figure (constrained layout) and its axes in reading order, ticks hidden.
+
+    Raises:
+        InvalidArgumentError: ``count`` or ``cols`` < 1.
+
+    Example:
+        >>> fig, axes = figure_grid(10, 4)
+        >>> len(axes), len(fig.axes), fig.get_size_inches().tolist()
+        (10, 10, [6.0, 4.5])
+    """
+    _positive("count", count)
+    _positive("cols", cols)
+    width, height = (panel_size, panel_size) if isinstance(panel_size, int | float) else panel_size
+    cols = min(cols, count)
+    rows = math.ceil(count / cols)
+    fig = Figure(figsize=(cols * width, rows * height), layout="constrained")
+    axes = [fig.add_subplot(rows, cols, i + 1) for i in range(count)]
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+def _decorate(fig: Figure, title: str, note: str | None) -> None:
+    fig.suptitle(title)
+    if note:
+        fig.supxlabel(note, color="red")
+
+
+def _as_tensor(name: str, value: object) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.detach()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+    raise InvalidTypeError(f"{name} must be a tensor or a numpy array; got {type(value).__name__}.")
+
+
+def _positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError(f"{name} must be an int >= 1; got {type(value).__name__} {value!r}.")
+    if value < 1:
+        raise InvalidArgumentError(f"{name} must be >= 1; got {value}.")
+    return value
+
+
+def _colormap(cmap: object) -> Colormap:
+    if isinstance(cmap, Colormap):
+        return cmap
+    if not isinstance(cmap, str):
+        raise InvalidTypeError(f"cmap must be a colormap name or a Colormap; got {type(cmap).__name__}.")
+    names = list(colormaps)
+    if cmap not in colormaps:
+        raise InvalidArgumentError(
+            f"cmap must be a matplotlib colormap; got {cmap!r}.{did_you_mean(cmap, names)} "
+            f"See list(matplotlib.colormaps) for all {len(names)}."
+        )
+    return colormaps[cmap]
