@@ -11,6 +11,15 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from convlens import images, zoo
+from convlens.cam import (
+    CAMResult,
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+)
 from convlens.errors import (
     AmbiguousLayerError,
     ConvlensError,
@@ -39,18 +48,25 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "AmbiguousLayerError",
+    "CAMResult",
     "ConvlensError",
+    "EigenCAM",
     "FilterRenderer",
+    "GradCAM",
+    "GradCAMPlusPlus",
     "InvalidArgumentError",
     "InvalidTypeError",
+    "LayerCAM",
     "LayerInfo",
     "LayerNotFoundError",
     "LayerShape",
     "LayerTap",
     "RandomWeightsWarning",
+    "ScoreCAM",
     "ShapeError",
     "ShapeReport",
     "WeightsUnavailableError",
+    "XGradCAM",
     "__version__",
     "conv_output_size",
     "conv_transpose_output_size",

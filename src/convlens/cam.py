@@ -1,0 +1,567 @@
+"""Grad-CAM and its family: class activation maps, exact, fast and safe.
+
+One forward: autograd is off until the chosen layer, whose output becomes a
+leaf that requires grad (later in-place ops get a clone), and the gradient of
+the target score is taken with :func:`torch.autograd.grad` to that leaf only,
+so no parameter gradient is computed and nothing is written to ``.grad``.
+The model runs in eval mode (restored after), and nothing outlives the call.
+
+A family member overrides only :meth:`GradCAM.weights`, how the channels of
+the activation are weighted; ScoreCAM and EigenCAM, which need no gradient,
+override :meth:`GradCAM.raw_map`.
+
+Example:
+    >>> import torch
+    >>> import torch.nn as nn
+    >>> import convlens as cl
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    ...                     nn.Flatten(), nn.Linear(4, 10))
+    >>> out = cl.GradCAM(net, "1")(torch.randn(2, 3, 16, 16), target=[3, 7])
+    >>> out.maps.shape, out.raw.shape, out.targets.tolist()
+    (torch.Size([2, 16, 16]), torch.Size([2, 16, 16]), [3, 7])
+
+References:
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization", ICCV 2017. https://arxiv.org/abs/1610.02391
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convlens.errors import (
+    AmbiguousLayerError,
+    ConvlensError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LayerNotFoundError,
+)
+from convlens.layers import LayerSpec, resolve_layer
+from convlens.tap import first_tensor, hooks, meta_forward, preserved_modes
+
+__all__ = [
+    "CAMResult",
+    "EigenCAM",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "LayerCAM",
+    "ScoreCAM",
+    "Target",
+    "XGradCAM",
+]
+
+#: What ``target=`` accepts: None (the predicted class), a class index, one per
+#: sample (list or integer tensor), or a function of the model output that
+#: returns one score per sample.
+Target = int | Sequence[int] | Tensor | Callable[[Any], Tensor] | None
+
+_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CAMResult:
+    """What a CAM call returns; every tensor is on the model's device, free of the graph.
+
+    Attributes:
+        maps: ``(N, H, W)`` float32 in [0, 1] at the input's resolution:
+            ``raw`` upsampled (``align_corners=False``), then min-max per
+            sample; a flat map is all zeros.
+        raw: ``(N, h, w)`` map at the layer's resolution, ``relu(sum_k w_k A_k)``.
+        scores: ``(N,)`` the scores explained (the raw model output, a logit,
+            for class targets).
+        targets: ``(N,)`` int64 class indices used, or None for a callable target.
+        layer: The layer's qualified name.
+    """
+
+    maps: Tensor
+    raw: Tensor
+    scores: Tensor
+    targets: Tensor | None
+    layer: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """What a meta-device pass learned: calls of the layer, its output and the model's."""
+
+    calls: int
+    layer_shape: tuple[int, ...] | None
+    output_shape: tuple[int, ...] | None
+
+
+class GradCAM:
+    """Grad-CAM: weight each channel by the spatial mean of the score's gradient.
+
+    Args:
+        model: Any ``nn.Module`` whose output is ``(N, classes)`` scores (or
+            anything, with a callable ``target``).
+        layer: A layer with a spatial output ``(N, C, ...)``, by name
+            (``"features.12"``, ``"layer4"``, ``"layer1.0.relu#1"``) or module.
+
+    Raises:
+        LayerNotFoundError: No such layer (the message names the nearest).
+
+    Shape:
+        Input ``(N, C_in, H, W)`` (1-D and 3-D convs work alike); ``maps``
+        ``(N, H, W)``, ``raw`` ``(N, h, w)``.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(2 * 6 * 6, 5))
+        >>> out = GradCAM(net, "0")(torch.randn(3, 1, 8, 8))
+        >>> out.maps.shape, out.maps.dtype, out.raw.shape, out.scores.shape
+        (torch.Size([3, 8, 8]), torch.float32, torch.Size([3, 6, 6]), torch.Size([3]))
+        >>> GradCAM(net, "0")(torch.randn(1, 1, 8, 8), target=5)
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: target 5 is out of range: the model gives 5 scores per sample (0 to 4).
+
+    References:
+        Selvaraju et al., ICCV 2017. https://arxiv.org/abs/1610.02391
+    """
+
+    #: Whether :meth:`weights` needs the gradient of the score.
+    needs_gradient: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, layer: LayerSpec) -> None:
+        self.model = model
+        self.ref = resolve_layer(model, layer)
+        self._probes: dict[tuple[object, ...], _Probe | None] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__}, layer={self.ref.key!r})"
+
+    # -- what a family member overrides ------------------------------------------
+
+    def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        """Channel weights, broadcastable to ``activation`` ``(N, K, ...)``.
+
+        Grad-CAM: ``w_k = mean over positions of d score / d A_k``.
+        """
+        return gradient.mean(dim=tuple(range(2, gradient.dim())), keepdim=True)
+
+    def raw_map(self, activation: Tensor, gradient: Tensor | None, context: CAMContext) -> Tensor:
+        """The map at the layer's resolution: ``relu(sum_k w_k A_k)``."""
+        if gradient is None:  # pragma: no cover - only gradient-free subclasses reach here without one
+            raise ConvlensError(f"{type(self).__name__} needs a gradient.")
+        return F.relu((self.weights(activation, gradient) * activation).sum(dim=1))
+
+    # -- the call --------------------------------------------------------------
+
+    def __call__(self, x: Tensor, target: Target = None) -> CAMResult:
+        """Explain ``target`` for the inputs ``x``.
+
+        Args:
+            x: A batch of inputs on the model's device.
+            target: None for each sample's predicted class (found in the same
+                forward), a class index for all, one per sample (list or
+                integer tensor), or a callable mapping the model output to one
+                score per sample.
+
+        Returns:
+            The maps, raw maps, scores and targets.
+
+        Raises:
+            InvalidArgumentError: A target out of range, a target list of the
+                wrong length, a layer without spatial output, or a layer the
+                score does not depend on.
+            AmbiguousLayerError: The bare name of a layer that runs more than once.
+            InvalidTypeError: ``x`` not a tensor, or a target of the wrong type.
+        """
+        if not isinstance(x, Tensor) or x.dim() < 2:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise InvalidTypeError(f"x must be a batch tensor (N, ...); got {got}.")
+        probe = self._probe(x)
+        fixed = _check_target(target, x.shape[0], None if probe is None else probe.output_shape)
+        with preserved_modes(self.model, training=False), _grad_mode_restored():
+            activation, output = self._forward(x)
+            targets, scores = _scores(output, target, fixed, x.shape[0])
+            gradient = None
+            if self.needs_gradient:
+                (grad,) = torch.autograd.grad(scores.sum(), activation, allow_unused=True)
+                if grad is None:
+                    raise InvalidArgumentError(
+                        f"the score does not depend on layer {self.ref.key!r}: no gradient reaches it."
+                    )
+                gradient = grad
+            torch.set_grad_enabled(False)
+            work = torch.promote_types(activation.dtype, torch.float32)
+            context = CAMContext(cam=self, x=x, target=target, targets=targets)
+            raw = self.raw_map(
+                activation.detach().to(work), None if gradient is None else gradient.to(work), context
+            )
+        return CAMResult(
+            maps=_upsample_normalize(raw, x),
+            raw=raw.detach(),
+            scores=scores.detach(),
+            targets=targets,
+            layer=self.ref.key,
+        )
+
+    def _probe(self, x: Tensor) -> _Probe | None:
+        """Calls and shapes from a meta pass (cached per input shape); None if it cannot run on meta."""
+        signature = (tuple(x.shape), x.dtype)
+        if signature not in self._probes:
+            self._probes[signature] = _meta_probe(self.model, self.ref.module, x)
+        probe = self._probes[signature]
+        if probe is None:
+            return None
+        name, call = self.ref.name, self.ref.call
+        if probe.calls == 0:
+            raise LayerNotFoundError(
+                f"Layer {name!r} does not run in the forward of {type(self.model).__name__}."
+            )
+        if call is None and probe.calls > 1:
+            choices = ", ".join(f"'{name}#{i}'" for i in range(probe.calls))
+            raise AmbiguousLayerError(
+                f"Layer {name!r} runs {probe.calls} times in one forward; name the call: {choices}."
+            )
+        if call is not None and call >= probe.calls:
+            raise LayerNotFoundError(
+                f"Layer {self.ref.key!r} does not exist: {name!r} runs {probe.calls} time"
+                f"{'s' if probe.calls > 1 else ''} (#0 to #{probe.calls - 1})."
+            )
+        if probe.layer_shape is not None and len(probe.layer_shape) < 3:
+            raise InvalidArgumentError(
+                f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); {self.ref.key!r} "
+                f"gives {probe.layer_shape}. Pick a convolutional layer, e.g. the last conv block."
+            )
+        return probe
+
+    def _forward(self, x: Tensor) -> tuple[Tensor, Any]:
+        """One forward, autograd off until the layer; returns (activation leaf, model output)."""
+        captured: list[Tensor] = []
+        calls = [0]
+        wanted = self.ref.call or 0
+
+        def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
+            call = calls[0]
+            calls[0] += 1
+            if call != wanted:
+                return None
+            if not isinstance(output, Tensor):
+                raise InvalidArgumentError(
+                    f"layer {self.ref.key!r} returns {type(output).__name__}, not a tensor."
+                )
+            leaf = output.detach().requires_grad_(self.needs_gradient)
+            captured.append(leaf)
+            torch.set_grad_enabled(self.needs_gradient)  # record autograd from here on
+            return leaf.clone() if self.needs_gradient else leaf  # in-place ops downstream hit the clone
+
+        torch.set_grad_enabled(False)
+        with hooks(forward=[(self.ref.module, hook)]):
+            output = self.model(x)
+        if not captured:
+            raise LayerNotFoundError(f"Layer {self.ref.key!r} did not run in the forward.")
+        if captured[0].dim() < 3:
+            raise InvalidArgumentError(
+                f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); {self.ref.key!r} "
+                f"gives {tuple(captured[0].shape)}."
+            )
+        return captured[0], output
+
+
+@dataclass(frozen=True, slots=True)
+class CAMContext:
+    """What a gradient-free method may need besides the activation.
+
+    Attributes:
+        cam: The CAM object (its model and layer).
+        x: The input batch.
+        target: The target as given.
+        targets: The class indices used, or None for a callable target.
+    """
+
+    cam: GradCAM
+    x: Tensor
+    target: Target
+    targets: Tensor | None
+
+    def score(self, output: Any) -> Tensor:
+        """Each sample's score in ``output`` (the model's output for ``x``), for the same targets."""
+        if self.targets is None:
+            return _callable_scores(self.target, output, len(self.x))  # type: ignore[arg-type]
+        return _class_scores(output, self.targets)
+
+
+class GradCAMPlusPlus(GradCAM):
+    """Grad-CAM++: pixel-wise weights from second and third powers of the gradient.
+
+    ``alpha = g^2 / (2 g^2 + sum_ij(A) g^3)``, ``w_k = sum_ij alpha relu(g)``
+    (the closed form for an exponential of the score, as in the paper).
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4))
+        >>> GradCAMPlusPlus(net, "1")(torch.randn(2, 1, 8, 8)).maps.shape
+        torch.Size([2, 8, 8])
+
+    References:
+        Chattopadhyay et al., WACV 2018. https://arxiv.org/abs/1710.11063
+    """
+
+    def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        """``sum_ij alpha_ij relu(g_ij)`` per channel."""
+        spatial = tuple(range(2, gradient.dim()))
+        g2, g3 = gradient.pow(2), gradient.pow(3)
+        denominator = 2 * g2 + activation.sum(dim=spatial, keepdim=True) * g3
+        alpha = torch.where(gradient != 0, g2 / torch.where(denominator != 0, denominator, 1), 0)
+        return (alpha * F.relu(gradient)).sum(dim=spatial, keepdim=True)
+
+
+class XGradCAM(GradCAM):
+    """XGrad-CAM: ``w_k = sum_ij(A_k g_k) / sum_ij(A_k)``.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4))
+        >>> XGradCAM(net, "1")(torch.randn(2, 1, 8, 8)).raw.shape
+        torch.Size([2, 6, 6])
+
+    References:
+        Fu et al., BMVC 2020. https://arxiv.org/abs/2008.02312
+    """
+
+    def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        """Activation-weighted mean of the gradient per channel."""
+        spatial = tuple(range(2, gradient.dim()))
+        total = activation.sum(dim=spatial, keepdim=True)
+        return (activation * gradient).sum(dim=spatial, keepdim=True) / torch.where(total != 0, total, 1)
+
+
+class LayerCAM(GradCAM):
+    """LayerCAM: each position weighted by its own positive gradient, ``relu(g) A``.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4))
+        >>> LayerCAM(net, "0")(torch.randn(1, 1, 8, 8)).maps.shape
+        torch.Size([1, 8, 8])
+
+    References:
+        Jiang et al., IEEE TIP 2021. https://doi.org/10.1109/TIP.2021.3089943
+    """
+
+    def weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
+        """Element-wise ``relu(gradient)``."""
+        return F.relu(gradient)
+
+
+class ScoreCAM(GradCAM):
+    """Score-CAM: weight each channel by the score of the input masked by it.
+
+    Each channel, upsampled to the input size and min-max scaled to [0, 1],
+    masks the input; the channel weights are the softmax over channels of
+    the target's scores for the masked inputs. No gradient; the masked inputs
+    run in batches of ``chunk_size``.
+
+    Args:
+        model: As :class:`GradCAM`.
+        layer: As :class:`GradCAM`.
+        chunk_size: Masked inputs per forward.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4))
+        >>> ScoreCAM(net, "1", chunk_size=1)(torch.randn(2, 1, 8, 8), target=0).maps.shape
+        torch.Size([2, 8, 8])
+
+    References:
+        Wang et al., CVPR Workshops 2020. https://arxiv.org/abs/1910.01279
+    """
+
+    needs_gradient = False
+
+    def __init__(self, model: nn.Module, layer: LayerSpec, *, chunk_size: int = 32) -> None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise InvalidArgumentError(f"chunk_size must be a positive int; got {chunk_size!r}.")
+        super().__init__(model, layer)
+        self.chunk_size = chunk_size
+
+    def raw_map(self, activation: Tensor, gradient: Tensor | None, context: CAMContext) -> Tensor:
+        """``relu(sum_k softmax_k(score(x * mask_k)) A_k)``."""
+        x = context.x
+        masks = _min_max(_resize(activation, x.shape[2:]), dims=tuple(range(2, x.dim())))  # (N, K, H, W)
+        n, k = masks.shape[:2]
+        scores = torch.empty(n, k, dtype=activation.dtype, device=activation.device)
+        for i in range(n):
+            for start in range(0, k, self.chunk_size):
+                chunk = masks[i, start : start + self.chunk_size].unsqueeze(1).to(x.dtype)
+                masked = x[i : i + 1] * chunk
+                out = self.model(masked)
+                index = None if context.targets is None else context.targets[i : i + 1].expand(len(chunk))
+                sub = CAMContext(cam=self, x=masked, target=context.target, targets=index)
+                scores[i, start : start + len(chunk)] = sub.score(out).to(scores.dtype)
+        weights = torch.softmax(scores, dim=1).view(n, k, *([1] * (activation.dim() - 2)))
+        return F.relu((weights * activation).sum(dim=1))
+
+
+class EigenCAM(GradCAM):
+    """Eigen-CAM: the activation's first principal component; no gradient, no target.
+
+    Per sample, the ``(positions, channels)`` activation matrix is centred and
+    projected on its first right singular vector; the sign is chosen so the
+    projection agrees with the channel mean, then negative values are cut.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 4))
+        >>> EigenCAM(net, "1")(torch.randn(2, 1, 8, 8)).maps.shape
+        torch.Size([2, 8, 8])
+
+    References:
+        Muhammad and Yeasin, IJCNN 2020. https://arxiv.org/abs/2008.00299
+    """
+
+    needs_gradient = False
+
+    def raw_map(self, activation: Tensor, gradient: Tensor | None, context: CAMContext) -> Tensor:
+        """First-principal-component projection per sample, ``relu``-ed."""
+        n, k = activation.shape[:2]
+        matrix = activation.reshape(n, k, -1).transpose(1, 2)  # (N, positions, K)
+        centred = matrix - matrix.mean(dim=1, keepdim=True)
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        projection = (centred @ vh[:, 0, :].unsqueeze(-1)).squeeze(-1)  # (N, positions)
+        mean = matrix.mean(dim=2)
+        agree = ((projection - projection.mean(1, keepdim=True)) * (mean - mean.mean(1, keepdim=True))).sum(1)
+        sign = torch.where(agree < 0, -1.0, 1.0).to(projection.dtype).unsqueeze(1)
+        return F.relu(projection * sign).reshape(n, *activation.shape[2:])
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _grad_mode_restored() -> Iterator[None]:
+    previous = torch.is_grad_enabled()
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(previous)
+
+
+def _meta_probe(model: nn.Module, module: nn.Module, x: Tensor) -> _Probe | None:
+    shapes: list[tuple[int, ...]] = []
+
+    def record(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+        t = first_tensor(output)
+        shapes.append(() if t is None else tuple(t.shape))
+
+    try:
+        with hooks(forward=[(module, record)]), preserved_modes(model, training=False):
+            output = first_tensor(meta_forward(model, (x,)))
+    except Exception:  # noqa: BLE001 - code that needs data: no probe, checks happen on the real run
+        return None
+    return _Probe(len(shapes), shapes[0] if shapes else None, None if output is None else tuple(output.shape))
+
+
+def _check_target(target: Target, n: int, output_shape: tuple[int, ...] | None) -> Tensor | None:
+    """Validate a class target before any work; return it as an (N,) int64 tensor (None: decide later)."""
+    if target is None or (callable(target) and not isinstance(target, Tensor)):
+        return None
+    given: object = target
+    if isinstance(given, str | bytes):
+        raise InvalidTypeError(
+            f"target must be None, an int, a list or tensor of ints, or a callable; got str {given!r}."
+        )
+    if isinstance(target, bool):
+        raise InvalidTypeError(
+            f"target must be None, an int, a list or tensor of ints, or a callable; got {target!r}."
+        )
+    if isinstance(target, int):
+        values = [target] * n
+    elif isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise InvalidTypeError(
+                f"a target tensor must hold class indices (integers); got dtype {target.dtype}."
+            )
+        values = [int(target)] * n if target.dim() == 0 else target.flatten().tolist()
+    elif isinstance(target, Sequence):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
+            raise InvalidTypeError(f"a target list must hold ints; got {list(target)!r}.")
+        values = list(target)
+    else:
+        raise InvalidTypeError(
+            f"target must be None, an int, a list or tensor of ints, or a callable; got {type(target).__name__}."
+        )
+    if len(values) != n:
+        raise InvalidArgumentError(
+            f"target has {len(values)} entries for a batch of {n}; give one per sample."
+        )
+    classes = output_shape[1] if output_shape is not None and len(output_shape) == 2 else None
+    for v in values:
+        if v < 0 or (classes is not None and v >= classes):
+            limit = (
+                f"the model gives {classes} scores per sample (0 to {classes - 1})" if classes else "below 0"
+            )
+            raise InvalidArgumentError(f"target {v} is out of range: {limit}.")
+    return torch.tensor(values, dtype=torch.int64)
+
+
+def _class_scores(output: Any, targets: Tensor) -> Tensor:
+    if not isinstance(output, Tensor) or output.dim() != 2:
+        got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise InvalidArgumentError(
+            f"class targets need a model output of shape (N, classes); got {got}. Pass target= a callable "
+            "that returns one score per sample."
+        )
+    if int(targets.max()) >= output.shape[1]:
+        raise InvalidArgumentError(
+            f"target {int(targets.max())} is out of range: the model gives {output.shape[1]} scores per sample "
+            f"(0 to {output.shape[1] - 1})."
+        )
+    return output.gather(1, targets.to(output.device).view(-1, 1)).squeeze(1)
+
+
+def _callable_scores(target: Callable[[Any], Tensor], output: Any, n: int) -> Tensor:
+    scores = target(output)
+    if not isinstance(scores, Tensor) or tuple(scores.shape) != (n,):
+        got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise InvalidArgumentError(
+            f"a target callable must return one score per sample, shape ({n},); got {got}."
+        )
+    return scores
+
+
+def _scores(output: Any, target: Target, fixed: Tensor | None, n: int) -> tuple[Tensor | None, Tensor]:
+    """The targets used and their scores, from the one forward's output."""
+    if target is not None and fixed is None:
+        return None, _callable_scores(target, output, n)  # type: ignore[arg-type]
+    if fixed is None:
+        if not isinstance(output, Tensor) or output.dim() != 2:
+            _class_scores(output, torch.zeros(n, dtype=torch.int64))  # raises the shape message
+        fixed = output.detach().argmax(dim=1)
+    targets = fixed.to(output.device)
+    return targets, _class_scores(output, targets)
+
+
+def _resize(raw: Tensor, size: Sequence[int]) -> Tensor:
+    """``(N, K, *spatial)`` resized to ``size`` (linear/bilinear/trilinear, ``align_corners=False``)."""
+    dims = raw.dim() - 2
+    if dims != len(size) or dims not in _MODES:
+        raise InvalidArgumentError(
+            f"cannot upsample a {dims}-D map to an input with {len(size)} spatial dimensions {tuple(size)}."
+        )
+    if tuple(raw.shape[2:]) == tuple(size):
+        return raw
+    return F.interpolate(raw, size=tuple(size), mode=_MODES[dims], align_corners=False)
+
+
+def _min_max(maps: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Scale each map to [0, 1] over ``dims``; a flat map becomes zeros."""
+    low = maps.amin(dim=dims, keepdim=True)
+    span = maps.amax(dim=dims, keepdim=True) - low
+    return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), 0)
+
+
+def _upsample_normalize(raw: Tensor, x: Tensor) -> Tensor:
+    up = _resize(raw.detach().float().unsqueeze(1), x.shape[2:]).squeeze(1)
+    return _min_max(up, dims=tuple(range(1, up.dim())))

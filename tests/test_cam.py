@@ -1,0 +1,453 @@
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import convlens as cl
+from convlens.cam import GradCAM
+from invariants import assert_unchanged, global_hook_counts, snapshot
+from models import InplaceNet, ReusedNet
+
+# -- a model small enough to compute every method by hand -------------------------------
+
+
+class HandNet(nn.Module):
+    """x (N, 1, 2, 2) -> 1x1 conv, 2 channels (the tapped layer "conv") -> flatten -> Linear(8 -> 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1, bias=False)
+        self.fc = nn.Linear(8, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
+            self.fc.weight.copy_(
+                torch.tensor(
+                    [
+                        [0.5, -1.0, 0.25, 2.0, -0.5, 1.0, 0.75, -0.25],
+                        [1.0, 0.5, -0.5, 0.25, 0.125, -1.0, 0.5, 1.5],
+                    ]
+                )
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.fc(self.conv(x).flatten(1))
+        return out
+
+
+X = [[1.0, -2.0], [3.0, 0.5]]
+POSITIONS = list(itertools.product(range(2), range(2)))
+
+
+def hand_activation() -> list[list[list[float]]]:
+    """A_k[i][j] = c_k * x[i][j] with c = (1, 2)."""
+    return [[[c * X[i][j] for j in range(2)] for i in range(2)] for c in (1.0, 2.0)]
+
+
+def hand_gradient(target: int) -> list[list[list[float]]]:
+    """d logit_target / d A_k[i][j] is the Linear weight at the flattened position k*4 + i*2 + j."""
+    w = HandNet().fc.weight[target].tolist()
+    return [[[w[k * 4 + i * 2 + j] for j in range(2)] for i in range(2)] for k in range(2)]
+
+
+def relu(v: float) -> float:
+    return max(v, 0.0)
+
+
+def hand_map(weights: Callable[[int, int, int], float]) -> list[list[float]]:
+    """relu(sum_k w_k[i][j] A_k[i][j])."""
+    a = hand_activation()
+    return [[relu(sum(weights(k, i, j) * a[k][i][j] for k in range(2))) for j in range(2)] for i in range(2)]
+
+
+def hand_gradcam(target: int) -> list[list[float]]:
+    g = hand_gradient(target)
+    mean = [sum(g[k][i][j] for i, j in POSITIONS) / 4 for k in range(2)]
+    return hand_map(lambda k, i, j: mean[k])
+
+
+def hand_xgradcam(target: int) -> list[list[float]]:
+    a, g = hand_activation(), hand_gradient(target)
+    w = [
+        sum(a[k][i][j] * g[k][i][j] for i, j in POSITIONS) / sum(a[k][i][j] for i, j in POSITIONS)
+        for k in range(2)
+    ]
+    return hand_map(lambda k, i, j: w[k])
+
+
+def hand_gradcampp(target: int) -> list[list[float]]:
+    a, g = hand_activation(), hand_gradient(target)
+    w = []
+    for k in range(2):
+        total = sum(a[k][i][j] for i, j in POSITIONS)
+        alpha = {
+            (i, j): g[k][i][j] ** 2 / (2 * g[k][i][j] ** 2 + total * g[k][i][j] ** 3) if g[k][i][j] else 0.0
+            for i, j in POSITIONS
+        }
+        w.append(sum(alpha[i, j] * relu(g[k][i][j]) for i, j in POSITIONS))
+    return hand_map(lambda k, i, j: w[k])
+
+
+def hand_layercam(target: int) -> list[list[float]]:
+    g = hand_gradient(target)
+    return hand_map(lambda k, i, j: relu(g[k][i][j]))
+
+
+def min_max(m: list[list[float]]) -> list[list[float]]:
+    flat = [v for row in m for v in row]
+    low, high = min(flat), max(flat)
+    return [[0.0 if high == low else (v - low) / (high - low) for v in row] for row in m]
+
+
+@pytest.mark.parametrize(
+    ("method", "reference"),
+    [
+        (cl.GradCAM, hand_gradcam),
+        (cl.XGradCAM, hand_xgradcam),
+        (cl.GradCAMPlusPlus, hand_gradcampp),
+        (cl.LayerCAM, hand_layercam),
+    ],
+)
+@pytest.mark.parametrize("target", [0, 1])
+def test_family_equals_hand_computation(
+    method: type[GradCAM], reference: Callable[[int], list[list[float]]], target: int
+) -> None:
+    x = torch.tensor(X).view(1, 1, 2, 2)
+    out = method(HandNet(), "conv")(x, target=target)
+    expected = reference(target)
+    torch.testing.assert_close(out.raw[0], torch.tensor(expected))
+    torch.testing.assert_close(out.maps[0], torch.tensor(min_max(expected)))
+    a, g = hand_activation(), hand_gradient(target)  # the logit is linear: sum of A times its weight
+    logit = sum(a[k][i][j] * g[k][i][j] for k in range(2) for i, j in POSITIONS)
+    assert out.scores.tolist() == pytest.approx([logit])
+    assert out.targets is not None
+    assert out.targets.tolist() == [target]
+
+
+def test_gradcam_hand_values_written_out() -> None:
+    """Class 0 by hand: mean gradients are (0.4375, 0.25), so raw = relu(0.9375 x)."""
+    out = cl.GradCAM(HandNet(), "conv")(torch.tensor(X).view(1, 1, 2, 2), target=0)
+    torch.testing.assert_close(out.raw[0], torch.tensor([[0.9375, 0.0], [2.8125, 0.46875]]))
+    torch.testing.assert_close(out.maps[0], torch.tensor([[1 / 3, 0.0], [1.0, 0.5 / 3]]))
+
+
+def test_scorecam_equals_its_definition() -> None:
+    model = HandNet()
+    x = torch.tensor(X).view(1, 1, 2, 2)
+    a = torch.tensor(hand_activation())  # (2, 2, 2)
+    scores = []
+    for k in range(2):
+        mask = (a[k] - a[k].min()) / (a[k].max() - a[k].min())
+        with torch.no_grad():
+            scores.append(float(model(x * mask)[0, 1]))
+    weights = torch.softmax(torch.tensor(scores), dim=0)
+    expected = F.relu((weights.view(2, 1, 1) * a).sum(0))
+    for chunk in (1, 32):
+        out = cl.ScoreCAM(model, "conv", chunk_size=chunk)(x, target=1)
+        torch.testing.assert_close(out.raw[0], expected)
+
+
+def test_eigencam_finds_the_shared_pattern() -> None:
+    """Rank-one activations A_k = c_k x: the first component is x centred; its positive part is the map."""
+    x = torch.tensor(X).view(1, 1, 2, 2)
+    out = cl.EigenCAM(HandNet(), "conv")(x)
+    centred = torch.tensor(X) - torch.tensor(X).mean()
+    expected = F.relu(centred)
+    torch.testing.assert_close(out.maps[0], expected / expected.max())
+    torch.testing.assert_close(out.raw[0], expected * math.sqrt(5.0))  # |c| = sqrt(1 + 4)
+
+
+def test_scorecam_rejects_bad_chunk_size() -> None:
+    with pytest.raises(cl.InvalidArgumentError, match="chunk_size must be a positive int; got 0"):
+        cl.ScoreCAM(HandNet(), "conv", chunk_size=0)
+
+
+# -- correctness on real architectures -----------------------------------------------------
+
+
+def alexnet(inplace: bool = True) -> nn.Module:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model: nn.Module = torchvision.models.alexnet(weights=None).eval()
+    if not inplace:
+        for m in model.modules():
+            if isinstance(m, nn.ReLU):
+                m.inplace = False
+    return model
+
+
+@pytest.mark.parametrize("layer", ["features.10", "features.11", "features.12"])
+def test_alexnet_inplace_relu_equals_inplace_false(layer: str) -> None:
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    ours = cl.GradCAM(alexnet(), layer)(x)
+    plain = cl.GradCAM(alexnet(inplace=False), layer)(x)
+    torch.testing.assert_close(ours.raw, plain.raw)
+    torch.testing.assert_close(ours.maps, plain.maps)
+    assert ours.targets is not None
+    assert plain.targets is not None
+    assert torch.equal(ours.targets, plain.targets)
+
+
+def reference_gradcam(model: nn.Module, layer: str, x: Tensor, targets: list[int]) -> Tensor:
+    """Grad-CAM the long way: LayerTap(grads=True) and the user's own backward of the scores."""
+    with cl.LayerTap(model, [layer], grads=True) as tap:
+        logits = model(x.clone().requires_grad_())
+        logits[torch.arange(len(targets)), targets].sum().backward()
+    a, g = tap[layer], tap.gradient(layer)
+    return F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1))
+
+
+def test_resnet18_layer4_equals_the_long_way() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    targets = [1, 500, 999]
+    out = cl.GradCAM(model, "layer4")(x, target=targets)
+    torch.testing.assert_close(out.raw, reference_gradcam(copy.deepcopy(model), "layer4", x, targets))
+    with torch.no_grad():
+        torch.testing.assert_close(out.scores, model(x)[torch.arange(3), targets])
+
+
+def test_reused_module_by_call(reused_net: ReusedNet) -> None:
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(cl.AmbiguousLayerError, match="'relu#0', 'relu#1', 'relu#2'"):
+        cl.GradCAM(reused_net, "relu")(x)
+    with pytest.raises(cl.LayerNotFoundError, match="runs 3 times"):
+        cl.GradCAM(reused_net, "relu#3")(x)
+    out = cl.GradCAM(reused_net, "relu#1")(x, target=[0, 4])
+    # By hand: A = relu(conv2(relu(conv1 x))); score = relu(fc(mean A)) at the target.
+    with torch.enable_grad():
+        a = reused_net.relu(reused_net.conv2(reused_net.relu(reused_net.conv1(x)))).detach().requires_grad_()
+        scores = reused_net.relu(reused_net.fc(a.mean(dim=(2, 3))))[torch.arange(2), [0, 4]]
+        (g,) = torch.autograd.grad(scores.sum(), a)
+    torch.testing.assert_close(out.raw, F.relu((g.mean(dim=(2, 3), keepdim=True) * a.detach()).sum(1)))
+
+
+def test_per_sample_targets_are_independent() -> None:
+    model = alexnet()
+    x = torch.randn(3, 3, 80, 80, generator=torch.Generator().manual_seed(4))
+    batch = cl.GradCAM(model, "features.10")(x, target=torch.tensor([3, 100, 7]))
+    for i, t in enumerate([3, 100, 7]):
+        single = cl.GradCAM(model, "features.10")(x[i : i + 1], target=t)
+        torch.testing.assert_close(batch.maps[i], single.maps[0], atol=1e-5, rtol=1e-4)
+
+
+def test_predicted_class_found_in_the_same_forward(inplace_net: InplaceNet, image: Tensor) -> None:
+    inplace_net.eval()
+    out = cl.GradCAM(inplace_net, "features.3")(image)
+    with torch.no_grad():
+        logits = inplace_net(image)
+    assert out.targets is not None
+    assert out.targets.tolist() == logits.argmax(1).tolist()
+    torch.testing.assert_close(out.scores, logits.max(1).values)
+
+
+def test_upsampling_is_bilinear_without_corner_alignment(inplace_net: InplaceNet, image: Tensor) -> None:
+    out = cl.GradCAM(inplace_net, "features.3")(image)  # layer at 4x4, input 8x8
+    up = F.interpolate(out.raw[:, None].float(), size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
+    low = up.amin(dim=(1, 2), keepdim=True)
+    high = up.amax(dim=(1, 2), keepdim=True)
+    torch.testing.assert_close(out.maps, (up - low) / (high - low))
+    assert out.maps.dtype == torch.float32
+    assert float(out.maps.amin()) == 0.0
+    assert float(out.maps.amax()) == 1.0
+
+
+def test_flat_map_is_all_zeros() -> None:
+    model = HandNet()
+    x = -torch.ones(1, 1, 2, 2)  # positive conv weights: the class-1 map is relu(negative) = 0 everywhere
+    out = cl.GradCAM(model, "conv")(x, target=1)
+    assert torch.equal(out.maps, torch.zeros(1, 2, 2))
+
+
+def test_under_callers_no_grad_and_results_are_free_of_the_graph(
+    inplace_net: InplaceNet, image: Tensor
+) -> None:
+    with torch.no_grad():
+        out = cl.GradCAM(inplace_net, "features.3")(image)
+        assert not torch.is_grad_enabled()
+    for t in (out.maps, out.raw, out.scores):
+        assert not t.requires_grad
+        assert t.grad_fn is None
+    assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_dtypes(inplace_net: InplaceNet, image: Tensor, dtype: torch.dtype) -> None:
+    inplace_net.eval()
+    reference = cl.GradCAM(inplace_net, "features.3")(image)
+    model = copy.deepcopy(inplace_net).to(dtype)
+    out = cl.GradCAM(model, "features.3")(image.to(dtype))
+    assert out.maps.dtype == torch.float32
+    tolerance = 1e-5 if dtype == torch.float64 else 0.1
+    torch.testing.assert_close(out.maps, reference.maps, atol=tolerance, rtol=0)
+
+
+def test_train_mode_model_is_computed_in_eval_and_restored(inplace_net: InplaceNet, image: Tensor) -> None:
+    inplace_net.train()
+    before = snapshot(inplace_net)
+    out = cl.GradCAM(inplace_net, "features.3")(image)
+    assert_unchanged(inplace_net, before)  # BatchNorm statistics untouched, flags restored
+    inplace_net.eval()
+    torch.testing.assert_close(out.maps, cl.GradCAM(inplace_net, "features.3")(image).maps)
+
+
+def test_nothing_written_to_grad_and_nothing_retained(inplace_net: InplaceNet, image: Tensor) -> None:
+    for p in inplace_net.parameters():
+        p.grad = None
+    before = snapshot(inplace_net)
+    globals_before = global_hook_counts()
+    cam = cl.GradCAM(inplace_net, "features.3")
+    for method in (cl.GradCAM, cl.GradCAMPlusPlus, cl.XGradCAM, cl.LayerCAM, cl.ScoreCAM, cl.EigenCAM):
+        method(inplace_net, "features.3")(image)
+    cam(image)
+    assert_unchanged(inplace_net, before)
+    assert all(p.grad is None for p in inplace_net.parameters())
+    assert global_hook_counts() == globals_before
+    held = [v for v in vars(cam).values() if isinstance(v, Tensor)]
+    assert held == []
+    assert not image.requires_grad
+
+
+class RaisesAfterLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.bn = nn.BatchNorm2d(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h: Tensor = self.bn(self.conv(x))
+        if not h.is_meta:
+            raise RuntimeError("failure after the layer")
+        return h.flatten(1)
+
+
+def test_model_left_as_found_when_forward_raises() -> None:
+    model = RaisesAfterLayer().train()
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match="failure after the layer"):
+        cl.GradCAM(model, "conv")(torch.randn(2, 1, 5, 5), target=0)
+    assert_unchanged(model, before)
+    assert torch.is_grad_enabled()
+
+
+class CountingNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 10)
+        self.real_calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not x.is_meta:
+            self.real_calls += 1
+        out: Tensor = self.fc(self.conv(x).mean(dim=(2, 3)))
+        return out
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "message"),
+    [
+        (
+            10,
+            cl.InvalidArgumentError,
+            r"target 10 is out of range: the model gives 10 scores per sample \(0 to 9\)",
+        ),
+        (-1, cl.InvalidArgumentError, "target -1 is out of range"),
+        ([1, 2, 3], cl.InvalidArgumentError, "target has 3 entries for a batch of 2"),
+        ([1, 12], cl.InvalidArgumentError, "target 12 is out of range"),
+        (torch.tensor([0.5, 1.0]), cl.InvalidTypeError, "class indices"),
+        ("cat", cl.InvalidTypeError, "got str"),
+        (True, cl.InvalidTypeError, "got True"),
+    ],
+)
+def test_bad_targets_fail_before_any_work(target: Any, error: type[Exception], message: str) -> None:
+    model = CountingNet()
+    with pytest.raises(error, match=message):
+        cl.GradCAM(model, "conv")(torch.randn(2, 3, 6, 6), target=target)
+    assert model.real_calls == 0
+    assert issubclass(error, ValueError | TypeError)
+
+
+def test_bad_layers() -> None:
+    model = CountingNet()
+    with pytest.raises(cl.LayerNotFoundError, match="Did you mean 'conv'"):
+        cl.GradCAM(model, "cnv")
+    with pytest.raises(
+        cl.InvalidArgumentError, match=r"needs a layer with spatial output .* 'fc' gives \(2, 10\)"
+    ):
+        cl.GradCAM(model, "fc")(torch.randn(2, 3, 6, 6))
+    assert model.real_calls == 0
+    with pytest.raises(cl.InvalidTypeError, match="x must be a batch tensor"):
+        cl.GradCAM(model, "conv")(cast("Tensor", [1.0]))
+
+
+class Segmenter(nn.Module):
+    """Not a classifier: one score map per image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.conv2(F.relu(self.conv1(x)))
+        return out
+
+
+def test_callable_target_for_a_model_that_is_not_a_classifier() -> None:
+    torch.manual_seed(0)
+    model = Segmenter()
+    x = torch.randn(2, 3, 8, 8)
+
+    def region(output: Tensor) -> Tensor:
+        return output[:, 0, 2:5, 2:5].sum(dim=(1, 2))
+
+    out = cl.GradCAM(model, "conv1")(x, target=region)
+    assert out.targets is None
+    with torch.no_grad():
+        torch.testing.assert_close(out.scores, region(model(x)))
+    with pytest.raises(cl.InvalidArgumentError, match="one score per sample"):
+        cl.GradCAM(model, "conv1")(x, target=lambda o: o.sum())
+    with pytest.raises(cl.InvalidArgumentError, match=r"need a model output of shape \(N, classes\)"):
+        cl.GradCAM(model, "conv1")(x)
+
+
+def test_one_dimensional_convolutions() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(2, 4, 5), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
+    out = cl.GradCAM(model, "1")(torch.randn(2, 2, 40))
+    assert out.maps.shape == (2, 40)
+    assert out.raw.shape == (2, 36)
+
+
+def test_score_that_ignores_the_layer() -> None:
+    model = CountingNet()
+    with pytest.raises(cl.InvalidArgumentError, match="does not depend on layer 'conv'"):
+        cl.GradCAM(model, "conv")(
+            torch.randn(1, 3, 6, 6), target=lambda o: o.new_ones(1, requires_grad=True) * 1.0
+        )
+
+
+def test_repr() -> None:
+    assert repr(cl.LayerCAM(HandNet(), "conv")) == "LayerCAM(HandNet, layer='conv')"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_results_on_the_model_device() -> None:
+    model = Segmenter().cuda()
+    out = cl.GradCAM(model, "conv1")(
+        torch.randn(2, 3, 8, 8, device="cuda"), target=lambda o: o.sum((1, 2, 3))
+    )
+    assert out.maps.device.type == "cuda"
+    assert out.raw.device.type == "cuda"
