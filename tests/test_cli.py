@@ -151,3 +151,44 @@ def test_featuremaps_missing_image(tmp_path: Path, capsys: pytest.CaptureFixture
     ]  # fmt: skip
     assert main(argv) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_gradcam_overlay_names_the_class(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cam.png"
+    argv = ["gradcam", "convlens:digits_cnn", "--layer", "features.3", "--out", str(out), "--target", "4"]
+    assert main(argv) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    from PIL import Image
+
+    with Image.open(out) as png:
+        pixels = np.asarray(png.convert("RGB")).astype(int)
+    # The jet overlay puts saturated colours on the right panel; the input panel is grey.
+    saturation = pixels.max(axis=2) - pixels.min(axis=2)
+    half = pixels.shape[1] // 2
+    assert saturation[:, half:].mean() > 3 * saturation[:, :half].mean()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--method", "gradcm"], "Did you mean 'gradcam'"),
+        (["--target", "10"], "target 10 is out of range"),
+        (["--layer", "classifier.2"], "needs a layer with spatial output"),
+    ],
+)
+def test_gradcam_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    argv = [
+        "gradcam",
+        "convlens:digits_cnn",
+        "--layer",
+        "features.3",
+        "--out",
+        str(tmp_path / "c.png"),
+        *extra,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1

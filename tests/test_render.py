@@ -485,3 +485,18 @@ def test_render_never_imports_pyplot() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_plot_cam_two_panels_title_and_note() -> None:
+    from convlens.render import plot_cam
+
+    picture = np.zeros((16, 16, 3), dtype=np.uint8)
+    fig = plot_cam(picture, torch.ones(4, 4), title="tabby (281), score 3.00", note="random weights")
+    assert [ax.get_title() for ax in fig.axes] == ["input", "heat map"]
+    texts = [t.get_text() for t in fig.texts]
+    assert "random weights" in texts
+    assert fig.get_suptitle() == "tabby (281), score 3.00"
+    shown = fig.axes[1].images[0].get_array()
+    assert shown is not None
+    # A constant heat map of 1 over black: half of jet(1.0) = dark red everywhere.
+    assert np.asarray(shown)[8, 8].tolist() == [64, 0, 0]

@@ -23,15 +23,24 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from convlens import images, zoo
-from convlens.errors import ConvlensError, InvalidArgumentError, RandomWeightsWarning
+from convlens.cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
+from convlens.errors import ConvlensError, InvalidArgumentError, RandomWeightsWarning, check_choice
 from convlens.layers import list_layers
-from convlens.render import FilterRenderer, plot_feature_maps
+from convlens.render import FilterRenderer, plot_cam, plot_feature_maps
 from convlens.shapes import trace_shapes
 from convlens.tap import LayerTap
 
 __all__ = ["main"]
 
 _MODEL_HELP = "torchvision:NAME, convlens:NAME or path/to/file.py:factory"
+_CAMS: dict[str, type[GradCAM]] = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "scorecam": ScoreCAM,
+    "eigencam": EigenCAM,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,23 +59,28 @@ def _parser() -> argparse.ArgumentParser:
 
     filters = commands.add_parser("filters", help="draw a conv layer's learned filters")
     featuremaps = commands.add_parser("featuremaps", help="draw a layer's feature maps for a picture")
-    for sub in (filters, featuremaps):
+    gradcam = commands.add_parser("gradcam", help="a class activation map over a picture")
+    for sub in (filters, featuremaps, gradcam):
         sub.add_argument("model", help=_MODEL_HELP)
         sub.add_argument("--layer", required=True, help="qualified layer name, e.g. features.0")
         sub.add_argument("--out", required=True, type=Path, help="where to save the PNG")
-        sub.add_argument("--n", type=int, default=32, help="at most this many panels (default 32)")
-        sub.add_argument("--cols", type=int, default=8, help="panels per row (default 8)")
         sub.add_argument(
             "--weights", default="auto", help="auto, imagenet, random or a state-dict path (default auto)"
         )
         sub.add_argument("--seed", type=int, default=0, help="seed of random weights (default 0)")
+    for sub in (filters, featuremaps):
+        sub.add_argument("--n", type=int, default=32, help="at most this many panels (default 32)")
+        sub.add_argument("--cols", type=int, default=8, help="panels per row (default 8)")
+    for sub in (featuremaps, gradcam):
+        sub.add_argument("--image", type=Path, help="picture to look at (default: a sample photo)")
+        sub.add_argument(
+            "--preset", default="imagenet", help="preprocessing: imagenet or lecture (default imagenet)"
+        )
     filters.add_argument(
         "--scale", default="symmetric", help="symmetric, lecture or minmax (default symmetric)"
     )
-    featuremaps.add_argument("--image", type=Path, help="picture to look at (default: a sample photo)")
-    featuremaps.add_argument(
-        "--preset", default="imagenet", help="preprocessing: imagenet or lecture (default imagenet)"
-    )
+    gradcam.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
+    gradcam.add_argument("--method", default="gradcam", help=f"one of {', '.join(_CAMS)} (default gradcam)")
     return parser
 
 
@@ -128,6 +142,8 @@ def _run(args: argparse.Namespace) -> None:
         model = _load(args)
         renderer = FilterRenderer(model, args.layer, scale=args.scale, note=zoo.weights_note(model))
         _save(renderer.plot(n=args.n, cols=args.cols), args.out)
+    elif args.command == "gradcam":
+        _gradcam(args)
     else:
         model = _load(args)
         tap = LayerTap(model, [args.layer])  # validates the layer name before any work
@@ -138,6 +154,29 @@ def _run(args: argparse.Namespace) -> None:
             activation, n=args.n, cols=args.cols, title=title, note=zoo.weights_note(model)
         )
         _save(figure, args.out)
+
+
+def _gradcam(args: argparse.Namespace) -> None:
+    method = _CAMS[check_choice("--method", args.method, list(_CAMS))]
+    model = _load(args)
+    cam = method(model, args.layer)  # validates the layer name before any work
+    x = _picture_input(args, model)
+    result = cam(x, target=args.target)
+    target = -1 if result.targets is None else int(result.targets[0])
+    name = _class_name(model, args.model, target)
+    title = f"{args.method} at {args.layer}: {name} ({target}), score {float(result.scores[0]):.2f}"
+    picture = x[0, 0] if isinstance(model, zoo.DigitsCNN) else images.deprocess(x, preset=args.preset)
+    _save(plot_cam(picture, result.maps[0], title=title, note=zoo.weights_note(model)), args.out)
+
+
+def _class_name(model: nn.Module, spec: str, index: int) -> str:
+    if isinstance(model, zoo.DigitsCNN):
+        return f"digit {index}"
+    if spec.startswith("torchvision:"):
+        names = images.imagenet_classes()
+        if 0 <= index < len(names):
+            return names[index]
+    return f"class {index}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from convlens.errors import InvalidArgumentError, InvalidTypeError, check_choice
 from convlens.images import ImageSource, to_rgb_array
 from convlens.layers import LayerSpec, resolve_layer
 
-__all__ = ["FilterRenderer", "FilterScale", "figure_grid", "overlay", "plot_feature_maps"]
+__all__ = ["FilterRenderer", "FilterScale", "figure_grid", "overlay", "plot_cam", "plot_feature_maps"]
 
 #: How :class:`FilterRenderer` maps weights to colours.
 FilterScale = Literal["symmetric", "lecture", "minmax"]
@@ -373,6 +373,44 @@ def overlay(
     colour: np.ndarray = colormap(hm.clamp(0.0, 1.0).numpy())[..., :3] * 255.0
     blended = (1.0 - alpha) * picture.astype(np.float64) + alpha * colour
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def plot_cam(
+    image: ImageSource,
+    heatmap: Tensor | np.ndarray,
+    *,
+    title: str | None = None,
+    note: str | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> Figure:
+    """The picture beside its heat map overlaid (Grad-CAM's figure).
+
+    Args:
+        image: The picture, as :func:`overlay` takes it.
+        heatmap: ``(h, w)`` values in [0, 1], resized to the picture.
+        title: Written above both panels (e.g. the class and its score).
+        note: Written in red on the figure's face (e.g. "random weights").
+        alpha: Opacity of the heat map.
+        cmap: Matplotlib colormap of the heat map.
+
+    Returns:
+        A two-panel figure.
+
+    Example:
+        >>> import torch
+        >>> fig = plot_cam(torch.rand(3, 32, 32), torch.rand(7, 7), title="tabby (281): 12.3")
+        >>> len(fig.axes), fig.axes[1].get_title()
+        (2, 'heat map')
+    """
+    picture = to_rgb_array(image)
+    fig, (left, right) = figure_grid(2, 2, panel_size=4.0)
+    left.imshow(picture)
+    left.set_title("input")
+    right.imshow(overlay(picture, heatmap, alpha=alpha, cmap=cmap))
+    right.set_title("heat map")
+    _decorate(fig, title or "", note)
+    return fig
 
 
 def figure_grid(
