@@ -30,8 +30,10 @@ from convlens.errors import (
     ShapeError,
     WeightsUnavailableError,
 )
+from convlens.faithfulness import FaithfulnessResult, deletion, insertion
 from convlens.layers import LayerInfo, list_layers, resolve_layer
 from convlens.render import FilterRenderer, overlay, plot_feature_maps
+from convlens.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult
 from convlens.shapes import (
     LayerShape,
     ShapeReport,
@@ -51,9 +53,12 @@ __all__ = [
     "CAMResult",
     "ConvlensError",
     "EigenCAM",
+    "FaithfulnessResult",
     "FilterRenderer",
     "GradCAM",
     "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
     "InvalidArgumentError",
     "InvalidTypeError",
     "LayerCAM",
@@ -62,6 +67,8 @@ __all__ = [
     "LayerShape",
     "LayerTap",
     "RandomWeightsWarning",
+    "Saliency",
+    "SaliencyResult",
     "ScoreCAM",
     "ShapeError",
     "ShapeReport",
@@ -70,7 +77,9 @@ __all__ = [
     "__version__",
     "conv_output_size",
     "conv_transpose_output_size",
+    "deletion",
     "images",
+    "insertion",
     "list_layers",
     "overlay",
     "plot_feature_maps",

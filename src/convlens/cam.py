@@ -27,8 +27,7 @@ References:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -44,7 +43,8 @@ from convlens.errors import (
     LayerNotFoundError,
 )
 from convlens.layers import LayerSpec, resolve_layer
-from convlens.tap import first_tensor, hooks, meta_forward, preserved_modes
+from convlens.tap import first_tensor, grad_mode_restored, hooks, meta_forward, preserved_modes
+from convlens.targets import Target, callable_scores, check_target, class_scores, target_scores
 
 __all__ = [
     "CAMResult",
@@ -56,11 +56,6 @@ __all__ = [
     "Target",
     "XGradCAM",
 ]
-
-#: What ``target=`` accepts: None (the predicted class), a class index, one per
-#: sample (list or integer tensor), or a function of the model output that
-#: returns one score per sample.
-Target = int | Sequence[int] | Tensor | Callable[[Any], Tensor] | None
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -180,10 +175,10 @@ class GradCAM:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise InvalidTypeError(f"x must be a batch tensor (N, ...); got {got}.")
         probe = self._probe(x)
-        fixed = _check_target(target, x.shape[0], None if probe is None else probe.output_shape)
-        with preserved_modes(self.model, training=False), _grad_mode_restored():
+        fixed = check_target(target, x.shape[0], None if probe is None else probe.output_shape)
+        with preserved_modes(self.model, training=False), grad_mode_restored():
             activation, output = self._forward(x)
-            targets, scores = _scores(output, target, fixed, x.shape[0])
+            targets, scores = target_scores(output, target, fixed, x.shape[0])
             gradient = None
             if self.needs_gradient:
                 (grad,) = torch.autograd.grad(scores.sum(), activation, allow_unused=True)
@@ -288,8 +283,8 @@ class CAMContext:
     def score(self, output: Any) -> Tensor:
         """Each sample's score in ``output`` (the model's output for ``x``), for the same targets."""
         if self.targets is None:
-            return _callable_scores(self.target, output, len(self.x))  # type: ignore[arg-type]
-        return _class_scores(output, self.targets)
+            return callable_scores(self.target, output, len(self.x))  # type: ignore[arg-type]
+        return class_scores(output, self.targets)
 
 
 class GradCAMPlusPlus(GradCAM):
@@ -389,7 +384,7 @@ class ScoreCAM(GradCAM):
     def raw_map(self, activation: Tensor, gradient: Tensor | None, context: CAMContext) -> Tensor:
         """``relu(sum_k softmax_k(score(x * mask_k)) A_k)``."""
         x = context.x
-        masks = _min_max(_resize(activation, x.shape[2:]), dims=tuple(range(2, x.dim())))  # (N, K, H, W)
+        masks = min_max(_resize(activation, x.shape[2:]), dims=tuple(range(2, x.dim())))  # (N, K, H, W)
         n, k = masks.shape[:2]
         scores = torch.empty(n, k, dtype=activation.dtype, device=activation.device)
         for i in range(n):
@@ -439,15 +434,6 @@ class EigenCAM(GradCAM):
 # -- helpers ---------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _grad_mode_restored() -> Iterator[None]:
-    previous = torch.is_grad_enabled()
-    try:
-        yield
-    finally:
-        torch.set_grad_enabled(previous)
-
-
 def _meta_probe(model: nn.Module, module: nn.Module, x: Tensor) -> _Probe | None:
     shapes: list[tuple[int, ...]] = []
 
@@ -463,86 +449,6 @@ def _meta_probe(model: nn.Module, module: nn.Module, x: Tensor) -> _Probe | None
     return _Probe(len(shapes), shapes[0] if shapes else None, None if output is None else tuple(output.shape))
 
 
-def _check_target(target: Target, n: int, output_shape: tuple[int, ...] | None) -> Tensor | None:
-    """Validate a class target before any work; return it as an (N,) int64 tensor (None: decide later)."""
-    if target is None or (callable(target) and not isinstance(target, Tensor)):
-        return None
-    given: object = target
-    if isinstance(given, str | bytes):
-        raise InvalidTypeError(
-            f"target must be None, an int, a list or tensor of ints, or a callable; got str {given!r}."
-        )
-    if isinstance(target, bool):
-        raise InvalidTypeError(
-            f"target must be None, an int, a list or tensor of ints, or a callable; got {target!r}."
-        )
-    if isinstance(target, int):
-        values = [target] * n
-    elif isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-            raise InvalidTypeError(
-                f"a target tensor must hold class indices (integers); got dtype {target.dtype}."
-            )
-        values = [int(target)] * n if target.dim() == 0 else target.flatten().tolist()
-    elif isinstance(target, Sequence):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
-            raise InvalidTypeError(f"a target list must hold ints; got {list(target)!r}.")
-        values = list(target)
-    else:
-        raise InvalidTypeError(
-            f"target must be None, an int, a list or tensor of ints, or a callable; got {type(target).__name__}."
-        )
-    if len(values) != n:
-        raise InvalidArgumentError(
-            f"target has {len(values)} entries for a batch of {n}; give one per sample."
-        )
-    classes = output_shape[1] if output_shape is not None and len(output_shape) == 2 else None
-    for v in values:
-        if v < 0 or (classes is not None and v >= classes):
-            limit = (
-                f"the model gives {classes} scores per sample (0 to {classes - 1})" if classes else "below 0"
-            )
-            raise InvalidArgumentError(f"target {v} is out of range: {limit}.")
-    return torch.tensor(values, dtype=torch.int64)
-
-
-def _class_scores(output: Any, targets: Tensor) -> Tensor:
-    if not isinstance(output, Tensor) or output.dim() != 2:
-        got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-        raise InvalidArgumentError(
-            f"class targets need a model output of shape (N, classes); got {got}. Pass target= a callable "
-            "that returns one score per sample."
-        )
-    if int(targets.max()) >= output.shape[1]:
-        raise InvalidArgumentError(
-            f"target {int(targets.max())} is out of range: the model gives {output.shape[1]} scores per sample "
-            f"(0 to {output.shape[1] - 1})."
-        )
-    return output.gather(1, targets.to(output.device).view(-1, 1)).squeeze(1)
-
-
-def _callable_scores(target: Callable[[Any], Tensor], output: Any, n: int) -> Tensor:
-    scores = target(output)
-    if not isinstance(scores, Tensor) or tuple(scores.shape) != (n,):
-        got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-        raise InvalidArgumentError(
-            f"a target callable must return one score per sample, shape ({n},); got {got}."
-        )
-    return scores
-
-
-def _scores(output: Any, target: Target, fixed: Tensor | None, n: int) -> tuple[Tensor | None, Tensor]:
-    """The targets used and their scores, from the one forward's output."""
-    if target is not None and fixed is None:
-        return None, _callable_scores(target, output, n)  # type: ignore[arg-type]
-    if fixed is None:
-        if not isinstance(output, Tensor) or output.dim() != 2:
-            _class_scores(output, torch.zeros(n, dtype=torch.int64))  # raises the shape message
-        fixed = output.detach().argmax(dim=1)
-    targets = fixed.to(output.device)
-    return targets, _class_scores(output, targets)
-
-
 def _resize(raw: Tensor, size: Sequence[int]) -> Tensor:
     """``(N, K, *spatial)`` resized to ``size`` (linear/bilinear/trilinear, ``align_corners=False``)."""
     dims = raw.dim() - 2
@@ -555,8 +461,8 @@ def _resize(raw: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(raw, size=tuple(size), mode=_MODES[dims], align_corners=False)
 
 
-def _min_max(maps: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """Scale each map to [0, 1] over ``dims``; a flat map becomes zeros."""
+def min_max(maps: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Scale each map to [0, 1] over ``dims``; a flat map becomes zeros (shared with saliency)."""
     low = maps.amin(dim=dims, keepdim=True)
     span = maps.amax(dim=dims, keepdim=True) - low
     return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), 0)
@@ -564,4 +470,4 @@ def _min_max(maps: Tensor, dims: tuple[int, ...]) -> Tensor:
 
 def _upsample_normalize(raw: Tensor, x: Tensor) -> Tensor:
     up = _resize(raw.detach().float().unsqueeze(1), x.shape[2:]).squeeze(1)
-    return _min_max(up, dims=tuple(range(1, up.dim())))
+    return min_max(up, dims=tuple(range(1, up.dim())))

@@ -76,6 +76,16 @@ def preserved_modes(model: nn.Module, *, training: bool | None = None) -> Iterat
             module.training = flag
 
 
+@contextlib.contextmanager
+def grad_mode_restored() -> Iterator[None]:
+    """Restore the caller's autograd mode on exit, whatever the body set."""
+    previous = torch.is_grad_enabled()
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(previous)
+
+
 def to_meta(value: Any) -> Any:
     """A meta-device twin of a tensor (or of the tensors in a tuple, list or dict)."""
     if isinstance(value, Tensor):

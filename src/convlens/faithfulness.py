@@ -1,0 +1,351 @@
+"""Faithfulness of saliency maps: deletion and insertion curves and their area.
+
+Each sample's pixels are ranked by its saliency map, most salient first (ties
+keep raster order). *Deletion* starts from the input and replaces the
+top-ranked pixels (all channels of a pixel) with a baseline, a growing
+fraction at a time; *insertion* starts from the baseline and reveals the
+input's pixels in the same order. The target's score is read at each step;
+the area under the curve (AUC) summarises it: a faithful map gives a low
+deletion AUC (the score falls fast) and a high insertion AUC (it rises fast).
+
+Example:
+    >>> import torch
+    >>> import torch.nn as nn
+    >>> from convlens.faithfulness import deletion, insertion
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    ...                     nn.Flatten(), nn.Linear(4, 10))
+    >>> x, maps = torch.randn(2, 3, 8, 8), torch.rand(2, 8, 8)
+    >>> res = deletion(net, x, maps, steps=16)
+    >>> res.mode, res.fractions.shape, res.curve.shape, res.auc.shape, res.targets.shape
+    ('deletion', torch.Size([17]), torch.Size([2, 17]), torch.Size([2]), torch.Size([2]))
+    >>> insertion(net, x, maps, target=[3, 7], baseline="blur").targets.tolist()
+    [3, 7]
+
+References:
+    Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation
+    of Black-box Models", BMVC 2018. https://arxiv.org/abs/1806.07421
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convlens.errors import InvalidArgumentError, InvalidTypeError, check_choice
+from convlens.tap import preserved_modes
+from convlens.targets import (
+    Target,
+    callable_scores,
+    check_target,
+    class_scores,
+    meta_output_shape,
+    target_scores,
+)
+
+__all__ = ["Baseline", "FaithfulnessResult", "deletion", "insertion"]
+
+#: What ``baseline=`` accepts: a named baseline or a tensor broadcastable to ``x``.
+Baseline = Literal["zeros", "blur", "mean"] | Tensor
+
+Mode = Literal["deletion", "insertion"]
+
+_BASELINES = ("zeros", "blur", "mean")
+_BLUR_SIGMA = 5.0  # pixels; with an 11-tap kernel, as in RISE's released code
+_BLUR_RADIUS = 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaithfulnessResult:
+    """What :func:`deletion` and :func:`insertion` return; tensors on the model's device, detached.
+
+    Attributes:
+        fractions: ``(steps + 1,)`` the fraction of pixels deleted or inserted
+            at each point, ``0, 1/steps, ..., 1``.
+        curve: ``(N, steps + 1)`` the target's score at each point.
+        auc: ``(N,)`` the trapezoid area under ``curve`` over ``fractions``.
+        targets: ``(N,)`` int64 class indices scored, or None for a callable target.
+        mode: ``"deletion"`` or ``"insertion"``.
+    """
+
+    fractions: Tensor
+    curve: Tensor
+    auc: Tensor
+    targets: Tensor | None
+    mode: Mode
+
+
+def deletion(
+    model: nn.Module,
+    x: Tensor,
+    maps: Tensor,
+    target: Target = None,
+    *,
+    steps: int = 50,
+    baseline: Baseline = "zeros",
+    batch_size: int = 64,
+    probability: bool = True,
+) -> FaithfulnessResult:
+    """Deletion curve: remove the most salient pixels first and watch the score fall.
+
+    At point ``k`` of ``steps + 1``, the first ``floor(k * H * W / steps)``
+    pixels in each sample's ranking (descending saliency, ties in raster
+    order) are replaced, in every channel, by the baseline. All
+    ``(steps + 1) * N`` perturbed inputs run in chunks of ``batch_size``
+    under :func:`torch.no_grad`, the model in eval mode (its flags restored
+    after). Lower AUC is better.
+
+    Args:
+        model: Any ``nn.Module`` returning ``(N, classes)`` scores (or
+            anything, with a callable ``target``).
+        x: The inputs, on the model's device.
+        maps: One saliency map per sample, higher meaning more important
+            (e.g. :attr:`convlens.CAMResult.maps`).
+        target: None for each sample's class predicted on the unmodified ``x``
+            (decided once, then fixed along the curve), a class index for all,
+            one per sample (list or integer tensor), or a callable mapping the
+            model output to one score per row; it is called on chunks of
+            perturbed inputs, so it must score each row on its own.
+        steps: Points after the first; ``steps + 1`` in all.
+        baseline: ``"zeros"`` (zero in the input's own, e.g. normalized,
+            space), ``"blur"`` (a Gaussian blur of ``x``, sigma 5 pixels,
+            11 taps, separable, replicate padding), ``"mean"`` (each
+            sample's per-channel mean), or a tensor broadcastable to ``x``.
+        batch_size: Perturbed inputs per forward.
+        probability: Score a class target by its softmax probability (True)
+            or by its raw logit (False). A callable target's score is used as
+            returned, whatever this says.
+
+    Returns:
+        The fractions, curve, AUC and targets.
+
+    Raises:
+        InvalidArgumentError: ``maps`` not ``(N, H, W)`` for ``x`` ``(N, C, H, W)``,
+            NaN in ``maps``, ``steps`` or ``batch_size`` below 1, an unknown
+            baseline name (with the nearest), a baseline tensor that does not
+            broadcast to ``x``, a target out of range or of the wrong length.
+        InvalidTypeError: ``x`` not a float tensor, or an argument of the wrong type.
+
+    Shape:
+        ``x`` ``(N, C, H, W)``, ``maps`` ``(N, H, W)``; ``curve``
+        ``(N, steps + 1)``, ``auc`` ``(N,)``, ``fractions`` ``(steps + 1,)``.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> res = deletion(net, torch.randn(4, 1, 4, 4), torch.rand(4, 4, 4), steps=8, probability=False)
+        >>> res.curve.shape, res.auc.shape
+        (torch.Size([4, 9]), torch.Size([4]))
+        >>> deletion(net, torch.randn(1, 1, 4, 4), torch.rand(1, 4, 4), baseline="blurr")
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: baseline must be one of 'zeros', 'blur', 'mean'; got 'blurr'. Did you mean 'blur'?
+
+    References:
+        Petsiuk et al., BMVC 2018. https://arxiv.org/abs/1806.07421
+    """
+    return _evaluate(
+        "deletion",
+        model,
+        x,
+        maps,
+        target,
+        steps=steps,
+        baseline=baseline,
+        batch_size=batch_size,
+        probability=probability,
+    )
+
+
+def insertion(
+    model: nn.Module,
+    x: Tensor,
+    maps: Tensor,
+    target: Target = None,
+    *,
+    steps: int = 50,
+    baseline: Baseline = "zeros",
+    batch_size: int = 64,
+    probability: bool = True,
+) -> FaithfulnessResult:
+    """Insertion curve: reveal the most salient pixels first and watch the score rise.
+
+    The mirror of :func:`deletion`: at point ``k`` the first
+    ``floor(k * H * W / steps)`` pixels of each sample's ranking show ``x``,
+    the rest the baseline. Higher AUC is better. RISE starts insertion from a
+    blurred image: pass ``baseline="blur"`` to match it.
+
+    Args:
+        model: As :func:`deletion`.
+        x: As :func:`deletion`.
+        maps: As :func:`deletion`.
+        target: As :func:`deletion` (None: the class predicted on ``x``).
+        steps: As :func:`deletion`.
+        baseline: As :func:`deletion`.
+        batch_size: As :func:`deletion`.
+        probability: As :func:`deletion`.
+
+    Returns:
+        The fractions, curve, AUC and targets.
+
+    Raises:
+        InvalidArgumentError: As :func:`deletion`.
+        InvalidTypeError: As :func:`deletion`.
+
+    Shape:
+        As :func:`deletion`.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        >>> res = insertion(net, torch.randn(2, 1, 4, 4), torch.rand(2, 4, 4), target=1, steps=4)
+        >>> res.mode, res.curve.shape, bool(((res.auc >= 0) & (res.auc <= 1)).all())
+        ('insertion', torch.Size([2, 5]), True)
+
+    References:
+        Petsiuk et al., BMVC 2018. https://arxiv.org/abs/1806.07421
+    """
+    return _evaluate(
+        "insertion",
+        model,
+        x,
+        maps,
+        target,
+        steps=steps,
+        baseline=baseline,
+        batch_size=batch_size,
+        probability=probability,
+    )
+
+
+def _evaluate(
+    mode: Mode,
+    model: nn.Module,
+    x: Tensor,
+    maps: Tensor,
+    target: Target,
+    *,
+    steps: int,
+    baseline: Baseline,
+    batch_size: int,
+    probability: bool,
+) -> FaithfulnessResult:
+    """The one implementation behind :func:`deletion` and :func:`insertion`."""
+    _check_inputs(x, maps)
+    _check_positive_int("steps", steps)
+    _check_positive_int("batch_size", batch_size)
+    if not isinstance(probability, bool):
+        raise InvalidTypeError(f"probability must be a bool; got {probability!r}.")
+    n, _, h, w = x.shape
+    if not isinstance(baseline, Tensor):
+        check_choice("baseline", baseline, _BASELINES)
+    elif baseline.is_complex() or not _broadcasts(tuple(baseline.shape), tuple(x.shape)):
+        raise InvalidArgumentError(
+            f"a baseline tensor must be real and broadcast to x's shape {tuple(x.shape)}; "
+            f"got {baseline.dtype} of shape {tuple(baseline.shape)}."
+        )
+    x = x.detach()
+    class_target = target is not None and (isinstance(target, Tensor) or not callable(target))
+    fixed = check_target(target, n, meta_output_shape(model, x) if class_target else None)
+    device, hw = x.device, h * w
+
+    keys = maps.detach().to(device).reshape(n, hw)
+    keys = keys.to(torch.uint8) if keys.dtype == torch.bool else keys
+    order = torch.sort(keys, dim=1, descending=True, stable=True)
+    rank = torch.argsort(order.indices, dim=1)  # rank[i, p]: position of pixel p in sample i's order
+    counts = torch.arange(steps + 1, device=device) * hw // steps
+    base = _baseline(baseline, x)
+    first, second = (base, x) if mode == "deletion" else (x, base)  # where the mask is set, else
+
+    with preserved_modes(model, training=False), torch.no_grad():
+        if target is None:
+            chunks_x = [x[i : i + batch_size] for i in range(0, n, batch_size)]
+            found = [target_scores(_forward(model, c, "x"), None, None, len(c))[0] for c in chunks_x]
+            fixed = torch.cat([t for t in found if t is not None])
+        targets = None if fixed is None else fixed.to(device)
+        total, chunks = (steps + 1) * n, []
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            index = torch.arange(start, stop, device=device)
+            step, sample = index // n, index % n
+            mask = (rank[sample] < counts[step].unsqueeze(1)).view(-1, 1, h, w)
+            batch = torch.where(mask, first[sample], second[sample])
+            output = _forward(model, batch, f"{mode} steps {start // n} to {(stop - 1) // n}")
+            if targets is None:
+                score = callable_scores(target, output, len(index))  # type: ignore[arg-type]
+            else:
+                if probability and isinstance(output, Tensor) and output.dim() == 2:
+                    output = torch.softmax(output.to(torch.promote_types(output.dtype, torch.float32)), 1)
+                score = class_scores(output, targets[sample])
+            chunks.append(score.detach())
+    scores = torch.cat(chunks)
+    curve = scores.to(torch.promote_types(scores.dtype, torch.float32)).view(steps + 1, n).T.contiguous()
+    fractions = torch.arange(steps + 1, dtype=curve.dtype, device=curve.device) / steps
+    auc = torch.trapezoid(curve, fractions, dim=1)
+    return FaithfulnessResult(fractions=fractions, curve=curve, auc=auc, targets=targets, mode=mode)
+
+
+def _check_inputs(x: Tensor, maps: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise InvalidTypeError(f"x must be a float tensor (N, C, H, W); got {got}.")
+    if x.shape[0] == 0 or x.shape[2] * x.shape[3] == 0:
+        raise InvalidArgumentError(f"x must hold at least one sample and one pixel; got {tuple(x.shape)}.")
+    if not isinstance(maps, Tensor) or maps.is_complex():
+        raise InvalidTypeError(f"maps must be a real tensor (N, H, W); got {type(maps).__name__}.")
+    expected = (x.shape[0], *x.shape[2:])
+    if tuple(maps.shape) != expected:
+        raise InvalidArgumentError(
+            f"maps must have shape (N, H, W) = {expected} for x of shape {tuple(x.shape)}; "
+            f"got {tuple(maps.shape)}."
+        )
+    if maps.is_floating_point() and bool(maps.isnan().any()):
+        raise InvalidArgumentError("maps contain NaN; the pixels cannot be ranked.")
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError(f"{name} must be an int; got {value!r}.")
+    if value < 1:
+        raise InvalidArgumentError(f"{name} must be at least 1; got {value}.")
+
+
+def _broadcasts(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether ``shape`` broadcasts to ``target`` (without changing ``target``)."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
+
+
+def _baseline(baseline: Baseline, x: Tensor) -> Tensor:
+    """The baseline, broadcastable to ``x`` with the batch dimension present."""
+    if isinstance(baseline, Tensor):
+        return baseline.detach().to(dtype=x.dtype, device=x.device).expand(x.shape)
+    if baseline == "zeros":
+        return torch.zeros_like(x)
+    if baseline == "mean":
+        return x.mean(dim=(2, 3), keepdim=True)
+    return _blur(x)
+
+
+def _blur(x: Tensor) -> Tensor:
+    """Separable Gaussian blur (sigma ``_BLUR_SIGMA``, ``2 * _BLUR_RADIUS + 1`` taps), replicate padding."""
+    r, c = _BLUR_RADIUS, x.shape[1]
+    taps = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
+    kernel = torch.exp(-(taps**2) / (2 * _BLUR_SIGMA**2))
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    padded = F.pad(x, (r, r, r, r), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _forward(model: nn.Module, batch: Tensor, what: str) -> Any:
+    """Run the model; an exception from it gets a note saying which inputs it failed on."""
+    try:
+        return model(batch)
+    except Exception as err:
+        err.add_note(f"convlens.faithfulness: raised on {what}, a batch of shape {tuple(batch.shape)}.")
+        raise

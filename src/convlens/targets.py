@@ -1,0 +1,129 @@
+"""Targets of an explanation: which score to explain, validated before any work.
+
+A target is None (each sample's predicted class), a class index, one index per
+sample (a list or an integer tensor), or a function of the model output that
+returns one score per sample. Shared by :mod:`convlens.cam`,
+:mod:`convlens.saliency` and :mod:`convlens.faithfulness`.
+
+Example:
+    >>> import torch
+    >>> check_target([3, 7], 2, (2, 10)).tolist()
+    [3, 7]
+    >>> check_target(10, 1, (1, 10))
+    Traceback (most recent call last):
+    ...
+    convlens.errors.InvalidArgumentError: target 10 is out of range: the model gives 10 scores per sample (0 to 9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.tap import first_tensor, meta_forward, preserved_modes
+
+__all__ = ["Target", "callable_scores", "check_target", "class_scores", "meta_output_shape", "target_scores"]
+
+#: What ``target=`` accepts: None (the predicted class), a class index, one per
+#: sample (list or integer tensor), or a function of the model output that
+#: returns one score per sample.
+Target = int | Sequence[int] | Tensor | Callable[[Any], Tensor] | None
+
+
+def meta_output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
+    """The model's output shape from a pass on the meta device; None if it cannot run there."""
+    try:
+        with preserved_modes(model, training=False):
+            output = first_tensor(meta_forward(model, (x,)))
+    except Exception:  # noqa: BLE001 - code that needs data: the checks happen on the real run
+        return None
+    return None if output is None else tuple(output.shape)
+
+
+def check_target(target: Target, n: int, output_shape: tuple[int, ...] | None) -> Tensor | None:
+    """Validate a class target before any work; return it as an (N,) int64 tensor (None: decide later).
+
+    ``output_shape`` (from :func:`meta_output_shape`) bounds the class indices when known.
+    """
+    if target is None or (callable(target) and not isinstance(target, Tensor)):
+        return None
+    given: object = target
+    if isinstance(given, str | bytes):
+        raise InvalidTypeError(
+            f"target must be None, an int, a list or tensor of ints, or a callable; got str {given!r}."
+        )
+    if isinstance(target, bool):
+        raise InvalidTypeError(
+            f"target must be None, an int, a list or tensor of ints, or a callable; got {target!r}."
+        )
+    if isinstance(target, int):
+        values = [target] * n
+    elif isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise InvalidTypeError(
+                f"a target tensor must hold class indices (integers); got dtype {target.dtype}."
+            )
+        values = [int(target)] * n if target.dim() == 0 else target.flatten().tolist()
+    elif isinstance(target, Sequence):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
+            raise InvalidTypeError(f"a target list must hold ints; got {list(target)!r}.")
+        values = list(target)
+    else:
+        raise InvalidTypeError(
+            f"target must be None, an int, a list or tensor of ints, or a callable; got {type(target).__name__}."
+        )
+    if len(values) != n:
+        raise InvalidArgumentError(
+            f"target has {len(values)} entries for a batch of {n}; give one per sample."
+        )
+    classes = output_shape[1] if output_shape is not None and len(output_shape) == 2 else None
+    for v in values:
+        if v < 0 or (classes is not None and v >= classes):
+            limit = (
+                f"the model gives {classes} scores per sample (0 to {classes - 1})" if classes else "below 0"
+            )
+            raise InvalidArgumentError(f"target {v} is out of range: {limit}.")
+    return torch.tensor(values, dtype=torch.int64)
+
+
+def class_scores(output: Any, targets: Tensor) -> Tensor:
+    """Each sample's score at its class index in an ``(N, classes)`` output."""
+    if not isinstance(output, Tensor) or output.dim() != 2:
+        got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise InvalidArgumentError(
+            f"class targets need a model output of shape (N, classes); got {got}. Pass target= a callable "
+            "that returns one score per sample."
+        )
+    if int(targets.max()) >= output.shape[1]:
+        raise InvalidArgumentError(
+            f"target {int(targets.max())} is out of range: the model gives {output.shape[1]} scores per sample "
+            f"(0 to {output.shape[1] - 1})."
+        )
+    return output.gather(1, targets.to(output.device).view(-1, 1)).squeeze(1)
+
+
+def callable_scores(target: Callable[[Any], Tensor], output: Any, n: int) -> Tensor:
+    """A callable target's scores, checked to be one per sample."""
+    scores = target(output)
+    if not isinstance(scores, Tensor) or tuple(scores.shape) != (n,):
+        got = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise InvalidArgumentError(
+            f"a target callable must return one score per sample, shape ({n},); got {got}."
+        )
+    return scores
+
+
+def target_scores(output: Any, target: Target, fixed: Tensor | None, n: int) -> tuple[Tensor | None, Tensor]:
+    """The targets used (None for a callable) and their scores, from one forward's output."""
+    if target is not None and fixed is None:
+        return None, callable_scores(target, output, n)  # type: ignore[arg-type]
+    if fixed is None:
+        if not isinstance(output, Tensor) or output.dim() != 2:
+            class_scores(output, torch.zeros(n, dtype=torch.int64))  # raises the shape message
+        fixed = output.detach().argmax(dim=1)
+    targets = fixed.to(output.device)
+    return targets, class_scores(output, targets)

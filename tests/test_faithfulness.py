@@ -1,0 +1,471 @@
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+from convlens.cam import GradCAM
+from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
+from convlens.faithfulness import FaithfulnessResult, deletion, insertion
+from invariants import assert_unchanged, global_hook_counts, snapshot
+from models import InplaceNet
+
+Method = Callable[..., FaithfulnessResult]
+METHODS = [pytest.param(deletion, id="deletion"), pytest.param(insertion, id="insertion")]
+
+# -- a model whose scores can be computed by hand ------------------------------------------
+
+QUADRANT = torch.zeros(4, 4)
+QUADRANT[:2, :2] = 1.0  # pixels 0, 1, 4, 5 in raster order
+
+
+def quadrant_net(constant: float = 2.0) -> nn.Sequential:
+    """(N, 1, 4, 4) -> logit 0 = sum of the top-left 2x2 quadrant, logit 1 = ``constant``."""
+    linear = nn.Linear(16, 2)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.weight[0] = QUADRANT.flatten()
+        linear.bias.copy_(torch.tensor([0.0, constant]))
+    return nn.Sequential(nn.Flatten(), linear)
+
+
+def ones(n: int = 1) -> Tensor:
+    return torch.ones(n, 1, 4, 4)
+
+
+def logits(method: Method, maps: Tensor, **kwargs: Any) -> FaithfulnessResult:
+    return method(quadrant_net(), ones(), maps.unsqueeze(0), 0, probability=False, **kwargs)
+
+
+def quadrant_first() -> Tensor:
+    return QUADRANT.clone()
+
+
+def quadrant_last() -> Tensor:
+    return 1.0 - QUADRANT
+
+
+def close(actual: Tensor, expected: list[float] | list[list[float]] | float) -> None:
+    torch.testing.assert_close(actual, torch.tensor(expected, dtype=actual.dtype))
+
+
+def test_deletion_of_the_quadrant_first_drops_by_one_per_step_then_stays_at_the_baseline() -> None:
+    res = logits(deletion, quadrant_first(), steps=16)
+    close(res.fractions, [k / 16 for k in range(17)])
+    close(res.curve, [[4.0, 3.0, 2.0, 1.0] + [0.0] * 13])
+    close(res.auc, [(3.5 + 2.5 + 1.5 + 0.5) / 16])  # 0.5
+    assert res.mode == "deletion"
+    assert res.targets is not None
+    assert res.targets.tolist() == [0]
+
+
+def test_deletion_reaches_the_baseline_exactly_when_the_last_quadrant_pixel_goes() -> None:
+    close(logits(deletion, quadrant_first(), steps=4).curve, [[4.0, 0.0, 0.0, 0.0, 0.0]])
+    close(logits(deletion, quadrant_first(), steps=8).curve, [[4.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+
+
+def test_a_reversed_map_gives_a_higher_deletion_auc() -> None:
+    good = logits(deletion, quadrant_first(), steps=16)
+    bad = logits(deletion, quadrant_last(), steps=16)
+    close(bad.curve, [[4.0] * 13 + [3.0, 2.0, 1.0, 0.0]])
+    close(bad.auc, [(12 * 4 + 8) / 16])  # 3.5
+    assert float(bad.auc) > float(good.auc)
+
+
+def test_insertion_is_the_mirror() -> None:
+    good = logits(insertion, quadrant_first(), steps=16)
+    bad = logits(insertion, quadrant_last(), steps=16)
+    close(good.curve, [[0.0, 1.0, 2.0, 3.0] + [4.0] * 13])
+    close(bad.curve, [[0.0] * 13 + [1.0, 2.0, 3.0, 4.0]])
+    close(good.auc, [3.5])
+    close(bad.auc, [0.5])
+    assert good.mode == "insertion"
+
+
+def test_ties_keep_raster_order() -> None:
+    # A flat map removes pixels 0, 1 (quadrant), 2, 3 (not), 4, 5 (quadrant), ...
+    close(logits(deletion, torch.zeros(4, 4), steps=16).curve, [[4.0, 3.0, 2.0, 2.0, 2.0, 1.0] + [0.0] * 11])
+
+
+def test_steps_that_do_not_divide_the_pixels_take_the_floor() -> None:
+    # 16 pixels in 3 steps: 0, 5, 10, 16 pixels removed.
+    close(logits(deletion, quadrant_first(), steps=3).curve, [[4.0, 0.0, 0.0, 0.0]])
+    close(logits(insertion, quadrant_last(), steps=3).curve, [[0.0, 0.0, 0.0, 4.0]])
+
+
+def test_more_steps_than_pixels() -> None:
+    # 4 pixels in 8 steps: floor(k / 2) pixels removed at point k.
+    x = torch.ones(1, 1, 2, 2)
+    linear = nn.Linear(4, 1, bias=False)
+    nn.init.ones_(linear.weight)
+    model = nn.Sequential(nn.Flatten(), linear)
+    res = deletion(model, x, torch.zeros(1, 2, 2), 0, steps=8, probability=False)
+    close(res.curve, [[4.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 0.0]])
+
+
+def test_mean_and_tensor_baselines() -> None:
+    x = torch.arange(16.0).view(1, 1, 4, 4)  # quadrant holds 0 + 1 + 4 + 5 = 10, mean 7.5
+    maps = quadrant_first().unsqueeze(0)
+    mean = deletion(quadrant_net(), x, maps, 0, steps=4, baseline="mean", probability=False)
+    close(mean.curve, [[10.0, 30.0, 30.0, 30.0, 30.0]])
+    minus_one = insertion(quadrant_net(), x, maps, 0, steps=4, baseline=torch.tensor(-1.0), probability=False)
+    close(minus_one.curve, [[-4.0, 10.0, 10.0, 10.0, 10.0]])
+    per_pixel = torch.arange(16.0).flip(0).view(1, 4, 4)  # broadcast over batch and channels
+    res = deletion(quadrant_net(), x, maps, 0, steps=4, baseline=per_pixel, probability=False)
+    close(res.curve, [[10.0, 15.0 + 14 + 11 + 10, 50.0, 50.0, 50.0]])
+
+
+def reference_blur(x: Tensor, sigma: float = 5.0, radius: int = 5) -> Tensor:
+    """A 2-D (not separable) Gaussian blur with replicate padding."""
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    grid = taps.view(-1, 1) ** 2 + taps.view(1, -1) ** 2
+    kernel = torch.exp(-grid / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).expand(x.shape[1], 1, -1, -1)
+    return F.conv2d(F.pad(x, (radius,) * 4, mode="replicate"), kernel, groups=x.shape[1])
+
+
+def tiny_cnn(seed: int = 0, classes: int = 5) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, classes),
+    ).eval()
+
+
+def batch(n: int = 3, size: int = 12, seed: int = 1) -> Tensor:
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def random_maps(n: int = 3, size: int = 12, seed: int = 2) -> Tensor:
+    return torch.rand(n, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "blur", "mean"])
+def test_the_curve_starts_at_x_and_ends_at_the_baseline_for_deletion_and_reverse_for_insertion(
+    baseline: str,
+) -> None:
+    model, x = tiny_cnn(), batch()
+    base = {
+        "zeros": torch.zeros_like(x),
+        "blur": reference_blur(x),
+        "mean": x.mean(dim=(2, 3), keepdim=True).expand_as(x),
+    }[baseline]
+    with torch.no_grad():
+        on_x, on_base = model(x).softmax(1), model(base).softmax(1)
+    targets = on_x.argmax(1)
+    expected_x, expected_base = on_x.gather(1, targets.view(-1, 1)), on_base.gather(1, targets.view(-1, 1))
+    dele = deletion(model, x, random_maps(), steps=6, baseline=baseline)  # type: ignore[arg-type]
+    ins = insertion(model, x, random_maps(), steps=6, baseline=baseline)  # type: ignore[arg-type]
+    for res in (dele, ins):
+        assert res.targets is not None
+        assert torch.equal(res.targets, targets)
+    torch.testing.assert_close(dele.curve[:, :1], expected_x)
+    torch.testing.assert_close(dele.curve[:, -1:], expected_base)
+    torch.testing.assert_close(ins.curve[:, :1], expected_base)
+    torch.testing.assert_close(ins.curve[:, -1:], expected_x)
+
+
+def test_blur_of_a_constant_image_is_the_image() -> None:
+    x = torch.full((1, 3, 6, 6), 0.25)
+    maps = torch.zeros(1, 6, 6)
+    model = tiny_cnn()
+    a = insertion(model, x, maps, steps=2, baseline="blur")
+    torch.testing.assert_close(a.curve[:, 0], a.curve[:, -1])
+
+
+# -- a property of every linear model --------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    steps=st.integers(1, 20),
+    levels=st.integers(1, 5),
+    batch_size=st.integers(1, 40),
+)
+def test_deletion_plus_insertion_is_the_score_of_x_plus_that_of_the_baseline_for_a_linear_model(
+    seed: int, steps: int, levels: int, batch_size: int
+) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 5 * 5, 3)).double()
+    x = torch.randn(2, 2, 5, 5, generator=generator, dtype=torch.float64)
+    base = torch.randn(2, 2, 5, 5, generator=generator, dtype=torch.float64)
+    maps = torch.randint(0, levels, (2, 5, 5), generator=generator)  # integer maps with many ties
+    kwargs: dict[str, Any] = {
+        "steps": steps,
+        "baseline": base,
+        "batch_size": batch_size,
+        "probability": False,
+    }
+    dele, ins = deletion(model, x, maps, 1, **kwargs), insertion(model, x, maps, 1, **kwargs)
+    with torch.no_grad():
+        total = model(x)[:, 1] + model(base)[:, 1]
+    torch.testing.assert_close(dele.curve + ins.curve, total.view(-1, 1).expand(-1, steps + 1))
+    assert dele.curve.dtype == torch.float64
+
+
+# -- batching ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_batch_size_does_not_change_the_result(method: Method) -> None:
+    model, x, maps = tiny_cnn(), batch(), random_maps()
+    results = [method(model, x, maps, steps=5, batch_size=b, baseline="blur") for b in (1, 4, 7, 1000)]
+    for res in results[1:]:
+        torch.testing.assert_close(res.curve, results[0].curve)
+        torch.testing.assert_close(res.auc, results[0].auc)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_samples_are_independent(method: Method) -> None:
+    model, x, maps = tiny_cnn(), batch(), random_maps()
+    together = method(model, x, maps, steps=5, baseline="mean", batch_size=5)
+    for i in range(len(x)):
+        alone = method(model, x[i : i + 1], maps[i : i + 1], steps=5, baseline="mean")
+        torch.testing.assert_close(alone.curve, together.curve[i : i + 1])
+        assert alone.targets is not None
+        assert together.targets is not None
+        assert alone.targets.tolist() == together.targets[i : i + 1].tolist()
+
+
+# -- targets --------------------------------------------------------------------------------
+
+
+def test_target_none_is_the_prediction_on_x_and_stays_fixed_along_the_curve() -> None:
+    x = torch.cat([ones(), torch.zeros(1, 1, 4, 4)])  # predicted: class 0 (4 > 2), class 1 (0 < 2)
+    maps = quadrant_first().expand(2, 4, 4)
+    res = deletion(quadrant_net(), x, maps, steps=4, probability=False)
+    assert res.targets is not None
+    assert res.targets.tolist() == [0, 1]
+    close(res.curve, [[4.0, 0.0, 0.0, 0.0, 0.0], [2.0] * 5])  # class 0 kept though class 1 wins after step 0
+
+
+@pytest.mark.parametrize("target", [[1, 0], torch.tensor([1, 0])], ids=["list", "tensor"])
+def test_targets_per_sample(target: list[int] | Tensor) -> None:
+    maps = quadrant_first().expand(2, 4, 4)
+    res = deletion(quadrant_net(), ones(2), maps, target, steps=4, probability=False)
+    assert res.targets is not None
+    assert res.targets.tolist() == [1, 0]
+    close(res.curve, [[2.0] * 5, [4.0, 0.0, 0.0, 0.0, 0.0]])
+
+
+def test_probability_is_the_softmax_of_the_target() -> None:
+    res = deletion(quadrant_net(), ones(), quadrant_first().unsqueeze(0), 0, steps=4)
+    expected = [1 / (1 + math.exp(2.0 - v)) for v in (4.0, 0.0, 0.0, 0.0, 0.0)]
+    close(res.curve, [expected])
+    assert bool(((res.auc >= 0) & (res.auc <= 1)).all())
+
+
+def test_callable_target_scores_are_used_as_returned() -> None:
+    def margin(output: Tensor) -> Tensor:
+        return output[:, 0] - output[:, 1]
+
+    res = deletion(quadrant_net(), ones(), quadrant_first().unsqueeze(0), margin, steps=4)
+    assert res.targets is None
+    close(res.curve, [[2.0, -2.0, -2.0, -2.0, -2.0]])
+
+
+# -- errors, raised before any work -------------------------------------------------------
+
+
+class Counting(nn.Module):
+    """Counts real (non-meta) forwards."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "meta":
+            self.calls += 1
+        out: Tensor = self.inner(x)
+        return out
+
+
+ERRORS: list[tuple[dict[str, Any], type[Exception], str]] = [
+    (
+        {"maps": torch.zeros(1, 4, 4)},
+        InvalidArgumentError,
+        r"\(2, 4, 4\) for x of shape \(2, 1, 4, 4\); got \(1, 4, 4\)",
+    ),
+    (
+        {"maps": torch.zeros(2, 4, 3)},
+        InvalidArgumentError,
+        r"maps must have shape \(N, H, W\).*got \(2, 4, 3\)",
+    ),
+    ({"maps": torch.full((2, 4, 4), math.nan)}, InvalidArgumentError, "NaN"),
+    ({"maps": torch.zeros(2, 4, 4, dtype=torch.complex64)}, InvalidTypeError, "maps must be a real tensor"),
+    ({"x": torch.ones(2, 1, 4, 4, dtype=torch.int64)}, InvalidTypeError, r"x must be a float tensor"),
+    ({"x": torch.ones(2, 16)}, InvalidTypeError, r"\(N, C, H, W\); got torch.float32 of shape \(2, 16\)"),
+    (
+        {"x": torch.ones(0, 1, 4, 4), "maps": torch.zeros(0, 4, 4)},
+        InvalidArgumentError,
+        "at least one sample",
+    ),
+    ({"steps": 0}, InvalidArgumentError, "steps must be at least 1; got 0"),
+    ({"steps": 2.5}, InvalidTypeError, "steps must be an int"),
+    ({"steps": True}, InvalidTypeError, "steps must be an int"),
+    ({"batch_size": 0}, InvalidArgumentError, "batch_size must be at least 1"),
+    ({"probability": "yes"}, InvalidTypeError, "probability must be a bool"),
+    ({"baseline": "blurr"}, InvalidArgumentError, r"baseline must be one of .*Did you mean 'blur'\?"),
+    ({"baseline": "none"}, InvalidArgumentError, r"'zeros', 'blur', 'mean'; got 'none'"),
+    (
+        {"baseline": torch.zeros(3, 1, 1)},
+        InvalidArgumentError,
+        r"broadcast to x's shape \(2, 1, 4, 4\).*\(3, 1, 1\)",
+    ),
+    ({"baseline": torch.zeros(1, 2, 1, 4, 4)}, InvalidArgumentError, "broadcast"),
+    ({"target": 2}, InvalidArgumentError, r"target 2 is out of range.*2 scores per sample"),
+    ({"target": -1}, InvalidArgumentError, "target -1 is out of range"),
+    ({"target": [0, 1, 0]}, InvalidArgumentError, "target has 3 entries for a batch of 2"),
+    ({"target": torch.tensor([0.0, 1.0])}, InvalidTypeError, "class indices"),
+    ({"target": "0"}, InvalidTypeError, "target must be None"),
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(("change", "error", "match"), ERRORS)
+def test_bad_arguments_raise_before_any_forward(
+    method: Method, change: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    model = Counting(quadrant_net())
+    args: dict[str, Any] = {"x": ones(2), "maps": torch.zeros(2, 4, 4), "target": None, **change}
+    x, maps, target = args.pop("x"), args.pop("maps"), args.pop("target")
+    before = snapshot(model)
+    with pytest.raises(error, match=match) as info:
+        method(model, x, maps, target, **args)
+    assert isinstance(info.value, ConvlensError)
+    assert model.calls == 0
+    assert_unchanged(model, before)
+
+
+def test_a_model_output_without_classes_is_explained() -> None:
+    model = nn.Sequential(nn.Flatten(0))
+    with pytest.raises(InvalidArgumentError, match=r"\(N, classes\).*callable"):
+        deletion(model, ones(2), torch.zeros(2, 4, 4), steps=2)
+
+
+def test_a_callable_returning_the_wrong_shape_is_explained() -> None:
+    with pytest.raises(InvalidArgumentError, match=r"one score per sample, shape \(3,\); got \(3, 2\)"):
+        deletion(quadrant_net(), ones(), torch.zeros(1, 4, 4), lambda out: out, steps=2)
+
+
+# -- the model is left as found ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_model_left_as_found_and_train_mode_restored(method: Method, inplace_net: InplaceNet) -> None:
+    inplace_net.train()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    x.requires_grad_(True)
+    maps = torch.rand(2, 8, 8, requires_grad=True)
+    before, hooks_before, grad_mode = snapshot(inplace_net), global_hook_counts(), torch.is_grad_enabled()
+    res = method(inplace_net, x, maps, steps=4, baseline="blur", batch_size=3)
+    assert_unchanged(inplace_net, before)
+    assert global_hook_counts() == hooks_before
+    assert torch.is_grad_enabled() == grad_mode
+    assert all(m.training for m in inplace_net.modules())
+    for tensor in (res.curve, res.auc, res.fractions):
+        assert not tensor.requires_grad
+    reference = copy.deepcopy(inplace_net).eval()
+    torch.testing.assert_close(res.curve, method(reference, x, maps, steps=4, baseline="blur").curve)
+
+
+class FailsOnCall(nn.Module):
+    """A CNN with BatchNorm and Dropout whose ``fail_on``-th real forward raises."""
+
+    def __init__(self, fail_on: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(), nn.LazyLinear(3)
+        )
+        self.fail_on, self.calls = fail_on, 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "meta":
+            self.calls += 1
+            if self.calls == self.fail_on:
+                raise RuntimeError("boom inside the forward")
+        out: Tensor = self.body(x)
+        return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("fail_on", [1, 3])
+def test_model_left_as_found_after_an_exception_inside_the_forward(method: Method, fail_on: int) -> None:
+    torch.manual_seed(0)
+    model = FailsOnCall(fail_on=fail_on + 1)
+    x = batch(2, 8)
+    model(x)  # materialise the lazy layer (call 1)
+    model.train()
+    before, hooks_before, grad_mode = snapshot(model), global_hook_counts(), torch.is_grad_enabled()
+    with pytest.raises(RuntimeError, match="boom inside the forward") as info:
+        method(model, x, random_maps(2, 8), steps=4, batch_size=2)
+    assert any("convlens.faithfulness" in note for note in getattr(info.value, "__notes__", []))
+    assert_unchanged(model, before)
+    assert global_hook_counts() == hooks_before
+    assert torch.is_grad_enabled() == grad_mode
+    assert model.training
+
+
+# -- dtypes and devices ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "curve_dtype"),
+    [(torch.float32, torch.float32), (torch.float64, torch.float64), (torch.bfloat16, torch.float32)],
+)
+def test_dtypes(dtype: torch.dtype, curve_dtype: torch.dtype) -> None:
+    model = tiny_cnn().to(dtype)
+    res = deletion(model, batch().to(dtype), random_maps(), steps=3, baseline="blur")
+    assert res.curve.dtype == curve_dtype
+    assert res.fractions.dtype == curve_dtype
+    assert res.auc.dtype == curve_dtype
+    assert bool(((res.auc >= 0) & (res.auc <= 1)).all())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_results_on_the_model_device() -> None:
+    model = tiny_cnn().cuda()
+    x = batch().cuda()
+    res = insertion(model, x, random_maps(), steps=3, baseline="blur")  # maps on the CPU are moved
+    assert res.curve.device.type == "cuda"
+    assert res.auc.device.type == "cuda"
+    assert res.targets is not None
+    assert res.targets.device.type == "cuda"
+    cpu = insertion(tiny_cnn(), x.cpu(), random_maps(), steps=3, baseline="blur")
+    torch.testing.assert_close(res.curve.cpu(), cpu.curve, atol=1e-4, rtol=1e-4)
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradcam_maps_and_random_maps_on_a_seeded_cnn(method: Method) -> None:
+    model, x = tiny_cnn(seed=4, classes=10), batch(4, 16, seed=5)
+    cam = GradCAM(model, "2")(x)
+    for maps in (cam.maps, random_maps(4, 16, seed=6)):
+        res = method(model, x, maps, steps=8, baseline="blur", batch_size=16)
+        assert res.curve.shape == (4, 9)
+        assert res.auc.shape == (4,)
+        assert res.fractions.shape == (9,)
+        assert res.targets is not None
+        assert cam.targets is not None
+        assert torch.equal(res.targets, cam.targets)
+        assert bool(((res.auc >= 0) & (res.auc <= 1)).all())
+        assert bool(((res.curve >= 0) & (res.curve <= 1)).all())
