@@ -4,7 +4,7 @@ DESIGN target: <= 1.05x the floor, peak memory near a plain forward, nothing
 retained between calls, and correct at alexnet ``features.10`` (a conv followed
 by ``ReLU(inplace=True)``).
 
-Run: python bench/gradcam.py [--repeats 11] [--repeats-16 5]
+Run: python bench/gradcam.py [--repeats 11] [--repeats-16 7]
 
 Cases: resnet18 ``layer4`` and alexnet ``features.12`` at batch 1 and 16, input
 224x224, seeded random weights (``weights=None``, ``torch.manual_seed(0)``),
@@ -280,8 +280,8 @@ def _saved_tensors(roots: list[Any]) -> list[Tensor]:
     return found
 
 
-def kept_bytes(holder: object, model: nn.Module, x: Tensor) -> int:
-    """Bytes of tensor storage reachable from ``holder`` (graphs included) plus ``.grad`` on the model."""
+def kept_bytes(holder: object, model: nn.Module, x: Tensor) -> tuple[int, int]:
+    """Bytes of tensor storage reachable from ``holder`` (graphs included), and of ``.grad`` on the model."""
     exclude = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers(), x]}
     storages: dict[int, int] = {}
     numpy_bytes = 0
@@ -302,10 +302,13 @@ def kept_bytes(holder: object, model: nn.Module, x: Tensor) -> int:
             stack.extend((ref, depth + 1) for ref in gc.get_referents(obj))
     for t in _saved_tensors(graph_roots):
         storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-    for p in model.parameters():
-        if p.grad is not None:
-            storages[p.grad.untyped_storage().data_ptr()] = p.grad.untyped_storage().nbytes()
-    return numpy_bytes + sum(n for ptr, n in storages.items() if ptr not in exclude)
+    grads = {
+        p.grad.untyped_storage().data_ptr(): p.grad.untyped_storage().nbytes()
+        for p in model.parameters()
+        if p.grad is not None
+    }
+    storages.update(grads)
+    return numpy_bytes + sum(n for ptr, n in storages.items() if ptr not in exclude), sum(grads.values())
 
 
 # -- memory, in a fresh process ----------------------------------------------------------
@@ -333,9 +336,9 @@ def measure_memory(model_name: str, layer_name: str, batch: int, method: str) ->
     del result
     gc.collect()
     retained = _status("VmRSS") - base
-    kept = 0 if m.holder is None else kept_bytes(m.holder, m.model, x)
+    kept, grads = (0, 0) if m.holder is None else kept_bytes(m.holder, m.model, x)
     m.close()
-    return {"peak": peak / MiB, "retained": retained / MiB, "kept": kept / MiB}
+    return {"peak": peak / MiB, "retained": retained / MiB, "kept": kept / MiB, "grads": grads / MiB}
 
 
 def memory_of(model_name: str, layer_name: str, batch: int, method: str) -> dict[str, float]:
@@ -368,24 +371,40 @@ def run_case(model_name: str, layer_name: str, batch: int, repeats: int) -> list
     x = make_input(batch)
     methods = {name: make_method(name, copy.deepcopy(base), layer_name, x) for name in METHODS}
     maps = {name: m.call() for name, m in methods.items()}  # also the warm-up round
-    medians = interleaved({name: m.call for name, m in methods.items()}, repeats=repeats, warmup=0)
-    ours = methods[CONVLENS]
-    firsts = []
-    for _ in range(3):
-        fresh = cl.GradCAM(ours.model, layer_name)
+    rounds: dict[str, list[float]] = {name: [] for name in METHODS}
+
+    def timed(name: str, call: Callable[[], Tensor]) -> Callable[[], Tensor]:
+        def run() -> Tensor:
+            start = time.perf_counter()
+            out = call()
+            rounds[name].append(time.perf_counter() - start)
+            return out
+
+        return run
+
+    medians = interleaved({name: timed(name, m.call) for name, m in methods.items()}, repeats, warmup=0)
+    ratios = {
+        name: statistics.median(t / f for t, f in zip(rounds[name], rounds[FLOOR], strict=True))
+        for name in METHODS
+    }
+    first, second = [], []
+    for _ in range(3):  # a fresh object's first call (probe) against its second (probe cached)
+        fresh = cl.GradCAM(methods[CONVLENS].model, layer_name)
         start = time.perf_counter()
         fresh(x)
-        firsts.append(time.perf_counter() - start)
+        middle = time.perf_counter()
+        fresh(x)
+        first.append(middle - start)
+        second.append(time.perf_counter() - middle)
     for m in methods.values():
         m.close()
     del methods
     gc.collect()
-    floor = medians[FLOOR]
     rows = [
         f"### {model_name} {layer_name}, batch {batch}, {SIZE}x{SIZE} ({repeats} interleaved repeats)",
         "",
-        "| method | target | median ms | x floor | peak extra MiB | retained MiB | kept by library MiB "
-        "| agreement with convlens (max abs diff, corr) |",
+        "| method | target | median ms | x floor | peak extra MiB | retained MiB "
+        "| kept by library MiB (of it, param .grad) | agreement with convlens (max abs diff, corr) |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for name in METHODS:
@@ -396,20 +415,53 @@ def run_case(model_name: str, layer_name: str, batch: int, repeats: int) -> list
         else:
             diff, corr = agreement(maps[name], maps[CONVLENS])
             agree = f"{diff:.2e}, {corr:.6f}"
-        kept = "-" if name in (PLAIN, FLOOR) else f"{mem['kept']:.1f}"
+        kept = "-" if name in (PLAIN, FLOOR) else f"{mem['kept']:.1f} ({mem['grads']:.1f})"
         rows.append(
-            f"| {name} | {TARGETS[name]} | {medians[name] * 1e3:.1f} | {medians[name] / floor:.3f} "
+            f"| {name} | {TARGETS[name]} | {medians[name] * 1e3:.1f} | {ratios[name]:.3f} "
             f"| {mem['peak']:.1f} | {mem['retained']:.1f} | {kept} | {agree} |"
         )
-    first = statistics.median(firsts)
+    extra = statistics.median(a - b for a, b in zip(first, second, strict=True))
     rows += [
         "",
-        f"convlens, first call of a fresh GradCAM (meta-device probe, then cached; kernels warm): "
-        f"{first * 1e3:.1f} ms, median of 3, vs {medians[CONVLENS] * 1e3:.1f} ms steady "
-        f"(+{(first - medians[CONVLENS]) * 1e3:.1f} ms)",
+        f"convlens, a fresh GradCAM's first call (meta-device probe, then cached) vs its second: "
+        f"{statistics.median(first) * 1e3:.1f} ms vs {statistics.median(second) * 1e3:.1f} ms, "
+        f"+{extra * 1e3:.1f} ms (medians of 3 pairs)",
         "",
     ]
     return rows
+
+
+def _variants(model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+    """Grad-CAM maps at alexnet features.10 from every mix of pre-/post-ReLU activation and gradient."""
+    kept: dict[str, Tensor] = {}
+
+    def keep(name: str) -> Callable[[nn.Module, tuple[Any, ...], Tensor], None]:
+        def hook(_module: nn.Module, _args: tuple[Any, ...], out: Tensor) -> None:
+            out.retain_grad()
+            kept[name] = out
+
+        return hook
+
+    handles = [
+        model.get_submodule("features.10").register_forward_hook(keep("pre")),
+        model.get_submodule("features.11").register_forward_hook(keep("post")),
+    ]
+    try:
+        logits = model(x)
+        logits.gather(1, logits.argmax(dim=1, keepdim=True)).sum().backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    model.zero_grad(set_to_none=True)
+    out = {}
+    for a_name in ("pre", "post"):
+        for g_name in ("pre", "post"):
+            a, g = kept[a_name].detach(), kept[g_name].grad
+            if g is None:
+                raise RuntimeError(f"no gradient reached the {g_name}-ReLU activation")
+            raw = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1))
+            out[f"A {a_name}-ReLU, grad {g_name}-ReLU"] = upsample_min_max(raw, x.shape[2:])
+    return out
 
 
 def correctness(batch: int = 4) -> list[str]:
@@ -419,15 +471,18 @@ def correctness(batch: int = 4) -> list[str]:
     x = make_input(batch)
     reference_raw = floor_raw(plain, plain.get_submodule(layer_name), x)
     reference = upsample_min_max(reference_raw, x.shape[2:])
+    variants = _variants(copy.deepcopy(plain), x)
     rows = [
         f"### alexnet {layer_name} (followed by ReLU(inplace=True)), batch {batch}: correctness",
         "",
-        "reference: the floor on the same weights with every ReLU inplace=False.",
+        "reference: the floor on the same weights with every ReLU inplace=False. Last column: which mix of "
+        "pre-/post-ReLU activation A and gradient its in-place answer equals (max abs diff < 1e-4; "
+        "the correct one is A pre-ReLU, grad pre-ReLU).",
         "",
         "| method | in-place model vs reference (max abs diff, corr) "
         "| inplace=False model vs reference (max abs diff, corr) "
-        "| in-place vs its own inplace=False answer: max abs diff | verdict |",
-        "|---|---|---|---:|---|",
+        "| in-place vs its own inplace=False answer: max abs diff | verdict | what it computes |",
+        "|---|---|---|---:|---|---|",
     ]
     for name in METHODS[1:]:
         if name == "captum, target = argmax":
@@ -441,7 +496,11 @@ def correctness(batch: int = 4) -> list[str]:
         d2, c2 = agreement(on_plain, reference)
         own = float((on_inplace - on_plain).abs().max())
         verdict = "correct" if own < 1e-4 else "WRONG: the in-place ReLU changes its answer"
-        rows.append(f"| {name} | {d1:.2e}, {c1:.6f} | {d2:.2e}, {c2:.6f} | {own:.2e} | {verdict} |")
+        matches = [v for v, maps in variants.items() if float((on_inplace - maps).abs().max()) < 1e-4]
+        rows.append(
+            f"| {name} | {d1:.2e}, {c1:.6f} | {d2:.2e}, {c2:.6f} | {own:.2e} | {verdict} "
+            f"| {' / '.join(matches) or 'none of them'} |"
+        )
     raw = cl.GradCAM(copy.deepcopy(inplace), layer_name)(x).raw
     rows += [
         "",
@@ -455,7 +514,7 @@ def correctness(batch: int = 4) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=11, help="interleaved rounds at batch 1")
-    parser.add_argument("--repeats-16", type=int, default=5, help="interleaved rounds at batch 16")
+    parser.add_argument("--repeats-16", type=int, default=7, help="interleaved rounds at batch 16")
     parser.add_argument(
         "--memory", nargs=4, metavar=("MODEL", "LAYER", "BATCH", "METHOD"), help=argparse.SUPPRESS
     )

@@ -500,3 +500,18 @@ def test_plot_cam_two_panels_title_and_note() -> None:
     assert shown is not None
     # A constant heat map of 1 over black: half of jet(1.0) = dark red everywhere.
     assert np.asarray(shown)[8, 8].tolist() == [64, 0, 0]
+
+
+def test_plot_images_grid_titles_and_pixels() -> None:
+    from convlens.render import plot_images
+
+    batch = torch.zeros(3, 1, 4, 4)
+    batch[1] = 1.0
+    batch[2] = 2.0  # clipped to white
+    fig = plot_images(batch, ["a", "b", "c"], cols=2, title="three", note="random weights")
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b", "c"]
+    shown = [np.asarray(ax.images[0].get_array()) for ax in fig.axes]
+    assert [s[0, 0].tolist() for s in shown] == [[0, 0, 0], [255, 255, 255], [255, 255, 255]]
+    assert "random weights" in [t.get_text() for t in fig.texts]
+    with pytest.raises(cl.InvalidArgumentError, match="got 1 titles for 3 pictures"):
+        plot_images(batch, ["a"])

@@ -29,6 +29,7 @@ from convlens.layers import list_layers
 from convlens.render import FilterRenderer, plot_cam, plot_feature_maps
 from convlens.shapes import trace_shapes
 from convlens.tap import LayerTap
+from convlens.tour import run_tour
 
 __all__ = ["main"]
 
@@ -48,6 +49,19 @@ def _parser() -> argparse.ArgumentParser:
         prog="convlens", description="Look inside PyTorch convolutional networks."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tour = commands.add_parser("tour", help="reproduce every figure of the CNN lecture")
+    tour.add_argument(
+        "--out", type=Path, default=Path("tour"), help="folder for the figures (default ./tour)"
+    )
+    tour.add_argument(
+        "--section", action="append", dest="sections", help="only this section (repeatable; default all)"
+    )
+    tour.add_argument(
+        "--weights", default="auto", help="auto, imagenet or random for the ImageNet models (default auto)"
+    )
+    tour.add_argument("--seed", type=int, default=0, help="seed of random weights and optimizations")
+    tour.add_argument("--quick", action="store_true", help="fewer optimization steps")
 
     layers = commands.add_parser("layers", help="list a model's layers and their parameters")
     layers.add_argument("model", help=_MODEL_HELP)
@@ -132,7 +146,12 @@ def _save(figure: Figure, out: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    if args.command == "layers":
+    if args.command == "tour":
+        result = run_tour(
+            args.out, sections=args.sections, weights=args.weights, seed=args.seed, quick=args.quick
+        )
+        print(f"the tour wrote {len(result.files)} files into {result.out}")
+    elif args.command == "layers":
         print(_layers_table(args.model))
     elif args.command == "shapes":
         size = _input_size(args.input) if args.input else zoo.default_input_size(args.model)

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal, get_args
 
 import numpy as np
@@ -37,7 +38,15 @@ from convlens.errors import InvalidArgumentError, InvalidTypeError, check_choice
 from convlens.images import ImageSource, to_rgb_array
 from convlens.layers import LayerSpec, resolve_layer
 
-__all__ = ["FilterRenderer", "FilterScale", "figure_grid", "overlay", "plot_cam", "plot_feature_maps"]
+__all__ = [
+    "FilterRenderer",
+    "FilterScale",
+    "figure_grid",
+    "overlay",
+    "plot_cam",
+    "plot_feature_maps",
+    "plot_images",
+]
 
 #: How :class:`FilterRenderer` maps weights to colours.
 FilterScale = Literal["symmetric", "lecture", "minmax"]
@@ -317,6 +326,53 @@ def plot_feature_maps(
     size = "x".join(map(str, a.shape[1:]))
     default = f"feature maps: {len(maps)} of {a.shape[0]} channels, {size}"
     _decorate(fig, default if title is None else title, note)
+    return fig
+
+
+def plot_images(
+    images: Sequence[ImageSource] | Tensor,
+    titles: Sequence[str] | None = None,
+    cols: int = 8,
+    *,
+    title: str | None = None,
+    note: str | None = None,
+    panel_size: float = 1.5,
+) -> Figure:
+    """Draw pictures in a grid, each with its title (maximized images, dataset examples).
+
+    Args:
+        images: A batch ``(N, C, H, W)`` tensor of pictures in [0, 1] (C = 1 or 3;
+            values outside are clipped), or a sequence of anything
+            :func:`~convlens.images.to_rgb_array` takes.
+        titles: One title per picture.
+        cols: Panels per row.
+        title: The figure's title.
+        note: A line written in red on the figure.
+        panel_size: Each panel's side in inches.
+
+    Returns:
+        A figure with one axes per picture.
+
+    Raises:
+        InvalidArgumentError: No pictures, or ``titles`` of the wrong length.
+
+    Example:
+        >>> import torch
+        >>> fig = plot_images(torch.rand(3, 1, 28, 28), ["0", "1", "2"], cols=3, title="digits")
+        >>> len(fig.axes), fig.axes[2].get_title()
+        (3, '2')
+    """
+    pictures = [to_rgb_array(img.clamp(0, 1) if isinstance(img, Tensor) else img) for img in images]
+    if not pictures:
+        raise InvalidArgumentError("plot_images needs at least one picture; got none.")
+    if titles is not None and len(titles) != len(pictures):
+        raise InvalidArgumentError(f"got {len(titles)} titles for {len(pictures)} pictures; give one each.")
+    fig, axes = figure_grid(len(pictures), cols, panel_size=panel_size)
+    for i, (ax, picture) in enumerate(zip(axes, pictures, strict=True)):
+        ax.imshow(picture, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    _decorate(fig, title or "", note)
     return fig
 
 
