@@ -451,3 +451,58 @@ def test_cuda_results_on_the_model_device() -> None:
     )
     assert out.maps.device.type == "cuda"
     assert out.raw.device.type == "cuda"
+
+
+# -- found in review ----------------------------------------------------------------------
+
+
+def test_channel_mismatch_is_a_shape_error_before_any_work() -> None:
+    model = CountingNet()
+    with pytest.raises(cl.ShapeError, match="conv expects 3 input channels, got 1"):
+        cl.GradCAM(model, "conv")(torch.randn(2, 1, 6, 6))
+    assert model.real_calls == 0
+
+
+class DataDependent(nn.Module):
+    """Cannot run on meta (``.item()``), and calls its ReLU twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 4, 3)
+        self.c2 = nn.Conv2d(4, 4, 3)
+        self.r = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.sum().item() > 1e9:
+            x = x * 0
+        h = self.r(self.c2(self.r(self.c1(x))))
+        out: Tensor = self.fc(h.mean(dim=(2, 3)))
+        return out
+
+
+def test_reuse_checked_on_the_real_forward_when_meta_cannot_run() -> None:
+    model = DataDependent()
+    x = torch.randn(2, 3, 10, 10)
+    with pytest.raises(cl.AmbiguousLayerError, match="'r#0', 'r#1'"):
+        cl.GradCAM(model, "r")(x)
+    with pytest.raises(cl.LayerNotFoundError, match="runs 2 times"):
+        cl.GradCAM(model, "r#2")(x)
+    assert cl.GradCAM(model, "r#1")(x).maps.shape == (2, 10, 10)
+
+
+def test_numpy_targets_and_tuple_layers() -> None:
+    np = pytest.importorskip("numpy")
+    model = CountingNet()
+    x = torch.randn(2, 3, 6, 6)
+    by_list = cl.GradCAM(model, "conv")(x, target=[1, 2])
+    by_numpy = cl.GradCAM(model, "conv")(x, target=np.array([1, 2]))
+    torch.testing.assert_close(by_numpy.maps, by_list.maps)
+    torch.testing.assert_close(
+        cl.GradCAM(model, "conv")(x, target=np.int64(1)).raw, cl.GradCAM(model, "conv")(x, target=1).raw
+    )
+
+
+def test_inference_mode_is_refused_clearly() -> None:
+    with torch.inference_mode(), pytest.raises(cl.ConvlensError, match="inference_mode"):
+        cl.GradCAM(CountingNet(), "conv")(torch.randn(1, 3, 6, 6))

@@ -86,3 +86,8 @@ def test_list_layers_leaves_model_unchanged(inplace_net: InplaceNet) -> None:
     cl.resolve_layer(inplace_net, "bn")
     assert_unchanged(inplace_net, before)
     assert torch.is_grad_enabled()
+
+
+def test_layer_info_unpacks(inplace_net: InplaceNet) -> None:
+    name, type_, module, leaf, params = cl.list_layers(inplace_net)[1]
+    assert (name, type_, module, leaf, params) == ("features.0", "Conv2d", inplace_net.features[0], True, 168)

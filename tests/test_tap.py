@@ -407,3 +407,110 @@ def test_cuda_results_on_the_model_device_or_where_asked() -> None:
     with cl.LayerTap(model, ["0"], grads=True) as tap:
         model(x).sum().backward()
     assert tap.gradients["0"].device.type == "cuda"
+
+
+# -- found in review: shape errors, tuple outputs, frozen backbones, nesting -------------
+
+
+def test_channel_mismatch_names_the_layer() -> None:
+    model = sequential()
+    with pytest.raises(cl.ShapeError, match=r"0 expects 3 input channels, got 1 \(Conv2d") as info:
+        cl.LayerTap(model, ["2"]).run(torch.randn(1, 1, 5, 5))
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value.__cause__, RuntimeError)  # the real forward's own error, kept
+    with pytest.raises(cl.ShapeError, match="0 expects 3 input channels"):
+        cl.LayerTap(model, ["2"], grads=True).run(torch.randn(1, 1, 5, 5))
+
+
+class TupleLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y = self.conv(x)
+        return y, y.mean()
+
+
+class TupleThenInplace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = TupleLayer()
+        self.head = nn.Conv2d(4, 2, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y, _ = self.block(x)
+        y.relu_()
+        out: Tensor = self.head(y).flatten(1)
+        return out
+
+
+def test_tuple_output_then_inplace_op_with_grads() -> None:
+    torch.manual_seed(0)
+    model = TupleThenInplace()
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        expected = model.block.conv(x)
+    acts = cl.LayerTap(model, ["block"], grads=True).run(x)
+    torch.testing.assert_close(acts["block"], expected)  # recorded before the in-place ReLU
+    with torch.enable_grad():
+        a = model.block.conv(x).detach().requires_grad_()
+        (g,) = torch.autograd.grad(model.head(torch.relu(a)).sum(), a)
+    tap = cl.LayerTap(model, ["block"], grads=True)
+    tap.run(x)
+    torch.testing.assert_close(tap.gradients["block"], g)
+
+
+def test_frozen_backbone_still_gets_gradients() -> None:
+    model = sequential()
+    model[0].requires_grad_(False)
+    model[2].requires_grad_(False)
+    before = snapshot(model)
+    x = torch.randn(2, 3, 5, 5)
+    with cl.LayerTap(model, ["0", "5"], grads=True) as tap:
+        model(x)[:, 1].sum().backward()
+    plain = without_inplace(model)
+    with torch.enable_grad():
+        a = plain[0](x).detach().requires_grad_()
+        (g,) = torch.autograd.grad(plain[1:](a)[:, 1].sum(), a)
+    torch.testing.assert_close(tap.gradients["0"], g)
+    assert set(tap.gradients) == {"0", "5"}
+    model[5].weight.grad = None
+    model[5].bias.grad = None
+    assert_unchanged(model, before)
+
+
+def test_gradient_read_before_backward_says_so() -> None:
+    model = sequential()
+    with cl.LayerTap(model, ["0"], grads=True) as tap:
+        model(torch.randn(1, 3, 5, 5))
+    with pytest.raises(cl.LayerNotFoundError, match="no gradient reached it"):
+        tap.gradient("0")
+
+
+def test_an_active_tap_ignores_convlens_own_passes() -> None:
+    model = sequential()
+    x = torch.randn(1, 3, 5, 5)
+    with cl.LayerTap(model, ["0"]) as outer, torch.no_grad():
+        model(x)
+        cl.trace_shapes(model, (1, 3, 5, 5))  # a meta pass
+        assert outer["0"].device.type == "cpu"
+        cl.LayerTap(model, ["2"]).run(x)  # an early-stopped forward inside
+        model(x)
+        torch.testing.assert_close(outer["0"], model[0](x))
+    assert list(outer.activations) == ["0"]
+
+
+def test_keyword_inputs_still_stop_early() -> None:
+    class Keyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 1)
+            self.boom = Boom()
+
+        def forward(self, x: Tensor, *, scale: float = 1.0) -> Tensor:
+            out: Tensor = self.boom(self.conv(x) * scale)
+            return out
+
+    acts = cl.LayerTap(Keyword(), ["conv"]).run(torch.randn(1, 1, 2, 2), scale=2.0)
+    assert list(acts) == ["conv"]

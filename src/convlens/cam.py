@@ -43,7 +43,15 @@ from convlens.errors import (
     LayerNotFoundError,
 )
 from convlens.layers import LayerSpec, resolve_layer
-from convlens.tap import first_tensor, grad_mode_restored, hooks, meta_forward, preserved_modes
+from convlens.tap import (
+    first_tensor,
+    grad_mode_restored,
+    hooks,
+    meta_forward,
+    preserved_modes,
+    raise_shape_error,
+    with_first_tensor,
+)
 from convlens.targets import Target, callable_scores, check_target, class_scores, target_scores
 
 __all__ = [
@@ -174,6 +182,11 @@ class GradCAM:
         if not isinstance(x, Tensor) or x.dim() < 2:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise InvalidTypeError(f"x must be a batch tensor (N, ...); got {got}.")
+        if torch.is_inference_mode_enabled():
+            raise ConvlensError(
+                f"{type(self).__name__} needs autograd, which torch.inference_mode() turns off; "
+                "call it outside inference_mode (torch.no_grad() is fine)."
+            )
         probe = self._probe(x)
         fixed = check_target(target, x.shape[0], None if probe is None else probe.output_shape)
         with preserved_modes(self.model, training=False), grad_mode_restored():
@@ -209,27 +222,31 @@ class GradCAM:
         probe = self._probes[signature]
         if probe is None:
             return None
-        name, call = self.ref.name, self.ref.call
-        if probe.calls == 0:
-            raise LayerNotFoundError(
-                f"Layer {name!r} does not run in the forward of {type(self.model).__name__}."
-            )
-        if call is None and probe.calls > 1:
-            choices = ", ".join(f"'{name}#{i}'" for i in range(probe.calls))
-            raise AmbiguousLayerError(
-                f"Layer {name!r} runs {probe.calls} times in one forward; name the call: {choices}."
-            )
-        if call is not None and call >= probe.calls:
-            raise LayerNotFoundError(
-                f"Layer {self.ref.key!r} does not exist: {name!r} runs {probe.calls} time"
-                f"{'s' if probe.calls > 1 else ''} (#0 to #{probe.calls - 1})."
-            )
+        self._check_calls(probe.calls)
         if probe.layer_shape is not None and len(probe.layer_shape) < 3:
             raise InvalidArgumentError(
                 f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); {self.ref.key!r} "
                 f"gives {probe.layer_shape}. Pick a convolutional layer, e.g. the last conv block."
             )
         return probe
+
+    def _check_calls(self, calls: int) -> None:
+        """The layer must run, and a reused one must be named per call (``name#i``)."""
+        name, call = self.ref.name, self.ref.call
+        if calls == 0:
+            raise LayerNotFoundError(
+                f"Layer {name!r} does not run in the forward of {type(self.model).__name__}."
+            )
+        if call is None and calls > 1:
+            choices = ", ".join(f"'{name}#{i}'" for i in range(calls))
+            raise AmbiguousLayerError(
+                f"Layer {name!r} runs {calls} times in one forward; name the call: {choices}."
+            )
+        if call is not None and call >= calls:
+            raise LayerNotFoundError(
+                f"Layer {self.ref.key!r} does not exist: {name!r} runs {calls} time"
+                f"{'s' if calls > 1 else ''} (#0 to #{calls - 1})."
+            )
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Any]:
         """One forward, autograd off until the layer; returns (activation leaf, model output)."""
@@ -240,22 +257,25 @@ class GradCAM:
         def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
             call = calls[0]
             calls[0] += 1
-            if call != wanted:
+            tensor = first_tensor(output)
+            if call != wanted or tensor is None:
                 return None
-            if not isinstance(output, Tensor):
-                raise InvalidArgumentError(
-                    f"layer {self.ref.key!r} returns {type(output).__name__}, not a tensor."
-                )
-            leaf = output.detach().requires_grad_(self.needs_gradient)
+            leaf = tensor.detach().requires_grad_(self.needs_gradient)
             captured.append(leaf)
             torch.set_grad_enabled(self.needs_gradient)  # record autograd from here on
-            return leaf.clone() if self.needs_gradient else leaf  # in-place ops downstream hit the clone
+            # In-place ops downstream hit the clone; a tuple output keeps its other items.
+            return with_first_tensor(output, leaf.clone() if self.needs_gradient else leaf)
 
         torch.set_grad_enabled(False)
         with hooks(forward=[(self.ref.module, hook)]):
-            output = self.model(x)
+            try:
+                output = self.model(x)
+            except Exception as err:
+                raise_shape_error(self.model, (x,), None, err)
+                raise
+        self._check_calls(calls[0])  # again: the meta probe cannot run every model
         if not captured:
-            raise LayerNotFoundError(f"Layer {self.ref.key!r} did not run in the forward.")
+            raise InvalidArgumentError(f"layer {self.ref.key!r} returns no tensor to explain.")
         if captured[0].dim() < 3:
             raise InvalidArgumentError(
                 f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); {self.ref.key!r} "
@@ -444,7 +464,8 @@ def _meta_probe(model: nn.Module, module: nn.Module, x: Tensor) -> _Probe | None
     try:
         with hooks(forward=[(module, record)]), preserved_modes(model, training=False):
             output = first_tensor(meta_forward(model, (x,)))
-    except Exception:  # noqa: BLE001 - code that needs data: no probe, checks happen on the real run
+    except Exception as err:  # noqa: BLE001 - code that needs data: no probe, checks happen on the real run
+        raise_shape_error(model, (x,), None, err)  # but a plain shape mismatch is said now
         return None
     return _Probe(len(shapes), shapes[0] if shapes else None, None if output is None else tuple(output.shape))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from torch import nn
 
@@ -36,9 +37,8 @@ _CALL = re.compile(r"^(?P<name>.*)#(?P<call>\d+)$")
 LayerSpec = str | nn.Module
 
 
-@dataclass(frozen=True, slots=True)
-class LayerInfo:
-    """One named submodule of a model.
+class LayerInfo(NamedTuple):
+    """One named submodule of a model (a named tuple: unpack it or read its fields).
 
     Attributes:
         name: Qualified name from ``named_modules()``.

@@ -24,11 +24,10 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
-from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.nn.parameter import is_lazy
 
+from convlens._checks import layer_mismatch
 from convlens._fastpath import SkipShapePreserving
 from convlens.errors import (
     AmbiguousLayerError,
@@ -324,7 +323,7 @@ def _extent(values: Shape | None) -> Extent:
 # -- results ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class LayerShape:
     """One leaf-module call of a traced forward.
 
@@ -632,20 +631,10 @@ def _report(
 
 def _mismatch(name: str, module: nn.Module, shape: Shape) -> str | None:
     """What ``module`` expected and ``shape`` lacked, when it is a plain shape mismatch."""
+    plain = layer_mismatch(name, module, shape)
+    if plain is not None:
+        return plain
     where = f" ({type(module).__name__}, input shape {_fmt_shape(shape)})"
-    if isinstance(module, _ConvNd):
-        nd = len(module.kernel_size)
-        if len(shape) not in {nd + 1, nd + 2}:
-            return f"{name} expects a {nd + 1}-D or {nd + 2}-D input, got {len(shape)}-D{where}"
-        if shape[-nd - 1] != module.in_channels:
-            return f"{name} expects {module.in_channels} input channels, got {shape[-nd - 1]}{where}"
-    if isinstance(module, nn.Linear) and (not shape or shape[-1] != module.in_features):
-        got = shape[-1] if shape else "a 0-D input"
-        return f"{name} expects {module.in_features} input features, got {got}{where}"
-    if isinstance(module, _BatchNorm | _InstanceNorm | nn.GroupNorm):
-        want = module.num_channels if isinstance(module, nn.GroupNorm) else module.num_features
-        if len(shape) < 2 or shape[1] != want:
-            return f"{name} expects {want} channels, got {shape[1] if len(shape) >= 2 else 'none'}{where}"
     w = _window(module)
     if w is not None and len(shape) >= len(w.kernel):
         sizes = shape[len(shape) - len(w.kernel) :]

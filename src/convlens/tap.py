@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from convlens.errors import AmbiguousLayerError, ConvlensError, LayerNotFoundError
+from convlens._checks import layer_mismatch
+from convlens.errors import AmbiguousLayerError, ConvlensError, LayerNotFoundError, ShapeError
 from convlens.layers import LayerRef, LayerSpec, resolve_layer, resolve_layers
 
 __all__ = ["LayerTap"]
@@ -34,10 +35,12 @@ ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
 PreHook = Callable[[nn.Module, tuple[Any, ...]], Any]
 
 
-class _StopForward(BaseException):
+class _StopForward(Exception):  # noqa: N818 - a signal, not an error
     """Raised by a hook to end a forward early.
 
-    A BaseException, so that a model's own ``except Exception`` cannot swallow it.
+    An ``Exception`` (not a ``BaseException``) so that PyTorch runs the
+    ``always_call`` forward hooks of every module it unwinds through, which
+    keeps other active taps' bookkeeping right.
     """
 
 
@@ -129,7 +132,10 @@ def first_tensor(value: Any) -> Tensor | None:
 
 
 def count_calls(
-    model: nn.Module, modules: Iterable[nn.Module], args: tuple[Any, ...]
+    model: nn.Module,
+    modules: Iterable[nn.Module],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None = None,
 ) -> dict[int, int] | None:
     """How often each of ``modules`` runs in one forward, by a pass on the meta device.
 
@@ -139,6 +145,9 @@ def count_calls(
 
     Returns:
         ``{id(module): calls}``, or None when some module was never seen.
+
+    Raises:
+        ShapeError: A layer rejects the shape of what it receives.
     """
     unique = list(dict.fromkeys(modules))
     counts = {id(m): 0 for m in unique}
@@ -146,13 +155,59 @@ def count_calls(
     def count(module: nn.Module, _args: tuple[Any, ...], _out: Any) -> None:
         counts[id(module)] += 1
 
-    with (
-        contextlib.suppress(Exception),
-        hooks(forward=[(m, count) for m in unique]),
-        preserved_modes(model, training=False),
-    ):
-        meta_forward(model, args)
+    try:
+        with hooks(forward=[(m, count) for m in unique]), preserved_modes(model, training=False):
+            meta_forward(model, args, kwargs)
+    except Exception as err:  # noqa: BLE001 - code that needs data: keep the calls seen so far
+        raise_shape_error(model, args, kwargs, err)
     return counts if all(counts.values()) else None
+
+
+def shape_mismatch(
+    model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None
+) -> str | None:
+    """Why ``model`` rejects inputs shaped like ``args``, if a layer plainly does (a meta pass).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(4, 2, 3))
+        >>> shape_mismatch(net, (torch.zeros(1, 3, 9, 9),))
+        '1 expects 4 input channels, got 8 (Conv2d, input shape [1, 8, 7, 7])'
+    """
+    names = {id(m): n for n, m in model.named_modules() if n and next(m.children(), None) is None}
+    leaves = [m for m in model.modules() if id(m) in names]
+    running: list[tuple[nn.Module, tuple[int, ...]]] = []
+
+    def enter(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        t = first_tensor(inputs)
+        running.append((module, () if t is None else tuple(t.shape)))
+
+    def leave(_module: nn.Module, _inputs: tuple[Any, ...], _output: Any) -> None:
+        running.pop()
+
+    try:
+        with (
+            hooks(pre=[(m, enter) for m in leaves], forward=[(m, leave) for m in leaves]),
+            preserved_modes(model, training=False),
+        ):
+            meta_forward(model, args, kwargs)
+    except Exception:  # noqa: BLE001 - the failure is what we are here to explain
+        if running:  # the innermost leaf still running is the one that failed
+            module, shape = running[-1]
+            return layer_mismatch(names[id(module)], module, shape)
+    return None
+
+
+def raise_shape_error(
+    model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, err: Exception
+) -> None:
+    """Raise a :class:`ShapeError` naming the layer if ``err`` came from a plain shape mismatch."""
+    if isinstance(err, _StopForward | ShapeError):
+        return
+    message = shape_mismatch(model, args, kwargs)
+    if message is not None:
+        raise ShapeError(message) from err
 
 
 class LayerTap:
@@ -266,36 +321,39 @@ class LayerTap:
         self._grads = {name: {} for name in self._modules}
         self._live.clear()
 
-    def _on_model_call(self, _module: nn.Module, _args: tuple[Any, ...]) -> None:
+    def _on_model_call(self, _module: nn.Module, args: tuple[Any, ...]) -> None:
+        if _is_meta(args):
+            return  # a shape pass of convlens's own, not a forward of the user's
         if self._depth == 0:
             self._clear()
         self._depth += 1
 
-    def _on_model_return(self, _module: nn.Module, _args: tuple[Any, ...], _output: Any) -> None:
-        self._depth -= 1
+    def _on_model_return(self, _module: nn.Module, args: tuple[Any, ...], _output: Any) -> None:
+        if not _is_meta(args):
+            self._depth = max(self._depth - 1, 0)
 
     def _make_hook(self, name: str) -> ForwardHook:
         def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
-            if self._depth == 0:
-                return None  # a direct call of the layer, not part of a forward of the model
+            tensor = first_tensor(output)
+            if self._depth == 0 or tensor is None or tensor.is_meta:
+                return None  # a direct call of the layer, or a shape pass: not a forward of the model
             call = self._calls[name]
             self._calls[name] = call + 1
             wanted = self._wanted[name]
-            tensor = first_tensor(output)
-            if tensor is None or (wanted is not None and call not in wanted):
+            if wanted is not None and call not in wanted:
                 return None
+            self._acts[name][call] = tensor.detach().to(self.device or tensor.device, copy=True)
             replaced = None
-            if self.grads and tensor.requires_grad:
-                # Keep the layer's own tensor pristine and hand a clone downstream.
-                self._acts[name][call] = tensor.detach().to(self.device or tensor.device)
-                self._live[(name, call)] = tensor
+            if self.grads and torch.is_grad_enabled():
+                # Differentiate at the layer's own tensor (a fresh leaf when nothing upstream
+                # needs grad, as with a frozen backbone) and pass a clone downstream, so in-place
+                # ops there cannot rewrite it.
+                live = tensor if tensor.requires_grad else tensor.detach().requires_grad_()
+                self._live[(name, call)] = live
                 if self._remaining is None:
-                    tensor.register_hook(self._make_grad_hook(name, call))  # type: ignore[no-untyped-call]
-                if isinstance(output, Tensor):
-                    replaced = output.clone()
-            else:
-                self._acts[name][call] = tensor.detach().to(self.device or tensor.device, copy=True)
-            if self._remaining is not None:
+                    live.register_hook(self._make_grad_hook(name, call))  # type: ignore[no-untyped-call]
+                replaced = with_first_tensor(output, live.clone())
+            if self._remaining is not None and self._remaining > 0:
                 self._remaining -= 1
                 if self._remaining == 0:
                     raise _StopForward
@@ -341,14 +399,21 @@ class LayerTap:
                     x.detach().requires_grad_() if isinstance(x, Tensor) and x.is_floating_point() else x
                     for x in inputs
                 )
-                output = self.model(*inputs, **kwargs)
-                self._backward(output)
+                self._backward(self._forward(inputs, kwargs))
             else:
                 stack.enter_context(torch.no_grad())
                 self._remaining = self._expected_events(inputs, kwargs)
                 with contextlib.suppress(_StopForward):
-                    self.model(*inputs, **kwargs)
+                    self._forward(inputs, kwargs)
             return self.activations
+
+    def _forward(self, inputs: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+        """The model's forward; a plain shape mismatch comes back as a ShapeError naming the layer."""
+        try:
+            return self.model(*inputs, **kwargs)
+        except Exception as err:
+            raise_shape_error(self.model, inputs, kwargs, err)
+            raise
 
     def _finish_run(self) -> None:
         # An early stop skips the model's forward hooks: reset the bookkeeping here.
@@ -361,13 +426,12 @@ class LayerTap:
         every = [self._modules[name] for name, w in self._wanted.items() if w is None]
         if not every:
             return explicit
-        if kwargs:
-            return None
         signature = tuple(
-            (tuple(x.shape), x.dtype, x.device) if isinstance(x, Tensor) else repr(x) for x in inputs
+            (tuple(x.shape), x.dtype, x.device) if isinstance(x, Tensor) else repr(x)
+            for x in [*inputs, *kwargs.items()]
         )
         if signature not in self._every_calls:
-            counts = count_calls(self.model, every, inputs)
+            counts = count_calls(self.model, every, inputs, kwargs)
             self._every_calls[signature] = None if counts is None else sum(counts.values())
         calls = self._every_calls[signature]
         return None if calls is None else explicit + calls
@@ -437,8 +501,14 @@ class LayerTap:
                 f"{'s' if calls > 1 else ''} (#0 to #{calls - 1})."
             )
         if call not in records[ref.name]:
+            wanted = self._wanted[ref.name]
+            if wanted is not None and call not in wanted:
+                raise LayerNotFoundError(
+                    f"Layer {ref.key!r} was not tapped at that call; this tap keeps calls {sorted(wanted)}."
+                )
             raise LayerNotFoundError(
-                f"Layer {ref.key!r} has no {what} recorded; it was not tapped at that call."
+                f"Layer {ref.key!r} has no {what}: no gradient reached it. Call backward() on a score that "
+                "depends on it after the forward (inside the 'with' block), or use tap.run with grads=True."
             )
         return records[ref.name][call]
 
@@ -448,6 +518,32 @@ class LayerTap:
     def __repr__(self) -> str:
         keys = ", ".join(repr(r.key) for r in self.refs)
         return f"LayerTap({type(self.model).__name__}, [{keys}], grads={self.grads})"
+
+
+def _is_meta(args: tuple[Any, ...]) -> bool:
+    t = first_tensor(args)
+    return t is not None and t.is_meta
+
+
+def with_first_tensor(value: Any, new: Tensor) -> Any:
+    """``value`` with its first tensor (itself, or in a tuple, list or dict) replaced by ``new``."""
+    if isinstance(value, Tensor):
+        return new
+    if isinstance(value, tuple | list):
+        items = list(value)
+        for i, item in enumerate(items):
+            if first_tensor(item) is not None:
+                items[i] = with_first_tensor(item, new)
+                break
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        out = dict(value)
+        for key, item in out.items():
+            if first_tensor(item) is not None:
+                out[key] = with_first_tensor(item, new)
+                break
+        return out
+    return value
 
 
 def _tensors(value: Any) -> list[Tensor]:

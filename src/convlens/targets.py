@@ -6,9 +6,11 @@ returns one score per sample. Shared by :mod:`convlens.cam`,
 :mod:`convlens.saliency` and :mod:`convlens.faithfulness`.
 
 Example:
-    >>> import torch
+    >>> import numpy as np
     >>> check_target([3, 7], 2, (2, 10)).tolist()
     [3, 7]
+    >>> check_target(np.array([1, 2]), 2, (2, 10)).tolist()
+    [1, 2]
     >>> check_target(10, 1, (1, 10))
     Traceback (most recent call last):
     ...
@@ -18,8 +20,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -31,7 +35,7 @@ __all__ = ["Target", "callable_scores", "check_target", "class_scores", "meta_ou
 #: What ``target=`` accepts: None (the predicted class), a class index, one per
 #: sample (list or integer tensor), or a function of the model output that
 #: returns one score per sample.
-Target = int | Sequence[int] | Tensor | Callable[[Any], Tensor] | None
+Target = int | Sequence[int] | Tensor | np.ndarray | Callable[[Any], Tensor] | None
 
 
 def meta_output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
@@ -52,30 +56,31 @@ def check_target(target: Target, n: int, output_shape: tuple[int, ...] | None) -
     if target is None or (callable(target) and not isinstance(target, Tensor)):
         return None
     given: object = target
-    if isinstance(given, str | bytes):
-        raise InvalidTypeError(
-            f"target must be None, an int, a list or tensor of ints, or a callable; got str {given!r}."
+    if isinstance(given, np.ndarray):  # numpy indices work like a tensor of them
+        given = torch.from_numpy(given)
+    if isinstance(given, str | bytes | bool) or not isinstance(given, Integral | Tensor | Sequence):
+        shown = (
+            repr(given)
+            if isinstance(given, bool)
+            else f"{type(given).__name__} {given!r}"
+            if isinstance(given, str | bytes)
+            else type(given).__name__
         )
-    if isinstance(target, bool):
         raise InvalidTypeError(
-            f"target must be None, an int, a list or tensor of ints, or a callable; got {target!r}."
+            f"target must be None, an int, a list or tensor of ints, or a callable; got {shown}."
         )
-    if isinstance(target, int):
-        values = [target] * n
-    elif isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+    if isinstance(given, Integral):
+        values = [int(given)] * n
+    elif isinstance(given, Tensor):
+        if given.is_floating_point() or given.is_complex() or given.dtype == torch.bool:
             raise InvalidTypeError(
-                f"a target tensor must hold class indices (integers); got dtype {target.dtype}."
+                f"a target tensor must hold class indices (integers); got dtype {given.dtype}."
             )
-        values = [int(target)] * n if target.dim() == 0 else target.flatten().tolist()
-    elif isinstance(target, Sequence):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in target):
-            raise InvalidTypeError(f"a target list must hold ints; got {list(target)!r}.")
-        values = list(target)
+        values = [int(given)] * n if given.dim() == 0 else given.flatten().tolist()
     else:
-        raise InvalidTypeError(
-            f"target must be None, an int, a list or tensor of ints, or a callable; got {type(target).__name__}."
-        )
+        if not all(isinstance(v, Integral) and not isinstance(v, bool) for v in given):
+            raise InvalidTypeError(f"a target list must hold ints; got {list(given)!r}.")
+        values = [int(v) for v in given]
     if len(values) != n:
         raise InvalidArgumentError(
             f"target has {len(values)} entries for a batch of {n}; give one per sample."
