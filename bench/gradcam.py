@@ -40,7 +40,11 @@ and state a library leaves on its model never touch another method's forward.
 
 Timing: one process, the methods interleaved (``common.interleaved``), median
 of ``--repeats`` rounds at batch 1 and ``--repeats-16`` at batch 16; the
-agreement pass before it doubles as the warm-up round.
+agreement pass before it doubles as the warm-up round. "x floor" is the median
+over rounds of each round's time over the floor's time in that same round
+(paired, so a burst of outside load that hits one round cancels out); "median
+ms" is the plain median. The convlens first-call line compares a fresh
+object's first call with its own second call, pair by pair.
 
 Agreement: each method's maps against convlens's, max absolute difference and
 Pearson correlation over all pixels of the batch.
@@ -67,6 +71,9 @@ Correctness at alexnet ``features.10`` (batch 4): the reference is the floor
 on the same model with every ReLU ``inplace=False``. Each method runs on the
 in-place model and on the ``inplace=False`` model; a method is wrong when its
 own two answers differ (an in-place op downstream changed what it reports).
+Its in-place answer is also matched against the four mixes of pre-/post-ReLU
+activation and gradient (from ``retain_grad`` on the ``inplace=False`` model),
+which names what a wrong method computes instead.
 """
 
 from __future__ import annotations
@@ -341,17 +348,17 @@ def measure_memory(model_name: str, layer_name: str, batch: int, method: str) ->
     return {"peak": peak / MiB, "retained": retained / MiB, "kept": kept / MiB, "grads": grads / MiB}
 
 
-def memory_of(model_name: str, layer_name: str, batch: int, method: str) -> dict[str, float]:
+def memory_of(model_name: str, layer_name: str, batch: int, method: str) -> dict[str, float] | None:
+    """The subprocess's numbers; one retry, then None (its stderr goes to ours) so one failure costs one row."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run(
-        [sys.executable, __file__, "--memory", model_name, layer_name, str(batch), method],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    ).stdout
-    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return result
+    command = [sys.executable, __file__, "--memory", model_name, layer_name, str(batch), method]
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if done.returncode == 0:
+            result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+            return result
+        print(f"memory subprocess failed ({method}):\n{done.stderr}", file=sys.stderr)
+    return None
 
 
 # -- agreement and the tables --------------------------------------------------------------
@@ -367,6 +374,7 @@ def agreement(maps: Tensor, reference: Tensor) -> tuple[float, float]:
 
 
 def run_case(model_name: str, layer_name: str, batch: int, repeats: int) -> list[str]:
+    load = load_line()
     base = build(model_name)
     x = make_input(batch)
     methods = {name: make_method(name, copy.deepcopy(base), layer_name, x) for name in METHODS}
@@ -403,6 +411,8 @@ def run_case(model_name: str, layer_name: str, batch: int, repeats: int) -> list
     rows = [
         f"### {model_name} {layer_name}, batch {batch}, {SIZE}x{SIZE} ({repeats} interleaved repeats)",
         "",
+        f"at the start of this case: {load}",
+        "",
         "| method | target | median ms | x floor | peak extra MiB | retained MiB "
         "| kept by library MiB (of it, param .grad) | agreement with convlens (max abs diff, corr) |",
         "|---|---|---:|---:|---:|---:|---:|---|",
@@ -415,10 +425,13 @@ def run_case(model_name: str, layer_name: str, batch: int, repeats: int) -> list
         else:
             diff, corr = agreement(maps[name], maps[CONVLENS])
             agree = f"{diff:.2e}, {corr:.6f}"
-        kept = "-" if name in (PLAIN, FLOOR) else f"{mem['kept']:.1f} ({mem['grads']:.1f})"
+        if mem is None:
+            memory = "failed | failed | failed"
+        else:
+            kept = "-" if name in (PLAIN, FLOOR) else f"{mem['kept']:.1f} ({mem['grads']:.1f})"
+            memory = f"{mem['peak']:.1f} | {mem['retained']:.1f} | {kept}"
         rows.append(
-            f"| {name} | {TARGETS[name]} | {medians[name] * 1e3:.1f} | {ratios[name]:.3f} "
-            f"| {mem['peak']:.1f} | {mem['retained']:.1f} | {kept} | {agree} |"
+            f"| {name} | {TARGETS[name]} | {medians[name] * 1e3:.1f} | {ratios[name]:.3f} | {memory} | {agree} |"
         )
     extra = statistics.median(a - b for a, b in zip(first, second, strict=True))
     rows += [
