@@ -50,8 +50,9 @@ def test_every_section_writes_its_files(tour: TourResult) -> None:
         "gradcam_resnet18.png",
     } <= names
     assert {"hw4_predictions.md", "alphago_policy_shapes.md", "digits_filters.png"} <= names
+    assert {"learn_digits_classes.png", "learn_digits_classes_l1.png", "learn_alexnet_channels.png"} <= names
     assert all(path.exists() and path.stat().st_size > 0 for path in tour.files)
-    assert set(SECTIONS) >= {"shapes", "convolution", "filters", "digits", "gradcam", "alphago"}
+    assert list(SECTIONS) == ["shapes", "convolution", "filters", "digits", "learn", "gradcam", "alphago"]
 
 
 def test_the_lecture_numbers(tour: TourResult) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from convlens import images, zoo
+from convlens import images, objectives, zoo
 from convlens.cam import (
     CAMResult,
     EigenCAM,
@@ -32,6 +32,9 @@ from convlens.errors import (
 )
 from convlens.faithfulness import FaithfulnessResult, deletion, insertion
 from convlens.layers import LayerInfo, list_layers, resolve_layer
+from convlens.maximize import ActivationMaximizer, MaximizationResult
+from convlens.neurons import NeuronVisualizer, TopExamplesResult
+from convlens.objectives import Objective
 from convlens.render import FilterRenderer, overlay, plot_feature_maps
 from convlens.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult
 from convlens.shapes import (
@@ -49,6 +52,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "ActivationMaximizer",
     "AmbiguousLayerError",
     "CAMResult",
     "ConvlensError",
@@ -66,12 +70,16 @@ __all__ = [
     "LayerNotFoundError",
     "LayerShape",
     "LayerTap",
+    "MaximizationResult",
+    "NeuronVisualizer",
+    "Objective",
     "RandomWeightsWarning",
     "Saliency",
     "SaliencyResult",
     "ScoreCAM",
     "ShapeError",
     "ShapeReport",
+    "TopExamplesResult",
     "WeightsUnavailableError",
     "XGradCAM",
     "__version__",
@@ -81,6 +89,7 @@ __all__ = [
     "images",
     "insertion",
     "list_layers",
+    "objectives",
     "overlay",
     "plot_feature_maps",
     "resolve_layer",

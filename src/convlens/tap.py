@@ -35,7 +35,7 @@ ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
 PreHook = Callable[[nn.Module, tuple[Any, ...]], Any]
 
 
-class _StopForward(Exception):  # noqa: N818 - a signal, not an error
+class StopForward(Exception):  # noqa: N818 - a signal, not an error
     """Raised by a hook to end a forward early.
 
     An ``Exception`` (not a ``BaseException``) so that PyTorch runs the
@@ -203,7 +203,7 @@ def raise_shape_error(
     model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, err: Exception
 ) -> None:
     """Raise a :class:`ShapeError` naming the layer if ``err`` came from a plain shape mismatch."""
-    if isinstance(err, _StopForward | ShapeError):
+    if isinstance(err, StopForward | ShapeError):
         return
     message = shape_mismatch(model, args, kwargs)
     if message is not None:
@@ -356,7 +356,7 @@ class LayerTap:
             if self._remaining is not None and self._remaining > 0:
                 self._remaining -= 1
                 if self._remaining == 0:
-                    raise _StopForward
+                    raise StopForward
             return replaced
 
         return hook
@@ -403,7 +403,7 @@ class LayerTap:
             else:
                 stack.enter_context(torch.no_grad())
                 self._remaining = self._expected_events(inputs, kwargs)
-                with contextlib.suppress(_StopForward):
+                with contextlib.suppress(StopForward):
                     self._forward(inputs, kwargs)
             return self.activations
 

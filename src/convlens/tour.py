@@ -31,7 +31,10 @@ from torch import nn
 from convlens import images, zoo
 from convlens.cam import GradCAM
 from convlens.errors import InvalidArgumentError, RandomWeightsWarning, did_you_mean
-from convlens.render import FilterRenderer, plot_cam, plot_feature_maps
+from convlens.maximize import ActivationMaximizer
+from convlens.neurons import NeuronVisualizer
+from convlens.objectives import channel, class_logit, l1
+from convlens.render import FilterRenderer, plot_cam, plot_feature_maps, plot_images
 from convlens.shapes import trace_shapes
 from convlens.tap import LayerTap
 
@@ -177,6 +180,72 @@ def _gradcam(tour: _Tour) -> None:
     tour.save("hw4_predictions.md", "\n".join(rows))
 
 
+def _learn(tour: _Tour) -> None:
+    tour.echo("7.2 What does a CNN learn? Gradient ascent on the input (digits CNN, then AlexNet)")
+    model = tour.model("convlens:digits_cnn")
+    steps = 32 if tour.quick else 256
+    digits = {"steps": steps, "seed": tour.seed, "value_range": (0.0, 1.0)}
+    nv = NeuronVisualizer(model, "features.3")
+    res = nv.maximize(range(16), **digits)  # type: ignore[arg-type]
+    tour.save(
+        "learn_digits_conv_channels.png",
+        plot_images(
+            res.image, [f"channel {i}" for i in range(16)], title="digits CNN features.3: x* = argmax a^k"
+        ),
+    )
+    res = NeuronVisualizer(model, "classifier.0").maximize(range(16), **digits)  # type: ignore[arg-type]
+    tour.save(
+        "learn_digits_neurons.png",
+        plot_images(
+            res.image, [f"neuron {i}" for i in range(16)], title="digits CNN classifier.0: x* = argmax a^j"
+        ),
+    )
+    for weight, name in ((0.0, "learn_digits_classes.png"), (100.0, "learn_digits_classes_l1.png")):
+        objective = class_logit(range(10)) - weight * l1() if weight else class_logit(range(10))
+        am = ActivationMaximizer(model, objective, input_shape=(10, 1, 28, 28), **digits)  # type: ignore[arg-type]
+        res = am.run()
+        with torch.no_grad():
+            predicted = model(res.image).argmax(1).tolist()
+        titles = [f"class {i}: says {p}" for i, p in enumerate(predicted)]
+        kind = "y^i" if not weight else f"y^i - {weight:g} mean|x|  (L1: no ink)"
+        tour.save(name, plot_images(res.image, titles, cols=5, title=f"digits CNN: x* = argmax {kind}"))
+        tour.echo(f"  {kind}: the network calls the ten images {predicted}")
+    top = NeuronVisualizer(model, "classifier.0").top_examples(zoo.digits_dataset("test"), neuron=3, k=9)
+    tour.save(
+        "learn_digits_top_examples.png",
+        plot_images(
+            top.inputs,
+            [f"#{int(i)}" for i in top.indices],
+            cols=9,
+            title="test digits that excite classifier.0 neuron 3 most",
+        ),
+    )
+    alexnet = tour.model("torchvision:alexnet")
+    channels = list(range(8))
+    am = ActivationMaximizer(
+        alexnet,
+        channel("features.10", channels),
+        input_shape=(len(channels), 3, 224, 224),
+        steps=16 if tour.quick else 128,
+        seed=tour.seed,
+        param="fft",
+        value_range=(-2.0, 2.0),
+        transforms=True,
+    )
+    res = am.run()
+    pictures = [images.deprocess(img) for img in res.image]
+    titles = [f"channel {c}" for c in channels]
+    figure = plot_images(
+        pictures,
+        titles,
+        cols=4,
+        title="AlexNet features.10: x* = argmax a^k",
+        note=zoo.weights_note(alexnet),
+        panel_size=2.5,
+    )
+    tour.save("learn_alexnet_channels.png", figure)
+
+
 def _alphago(tour: _Tour) -> None:
     tour.echo("AlphaGo's policy network: 19x19 at every layer, k = 192")
     report = trace_shapes(zoo.alphago_policy(192), (1, 48, 19, 19))
@@ -189,6 +258,7 @@ SECTIONS: dict[str, Callable[[_Tour], None]] = {
     "convolution": _convolution,
     "filters": _filters_and_maps,
     "digits": _digits,
+    "learn": _learn,
     "gradcam": _gradcam,
     "alphago": _alphago,
 }

@@ -1,0 +1,526 @@
+"""Activation maximization: the input that a channel, a neuron or a class likes best.
+
+The lecture's ``x* = argmax_x a^k`` by gradient ascent. An
+:class:`ActivationMaximizer` ascends an :class:`~convlens.objectives.Objective`
+with Adam, on the pixels or on a 1/f-scaled spectrum, optionally squashed into
+a value range and seen through small random jitter, scale and rotation.
+
+Each step runs the model in eval mode with hooks on the objective's layers
+only; the forward stops right after the last of them (unless the objective
+reads the model's output), and the gradient goes to the image parameters
+only, through :func:`torch.autograd.grad`: no parameter gradient is computed
+and no ``.grad`` of the model is written. Randomness comes from a
+:class:`torch.Generator` seeded with ``seed``, so the global RNG is untouched
+and the same seed gives the same image. The model is left as found (hooks,
+parameters, buffers, training and ``requires_grad`` flags), also after an error.
+
+Example:
+    >>> import torch.nn as nn
+    >>> from convlens.maximize import ActivationMaximizer
+    >>> from convlens.objectives import channel, l1
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(inplace=True), nn.Conv2d(8, 4, 3))
+    >>> am = ActivationMaximizer(net, channel("1", 5) - 0.01 * l1(), input_shape=(1, 3, 16, 16), steps=8)
+    >>> res = am.run()
+    >>> res.image.shape, res.history.shape, res.values.shape
+    (torch.Size([1, 3, 16, 16]), torch.Size([8]), torch.Size([1]))
+
+References:
+    Erhan et al., "Visualizing Higher-Layer Features of a Deep Network", 2009.
+    Olah et al., "Feature Visualization", Distill 2017. https://distill.pub/2017/feature-visualization/
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Literal, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from convlens.errors import (
+    AmbiguousLayerError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LayerNotFoundError,
+    ShapeError,
+    check_choice,
+)
+from convlens.layers import LayerRef, resolve_layer
+from convlens.objectives import OUTPUT, Objective
+from convlens.tap import StopForward, first_tensor, grad_mode_restored, hooks, meta_forward, preserved_modes
+
+__all__ = ["ActivationMaximizer", "MaximizationResult", "Param"]
+
+#: How the image is parameterized: its pixels, or a 1/f-scaled Fourier spectrum.
+Param = Literal["pixel", "fft"]
+_PARAMS = ("pixel", "fft")
+#: Standard deviation of the random initial parameters (Lucid's).
+_INIT_SD = 0.01
+#: Lucid's constant that divides the image made from a spectrum.
+_FFT_DIVISOR = 4.0
+#: The standard transforms: jitter of up to min(H, W) // 28 px (at least 1),
+#: scale in [1 - 0.05, 1 + 0.05], rotation in [-5, 5] degrees.
+_JITTER_DIVISOR = 28
+_SCALE = 0.05
+_DEGREES = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MaximizationResult:
+    """What an activation maximization returns; tensors on the model's device, free of the graph.
+
+    Attributes:
+        image: The optimized model input, before the random augmentations,
+            shape ``input_shape`` (one image per sample), the model's dtype.
+        history: ``(steps,)`` float32: at step ``i``, the objective of the
+            image as it was before that step's update, seen through that step's
+            augmentations; the mean over the batch when it holds several images.
+        values: ``(N,)`` float32, each image's objective at the end,
+            evaluated on ``image`` without augmentation.
+        value: ``values.mean()`` as a float (the objective of the final image
+            for a batch of one).
+        objective: The objective that was maximized.
+    """
+
+    image: Tensor
+    history: Tensor
+    values: Tensor
+    value: float
+    objective: Objective
+
+
+class ActivationMaximizer:
+    """Find the input that maximizes an objective by gradient ascent (Adam).
+
+    Args:
+        model: Any ``nn.Module``; run in eval mode (flags restored after).
+        objective: What to maximize, e.g. ``channel("features.10", 5) - 1e-3 * l1()``.
+        input_shape: The model input, batch first, ``(N, C, H, W)`` (1-D and
+            3-D inputs work with ``transforms=False``). Each of the N images
+            is optimized on its own: the loss is the sum of their objectives.
+        steps: Adam steps.
+        lr: Adam's learning rate.
+        seed: Seeds the initial image and the random transforms (a private
+            :class:`torch.Generator`; the global RNG is untouched).
+        param: ``"pixel"`` optimizes the pixels; ``"fft"`` optimizes a
+            Fourier spectrum scaled by ``1 / max(f, 1 / max(H, W)) ** decay_power``
+            (``f`` the frequency in cycles per pixel), as in Lucid and Lucent,
+            which favours smooth, natural-looking images.
+        decay_power: The spectrum's decay exponent (``param="fft"``).
+        value_range: ``(lo, hi)``: the image is ``lo + (hi - lo) * sigmoid(p)``,
+            so every value stays in range (the digits need ``(0, 1)``, where 0
+            is "no ink"). None: the parameters are the values, unbounded.
+        transforms: Whether each step sees the image through random,
+            differentiable jitter (up to ``min(H, W) // 28`` px, at least 1),
+            scale (±5%) and rotation (±5°), one bilinear resampling with
+            reflected borders; they make the result robust rather than
+            adversarial. 2-D images only.
+
+    Raises:
+        LayerNotFoundError: A layer the objective reads that the model lacks
+            (the message names the nearest), or that does not run.
+        AmbiguousLayerError: The bare name of a layer that runs more than once.
+        InvalidArgumentError: An option out of range, or an objective index out
+            of range for its layer (the message names the layer and its size).
+        InvalidTypeError: An argument of the wrong type.
+        ShapeError: The model rejects an input of ``input_shape``.
+
+    Example:
+        >>> import torch
+        >>> from convlens.objectives import class_logit
+        >>> from convlens.zoo import digits_cnn
+        >>> model = digits_cnn()
+        >>> am = ActivationMaximizer(model, class_logit(3), input_shape=(1, 1, 28, 28), steps=30,
+        ...                          value_range=(0, 1), seed=0)
+        >>> res = am.run()
+        >>> res.image.shape, int(model(res.image).argmax())
+        (torch.Size([1, 1, 28, 28]), 3)
+        >>> bool(res.history[-1] > res.history[0])
+        True
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        *,
+        input_shape: Sequence[int],
+        steps: int = 256,
+        lr: float = 0.05,
+        seed: int = 0,
+        param: Param = "pixel",
+        decay_power: float = 1.0,
+        value_range: tuple[float, float] | None = None,
+        transforms: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InvalidTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        if not isinstance(objective, Objective):
+            raise InvalidTypeError(
+                f"objective must be a convlens Objective (e.g. objectives.channel('features.10', 5)); "
+                f"got {type(objective).__name__}."
+            )
+        self.model = model
+        self.objective = objective
+        self.input_shape = check_shape(input_shape)
+        self.steps = check_int("steps", steps, 1)
+        self.lr = check_real("lr", lr, positive=True)
+        self.seed = check_int("seed", seed, 0)
+        self.param = cast("Param", check_choice("param", param, _PARAMS))
+        self.decay_power = check_real("decay_power", decay_power, positive=False)
+        self.value_range = _check_range(value_range)
+        if not isinstance(transforms, bool):
+            raise InvalidTypeError(f"transforms must be True or False; got {transforms!r}.")
+        self.transforms = transforms
+        spatial = len(self.input_shape) - 2
+        if transforms and spatial != 2:
+            raise InvalidArgumentError(
+                f"transforms=True needs 2-D images (N, C, H, W); input_shape is {self.input_shape}."
+            )
+        if self.param == "fft" and spatial < 1:
+            raise InvalidArgumentError(
+                f"param='fft' needs spatial dimensions (N, C, ...); input_shape is {self.input_shape}."
+            )
+        self.refs = {key: resolve_layer(model, key) for key in sorted(objective.layers) if key != OUTPUT}
+        self.dtype, self.device = model_dtype_device(model)
+        self.shapes = probe_shapes(model, self.refs, self.input_shape, dtype=self.dtype, device=self.device)
+        objective.validate(self.shapes)
+        self._needs_output = OUTPUT in objective.layers
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivationMaximizer({type(self.model).__name__}, {self.objective!r}, "
+            f"input_shape={self.input_shape}, steps={self.steps}, param={self.param!r})"
+        )
+
+    def run(self) -> MaximizationResult:
+        """Run the optimization.
+
+        Returns:
+            The image, the objective per step, and the final objective per image.
+
+        Raises:
+            InvalidArgumentError: The objective does not return one value per
+                sample, or does not depend on the image.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from convlens.objectives import neuron
+            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh())
+            >>> res = ActivationMaximizer(net, neuron("1", 0), input_shape=(1, 1, 7, 7), steps=20, lr=0.1).run()
+            >>> res.image.requires_grad, bool(res.history[-1] > res.history[0])
+            (False, True)
+        """
+        generator = torch.Generator().manual_seed(self.seed)
+        work = torch.promote_types(self.dtype, torch.float32)
+        parameter, render = self._parameterize(generator, work)
+        optimizer = torch.optim.Adam([parameter], lr=self.lr)
+        history = torch.empty(self.steps, dtype=torch.float32, device=self.device)
+        recorder = _Recorder(self.model, self.refs, needs_output=self._needs_output)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(preserved_modes(self.model, training=False))
+            stack.enter_context(grad_mode_restored())
+            stack.enter_context(recorder.hooked())
+            torch.set_grad_enabled(True)
+            for step in range(self.steps):
+                image = render(parameter)
+                seen = _augment(image, generator) if self.transforms else image
+                values = self._evaluate(recorder, seen, image, parameter)
+                if step == 0 and not values.requires_grad:
+                    raise InvalidArgumentError(
+                        f"the objective {self.objective!r} does not depend on the image: no gradient reaches it."
+                    )
+                (grad,) = torch.autograd.grad(-values.sum(), [parameter], allow_unused=True)
+                parameter.grad = torch.zeros_like(parameter) if grad is None else grad
+                optimizer.step()
+                history[step] = values.detach().mean()
+            torch.set_grad_enabled(False)
+            image = render(parameter)
+            values = self._evaluate(recorder, image, image, parameter).detach().float()
+        return MaximizationResult(
+            image=image.detach().to(self.dtype),
+            history=history,
+            values=values,
+            value=float(values.mean()),
+            objective=self.objective,
+        )
+
+    def _evaluate(self, recorder: _Recorder, seen: Tensor, image: Tensor, parameter: Tensor) -> Tensor:
+        x = seen.to(self.dtype)
+        if x is parameter:
+            x = x.clone()  # a model that writes into its input in place must not touch the leaf
+        activations = recorder.forward(x)
+        values = self.objective(activations, image)
+        n = self.input_shape[0]
+        if not isinstance(values, Tensor) or tuple(values.shape) != (n,):
+            got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise InvalidArgumentError(
+                f"the objective {self.objective!r} must return one value per sample, shape ({n},); got {got}."
+            )
+        return values
+
+    def _parameterize(
+        self, generator: torch.Generator, work: torch.dtype
+    ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+        """The leaf tensor Adam updates, and the function that makes the image from it."""
+        shape = self.input_shape
+        if self.param == "pixel":
+            init = torch.randn(shape, generator=generator, dtype=work) * _INIT_SD
+            to_values: Callable[[Tensor], Tensor] = lambda p: p  # noqa: E731
+        else:
+            spatial = shape[2:]
+            dims = tuple(range(2, len(shape)))
+            scale = _spectrum_scale(spatial, self.decay_power).to(self.device, work)[..., None]
+            init = torch.randn((*shape[:-1], spatial[-1] // 2 + 1, 2), generator=generator, dtype=work)
+            init = init * _INIT_SD
+
+            def to_values(p: Tensor) -> Tensor:
+                spectrum = torch.view_as_complex(p * scale)
+                image: Tensor = torch.fft.irfftn(spectrum, s=spatial, dim=dims, norm="ortho")
+                return image / _FFT_DIVISOR
+
+        parameter = init.to(self.device).requires_grad_()
+        if self.value_range is None:
+            return parameter, to_values
+        low, high = self.value_range
+
+        def render(p: Tensor) -> Tensor:
+            return low + (high - low) * torch.sigmoid(to_values(p))
+
+        return parameter, render
+
+
+# -- the forward ---------------------------------------------------------------------
+
+
+class _Recorder:
+    """Records the objective's layers during a forward and stops right after the last of them."""
+
+    def __init__(self, model: nn.Module, refs: Mapping[str, LayerRef], *, needs_output: bool) -> None:
+        self.model = model
+        self.needs_output = needs_output
+        self.modules: dict[str, nn.Module] = {}
+        self.wanted: dict[str, dict[int, list[str]]] = {}
+        for key, ref in refs.items():
+            self.modules[ref.name] = ref.module
+            self.wanted.setdefault(ref.name, {}).setdefault(ref.call or 0, []).append(key)
+        self.events = sum(len(calls) for calls in self.wanted.values())
+        self.calls: dict[str, int] = {}
+        self.acts: dict[str, Tensor] = {}
+        self.remaining = 0
+
+    @contextlib.contextmanager
+    def hooked(self) -> Iterator[None]:
+        with hooks(forward=[(module, self._hook(name)) for name, module in self.modules.items()]):
+            yield
+
+    def _hook(self, name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+        def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+            call = self.calls[name]
+            self.calls[name] = call + 1
+            keys = self.wanted[name].get(call)
+            if keys is None:
+                return
+            tensor = first_tensor(output)
+            if tensor is None:
+                raise InvalidArgumentError(
+                    f"layer {keys[0]!r} returns {type(output).__name__}, not a tensor."
+                )
+            self.remaining -= 1
+            last = self.remaining == 0 and not self.needs_output
+            # Nothing runs after the last tapped call; any earlier one may be rewritten in place later.
+            kept = tensor if last else tensor.clone()
+            for key in keys:
+                self.acts[key] = kept
+            if last:
+                raise StopForward
+
+        return hook
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        self.calls = dict.fromkeys(self.modules, 0)
+        self.acts = {}
+        self.remaining = self.events
+        try:
+            output = self.model(x)
+        except StopForward:
+            return self.acts
+        if self.remaining > 0:
+            missing = sorted(k for calls in self.wanted.values() for keys in calls.values() for k in keys)
+            absent = ", ".join(repr(k) for k in missing if k not in self.acts)
+            raise LayerNotFoundError(f"Layer {absent} did not run in this forward.")
+        if self.needs_output:
+            tensor = first_tensor(output)
+            if tensor is None:
+                raise InvalidArgumentError(f"the model returns {type(output).__name__}, not a tensor.")
+            self.acts[OUTPUT] = tensor
+        return self.acts
+
+
+def probe_shapes(
+    model: nn.Module,
+    refs: Mapping[str, LayerRef],
+    input_shape: tuple[int, ...],
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> dict[str, tuple[int, ...]]:
+    """Output shapes of the given layers and of the model (under ``OUTPUT``), checked to run.
+
+    A pass on the meta device (no arithmetic); a model that cannot run there
+    gets one real forward on zeros, without autograd, in eval mode.
+
+    Raises:
+        ShapeError: The model rejects an input of ``input_shape``.
+        LayerNotFoundError: A layer that does not run, or a call past its last.
+        AmbiguousLayerError: The bare name of a layer that runs more than once.
+    """
+    modules = {ref.name: ref.module for ref in refs.values()}
+    seen: dict[str, list[tuple[int, ...] | None]] = {}
+
+    def recorder(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+        def record(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+            tensor = first_tensor(output)
+            seen[name].append(None if tensor is None else tuple(tensor.shape))
+
+        return record
+
+    def attempt(run: Callable[[], Any]) -> Any:
+        seen.clear()
+        seen.update({name: [] for name in modules})
+        with (
+            hooks(forward=[(m, recorder(n)) for n, m in modules.items()]),
+            preserved_modes(model, training=False),
+        ):
+            return run()
+
+    try:
+        output = attempt(lambda: meta_forward(model, (torch.empty(input_shape, dtype=dtype, device="meta"),)))
+    except Exception:  # noqa: BLE001 - code that needs data: one real forward instead
+        try:
+            with torch.no_grad():
+                output = attempt(lambda: model(torch.zeros(input_shape, dtype=dtype, device=device)))
+        except Exception as err:
+            raise ShapeError(
+                f"{type(model).__name__} cannot run on an input of shape {input_shape}: {err}"
+            ) from err
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key, ref in refs.items():
+        calls = seen[ref.name]
+        if not calls:
+            raise LayerNotFoundError(
+                f"Layer {ref.name!r} does not run in the forward of {type(model).__name__}."
+            )
+        if ref.call is None and len(calls) > 1:
+            choices = ", ".join(f"'{ref.name}#{i}'" for i in range(len(calls)))
+            raise AmbiguousLayerError(
+                f"Layer {ref.name!r} runs {len(calls)} times in one forward; name the call: {choices}."
+            )
+        call = ref.call or 0
+        if call >= len(calls):
+            raise LayerNotFoundError(
+                f"Layer {key!r} does not exist: {ref.name!r} runs {len(calls)} time"
+                f"{'s' if len(calls) > 1 else ''} (#0 to #{len(calls) - 1})."
+            )
+        shape = calls[call]
+        if shape is None:
+            raise InvalidArgumentError(f"layer {key!r} returns no tensor; pick a layer that does.")
+        shapes[key] = shape
+    tensor = first_tensor(output)
+    if tensor is not None:
+        shapes[OUTPUT] = tuple(tensor.shape)
+    return shapes
+
+
+def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of the model's first floating-point parameter or buffer (float32, CPU if none)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            return tensor.dtype, tensor.device
+    return torch.float32, torch.device("cpu")
+
+
+# -- parameterization and transforms ----------------------------------------------
+
+
+def _spectrum_scale(spatial: Sequence[int], decay_power: float) -> Tensor:
+    """``1 / max(f, 1 / max(size)) ** decay_power`` on the rfft grid (float64)."""
+    axes = [torch.fft.fftfreq(n, dtype=torch.float64) for n in spatial[:-1]]
+    axes.append(torch.fft.rfftfreq(spatial[-1], dtype=torch.float64))
+    grids = torch.meshgrid(*axes, indexing="ij")
+    freqs = torch.sqrt(sum((g * g for g in grids), torch.zeros(())))
+    return 1.0 / freqs.clamp(min=1.0 / max(spatial)) ** decay_power
+
+
+def _augment(image: Tensor, generator: torch.Generator) -> Tensor:
+    """Random jitter, scale and rotation per image: one differentiable bilinear resampling."""
+    n, _, h, w = image.shape
+    jitter = max(1, min(h, w) // _JITTER_DIVISOR)
+    shift = torch.randint(-jitter, jitter + 1, (n, 2), generator=generator).to(torch.float64)
+    angle = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * math.radians(_DEGREES)
+    scale = 1 + (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * _SCALE
+    cos, sin = angle.cos() / scale, angle.sin() / scale
+    # Output pixel p (from the centre) samples input pixel R(angle) p / scale + shift, in normalized coordinates.
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin * h / w, 2 * shift[:, 0] / w], dim=1),
+            torch.stack([sin * w / h, cos, 2 * shift[:, 1] / h], dim=1),
+        ],
+        dim=1,
+    ).to(image.device, image.dtype)
+    grid = F.affine_grid(theta, [n, image.shape[1], h, w], align_corners=False)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+# -- argument checks ---------------------------------------------------------------------
+
+
+def check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError(f"{name} must be an int >= {low}; got {type(value).__name__} {value!r}.")
+    if value < low:
+        raise InvalidArgumentError(f"{name} must be an int >= {low}; got {value}.")
+    return value
+
+
+def check_real(name: str, value: object, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InvalidTypeError(f"{name} must be a number; got {type(value).__name__} {value!r}.")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise InvalidArgumentError(f"{name} must be a finite number {bound}; got {value!r}.")
+    return number
+
+
+def check_shape(shape: object) -> tuple[int, ...]:
+    if not isinstance(shape, Sequence) or isinstance(shape, str):
+        raise InvalidTypeError(
+            f"input_shape must be a sequence of ints like (1, 3, 224, 224); got {shape!r}."
+        )
+    values = tuple(shape)
+    if len(values) < 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise InvalidArgumentError(
+            f"input_shape must hold at least two ints >= 1, batch first, like (1, 3, 224, 224); got {shape!r}."
+        )
+    return values
+
+
+def _check_range(value_range: object) -> tuple[float, float] | None:
+    if value_range is None:
+        return None
+    if (
+        not isinstance(value_range, Sequence)
+        or len(value_range) != 2
+        or not all(isinstance(v, Real) and not isinstance(v, bool) for v in value_range)
+    ):
+        raise InvalidTypeError(f"value_range must be None or a pair (lo, hi); got {value_range!r}.")
+    low, high = (float(v) for v in value_range)
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InvalidArgumentError(f"value_range must be finite with lo < hi; got {value_range!r}.")
+    return low, high

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import convlens as cl
+from convlens.errors import InvalidArgumentError, InvalidTypeError, LayerNotFoundError
+from convlens.neurons import NeuronVisualizer, TopExamplesResult
+from convlens.zoo import DigitsCNN, digits_cnn, digits_dataset
+from invariants import assert_unchanged, snapshot
+
+
+@pytest.fixture(scope="module")
+def digits() -> DigitsCNN:
+    return digits_cnn()
+
+
+@pytest.fixture(scope="module")
+def test_set() -> TensorDataset:
+    return digits_dataset("test")
+
+
+class ImagesOnly(Dataset[Tensor]):
+    """Items are bare tensors x, not tuples."""
+
+    def __init__(self, images: Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.images[i]
+
+
+def brute_force(model: nn.Module, layer: str, neuron: int, images: Tensor) -> list[tuple[float, int]]:
+    """Every image's activation (channel mean or unit value), sorted high to low, ties by index."""
+    with cl.LayerTap(model, [layer]) as tap, torch.no_grad():
+        model(images)
+    act = tap[layer][:, neuron]
+    values = act.flatten(1).mean(1) if act.dim() > 1 else act
+    return sorted(((float(v), i) for i, v in enumerate(values)), key=lambda t: (-t[0], t[1]))
+
+
+# -- maximize ---------------------------------------------------------------------------
+
+
+def test_each_image_specializes_in_its_neuron(digits: DigitsCNN) -> None:
+    nv = NeuronVisualizer(digits, "classifier.0")
+    res = nv.maximize(neurons=range(4), steps=30, value_range=(0, 1))
+    assert res.image.shape == (4, 1, 28, 28)
+    assert res.values.shape == (4,)
+    assert res.history.shape == (30,)
+    with torch.no_grad():
+        acts = cl.LayerTap(digits, ["classifier.0"]).run(res.image)["classifier.0"][:, :4]  # (image, neuron)
+    torch.testing.assert_close(res.values, acts.diagonal())
+    for j in range(4):
+        others = torch.cat([acts[:j, j], acts[j + 1 :, j]])
+        assert bool(acts[j, j] > others.max()), f"image {j} does not excite neuron {j} most"
+
+
+def test_conv_neuron_is_the_channel_mean_and_l1_removes_ink(digits: DigitsCNN) -> None:
+    nv = NeuronVisualizer(digits, digits.features[3])  # a module works as well as its name
+    assert nv.layer == "features.3"
+    plain = nv.maximize([1, 5], steps=25, lr=0.1, value_range=(0, 1))
+    sparse = nv.maximize([1, 5], l1=30.0, steps=25, lr=0.1, value_range=(0, 1))
+    with torch.no_grad():
+        acts = digits.features[:4](sparse.image)
+    want = acts[[0, 1], [1, 5]].mean((1, 2)) - 30.0 * sparse.image.abs().mean((1, 2, 3))
+    torch.testing.assert_close(sparse.values, want)
+    assert bool((sparse.image.mean((1, 2, 3)) < plain.image.mean((1, 2, 3))).all())
+
+
+def test_maximize_leaves_model_and_rng_alone(digits: DigitsCNN) -> None:
+    before, rng = snapshot(digits), torch.random.get_rng_state()
+    nv = NeuronVisualizer(digits, "features.0")
+    a = nv.maximize(3, steps=4, seed=1, transforms=True, param="fft")
+    b = nv.maximize([3], steps=4, seed=1, transforms=True, param="fft")
+    assert torch.equal(a.image, b.image)
+    assert_unchanged(digits, before)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+
+
+def test_maximize_errors(digits: DigitsCNN) -> None:
+    nv = NeuronVisualizer(digits, "classifier.0")
+    with pytest.raises(
+        InvalidArgumentError, match=r"channel 64 is out of range: layer 'classifier\.0' has 64 units"
+    ):
+        nv.maximize([0, 64])
+    with pytest.raises(InvalidArgumentError, match="neurons is empty"):
+        nv.maximize([])
+    with pytest.raises(InvalidArgumentError, match="l1 must be a finite number >= 0"):
+        nv.maximize(0, l1=-1.0)
+    with pytest.raises(InvalidTypeError, match="neurons must be"):
+        nv.maximize("0")  # type: ignore[arg-type]
+    with pytest.raises(LayerNotFoundError, match=r"Did you mean 'classifier\.2'"):
+        NeuronVisualizer(digits, "classifier.3")
+
+
+def test_input_shape_is_guessed_or_asked_for() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    with pytest.raises(InvalidArgumentError, match="cannot guess the input size"):
+        NeuronVisualizer(net, "1").maximize(0, steps=1)
+    assert NeuronVisualizer(net, "1", input_shape=(1, 1, 7, 7)).maximize(0, steps=1).image.shape == (
+        1,
+        1,
+        7,
+        7,
+    )
+    with pytest.raises(InvalidArgumentError, match="batch of 1 first"):
+        NeuronVisualizer(net, "1", input_shape=(2, 1, 7, 7))
+    rgb = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())
+    assert NeuronVisualizer(rgb, "0")._input_shape() == (1, 3, 224, 224)
+
+
+# -- top_examples -------------------------------------------------------------------------
+
+
+def test_top_examples_match_brute_force(digits: DigitsCNN, test_set: TensorDataset) -> None:
+    images = test_set.tensors[0]
+    want = brute_force(digits, "features.3", 6, images)[:9]
+    nv = NeuronVisualizer(digits, "features.3")
+    sources: list[Dataset[object] | DataLoader[object]] = [
+        test_set,  # items (x, y)
+        DataLoader(test_set, batch_size=50),  # batches [x, y], the last one short
+        ImagesOnly(images),  # items x
+        DataLoader(ImagesOnly(images), batch_size=7),
+    ]
+    for data in sources:
+        best = nv.top_examples(data, neuron=6, k=9)
+        assert isinstance(best, TopExamplesResult)
+        assert best.indices.tolist() == [i for _, i in want]
+        torch.testing.assert_close(best.activations, torch.tensor([v for v, _ in want]))
+        assert torch.equal(best.inputs, images[best.indices])
+        assert bool((best.activations[:-1] >= best.activations[1:]).all())
+        assert (best.layer, best.neuron) == ("features.3", 6)
+
+
+def test_top_examples_linear_unit(digits: DigitsCNN, test_set: TensorDataset) -> None:
+    want = brute_force(digits, "classifier.2", 4, test_set.tensors[0])[:5]
+    best = NeuronVisualizer(digits, "classifier.2").top_examples(DataLoader(test_set, batch_size=64), 4, k=5)
+    assert best.indices.tolist() == [i for _, i in want]
+    labels = test_set.tensors[1][best.indices]
+    assert labels.tolist().count(4) >= 4  # the digit-4 logit likes fours
+
+
+def test_top_examples_k_larger_than_data_and_ties() -> None:
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    net = nn.Sequential(conv, nn.ReLU())
+    images = torch.tensor([1.0, 3.0, 2.0, 3.0, 1.0]).view(5, 1, 1, 1).expand(5, 1, 2, 2).clone()
+    best = NeuronVisualizer(net, "1").top_examples(TensorDataset(images), 0, k=9)
+    assert best.indices.tolist() == [1, 3, 2, 0, 4]  # clipped to the data; ties keep the lower index first
+    assert best.activations.tolist() == [3.0, 3.0, 2.0, 1.0, 1.0]
+    one = NeuronVisualizer(net, "1").top_examples(DataLoader(TensorDataset(images), batch_size=2), 0, k=1)
+    assert one.indices.tolist() == [1]
+
+
+def test_top_examples_errors_and_hygiene(digits: DigitsCNN, test_set: TensorDataset) -> None:
+    nv = NeuronVisualizer(digits, "features.3")
+    before = snapshot(digits)
+    with pytest.raises(
+        InvalidArgumentError, match=r"channel 16 is out of range: layer 'features\.3' has 16 channels"
+    ):
+        nv.top_examples(test_set, neuron=16)
+    with pytest.raises(InvalidArgumentError, match="k must be an int >= 1"):
+        nv.top_examples(test_set, neuron=0, k=0)
+    with pytest.raises(InvalidArgumentError, match="data is empty"):
+        nv.top_examples(TensorDataset(torch.zeros(0, 1, 28, 28)), neuron=0)
+    with pytest.raises(InvalidTypeError, match="Dataset or DataLoader"):
+        nv.top_examples([torch.zeros(1, 28, 28)], neuron=0)  # type: ignore[arg-type]
+    digits.train()
+    try:
+        nv.top_examples(test_set, neuron=2, k=3)
+        assert digits.training
+    finally:
+        digits.eval()
+    assert_unchanged(digits, before)

@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.objectives import (
+    OUTPUT,
+    Objective,
+    channel,
+    class_logit,
+    l1,
+    neuron,
+    total_variation,
+)
+
+# Hand-made activations: conv (N=2, C=3, 2x3), fc (N=2, 4 units), the model output (N=2, 5 classes).
+CONV = torch.arange(36.0).view(2, 3, 2, 3)
+FC = torch.tensor([[1.0, -2.0, 3.0, 4.0], [0.5, 0.25, -1.0, 8.0]])
+LOGITS = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0], [10.0, 11.0, 12.0, 13.0, 14.0]])
+ACTS = {"conv": CONV, "fc": FC, OUTPUT: LOGITS}
+IMAGE = torch.tensor([[[[1.0, -1.0], [0.0, 2.0]]], [[[0.0, 0.0], [0.0, -4.0]]]])  # (2, 1, 2, 2)
+
+
+def values(obj: Objective) -> list[float]:
+    out = obj(ACTS, IMAGE)
+    assert out.shape == (2,)
+    return out.tolist()
+
+
+# -- leaves: values by hand ------------------------------------------------------------
+
+
+def test_channel_is_the_mean_over_positions() -> None:
+    # sample 0, channel 1: 6..11 -> 8.5; sample 1, channel 1: 24..29 -> 26.5
+    assert values(channel("conv", 1)) == [8.5, 26.5]
+    assert values(channel("fc", 2)) == [3.0, -1.0]  # no positions: the unit's value
+
+
+def test_channel_one_index_per_sample() -> None:
+    # sample 0 channel 0 (0..5 -> 2.5), sample 1 channel 2 (30..35 -> 32.5)
+    assert values(channel("conv", [0, 2])) == [2.5, 32.5]
+    assert values(channel("conv", range(2))) == [2.5, 26.5]
+    assert values(channel("fc", torch.tensor([3, 0]))) == [4.0, 0.5]
+    with pytest.raises(InvalidArgumentError, match="lists 3 indices for a batch of 2"):
+        channel("conv", [0, 1, 2])(ACTS, IMAGE)
+
+
+def test_neuron_centre_and_position() -> None:
+    # conv maps are 2x3: the centre is (1, 1), flat offset 4 in the map
+    assert values(neuron("conv", 2)) == [CONV[0, 2, 1, 1].item(), CONV[1, 2, 1, 1].item()]
+    assert values(neuron("conv", 0, position=(0, 2))) == [2.0, 20.0]
+    assert values(neuron("fc", 1)) == [-2.0, 0.25]
+    with pytest.raises(InvalidArgumentError, match="no positions"):
+        neuron("fc", 1, position=(0, 0))(ACTS, IMAGE)
+
+
+def test_class_logit_l1_total_variation() -> None:
+    assert values(class_logit(3)) == [3.0, 13.0]
+    assert values(class_logit([4, 0])) == [4.0, 10.0]
+    assert values(l1()) == [1.0, 1.0]  # mean |x|: (1 + 1 + 0 + 2) / 4 and 4 / 4
+    # sample 0: rows |0-1| + |2-(-1)| -> mean 2; cols |-1-1| + |2-0| -> mean 2; sample 1: 2 + 2
+    assert values(total_variation()) == [4.0, 4.0]
+
+
+# -- the algebra ---------------------------------------------------------------------
+
+
+def test_repr_strings() -> None:
+    assert repr(channel("features.10", 5) - 1e-3 * l1()) == "channel('features.10', 5) - 0.001 * l1()"
+    assert repr(0.5 * neuron("classifier.4", 7) + class_logit(3)) == (
+        "0.5 * neuron('classifier.4', 7) + class_logit(3)"
+    )
+    a, b = channel("a", 1), class_logit(2)
+    assert repr(-(a + b)) == "-channel('a', 1) - class_logit(2)"
+    assert repr(2 * (a - b)) == "2 * channel('a', 1) - 2 * class_logit(2)"
+    assert repr(a / 4) == "0.25 * channel('a', 1)"
+    assert repr(-a) == "-channel('a', 1)"
+    assert repr(sum([a, b, l1()])) == "channel('a', 1) + class_logit(2) + l1()"
+    assert repr(channel("x", [1, 2])) == "channel('x', [1, 2])"
+    assert repr(neuron("x", 3, position=(0, 1))) == "neuron('x', 3, position=(0, 1))"
+    assert repr(neuron("x", 3, position=4)) == "neuron('x', 3, position=4)"
+    custom = Objective(lambda acts, image: image.sum((1, 2, 3)), name="x - y")
+    assert repr(3 * custom) == "3 * (x - y)"
+
+
+def test_layers_sets() -> None:
+    obj = channel("features.10", 5) - 1e-3 * l1() + 0.5 * neuron("classifier.4", 1) + class_logit(0)
+    assert obj.layers == frozenset({"features.10", "classifier.4", OUTPUT})
+    assert l1().layers == frozenset()
+    assert class_logit(1).layers == {OUTPUT}
+    assert OUTPUT == ""  # the root module's name: no layer can be called that
+
+
+def test_arithmetic_values() -> None:
+    a, b = channel("conv", 1), neuron("fc", 3)
+    expected = [2 * 8.5 - 0.5 * 4.0 - 3 * 1.0, 2 * 26.5 - 0.5 * 8.0 - 3 * 1.0]
+    assert values(2 * a - b / 2 - 3 * l1()) == expected
+    assert values(-a) == [-8.5, -26.5]
+    assert values(a + 0) == values(0 + a) == values(a - 0) == [8.5, 26.5]
+    total = sum([a, b])
+    assert isinstance(total, Objective)
+    assert values(total) == [12.5, 34.5]
+    assert (a + 0) is a
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    w1=st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False),
+    w2=st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False),
+    d=st.floats(0.01, 100),
+)
+def test_combination_is_linear(w1: float, w2: float, d: float) -> None:
+    a, b = channel("conv", 2), class_logit(1)
+    got = (w1 * a + b * w2 - a / d)(ACTS, IMAGE)
+    want = w1 * a(ACTS, IMAGE) + w2 * b(ACTS, IMAGE) - a(ACTS, IMAGE) / d
+    torch.testing.assert_close(got, want)
+
+
+def test_unsupported_operands_return_not_implemented() -> None:
+    a, b = channel("conv", 1), l1()
+    assert a.__mul__(b) is NotImplemented
+    assert a.__truediv__(b) is NotImplemented
+    assert a.__add__(1.0) is NotImplemented
+    assert a.__radd__("x") is NotImplemented
+    assert a.__mul__(True) is NotImplemented
+    assert a.__mul__(torch.tensor(2.0)) is NotImplemented
+    with pytest.raises(TypeError):
+        _ = a * b
+    with pytest.raises(TypeError):
+        _ = a + 1
+    with pytest.raises(TypeError):
+        _ = 2 / a  # type: ignore[operator]
+    with pytest.raises(TypeError):
+        _ = a @ b  # type: ignore[operator]
+
+
+def test_bad_scalars() -> None:
+    a = channel("conv", 1)
+    with pytest.raises(InvalidArgumentError, match="by zero"):
+        _ = a / 0
+    with pytest.raises(InvalidArgumentError, match="finite"):
+        _ = a * math.inf
+
+
+def test_objective_is_frozen() -> None:
+    a = channel("conv", 1)
+    with pytest.raises(AttributeError):
+        a.name = "other"  # type: ignore[misc]
+
+
+# -- validation --------------------------------------------------------------------------
+
+
+def test_construction_errors() -> None:
+    with pytest.raises(InvalidTypeError, match="qualified name"):
+        channel(nn.ReLU(), 1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=">= 0"):
+        channel("conv", -1)
+    with pytest.raises(InvalidTypeError, match="int or a sequence"):
+        neuron("conv", 1.5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="empty"):
+        channel("conv", [])
+    with pytest.raises(InvalidTypeError, match="must hold ints"):
+        class_logit([1, "2"])  # type: ignore[list-item]
+    with pytest.raises(InvalidArgumentError, match="position"):
+        neuron("conv", 1, position=(-1, 0))
+    with pytest.raises(InvalidTypeError, match="callable"):
+        Objective(3, name="x")  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="qualified names"):
+        Objective(lambda acts, image: image, name="x", layers={1})  # type: ignore[arg-type]
+
+
+def test_validate_against_shapes() -> None:
+    shapes = {"features.10": (1, 256, 13, 13), "classifier.0": (1, 64), OUTPUT: (1, 10)}
+    (channel("features.10", 255) + neuron("classifier.0", 63) + class_logit(9)).validate(shapes)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"channel 256 is out of range: layer 'features.10' has 256 channels \(0 to 255\)",
+    ):
+        channel("features.10", 256).validate(shapes)
+    with pytest.raises(InvalidArgumentError, match=r"layer 'classifier\.0' has 64 units"):
+        neuron("classifier.0", 64).validate(shapes)
+    with pytest.raises(
+        InvalidArgumentError, match=r"class 10 is out of range: the model output has 10 scores"
+    ):
+        class_logit(10).validate(shapes)
+    with pytest.raises(InvalidArgumentError, match="outside the"):
+        neuron("features.10", 0, position=(13, 0)).validate(shapes)
+    with pytest.raises(InvalidArgumentError, match="without positions"):
+        neuron("classifier.0", 0, position=(0, 0)).validate(shapes)
+    with pytest.raises(InvalidArgumentError, match="lists 2 indices for a batch of 1"):
+        channel("features.10", [0, 1]).validate(shapes)
+    with pytest.raises(InvalidArgumentError, match=r"needs a model output of shape \(N, classes\)"):
+        class_logit(0).validate({OUTPUT: (1, 10, 4, 4)})
+    # Layers the shapes do not mention are not judged (the maximizer passes every one it reads).
+    channel("elsewhere", 10**6).validate(shapes)
