@@ -7,6 +7,14 @@ image only. Every method runs ``--steps`` steps per call; the table quotes
 interleaved medians per step.
 
 Run: python bench/maximize.py [--steps 20] [--repeats 5] [--layer 10] [--channel 5]
+
+Lucent (torch-lucent 0.1.8) is not a declared extra: it calls kornia APIs that
+only kornia 0.4.1 has, and its declared dependencies drag in test tooling.
+Install it by hand, without letting pip touch torch:
+
+    pip install --no-deps torch-lucent==0.1.8 kornia==0.4.1 && pip install ipython decorator
+
+Without it the table says why and leaves Lucent out.
 """
 
 from __future__ import annotations
