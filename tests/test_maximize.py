@@ -16,7 +16,7 @@ from convlens.errors import (
     ShapeError,
 )
 from convlens.maximize import ActivationMaximizer, MaximizationResult
-from convlens.objectives import OUTPUT, Objective, channel, class_logit, l1, neuron
+from convlens.objectives import Objective, channel, class_logit, l1, neuron
 from convlens.zoo import digits_cnn
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import InplaceNet, ReusedNet, seeded
@@ -270,7 +270,7 @@ def test_inplace_relu_alexnet_equals_inplace_false() -> None:
         with cl.LayerTap(model, ["features.10"]) as tap, torch.no_grad():
             logits = model(a.image)
         want = tap["features.10"][:, 5].mean((1, 2))
-        if OUTPUT in obj.layers:
+        if obj.reads_output:
             want = want + 0.01 * logits[:, 3]
         torch.testing.assert_close(a.values, want)
 
@@ -326,7 +326,9 @@ def test_index_out_of_range_names_layer_and_size() -> None:
 
 
 def test_input_the_model_rejects() -> None:
-    with pytest.raises(ShapeError, match=r"cannot run on an input of shape \(1, 1, 8, 8\)"):
+    with pytest.raises(
+        ShapeError, match=r"0 expects 3 input channels, got 1 \(Conv2d, input shape \[1, 1, 8, 8\]\)"
+    ):
         ActivationMaximizer(small_net(), channel("0", 0), input_shape=(1, 1, 8, 8))
 
 
@@ -459,3 +461,33 @@ def test_cuda(digits: nn.Module) -> None:
     assert res.history[-1] > res.history[0]
     torch.testing.assert_close(run().image, res.image)  # cuDNN may not be bit-exact
     assert_unchanged(model, before)
+
+
+# -- found in the second review ---------------------------------------------------------------
+
+
+class Raiser(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("must not run")
+
+
+def test_building_the_maximizer_does_not_run_past_the_objective() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), Raiser())
+    res = ActivationMaximizer(net, channel("0", 1), input_shape=(1, 3, 8, 8), steps=2).run()
+    assert res.image.shape == (1, 3, 8, 8)
+    # The digits CNN's head cannot take 32x32, but an objective on features.3 never reaches it.
+    from convlens.zoo import digits_cnn
+
+    ActivationMaximizer(digits_cnn(), channel("features.3", 1), input_shape=(1, 1, 32, 32), steps=1).run()
+    with pytest.raises(RuntimeError, match="must not run"):  # the model's own error, as it is
+        ActivationMaximizer(net, class_logit(0), input_shape=(1, 3, 8, 8))
+
+
+def test_a_model_writing_into_its_input_cannot_change_the_image() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(3, 4, 3))
+    res = ActivationMaximizer(
+        net, channel("1", 0), input_shape=(1, 3, 8, 8), steps=3, value_range=(-1.0, 1.0)
+    ).run()
+    assert float(res.image.min()) < 0

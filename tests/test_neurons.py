@@ -179,3 +179,25 @@ def test_top_examples_errors_and_hygiene(digits: DigitsCNN, test_set: TensorData
     finally:
         digits.eval()
     assert_unchanged(digits, before)
+
+
+def test_review_integer_like_neurons_dtypes_and_rng() -> None:
+    import numpy as np
+
+    from convlens.zoo import digits_cnn, digits_dataset
+
+    model = digits_cnn()
+    nv = NeuronVisualizer(model, "classifier.0")
+    assert nv.maximize(torch.arange(2), steps=1).image.shape[0] == 2
+    assert nv.maximize(np.array([0, 1, 2]), steps=1).image.shape[0] == 3
+    with pytest.raises(InvalidArgumentError, match="neuron -1 is out of range"):
+        nv.maximize([-1], steps=1)
+    data = digits_dataset("test")
+    state = torch.random.get_rng_state()
+    by_int = nv.top_examples(data, neuron=3, k=4)
+    assert torch.equal(torch.random.get_rng_state(), state)  # no draw from the global RNG
+    assert torch.equal(nv.top_examples(data, neuron=np.int64(3), k=4).indices, by_int.indices)
+    assert torch.equal(nv.top_examples(data, neuron=torch.tensor(3), k=4).indices, by_int.indices)
+    double = NeuronVisualizer(digits_cnn().double(), "classifier.0").top_examples(data, neuron=3, k=4)
+    assert torch.equal(double.indices, by_int.indices)  # float32 data into a float64 model
+    assert double.activations.dtype == torch.float64

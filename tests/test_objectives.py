@@ -91,9 +91,16 @@ def test_repr_strings() -> None:
 
 def test_layers_sets() -> None:
     obj = channel("features.10", 5) - 1e-3 * l1() + 0.5 * neuron("classifier.4", 1) + class_logit(0)
-    assert obj.layers == frozenset({"features.10", "classifier.4", OUTPUT})
+    assert obj.layers == frozenset({"features.10", "classifier.4"})  # layers only: the output is apart
+    assert obj.reads_output
+    assert not (channel("features.10", 5) - l1()).reads_output
     assert l1().layers == frozenset()
-    assert class_logit(1).layers == {OUTPUT}
+    assert class_logit(1).layers == frozenset()
+    assert class_logit(1).reads_output
+    custom = Objective(
+        lambda acts, image: acts[OUTPUT][:, 0], name="first()", layers=frozenset({OUTPUT, "fc"})
+    )
+    assert (custom.layers, custom.reads_output) == (frozenset({"fc"}), True)
     assert OUTPUT == ""  # the root module's name: no layer can be called that
 
 

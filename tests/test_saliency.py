@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import convlens as cl
 from convlens.cam import GradCAM
 from convlens.errors import InvalidArgumentError, InvalidTypeError, LayerNotFoundError
 from convlens.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult, _GuidedReLU
@@ -400,3 +401,10 @@ def test_a_score_that_ignores_the_input_is_an_error() -> None:
     with pytest.raises(InvalidArgumentError, match="does not depend on the input"):
         Saliency(HandNet())(hand_input(), target=lambda logits: torch.zeros(1))
     assert repr(Saliency(HandNet())) == "Saliency(HandNet)"
+
+
+def test_review_channel_mismatch_names_the_layer() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    for explainer in (Saliency(net), GuidedBackprop(net)):
+        with pytest.raises(cl.ShapeError, match=r"0 expects 1 input channels, got 3 \(Conv2d"):
+            explainer(torch.randn(2, 3, 6, 6))

@@ -84,3 +84,10 @@ def test_hw4_table_has_a_row_per_model(tour: TourResult) -> None:
 def test_unknown_section() -> None:
     with pytest.raises(cl.InvalidArgumentError, match="Did you mean 'gradcam'"):
         run_tour("unused", sections=["gradcm"])
+
+
+def test_one_section_by_name_keeps_the_global_rng(tmp_path: Path) -> None:
+    state = torch.random.get_rng_state()
+    result = run_tour(tmp_path, sections="alphago", echo=lambda _line: None)
+    assert [p.name for p in result.files] == ["alphago_policy_shapes.md"]
+    assert torch.equal(torch.random.get_rng_state(), state)

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlens.errors import InvalidArgumentError, InvalidTypeError, check_choice
-from convlens.tap import preserved_modes
+from convlens.tap import preserved_modes, raise_shape_error
 from convlens.targets import (
     Target,
     callable_scores,
@@ -347,5 +347,6 @@ def _forward(model: nn.Module, batch: Tensor, what: str) -> Any:
     try:
         return model(batch)
     except Exception as err:
+        raise_shape_error(model, (batch,), None, err)  # a plain mismatch names the layer
         err.add_note(f"convlens.faithfulness: raised on {what}, a batch of shape {tuple(batch.shape)}.")
         raise

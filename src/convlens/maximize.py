@@ -47,12 +47,19 @@ from convlens.errors import (
     InvalidArgumentError,
     InvalidTypeError,
     LayerNotFoundError,
-    ShapeError,
     check_choice,
 )
 from convlens.layers import LayerRef, resolve_layer
 from convlens.objectives import OUTPUT, Objective
-from convlens.tap import StopForward, first_tensor, grad_mode_restored, hooks, meta_forward, preserved_modes
+from convlens.tap import (
+    StopForward,
+    first_tensor,
+    grad_mode_restored,
+    hooks,
+    meta_forward,
+    preserved_modes,
+    raise_shape_error,
+)
 
 __all__ = ["ActivationMaximizer", "MaximizationResult", "Param"]
 
@@ -186,11 +193,18 @@ class ActivationMaximizer:
             raise InvalidArgumentError(
                 f"param='fft' needs spatial dimensions (N, C, ...); input_shape is {self.input_shape}."
             )
-        self.refs = {key: resolve_layer(model, key) for key in sorted(objective.layers) if key != OUTPUT}
+        self.refs = {key: resolve_layer(model, key) for key in sorted(objective.layers)}
         self.dtype, self.device = model_dtype_device(model)
-        self.shapes = probe_shapes(model, self.refs, self.input_shape, dtype=self.dtype, device=self.device)
+        self._needs_output = objective.reads_output
+        self.shapes = probe_shapes(
+            model,
+            self.refs,
+            self.input_shape,
+            dtype=self.dtype,
+            device=self.device,
+            needs_output=self._needs_output,
+        )
         objective.validate(self.shapes)
-        self._needs_output = OUTPUT in objective.layers
 
     def __repr__(self) -> str:
         return (
@@ -230,7 +244,7 @@ class ActivationMaximizer:
             for step in range(self.steps):
                 image = render(parameter)
                 seen = _augment(image, generator) if self.transforms else image
-                values = self._evaluate(recorder, seen, image, parameter)
+                values = self._evaluate(recorder, seen, image)
                 if step == 0 and not values.requires_grad:
                     raise InvalidArgumentError(
                         f"the objective {self.objective!r} does not depend on the image: no gradient reaches it."
@@ -241,7 +255,7 @@ class ActivationMaximizer:
                 history[step] = values.detach().mean()
             torch.set_grad_enabled(False)
             image = render(parameter)
-            values = self._evaluate(recorder, image, image, parameter).detach().float()
+            values = self._evaluate(recorder, image, image).detach().float()
         return MaximizationResult(
             image=image.detach().to(self.dtype),
             history=history,
@@ -250,11 +264,10 @@ class ActivationMaximizer:
             objective=self.objective,
         )
 
-    def _evaluate(self, recorder: _Recorder, seen: Tensor, image: Tensor, parameter: Tensor) -> Tensor:
-        x = seen.to(self.dtype)
-        if x is parameter:
-            x = x.clone()  # a model that writes into its input in place must not touch the leaf
-        activations = recorder.forward(x)
+    def _evaluate(self, recorder: _Recorder, seen: Tensor, image: Tensor) -> Tensor:
+        # A copy: a model that writes into its input in place must touch neither the leaf nor
+        # the image the objective (and the result) reads.
+        activations = recorder.forward(seen.to(self.dtype).clone())
         values = self.objective(activations, image)
         n = self.input_shape[0]
         if not isinstance(values, Tensor) or tuple(values.shape) != (n,):
@@ -369,14 +382,17 @@ def probe_shapes(
     *,
     dtype: torch.dtype,
     device: torch.device,
+    needs_output: bool = True,
 ) -> dict[str, tuple[int, ...]]:
     """Output shapes of the given layers and of the model (under ``OUTPUT``), checked to run.
 
     A pass on the meta device (no arithmetic); a model that cannot run there
-    gets one real forward on zeros, without autograd, in eval mode.
+    gets one real forward on zeros, without autograd, in eval mode. When the
+    model output is not needed, a failure after every layer has been seen is
+    no failure: the forward would have stopped before it.
 
     Raises:
-        ShapeError: The model rejects an input of ``input_shape``.
+        ShapeError: A layer rejects the shape of what it receives (it is named).
         LayerNotFoundError: A layer that does not run, or a call past its last.
         AmbiguousLayerError: The bare name of a layer that runs more than once.
     """
@@ -399,16 +415,23 @@ def probe_shapes(
         ):
             return run()
 
+    def enough() -> bool:
+        return not needs_output and all(seen.values())
+
+    output = None
+    meta = torch.empty(input_shape, dtype=dtype, device="meta")
     try:
-        output = attempt(lambda: meta_forward(model, (torch.empty(input_shape, dtype=dtype, device="meta"),)))
-    except Exception:  # noqa: BLE001 - code that needs data: one real forward instead
-        try:
-            with torch.no_grad():
-                output = attempt(lambda: model(torch.zeros(input_shape, dtype=dtype, device=device)))
-        except Exception as err:
-            raise ShapeError(
-                f"{type(model).__name__} cannot run on an input of shape {input_shape}: {err}"
-            ) from err
+        output = attempt(lambda: meta_forward(model, (meta,)))
+    except Exception as err:  # noqa: BLE001 - sorted below
+        if not enough():
+            raise_shape_error(model, (meta,), None, err)  # a plain mismatch is named now
+            zeros = torch.zeros(input_shape, dtype=dtype, device=device)
+            try:  # code that needs data: one real forward instead
+                with torch.no_grad():
+                    output = attempt(lambda: model(zeros))
+            except Exception:
+                if not enough():
+                    raise
     shapes: dict[str, tuple[int, ...]] = {}
     for key, ref in refs.items():
         calls = seen[ref.name]

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
@@ -167,11 +169,7 @@ class NeuronVisualizer:
             >>> res.image.shape, res.values.shape, res.history.shape
             (torch.Size([3, 1, 8, 8]), torch.Size([3]), torch.Size([5]))
         """
-        if isinstance(neurons, bool | str) or not isinstance(neurons, int | Iterable):
-            raise InvalidTypeError(f"neurons must be an int or an iterable of ints; got {neurons!r}.")
-        chosen = [neurons] if isinstance(neurons, int) else list(neurons)
-        if not chosen:
-            raise InvalidArgumentError("neurons is empty: name at least one, e.g. range(16).")
+        chosen = _neuron_list(neurons)
         weight = check_real("l1", l1, positive=False)
         objective: Objective = channel(self.layer, chosen)
         if weight:
@@ -191,7 +189,7 @@ class NeuronVisualizer:
         return am.run()
 
     def top_examples(
-        self, data: Dataset[Any] | DataLoader[Any], neuron: int, k: int = 9
+        self, data: Dataset[Any] | DataLoader[Any], neuron: int | np.integer[Any] | Tensor, k: int = 9
     ) -> TopExamplesResult:
         """The ``k`` examples of ``data`` that excite ``neuron`` most, highest first.
 
@@ -227,26 +225,32 @@ class NeuronVisualizer:
             >>> best.indices.tolist(), best.activations.tolist()
             ([1, 2, 0], [4.0, 2.0, 1.0])
         """
-        neuron = check_int("neuron", neuron, 0)
+        neuron = check_int("neuron", _plain_int(neuron), 0)
         k = check_int("k", k, 1)
         if isinstance(data, DataLoader):
             loader: DataLoader[Any] = data
         elif isinstance(data, Dataset):
-            loader = DataLoader(data, batch_size=64, shuffle=False)
+            # Its own generator: iterating a DataLoader otherwise draws from the global RNG.
+            loader = DataLoader(data, batch_size=64, shuffle=False, generator=torch.Generator())
         else:
             raise InvalidTypeError(f"data must be a torch Dataset or DataLoader; got {type(data).__name__}.")
         objective = channel(self.layer, neuron)
-        _, device = model_dtype_device(self.model)
+        dtype, device = model_dtype_device(self.model)
         tap = LayerTap(self.model, [self.layer])
         best: tuple[Tensor, Tensor, Tensor] | None = None
         seen = 0
         for batch in _inputs(loader):
             if best is None:  # before any work: is the neuron in range?
                 shapes = probe_shapes(
-                    self.model, {self.layer: self.ref}, tuple(batch.shape), dtype=batch.dtype, device=device
+                    self.model,
+                    {self.layer: self.ref},
+                    tuple(batch.shape),
+                    dtype=dtype if batch.is_floating_point() else batch.dtype,
+                    device=device,
+                    needs_output=False,
                 )
                 objective.validate(shapes)
-            x = batch.to(device)
+            x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
             activations = objective(tap.run(x), x)
             indices = torch.arange(seen, seen + len(x), device=device)
             seen += len(x)
@@ -279,6 +283,46 @@ class NeuronVisualizer:
             f"NeuronVisualizer cannot guess the input size of {type(self.model).__name__}; pass "
             "input_shape=(1, C, H, W)."
         )
+
+
+def _plain_int(value: object) -> object:
+    """A numpy integer or a 0-d integer tensor as an int; anything else unchanged (checked later)."""
+    if (
+        isinstance(value, Tensor)
+        and value.dim() == 0
+        and not value.is_floating_point()
+        and value.dtype != torch.bool
+    ):
+        return int(value)
+    if isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, Integral) else value
+
+
+def _neuron_list(neurons: object) -> list[int]:
+    """``neurons`` (an int, an iterable of ints, an integer tensor or array) as a list of ints."""
+    if isinstance(neurons, np.ndarray):
+        neurons = torch.from_numpy(neurons)
+    if isinstance(neurons, Tensor):
+        if neurons.is_floating_point() or neurons.is_complex() or neurons.dtype == torch.bool:
+            raise InvalidTypeError(f"neurons must hold integer indices; got a tensor of {neurons.dtype}.")
+        neurons = neurons.flatten().tolist()
+    single = _plain_int(neurons)
+    if isinstance(single, int):
+        chosen: list[object] = [single]
+    elif isinstance(neurons, Iterable) and not isinstance(neurons, str | bytes):
+        chosen = [_plain_int(n) for n in neurons]
+    else:
+        raise InvalidTypeError(f"neurons must be an int or an iterable of ints; got {neurons!r}.")
+    if not chosen:
+        raise InvalidArgumentError("neurons is empty: name at least one, e.g. range(16).")
+    bad = [n for n in chosen if not isinstance(n, int) or isinstance(n, bool)]
+    if bad:
+        raise InvalidTypeError(f"neurons must be ints; got {bad[0]!r} in {chosen!r}.")
+    negative = [n for n in chosen if isinstance(n, int) and n < 0]
+    if negative:
+        raise InvalidArgumentError(f"neuron {negative[0]} is out of range: neurons are numbered from 0.")
+    return [int(n) for n in chosen if isinstance(n, int)]
 
 
 def _inputs(loader: Iterable[Any]) -> Iterator[Tensor]:

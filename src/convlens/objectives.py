@@ -85,7 +85,10 @@ class Objective:
             any random augmentation, ``(N, C, ...)``.
         name: What ``repr`` shows, e.g. ``"mean_red()"``.
         layers: The qualified layer names (``"features.10"``, ``"relu#1"``)
-            and/or :data:`OUTPUT` that ``fn`` reads.
+            that ``fn`` reads; :data:`OUTPUT` here stands for the model's
+            output and is kept apart, in :attr:`reads_output`.
+        reads_output: Whether ``fn`` reads the model's output (set for you
+            when ``layers`` holds :data:`OUTPUT`).
         checks: Functions that validate the objective against the layers'
             output shapes (``{name: shape}``) and raise
             :class:`~convlens.errors.InvalidArgumentError` when it cannot apply.
@@ -113,6 +116,7 @@ class Objective:
     _: KW_ONLY
     name: str
     layers: frozenset[str] = frozenset()
+    reads_output: bool = False
     checks: tuple[Check, ...] = ()
     terms: tuple[tuple[float, Objective], ...] = field(default=())
 
@@ -125,7 +129,8 @@ class Objective:
         for layer in layers:
             if not isinstance(layer, str):
                 raise InvalidTypeError(f"layers must be qualified names (str); got {layer!r}.")
-        object.__setattr__(self, "layers", layers)
+        object.__setattr__(self, "layers", layers - {OUTPUT})
+        object.__setattr__(self, "reads_output", bool(self.reads_output) or OUTPUT in layers)
         object.__setattr__(self, "checks", tuple(self.checks))
 
     def __call__(self, activations: Activations, image: Tensor) -> Tensor:
@@ -231,6 +236,7 @@ def _combine(terms: tuple[tuple[float, Objective], ...]) -> Objective:
         fn,
         name=_render(terms),
         layers=frozenset().union(*(leaf.layers for _, leaf in terms)),
+        reads_output=any(leaf.reads_output for _, leaf in terms),
         checks=tuple(check for _, leaf in terms for check in leaf.checks),
         terms=terms,
     )
@@ -466,8 +472,8 @@ def class_logit(index: Index) -> Objective:
     Example:
         >>> import torch
         >>> obj = class_logit(2)
-        >>> obj.layers == {OUTPUT}
-        True
+        >>> obj.layers, obj.reads_output
+        (frozenset(), True)
         >>> obj({OUTPUT: torch.tensor([[0.0, 1.0, 5.0]])}, torch.zeros(1)).tolist()
         [5.0]
     """

@@ -55,7 +55,7 @@ from torch.overrides import TorchFunctionMode
 from convlens.cam import GradCAM, min_max
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.layers import LayerSpec
-from convlens.tap import grad_mode_restored, preserved_modes
+from convlens.tap import grad_mode_restored, preserved_modes, raise_shape_error
 from convlens.targets import Target, check_target, meta_output_shape, target_scores
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "Saliency", "SaliencyResult"]
@@ -155,7 +155,11 @@ class Saliency:
         with preserved_modes(self.model, training=False), grad_mode_restored():
             torch.set_grad_enabled(True)
             with _GuidedReLU() if self.guided else contextlib.nullcontext():
-                output = self.model(leaf.clone())  # in-place ops on the input hit the clone
+                try:
+                    output = self.model(leaf.clone())  # in-place ops on the input hit the clone
+                except Exception as err:
+                    raise_shape_error(self.model, (x,), None, err)  # a plain mismatch names the layer
+                    raise
             targets, scores = target_scores(output, target, fixed, x.shape[0])
             if not scores.requires_grad:
                 raise InvalidArgumentError("the score does not depend on the input: no gradient reaches it.")

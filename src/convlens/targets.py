@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from convlens.errors import InvalidArgumentError, InvalidTypeError
-from convlens.tap import first_tensor, meta_forward, preserved_modes
+from convlens.tap import first_tensor, meta_forward, preserved_modes, raise_shape_error
 
 __all__ = ["Target", "callable_scores", "check_target", "class_scores", "meta_output_shape", "target_scores"]
 
@@ -39,11 +39,16 @@ Target = int | Sequence[int] | Tensor | np.ndarray | Callable[[Any], Tensor] | N
 
 
 def meta_output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
-    """The model's output shape from a pass on the meta device; None if it cannot run there."""
+    """The model's output shape from a pass on the meta device; None if it cannot run there.
+
+    Raises:
+        ShapeError: A layer rejects the shape of what it receives (it is named).
+    """
     try:
         with preserved_modes(model, training=False):
             output = first_tensor(meta_forward(model, (x,)))
-    except Exception:  # noqa: BLE001 - code that needs data: the checks happen on the real run
+    except Exception as err:  # noqa: BLE001 - code that needs data: the checks happen on the real run
+        raise_shape_error(model, (x,), None, err)  # but a plain shape mismatch is said now
         return None
     return None if output is None else tuple(output.shape)
 

@@ -267,7 +267,7 @@ SECTIONS: dict[str, Callable[[_Tour], None]] = {
 def run_tour(
     out: str | Path = "tour",
     *,
-    sections: Sequence[str] | None = None,
+    sections: str | Sequence[str] | None = None,
     weights: str = "auto",
     seed: int = 0,
     quick: bool = False,
@@ -289,7 +289,9 @@ def run_tour(
     Raises:
         InvalidArgumentError: An unknown section name.
     """
-    chosen = list(SECTIONS) if sections is None else list(sections)
+    chosen = (
+        list(SECTIONS) if sections is None else [sections] if isinstance(sections, str) else list(sections)
+    )
     for name in chosen:
         if name not in SECTIONS:
             raise InvalidArgumentError(
@@ -299,6 +301,8 @@ def run_tour(
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     tour = _Tour(out=path, weights=weights, seed=seed, quick=quick, echo=echo)
-    for name in chosen:
-        SECTIONS[name](tour)
+    with torch.random.fork_rng(devices=[]):  # the global random state is the caller's
+        torch.manual_seed(seed)
+        for name in chosen:
+            SECTIONS[name](tour)
     return TourResult(out=path, files=tuple(tour.files), warnings=tuple(tour.warnings))
