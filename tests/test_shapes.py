@@ -131,7 +131,7 @@ def test_alexnet_table_golden(alexnet_report: cl.ShapeReport) -> None:
         path.write_text(text)
     assert text == path.read_text(), "table changed; rerun with CONVLENS_UPDATE_GOLDEN=1 if intended"
     lines = text.splitlines()
-    assert lines[0].split() == ["name", "type", "in", "out", "params", "MACs", "RF", "formula"]
+    assert lines[0].split() == ["name", "type", "in", "out", "params", "MACs", "RF", "jump", "formula"]
     assert re.match(
         r"total\s+AlexNet\s+\[1, 3, 224, 224\]\s+\[1, 1000\]\s+61,100,840\s+714,188,480$", lines[-2]
     )
@@ -140,14 +140,14 @@ def test_alexnet_table_golden(alexnet_report: cl.ShapeReport) -> None:
 
 def test_to_markdown(alexnet_report: cl.ShapeReport) -> None:
     lines = alexnet_report.to_markdown().splitlines()
-    assert lines[0] == "| name | type | in | out | params | MACs | RF | formula |"
-    assert lines[1] == "|---|---|---|---|---:|---:|---:|---|"
+    assert lines[0] == "| name | type | in | out | params | MACs | RF | jump | formula |"
+    assert lines[1] == "|---|---|---|---|---:|---:|---:|---:|---|"
     assert lines[2] == (
-        "| features.0 | Conv2d | [1, 3, 224, 224] | [1, 64, 55, 55] | 23,296 | 70,276,800 | 11 "
+        "| features.0 | Conv2d | [1, 3, 224, 224] | [1, 64, 55, 55] | 23,296 | 70,276,800 | 11 | 4 "
         "| floor((224 + 2*2 - 1*(11-1) - 1) / 4) + 1 = 55 |"
     )
     assert lines[-3].startswith("| **total** | AlexNet | [1, 3, 224, 224] | [1, 1000] | 61,100,840 |")
-    assert all(line.count("|") == 9 for line in lines[:-2])
+    assert all(line.count("|") == 10 for line in lines[:-2])
 
 
 # -- arithmetic --------------------------------------------------------------------

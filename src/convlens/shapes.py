@@ -364,7 +364,7 @@ class LayerShape:
     jump: Extent = None
 
 
-_COLUMNS = ("name", "type", "in", "out", "params", "MACs", "RF", "formula")
+_COLUMNS = ("name", "type", "in", "out", "params", "MACs", "RF", "jump", "formula")
 
 
 def _fmt_shape(shape: Shape) -> str:
@@ -399,13 +399,13 @@ class ShapeReport:
         >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36, 2))
         >>> report = cl.trace_shapes(net, (1, 1, 8, 8))
         >>> print(report)  # doctest: +NORMALIZE_WHITESPACE
-        name   type       in            out           params  MACs   RF  formula
-        0      Conv2d     [1, 1, 8, 8]  [1, 4, 6, 6]      40   1,296  3  floor((8 + 2*0 - 1*(3-1) - 1) / 1) + 1 = 6
-        1      ReLU       [1, 4, 6, 6]  [1, 4, 6, 6]       0       0  3
-        2      MaxPool2d  [1, 4, 6, 6]  [1, 4, 3, 3]       0       0  4  floor((6 + 2*0 - 1*(2-1) - 1) / 2) + 1 = 3
-        3      Flatten    [1, 4, 3, 3]  [1, 36]            0       0  -
-        4      Linear     [1, 36]       [1, 2]            74      72  -
-        total  Sequential [1, 1, 8, 8]  [1, 2]           114   1,368
+        name   type        in            out           params   MACs  RF  jump  formula
+        0      Conv2d      [1, 1, 8, 8]  [1, 4, 6, 6]      40  1,296  3   1     floor((8 + 2*0 - 1*(3-1) - 1) / 1) + 1 = 6
+        1      ReLU        [1, 4, 6, 6]  [1, 4, 6, 6]       0      0  3   1
+        2      MaxPool2d   [1, 4, 6, 6]  [1, 4, 3, 3]       0      0  4   2     floor((6 + 2*0 - 1*(2-1) - 1) / 2) + 1 = 3
+        3      Flatten     [1, 4, 3, 3]  [1, 36]            0      0  -   -
+        4      Linear      [1, 36]       [1, 2]            74     72  -   -
+        total  Sequential  [1, 1, 8, 8]  [1, 2]           114  1,368
         traced on the meta device (no arithmetic)
         >>> report["2"].output_shape, len(report), report[-1].name
         ((1, 4, 3, 3), 5, '4')
@@ -482,12 +482,13 @@ class ShapeReport:
                 f"{r.params:,}",
                 f"{r.macs:,}",
                 _fmt_extent(r.receptive_field),
+                _fmt_extent(r.jump),
                 r.formula,
             ]
             for r in self.rows
         ]
         total = ["total", self.model, _fmt_shape(self.input_shape), _fmt_shape(self.output_shape)]
-        return [*cells, [*total, f"{self.params:,}", f"{self.macs:,}", "", ""]]
+        return [*cells, [*total, f"{self.params:,}", f"{self.macs:,}", "", "", ""]]
 
     def _footer(self) -> str:
         where = "on the meta device (no arithmetic)" if self.traced == "meta" else "by a real forward"
@@ -518,14 +519,14 @@ class ShapeReport:
             >>> import torch.nn as nn
             >>> import convlens as cl
             >>> print(cl.trace_shapes(nn.Sequential(nn.Linear(4, 2)), (3, 4)).to_markdown())
-            | name | type | in | out | params | MACs | RF | formula |
-            |---|---|---|---|---:|---:|---:|---|
-            | 0 | Linear | [3, 4] | [3, 2] | 10 | 24 | - |  |
-            | **total** | Sequential | [3, 4] | [3, 2] | 10 | 24 |  |  |
+            | name | type | in | out | params | MACs | RF | jump | formula |
+            |---|---|---|---|---:|---:|---:|---:|---|
+            | 0 | Linear | [3, 4] | [3, 2] | 10 | 24 | - | - |  |
+            | **total** | Sequential | [3, 4] | [3, 2] | 10 | 24 |  |  |  |
             <BLANKLINE>
             traced on the meta device (no arithmetic)
         """
-        head = "| " + " | ".join(_COLUMNS) + " |\n|---|---|---|---|---:|---:|---:|---|\n"
+        head = "| " + " | ".join(_COLUMNS) + " |\n|---|---|---|---|---:|---:|---:|---:|---|\n"
         cells = self._cells()
         cells[-1][0] = "**total**"
         body = "".join("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |\n" for row in cells)
