@@ -187,8 +187,6 @@ def _load_state_dict(model: nn.Module, path: Path) -> nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise InvalidArgumentError(f"cannot read a state dict from {str(path)!r}: {err}") from err
-    if isinstance(state, nn.Module):  # pragma: no cover - weights_only=True refuses whole modules
-        state = state.state_dict()
     if not isinstance(state, Mapping):
         raise InvalidArgumentError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict.")
     try:
