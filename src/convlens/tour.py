@@ -177,6 +177,12 @@ def _gradcam(tour: _Tour) -> None:
         tour.save(f"gradcam_{name}.png", figure)
         rows.append(f"| {name} | {layer} | {index} | {names[index]} | {float(out.scores[0]):.2f} |")
         tour.echo(f"  {name}: predicted {index} ({names[index]})")
+    random = [spec.split(":")[1] for spec, _ in _CAM_MODELS if zoo.weights_note(tour.model(spec))]
+    if random:
+        rows.append(
+            f"\n**{', '.join(random)}: random weights (pretrained weights unavailable), so these "
+            "predictions say nothing about the picture.**"
+        )
     tour.save("hw4_predictions.md", "\n".join(rows))
 
 
