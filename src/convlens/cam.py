@@ -36,13 +36,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlens.errors import (
-    AmbiguousLayerError,
     ConvlensError,
     InvalidArgumentError,
     InvalidTypeError,
     LayerNotFoundError,
 )
-from convlens.layers import LayerSpec, resolve_layer
+from convlens.layers import LayerSpec, call_index, resolve_layer
 from convlens.tap import (
     first_tensor,
     grad_mode_restored,
@@ -232,21 +231,11 @@ class GradCAM:
 
     def _check_calls(self, calls: int) -> None:
         """The layer must run, and a reused one must be named per call (``name#i``)."""
-        name, call = self.ref.name, self.ref.call
         if calls == 0:
             raise LayerNotFoundError(
-                f"Layer {name!r} does not run in the forward of {type(self.model).__name__}."
+                f"Layer {self.ref.name!r} does not run in the forward of {type(self.model).__name__}."
             )
-        if call is None and calls > 1:
-            choices = ", ".join(f"'{name}#{i}'" for i in range(calls))
-            raise AmbiguousLayerError(
-                f"Layer {name!r} runs {calls} times in one forward; name the call: {choices}."
-            )
-        if call is not None and call >= calls:
-            raise LayerNotFoundError(
-                f"Layer {self.ref.key!r} does not exist: {name!r} runs {calls} time"
-                f"{'s' if calls > 1 else ''} (#0 to #{calls - 1})."
-            )
+        call_index(self.ref, calls)
 
     def _forward(self, x: Tensor) -> tuple[Tensor, Any]:
         """One forward, autograd off until the layer; returns (activation leaf, model output)."""

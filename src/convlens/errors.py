@@ -153,3 +153,25 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     valid = ", ".join(repr(c) for c in choices)
     hint = did_you_mean(value, choices) if isinstance(value, str) else ""
     raise InvalidArgumentError(f"{name} must be one of {valid}; got {value!r}.{hint}")
+
+
+def check_int(name: str, value: object, low: int) -> int:
+    """Validate an integer argument that must be at least ``low`` (bool is refused).
+
+    Raises:
+        InvalidTypeError: ``value`` is not an int.
+        InvalidArgumentError: ``value`` is below ``low``.
+
+    Example:
+        >>> check_int("steps", 5, 1)
+        5
+        >>> check_int("steps", 0, 1)
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: steps must be an int >= 1; got 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError(f"{name} must be an int >= {low}; got {type(value).__name__} {value!r}.")
+    if value < low:
+        raise InvalidArgumentError(f"{name} must be an int >= {low}; got {value}.")
+    return value

@@ -43,13 +43,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlens.errors import (
-    AmbiguousLayerError,
     InvalidArgumentError,
     InvalidTypeError,
     LayerNotFoundError,
     check_choice,
+    check_int,
 )
-from convlens.layers import LayerRef, resolve_layer
+from convlens.layers import LayerRef, call_index, resolve_layer
 from convlens.objectives import OUTPUT, Objective
 from convlens.tap import (
     StopForward,
@@ -439,18 +439,7 @@ def probe_shapes(
             raise LayerNotFoundError(
                 f"Layer {ref.name!r} does not run in the forward of {type(model).__name__}."
             )
-        if ref.call is None and len(calls) > 1:
-            choices = ", ".join(f"'{ref.name}#{i}'" for i in range(len(calls)))
-            raise AmbiguousLayerError(
-                f"Layer {ref.name!r} runs {len(calls)} times in one forward; name the call: {choices}."
-            )
-        call = ref.call or 0
-        if call >= len(calls):
-            raise LayerNotFoundError(
-                f"Layer {key!r} does not exist: {ref.name!r} runs {len(calls)} time"
-                f"{'s' if len(calls) > 1 else ''} (#0 to #{len(calls) - 1})."
-            )
-        shape = calls[call]
+        shape = calls[call_index(ref, len(calls))]
         if shape is None:
             raise InvalidArgumentError(f"layer {key!r} returns no tensor; pick a layer that does.")
         shapes[key] = shape
@@ -501,14 +490,6 @@ def _augment(image: Tensor, generator: torch.Generator) -> Tensor:
 
 
 # -- argument checks ---------------------------------------------------------------------
-
-
-def check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTypeError(f"{name} must be an int >= {low}; got {type(value).__name__} {value!r}.")
-    if value < low:
-        raise InvalidArgumentError(f"{name} must be an int >= {low}; got {value}.")
-    return value
 
 
 def check_real(name: str, value: object, *, positive: bool) -> float:

@@ -34,13 +34,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
+from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError, check_int
 from convlens.layers import LayerSpec, resolve_layer
 from convlens.maximize import (
     ActivationMaximizer,
     MaximizationResult,
     Param,
-    check_int,
     check_real,
     check_shape,
     model_dtype_device,

@@ -35,6 +35,7 @@ from convlens.errors import (
     InvalidTypeError,
     LayerNotFoundError,
     ShapeError,
+    check_int,
     did_you_mean,
 )
 from convlens.layers import split_call
@@ -48,14 +49,6 @@ Extent = int | tuple[int, ...] | None
 
 
 # -- arithmetic ----------------------------------------------------------------
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTypeError(f"{name} must be an int >= {low}; got {type(value).__name__} {value!r}.")
-    if value < low:
-        raise InvalidArgumentError(f"{name} must be an int >= {low}; got {value}.")
-    return value
 
 
 def conv_output_size(  # noqa: PLR0917 - the contract's signature, torch's argument order
@@ -99,11 +92,11 @@ def conv_output_size(  # noqa: PLR0917 - the contract's signature, torch's argum
         ...
         convlens.errors.InvalidArgumentError: No output left: kernel_size=3 with dilation=3 spans 7, more than size + 2*padding = 5 + 2*0 = 5. Use an input of at least 7 or more padding.
     """
-    size, k = _check_int("size", size, 1), _check_int("kernel_size", kernel_size, 1)
+    size, k = check_int("size", size, 1), check_int("kernel_size", kernel_size, 1)
     s, p, d = (
-        _check_int("stride", stride, 1),
-        _check_int("padding", padding, 0),
-        _check_int("dilation", dilation, 1),
+        check_int("stride", stride, 1),
+        check_int("padding", padding, 0),
+        check_int("dilation", dilation, 1),
     )
     if not isinstance(ceil_mode, bool):
         raise InvalidTypeError(f"ceil_mode must be a bool; got {type(ceil_mode).__name__} {ceil_mode!r}.")
@@ -156,13 +149,13 @@ def conv_transpose_output_size(  # noqa: PLR0917 - torch's argument order
         ...
         convlens.errors.InvalidArgumentError: output_padding must be smaller than stride or dilation (here < 2); got 2.
     """
-    size, k = _check_int("size", size, 1), _check_int("kernel_size", kernel_size, 1)
+    size, k = check_int("size", size, 1), check_int("kernel_size", kernel_size, 1)
     s, p, d = (
-        _check_int("stride", stride, 1),
-        _check_int("padding", padding, 0),
-        _check_int("dilation", dilation, 1),
+        check_int("stride", stride, 1),
+        check_int("padding", padding, 0),
+        check_int("dilation", dilation, 1),
     )
-    op = _check_int("output_padding", output_padding, 0)
+    op = check_int("output_padding", output_padding, 0)
     if op >= max(s, d):
         raise InvalidArgumentError(
             f"output_padding must be smaller than stride or dilation (here < {max(s, d)}); got {op}."

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from convlens._checks import layer_mismatch
-from convlens.errors import AmbiguousLayerError, ConvlensError, LayerNotFoundError, ShapeError
-from convlens.layers import LayerRef, LayerSpec, resolve_layer, resolve_layers
+from convlens.errors import ConvlensError, LayerNotFoundError, ShapeError
+from convlens.layers import LayerRef, LayerSpec, call_index, resolve_layer, resolve_layers
 
 __all__ = ["LayerTap"]
 
@@ -489,17 +489,7 @@ class LayerTap:
                 f"Layer {ref.name!r} has no {what}: it did not run (run the model inside the "
                 "'with' block, or call tap.run(x))."
             )
-        if ref.call is None and calls > 1:
-            choices = ", ".join(f"'{ref.name}#{i}'" for i in range(calls))
-            raise AmbiguousLayerError(
-                f"Layer {ref.name!r} ran {calls} times in one forward; name the call: {choices}."
-            )
-        call = 0 if ref.call is None else ref.call
-        if call >= calls:
-            raise LayerNotFoundError(
-                f"Layer {ref.key!r} does not exist: {ref.name!r} ran {calls} time"
-                f"{'s' if calls > 1 else ''} (#0 to #{calls - 1})."
-            )
+        call = call_index(ref, calls, tense="ran")
         if call not in records[ref.name]:
             wanted = self._wanted[ref.name]
             if wanted is not None and call not in wanted:
