@@ -165,7 +165,7 @@ def test_eigencam_finds_the_shared_pattern() -> None:
 
 
 def test_scorecam_rejects_bad_chunk_size() -> None:
-    with pytest.raises(cl.InvalidArgumentError, match="chunk_size must be a positive int; got 0"):
+    with pytest.raises(cl.InvalidArgumentError, match="chunk_size must be an int >= 1; got 0"):
         cl.ScoreCAM(HandNet(), "conv", chunk_size=0)
 
 

@@ -235,11 +235,11 @@ def test_bad_scale_lists_the_choices() -> None:
 
 def test_bad_n_and_cols() -> None:
     renderer = FilterRenderer(nn.Conv2d(3, 4, 3))
-    with pytest.raises(cl.InvalidArgumentError, match="n must be >= 1; got 0"):
+    with pytest.raises(cl.InvalidArgumentError, match="n must be an int >= 1; got 0"):
         renderer.images(0)
-    with pytest.raises(cl.InvalidArgumentError, match="n must be >= 1; got -2"):
+    with pytest.raises(cl.InvalidArgumentError, match="n must be an int >= 1; got -2"):
         renderer.plot(n=-2)
-    with pytest.raises(cl.InvalidArgumentError, match="cols must be >= 1; got 0"):
+    with pytest.raises(cl.InvalidArgumentError, match="cols must be an int >= 1; got 0"):
         renderer.plot(cols=0)
     with pytest.raises(cl.InvalidTypeError, match="n must be an int"):
         renderer.images(2.5)  # type: ignore[arg-type]
@@ -291,7 +291,7 @@ def test_figure_grid_sizes() -> None:
     fig, axes = figure_grid(5, 2, panel_size=(2.0, 1.0))
     assert len(axes) == len(fig.axes) == 5
     assert fig.get_size_inches().tolist() == [4.0, 3.0]
-    with pytest.raises(cl.InvalidArgumentError, match="count must be >= 1"):
+    with pytest.raises(cl.InvalidArgumentError, match="count must be an int >= 1"):
         figure_grid(0, 2)
 
 
@@ -396,7 +396,7 @@ def test_feature_maps_errors() -> None:
         plot_feature_maps(torch.rand(4, 5, 5), cmap="grey_r_")
     with pytest.raises(cl.InvalidArgumentError, match=r"Did you mean 'viridis'"):
         plot_feature_maps(torch.rand(4, 5, 5), cmap="viridsi")
-    with pytest.raises(cl.InvalidArgumentError, match="n must be >= 1"):
+    with pytest.raises(cl.InvalidArgumentError, match="n must be an int >= 1"):
         plot_feature_maps(torch.rand(4, 5, 5), n=0)
     with pytest.raises(cl.InvalidTypeError, match="activation must be a tensor"):
         plot_feature_maps([[1.0]])  # type: ignore[arg-type]

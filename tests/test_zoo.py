@@ -42,7 +42,7 @@ def test_alphago_policy_other_widths(k: int) -> None:
 
 
 def test_alphago_rejects_bad_width() -> None:
-    with pytest.raises(cl.InvalidArgumentError, match="k must be a positive int; got 0"):
+    with pytest.raises(cl.InvalidArgumentError, match="k must be an int >= 1; got 0"):
         zoo.alphago_policy(0)
 
 

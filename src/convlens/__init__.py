@@ -28,6 +28,7 @@ from convlens.errors import (
     LayerNotFoundError,
     RandomWeightsWarning,
     ShapeError,
+    UnsupportedModelError,
     WeightsUnavailableError,
 )
 from convlens.faithfulness import FaithfulnessResult, deletion, insertion
@@ -80,6 +81,7 @@ __all__ = [
     "ShapeError",
     "ShapeReport",
     "TopExamplesResult",
+    "UnsupportedModelError",
     "WeightsUnavailableError",
     "XGradCAM",
     "__version__",

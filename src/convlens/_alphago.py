@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from convlens.errors import InvalidArgumentError
+from convlens._checks import check_int
 
 __all__ = ["AlphaGoPolicy", "PositionBias", "alphago_policy"]
 
@@ -68,9 +68,9 @@ class AlphaGoPolicy(nn.Module):
 
     def __init__(self, k: int = 192, *, planes: int = 48, board: int = 19) -> None:
         super().__init__()
-        for name, value in (("k", k), ("planes", planes), ("board", board)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidArgumentError(f"{name} must be a positive int; got {value!r}.")
+        k, planes, board = check_int("k", k, 1), check_int("planes", planes, 1), check_int("board", board, 1)
+        #: The input of one position, read by convlens's NeuronVisualizer when no size is given.
+        self.input_shape = (1, planes, board, board)
         layers: list[nn.Module] = [nn.Conv2d(planes, k, 5, padding=2), nn.ReLU(inplace=True)]
         for _ in range(11):
             layers += [nn.Conv2d(k, k, 3, padding=1), nn.ReLU(inplace=True)]

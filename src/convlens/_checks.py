@@ -1,18 +1,205 @@
-"""Plain shape mismatches, said in words: what a layer expected and what it got.
+"""The one home of argument checks, with one wording, and plain shape mismatches in words.
 
-Private: used by :mod:`convlens.tap` (LayerTap, Grad-CAM, saliency probes) and
-:mod:`convlens.shapes` to turn PyTorch's shape errors into a
-:class:`~convlens.ShapeError` that names the layer.
+Private. Every public entry point validates its arguments here before any
+work: an int with a lower bound, a finite real, a string choice (with the
+nearest match), a shape, a model, class or unit indices. Each message says
+what was wrong, what was given and what is valid, in the same words
+everywhere (``steps must be an int >= 1; got 0.``). :func:`layer_mismatch`
+says what a layer expected of an input it rejects.
+
+Example:
+    >>> check_int("steps", 0, 1)
+    Traceback (most recent call last):
+    ...
+    convlens.errors.InvalidArgumentError: steps must be an int >= 1; got 0.
+    >>> check_indices("channel", [3, 1])
+    (3, 1)
 """
 
 from __future__ import annotations
 
-from torch import nn
+import math
+from collections.abc import Sequence
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-__all__ = ["format_shape", "layer_mismatch"]
+from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
+
+__all__ = [
+    "as_int",
+    "check_choice",
+    "check_indices",
+    "check_int",
+    "check_model",
+    "check_real",
+    "check_shape",
+    "format_shape",
+    "layer_mismatch",
+]
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """Validate a string option against its valid choices.
+
+    Raises:
+        InvalidArgumentError: ``value`` is not one of ``choices`` (the nearest is named).
+
+    Example:
+        >>> check_choice("mode", "meta", ["meta", "real"])
+        'meta'
+        >>> check_choice("mode", "mta", ["meta", "real"])
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: mode must be one of 'meta', 'real'; got 'mta'. Did you mean 'meta'?
+    """
+    if isinstance(value, str) and value in choices:
+        return value
+    valid = ", ".join(repr(c) for c in choices)
+    hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+    raise InvalidArgumentError(f"{name} must be one of {valid}; got {value!r}.{hint}")
+
+
+def as_int(value: object) -> object:
+    """A numpy integer or a 0-d integer tensor as an int; anything else unchanged (checked later).
+
+    Example:
+        >>> as_int(np.int64(3)), as_int(torch.tensor(2)), as_int(True), as_int(1.5)
+        (3, 2, True, 1.5)
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, Tensor) and value.dim() == 0 and not value.is_floating_point():
+        return value if value.dtype == torch.bool or value.is_complex() else int(value)
+    return int(value) if isinstance(value, Integral) else value
+
+
+def check_int(name: str, value: object, low: int) -> int:
+    """Validate an integer argument that must be at least ``low`` (bool is refused).
+
+    Raises:
+        InvalidTypeError: ``value`` is not an int.
+        InvalidArgumentError: ``value`` is below ``low``.
+
+    Example:
+        >>> check_int("steps", 5, 1)
+        5
+        >>> check_int("k", 2.0, 1)
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidTypeError: k must be an int >= 1; got float 2.0.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidTypeError(f"{name} must be an int >= {low}; got {type(value).__name__} {value!r}.")
+    if value < low:
+        raise InvalidArgumentError(f"{name} must be an int >= {low}; got {value}.")
+    return value
+
+
+def check_real(name: str, value: object, *, positive: bool) -> float:
+    """Validate a finite real number, ``> 0`` when ``positive``, else ``>= 0``.
+
+    Example:
+        >>> check_real("lr", 0.05, positive=True)
+        0.05
+        >>> check_real("l1", -1, positive=False)
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: l1 must be a finite number >= 0; got -1.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise InvalidTypeError(f"{name} must be a number; got {type(value).__name__} {value!r}.")
+    number = float(value)
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise InvalidArgumentError(f"{name} must be a finite number {bound}; got {value!r}.")
+    return number
+
+
+def check_shape(name: str, shape: object) -> tuple[int, ...]:
+    """Validate a model input shape, batch first, at least two ints >= 1.
+
+    Example:
+        >>> check_shape("input_shape", [1, 3, 8, 8])
+        (1, 3, 8, 8)
+        >>> check_shape("input_shape", (3,))
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: input_shape must hold at least two ints >= 1, batch first, like (1, 3, 224, 224); got (3,).
+    """
+    if not isinstance(shape, Sequence) or isinstance(shape, str):
+        raise InvalidTypeError(f"{name} must be a sequence of ints like (1, 3, 224, 224); got {shape!r}.")
+    values = tuple(shape)
+    if len(values) < 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise InvalidArgumentError(
+            f"{name} must hold at least two ints >= 1, batch first, like (1, 3, 224, 224); got {shape!r}."
+        )
+    return values
+
+
+def check_model(model: object) -> nn.Module:
+    """Validate that ``model`` is an ``nn.Module``.
+
+    Example:
+        >>> check_model("resnet18")
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidTypeError: model must be a torch.nn.Module; got str.
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    return model
+
+
+def check_indices(name: str, value: object, *, item: str | None = None) -> int | tuple[int, ...]:
+    """An index >= 0, or a non-empty sequence of them (list, tuple, 1-D integer tensor or array).
+
+    ``item`` names one index in messages (``"neuron"`` for ``neurons``); by default ``name``.
+
+    Raises:
+        InvalidTypeError: Not an int or a sequence of ints.
+        InvalidArgumentError: An empty sequence or a negative index.
+
+    Example:
+        >>> check_indices("neurons", np.arange(3), item="neuron")
+        (0, 1, 2)
+        >>> check_indices("neurons", [2, -1], item="neuron")
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: neuron -1 is out of range: indices are >= 0.
+    """
+    item = item or name
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if isinstance(value, Tensor):
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool or value.dim() > 1:
+            raise InvalidTypeError(
+                f"{name} must be an int or a sequence of ints; got a {value.dim()}-D tensor of {value.dtype}."
+            )
+        value = int(value) if value.dim() == 0 else value.tolist()
+    single = as_int(value)
+    if isinstance(single, int) and not isinstance(single, bool):
+        values: list[object] = [single]
+    elif isinstance(value, Sequence | range) and not isinstance(value, str | bytes):
+        values = [as_int(v) for v in value]
+        if not values:
+            raise InvalidArgumentError(f"{name} is empty: give at least one index.")
+    else:
+        raise InvalidTypeError(
+            f"{name} must be an int or a sequence of ints; got {type(value).__name__} {value!r}."
+        )
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InvalidTypeError(f"{name} must hold ints; got {type(v).__name__} {v!r}.")
+        if v < 0:
+            raise InvalidArgumentError(f"{item} {v} is out of range: indices are >= 0.")
+    ints = [v for v in values if isinstance(v, int)]
+    return ints[0] if isinstance(single, int) and not isinstance(single, bool) else tuple(ints)
 
 
 def format_shape(shape: tuple[int, ...]) -> str:

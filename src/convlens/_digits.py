@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from importlib import resources
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from convlens.errors import InvalidTypeError, ShapeError, check_choice
+from convlens._checks import check_choice
+from convlens.errors import InvalidTypeError, ShapeError
 
 __all__ = [
     "DIGITS_INK_MAX",
@@ -69,6 +70,9 @@ class DigitsCNN(nn.Module):
         >>> net(torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
+
+    #: The input of one digit, read by convlens's NeuronVisualizer when no size is given.
+    input_shape: ClassVar[tuple[int, ...]] = (1, 1, 28, 28)
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,14 +1,18 @@
-"""The meta-device fast path for shape-preserving functions (private to shapes.py).
+"""The meta-device fast path for shape-preserving functions (private to the probe).
 
 BatchNorm, LayerNorm, GroupNorm and most activations have meta kernels that are
 Python decompositions costing 0.2-1 ms a call; on meta tensors their output is
 just a tensor shaped like their input. :class:`SkipShapePreserving` answers
-them with their input, once a check says the real function would accept it,
-so real shape errors (a BatchNorm with the wrong channel count) still surface.
+them with a fresh meta tensor like their input (an in-place call: the input
+itself, its version counter moved as the real op would move it), once a check
+says the real function would accept it, so real shape errors (a BatchNorm with
+the wrong channel count) still surface and the probe still sees which outputs
+a later op rewrites in place.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -16,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import increment_version
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
@@ -93,6 +98,26 @@ _PRESERVING: Mapping[Any, _Check] = MappingProxyType(
 )
 
 
+def _inplace_position(func: Any) -> int | None:
+    """Where ``func`` takes ``inplace`` positionally (None: it takes no such argument)."""
+    try:
+        params = list(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return None
+    return params.index("inplace") if "inplace" in params else None
+
+
+#: Position of each function's ``inplace`` argument; functions named ``*_`` are in-place by name.
+_INPLACE_AT: Mapping[Any, int | None] = MappingProxyType({f: _inplace_position(f) for f in _PRESERVING})
+
+
+def _inplace(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    if getattr(func, "__name__", "").endswith("_"):
+        return True
+    at = _INPLACE_AT.get(func)
+    return at is not None and bool(_arg(args, kwargs, at, "inplace", False))
+
+
 class SkipShapePreserving(TorchFunctionMode):
     """On meta tensors, answer shape-preserving functions with their input."""
 
@@ -117,5 +142,9 @@ class SkipShapePreserving(TorchFunctionMode):
             except (AttributeError, IndexError, TypeError, ValueError):  # odd arguments: let torch judge
                 skip = False
             if skip:
-                return args[0]  # an alias is as good as a fresh tensor on meta: it holds no data
+                if _inplace(func, args, kwargs):
+                    increment_version(args[0])  # as the real in-place op would
+                    return args[0]
+                x = args[0]  # a fresh tensor (its own version counter); empty_like is slow on meta
+                return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
         return func(*args, **kwargs)

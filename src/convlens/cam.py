@@ -27,7 +27,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,22 +35,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from convlens._checks import check_int
+from convlens._probe import Probe, Prober, check_inputs, require_hooks
+from convlens._recorder import Recorder, grad_mode_restored, preserved_modes
+from convlens._values import first_tensor, with_first_tensor
 from convlens.errors import (
     ConvlensError,
     InvalidArgumentError,
     InvalidTypeError,
     LayerNotFoundError,
 )
-from convlens.layers import LayerSpec, call_index, resolve_layer
-from convlens.tap import (
-    first_tensor,
-    grad_mode_restored,
-    hooks,
-    meta_forward,
-    preserved_modes,
-    raise_shape_error,
-    with_first_tensor,
-)
+from convlens.layers import LayerSpec, call_index, resolve_layer, unwrap
 from convlens.targets import Target, callable_scores, check_target, class_scores, target_scores
 
 __all__ = [
@@ -59,12 +54,20 @@ __all__ = [
     "GradCAM",
     "GradCAMPlusPlus",
     "LayerCAM",
+    "Reshape",
     "ScoreCAM",
     "Target",
     "XGradCAM",
 ]
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+#: A map is flat when its range is below this fraction of its largest magnitude
+#: (float32 rounding in the upsampling of a 1x1 map stays far below it).
+_FLAT = 1e-5
+
+#: What ``reshape=`` accepts: a function from the layer's output to ``(N, C, *spatial)``,
+#: e.g. a vision transformer's tokens ``(N, 1 + H*W, C)`` to ``(N, C, H, W)``.
+Reshape = Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,15 +92,6 @@ class CAMResult:
     layer: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Probe:
-    """What a meta-device pass learned: calls of the layer, its output and the model's."""
-
-    calls: int
-    layer_shape: tuple[int, ...] | None
-    output_shape: tuple[int, ...] | None
-
-
 class GradCAM:
     """Grad-CAM: weight each channel by the spatial mean of the score's gradient.
 
@@ -106,9 +100,16 @@ class GradCAM:
             anything, with a callable ``target``).
         layer: A layer with a spatial output ``(N, C, ...)``, by name
             (``"features.12"``, ``"layer4"``, ``"layer1.0.relu#1"``) or module.
+        reshape: For a layer whose output is not ``(N, C, *spatial)``: a
+            function mapping it there, applied alike to the activation and to
+            its gradient (as pytorch-grad-cam's ``reshape_transform``), e.g.
+            ``lambda t: t[:, 1:].reshape(t.shape[0], 14, 14, -1).permute(0, 3, 1, 2)``
+            for a ViT-B/16's tokens (drop the class token, then a 14x14 grid).
 
     Raises:
         LayerNotFoundError: No such layer (the message names the nearest).
+        InvalidTypeError: ``reshape`` is not callable.
+        UnsupportedModelError: A TorchScript model (hooks cannot see inside it).
 
     Shape:
         Input ``(N, C_in, H, W)`` (1-D and 3-D convs work alike); ``maps``
@@ -133,10 +134,17 @@ class GradCAM:
     #: Whether :meth:`weights` needs the gradient of the score.
     needs_gradient: ClassVar[bool] = True
 
-    def __init__(self, model: nn.Module, layer: LayerSpec) -> None:
+    def __init__(self, model: nn.Module, layer: LayerSpec, *, reshape: Reshape | None = None) -> None:
         self.model = model
+        self._module = unwrap(model)
+        require_hooks(self._module, type(self).__name__)
         self.ref = resolve_layer(model, layer)
-        self._probes: dict[tuple[object, ...], _Probe | None] = {}
+        if reshape is not None and not callable(reshape):
+            raise InvalidTypeError(
+                f"reshape must be a callable from the layer's output to (N, C, H, W); got {type(reshape).__name__}."
+            )
+        self.reshape = reshape
+        self._prober = Prober(self._module, {self.ref.name: self.ref.module})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__}, layer={self.ref.key!r})"
@@ -178,6 +186,7 @@ class GradCAM:
             AmbiguousLayerError: The bare name of a layer that runs more than once.
             InvalidTypeError: ``x`` not a tensor, or a target of the wrong type.
         """
+        check_inputs((x,))
         if not isinstance(x, Tensor) or x.dim() < 2:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise InvalidTypeError(f"x must be a batch tensor (N, ...); got {got}.")
@@ -187,24 +196,25 @@ class GradCAM:
                 "call it outside inference_mode (torch.no_grad() is fine)."
             )
         probe = self._probe(x)
-        fixed = check_target(target, x.shape[0], None if probe is None else probe.output_shape)
-        with preserved_modes(self.model, training=False), grad_mode_restored():
-            activation, output = self._forward(x)
+        fixed = check_target(target, x.shape[0], probe.output_shape)
+        with preserved_modes(self._module, training=False), grad_mode_restored():
+            leaf, output = self._forward(x, probe)
             targets, scores = target_scores(output, target, fixed, x.shape[0])
             gradient = None
             if self.needs_gradient:
-                (grad,) = torch.autograd.grad(scores.sum(), activation, allow_unused=True)
+                (grad,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
                 if grad is None:
                     raise InvalidArgumentError(
                         f"the score does not depend on layer {self.ref.key!r}: no gradient reaches it."
                     )
                 gradient = grad
             torch.set_grad_enabled(False)
+            activation = self._reshaped(leaf.detach())
+            gradient = None if gradient is None else self._reshaped(gradient)
+            self._check_layer_shape(tuple(activation.shape), x, reshaped=True)
             work = torch.promote_types(activation.dtype, torch.float32)
             context = CAMContext(cam=self, x=x, target=target, targets=targets)
-            raw = self.raw_map(
-                activation.detach().to(work), None if gradient is None else gradient.to(work), context
-            )
+            raw = self.raw_map(activation.to(work), None if gradient is None else gradient.to(work), context)
         return CAMResult(
             maps=_upsample_normalize(raw, x),
             raw=raw.detach(),
@@ -213,63 +223,79 @@ class GradCAM:
             layer=self.ref.key,
         )
 
-    def _probe(self, x: Tensor) -> _Probe | None:
-        """Calls and shapes from a meta pass (cached per input shape); None if it cannot run on meta."""
-        signature = (tuple(x.shape), x.dtype)
-        if signature not in self._probes:
-            self._probes[signature] = _meta_probe(self.model, self.ref.module, x)
-        probe = self._probes[signature]
-        if probe is None:
-            return None
-        self._check_calls(probe.calls)
-        if probe.layer_shape is not None and len(probe.layer_shape) < 3:
-            raise InvalidArgumentError(
-                f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); {self.ref.key!r} "
-                f"gives {probe.layer_shape}. Pick a convolutional layer, e.g. the last conv block."
-            )
+    def _probe(self, x: Tensor) -> Probe:
+        """The meta pass (cached per input signature), with every check it allows before real work."""
+        probe = self._prober((x,))
+        probe.check()
+        calls = probe.count(self.ref.name) or 0
+        if probe.complete:
+            self._check_calls(calls)
+        elif calls > 1 and self.ref.call is None:
+            call_index(self.ref, calls)  # ambiguous whatever comes after the failure
+        seen = probe.seen.get(self.ref.name, ())
+        index = self.ref.call or 0
+        if index < len(seen):
+            shape = seen[index].shape
+            if shape is None:
+                raise InvalidArgumentError(f"layer {self.ref.key!r} returns no tensor to explain.")
+            if self.reshape is not None:
+                shape = tuple(self.reshape(torch.empty(shape, device="meta")).shape)
+            self._check_layer_shape(shape, x, reshaped=self.reshape is not None)
         return probe
+
+    def _check_layer_shape(self, shape: tuple[int, ...], x: Tensor, *, reshaped: bool) -> None:
+        """The map must be ``(N, C, *spatial)`` with as many spatial dimensions as the input."""
+        spatial = x.dim() - 2
+        if len(shape) >= 3 and len(shape) - 2 == spatial and shape[0] == x.shape[0]:
+            return
+        where = "after reshape " if reshaped else ""
+        hint = (
+            " That looks like tokens (N, L, C): pass reshape= a callable to (N, C, H, W), e.g. "
+            "reshape=lambda t: t[:, 1:].reshape(t.shape[0], 14, 14, -1).permute(0, 3, 1, 2) for a class "
+            "token and a 14x14 grid."
+            if len(shape) == 3 and spatial == 2 and not reshaped
+            else " Pick a convolutional layer, e.g. the last conv block, or pass reshape= a callable to "
+            "(N, C, *spatial)."
+        )
+        raise InvalidArgumentError(
+            f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); {self.ref.key!r} gives "
+            f"{where}{shape} for an input of shape {tuple(x.shape)} ({spatial} spatial dimensions).{hint}"
+        )
+
+    def _reshaped(self, tensor: Tensor) -> Tensor:
+        return tensor if self.reshape is None else self.reshape(tensor)
 
     def _check_calls(self, calls: int) -> None:
         """The layer must run, and a reused one must be named per call (``name#i``)."""
         if calls == 0:
             raise LayerNotFoundError(
-                f"Layer {self.ref.name!r} does not run in the forward of {type(self.model).__name__}."
+                f"Layer {self.ref.name!r} does not run in the forward of {type(self._module).__name__}."
             )
         call_index(self.ref, calls)
 
-    def _forward(self, x: Tensor) -> tuple[Tensor, Any]:
+    def _forward(self, x: Tensor, probe: Probe) -> tuple[Tensor, Any]:
         """One forward, autograd off until the layer; returns (activation leaf, model output)."""
         captured: list[Tensor] = []
-        calls = [0]
-        wanted = self.ref.call or 0
+        name, wanted = self.ref.name, self.ref.call or 0
 
-        def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
-            call = calls[0]
-            calls[0] += 1
+        def keep(_name: str, call: int, output: Any) -> Any:
             tensor = first_tensor(output)
-            if call != wanted or tensor is None:
+            if tensor is None:
                 return None
             leaf = tensor.detach().requires_grad_(self.needs_gradient)
             captured.append(leaf)
             torch.set_grad_enabled(self.needs_gradient)  # record autograd from here on
-            # In-place ops downstream hit the clone; a tuple output keeps its other items.
-            return with_first_tensor(output, leaf.clone() if self.needs_gradient else leaf)
+            # Where a later op writes into the output in place, a clone flows on instead; a tuple
+            # output keeps its other items.
+            return with_first_tensor(output, leaf.clone() if probe.rewritten(name, call) else leaf)
 
+        recorder = Recorder(self._module, {name: self.ref.module}, wanted={name: {wanted}}, keep=keep)
         torch.set_grad_enabled(False)
-        with hooks(forward=[(self.ref.module, hook)]):
-            try:
-                output = self.model(x)
-            except Exception as err:
-                raise_shape_error(self.model, (x,), None, err)
-                raise
-        self._check_calls(calls[0])  # again: the meta probe cannot run every model
+        with recorder.attached():
+            output = self._module(x)
+        self._check_calls(recorder.counts[name])  # again: the probe cannot see every forward whole
         if not captured:
             raise InvalidArgumentError(f"layer {self.ref.key!r} returns no tensor to explain.")
-        if captured[0].dim() < 3:
-            raise InvalidArgumentError(
-                f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); {self.ref.key!r} "
-                f"gives {tuple(captured[0].shape)}."
-            )
         return captured[0], output
 
 
@@ -371,6 +397,7 @@ class ScoreCAM(GradCAM):
         model: As :class:`GradCAM`.
         layer: As :class:`GradCAM`.
         chunk_size: Masked inputs per forward.
+        reshape: As :class:`GradCAM`.
 
     Example:
         >>> import torch, torch.nn as nn
@@ -384,11 +411,11 @@ class ScoreCAM(GradCAM):
 
     needs_gradient = False
 
-    def __init__(self, model: nn.Module, layer: LayerSpec, *, chunk_size: int = 32) -> None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise InvalidArgumentError(f"chunk_size must be a positive int; got {chunk_size!r}.")
-        super().__init__(model, layer)
-        self.chunk_size = chunk_size
+    def __init__(
+        self, model: nn.Module, layer: LayerSpec, *, chunk_size: int = 32, reshape: Reshape | None = None
+    ) -> None:
+        self.chunk_size = check_int("chunk_size", chunk_size, 1)
+        super().__init__(model, layer, reshape=reshape)
 
     def raw_map(self, activation: Tensor, gradient: Tensor | None, context: CAMContext) -> Tensor:
         """``relu(sum_k softmax_k(score(x * mask_k)) A_k)``."""
@@ -400,7 +427,7 @@ class ScoreCAM(GradCAM):
             for start in range(0, k, self.chunk_size):
                 chunk = masks[i, start : start + self.chunk_size].unsqueeze(1).to(x.dtype)
                 masked = x[i : i + 1] * chunk
-                out = self.model(masked)
+                out = self._module(masked)
                 index = None if context.targets is None else context.targets[i : i + 1].expand(len(chunk))
                 sub = CAMContext(cam=self, x=masked, target=context.target, targets=index)
                 scores[i, start : start + len(chunk)] = sub.score(out).to(scores.dtype)
@@ -443,22 +470,6 @@ class EigenCAM(GradCAM):
 # -- helpers ---------------------------------------------------------------------
 
 
-def _meta_probe(model: nn.Module, module: nn.Module, x: Tensor) -> _Probe | None:
-    shapes: list[tuple[int, ...]] = []
-
-    def record(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
-        t = first_tensor(output)
-        shapes.append(() if t is None else tuple(t.shape))
-
-    try:
-        with hooks(forward=[(module, record)]), preserved_modes(model, training=False):
-            output = first_tensor(meta_forward(model, (x,)))
-    except Exception as err:  # noqa: BLE001 - code that needs data: no probe, checks happen on the real run
-        raise_shape_error(model, (x,), None, err)  # but a plain shape mismatch is said now
-        return None
-    return _Probe(len(shapes), shapes[0] if shapes else None, None if output is None else tuple(output.shape))
-
-
 def _resize(raw: Tensor, size: Sequence[int]) -> Tensor:
     """``(N, K, *spatial)`` resized to ``size`` (linear/bilinear/trilinear, ``align_corners=False``)."""
     dims = raw.dim() - 2
@@ -472,10 +483,21 @@ def _resize(raw: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def min_max(maps: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """Scale each map to [0, 1] over ``dims``; a flat map becomes zeros (shared with saliency)."""
+    """Scale each map to [0, 1] over ``dims``; a flat map becomes zeros (shared with saliency).
+
+    Flat means flat relative to its scale: a range below ``1e-5`` of the map's
+    largest magnitude is rounding (the bilinear upsampling of a 1x1 map), not signal.
+
+    Example:
+        >>> import torch
+        >>> min_max(torch.tensor([[1.0, 3.0], [2.0, 2.0 + 1e-7]]), dims=(1,)).tolist()
+        [[0.0, 1.0], [0.0, 0.0]]
+    """
     low = maps.amin(dim=dims, keepdim=True)
-    span = maps.amax(dim=dims, keepdim=True) - low
-    return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), 0)
+    high = maps.amax(dim=dims, keepdim=True)
+    span = high - low
+    varies = span > _FLAT * torch.maximum(low.abs(), high.abs())
+    return torch.where(varies, (maps - low) / torch.where(varies, span, 1), 0)
 
 
 def _upsample_normalize(raw: Tensor, x: Tensor) -> Tensor:

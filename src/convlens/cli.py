@@ -23,8 +23,9 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from convlens import images, zoo
+from convlens._checks import check_choice
 from convlens.cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
-from convlens.errors import ConvlensError, InvalidArgumentError, RandomWeightsWarning, check_choice
+from convlens.errors import ConvlensError, InvalidArgumentError, RandomWeightsWarning
 from convlens.layers import list_layers
 from convlens.render import FilterRenderer, plot_cam, plot_feature_maps
 from convlens.shapes import trace_shapes

@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # for annotations only: errors.py imports nothing of convlens at run time
-    from convlens.shapes import ShapeReport
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 __all__ = [
     "AmbiguousLayerError",
@@ -30,6 +27,7 @@ __all__ = [
     "LayerNotFoundError",
     "RandomWeightsWarning",
     "ShapeError",
+    "UnsupportedModelError",
     "WeightsUnavailableError",
 ]
 
@@ -50,6 +48,36 @@ class AmbiguousLayerError(ConvlensError, KeyError):
     """The bare name of a module that ran more than once; use ``name#i``."""
 
 
+class TracedRows(Protocol):
+    """The rows traced before a failure, as :class:`ShapeError` carries them.
+
+    :class:`~convlens.report.ShapeReport` is one; errors.py names no higher module, so
+    the report is described here by the parts a caller reads.
+    """
+
+    @property
+    def rows(self) -> Sequence[Any]:
+        """One row per leaf call, in call order."""
+
+    @property
+    def names(self) -> list[str]:
+        """The row names, in call order."""
+
+    @property
+    def traced(self) -> str:
+        """``"meta"`` or ``"real"``: how the rows were traced."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __getitem__(self, key: str | int, /) -> Any:
+        """The row of a leaf call by name or position."""
+
+    def to_markdown(self) -> str:
+        """The rows as a markdown table."""
+
+
 class ShapeError(ConvlensError, ValueError):
     """An input whose shape a layer of the model rejects.
 
@@ -58,7 +86,7 @@ class ShapeError(ConvlensError, ValueError):
             :func:`convlens.trace_shapes` raised it; None otherwise.
     """
 
-    def __init__(self, message: str, *, report: ShapeReport | None = None) -> None:
+    def __init__(self, message: str, *, report: TracedRows | None = None) -> None:
         super().__init__(message)
         self.report = report
 
@@ -77,6 +105,10 @@ class InvalidArgumentError(ConvlensError, ValueError):
 
 class InvalidTypeError(ConvlensError, TypeError):
     """An argument of the wrong type."""
+
+
+class UnsupportedModelError(ConvlensError, TypeError):
+    """A model that a primitive cannot look inside, such as TorchScript where hooks never run."""
 
 
 def nearest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
@@ -124,54 +156,3 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
-
-
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    """Validate a string option against its valid choices.
-
-    Args:
-        name: The argument's name, for the message.
-        value: What the caller passed.
-        choices: The valid strings.
-
-    Returns:
-        ``value``, now known to be one of ``choices``.
-
-    Raises:
-        InvalidArgumentError: ``value`` is not one of ``choices``.
-
-    Example:
-        >>> check_choice("mode", "meta", ["meta", "real"])
-        'meta'
-        >>> check_choice("mode", "mta", ["meta", "real"])
-        Traceback (most recent call last):
-        ...
-        convlens.errors.InvalidArgumentError: mode must be one of 'meta', 'real'; got 'mta'. Did you mean 'meta'?
-    """
-    if isinstance(value, str) and value in choices:
-        return value
-    valid = ", ".join(repr(c) for c in choices)
-    hint = did_you_mean(value, choices) if isinstance(value, str) else ""
-    raise InvalidArgumentError(f"{name} must be one of {valid}; got {value!r}.{hint}")
-
-
-def check_int(name: str, value: object, low: int) -> int:
-    """Validate an integer argument that must be at least ``low`` (bool is refused).
-
-    Raises:
-        InvalidTypeError: ``value`` is not an int.
-        InvalidArgumentError: ``value`` is below ``low``.
-
-    Example:
-        >>> check_int("steps", 5, 1)
-        5
-        >>> check_int("steps", 0, 1)
-        Traceback (most recent call last):
-        ...
-        convlens.errors.InvalidArgumentError: steps must be an int >= 1; got 0.
-    """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTypeError(f"{name} must be an int >= {low}; got {type(value).__name__} {value!r}.")
-    if value < low:
-        raise InvalidArgumentError(f"{name} must be an int >= {low}; got {value}.")
-    return value

@@ -35,16 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.errors import InvalidArgumentError, InvalidTypeError, check_choice
-from convlens.tap import preserved_modes, raise_shape_error
-from convlens.targets import (
-    Target,
-    callable_scores,
-    check_target,
-    class_scores,
-    meta_output_shape,
-    target_scores,
-)
+from convlens._checks import check_choice, check_int, format_shape
+from convlens._probe import check_inputs, probe
+from convlens._recorder import preserved_modes
+from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
+from convlens.layers import unwrap
+from convlens.targets import Target, callable_scores, check_target, class_scores, target_scores
 
 __all__ = ["Baseline", "FaithfulnessResult", "deletion", "insertion"]
 
@@ -234,9 +230,11 @@ def _evaluate(
     probability: bool,
 ) -> FaithfulnessResult:
     """The one implementation behind :func:`deletion` and :func:`insertion`."""
+    if isinstance(x, Tensor) and x.dim() == 3:  # one image: the model's own diagnosis says so best
+        probe(unwrap(model), (x,)).check()
     _check_inputs(x, maps)
-    _check_positive_int("steps", steps)
-    _check_positive_int("batch_size", batch_size)
+    check_int("steps", steps, 1)
+    check_int("batch_size", batch_size, 1)
     if not isinstance(probability, bool):
         raise InvalidTypeError(f"probability must be a bool; got {probability!r}.")
     n, _, h, w = x.shape
@@ -248,8 +246,11 @@ def _evaluate(
             f"got {baseline.dtype} of shape {tuple(baseline.shape)}."
         )
     x = x.detach()
+    model = unwrap(model)
+    seen = probe(model, (x,))
+    seen.check()
     class_target = target is not None and (isinstance(target, Tensor) or not callable(target))
-    fixed = check_target(target, n, meta_output_shape(model, x) if class_target else None)
+    fixed = check_target(target, n, seen.output_shape if class_target else None)
     device, hw = x.device, h * w
 
     keys = maps.detach().to(device).reshape(n, hw)
@@ -289,6 +290,12 @@ def _evaluate(
 
 
 def _check_inputs(x: Tensor, maps: Tensor) -> None:
+    check_inputs((x,))
+    if isinstance(x, Tensor) and x.dim() == 3:
+        raise ShapeError(
+            f"x has no batch dimension: got one image of shape {format_shape(tuple(x.shape))}, and deletion "
+            "and insertion take a batch (N, C, H, W); add one with x.unsqueeze(0)."
+        )
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
         got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
         raise InvalidTypeError(f"x must be a float tensor (N, C, H, W); got {got}.")
@@ -304,13 +311,6 @@ def _check_inputs(x: Tensor, maps: Tensor) -> None:
         )
     if maps.is_floating_point() and bool(maps.isnan().any()):
         raise InvalidArgumentError("maps contain NaN; the pixels cannot be ranked.")
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTypeError(f"{name} must be an int; got {value!r}.")
-    if value < 1:
-        raise InvalidArgumentError(f"{name} must be at least 1; got {value}.")
 
 
 def _broadcasts(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
@@ -347,6 +347,5 @@ def _forward(model: nn.Module, batch: Tensor, what: str) -> Any:
     try:
         return model(batch)
     except Exception as err:
-        raise_shape_error(model, (batch,), None, err)  # a plain mismatch names the layer
         err.add_note(f"convlens.faithfulness: raised on {what}, a batch of shape {tuple(batch.shape)}.")
         raise

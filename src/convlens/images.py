@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from convlens.errors import InvalidArgumentError, InvalidTypeError, check_choice
+from convlens._checks import check_choice
+from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
     "PRESETS",

@@ -30,7 +30,7 @@ from convlens.errors import (
     did_you_mean,
 )
 
-__all__ = ["LayerInfo", "LayerRef", "call_index", "list_layers", "resolve_layer", "resolve_layers"]
+__all__ = ["LayerInfo", "LayerRef", "call_index", "list_layers", "resolve_layer", "resolve_layers", "unwrap"]
 
 _CALL = re.compile(r"^(?P<name>.*)#(?P<call>\d+)$")
 
@@ -115,11 +115,41 @@ def call_index(ref: LayerRef, calls: int, *, tense: str = "runs") -> int:
     return call
 
 
+def _wrapped(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """``(attribute, inner model)`` of a wrapper convlens looks through, else None."""
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        return "module", model.module
+    inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+    if type(model).__name__ == "OptimizedModule" and isinstance(inner, nn.Module):
+        return "_orig_mod", inner
+    return None
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside ``nn.DataParallel``, ``DistributedDataParallel`` and ``torch.compile`` wrappers.
+
+    convlens runs the wrapped model itself, eagerly: DataParallel's replicas
+    would run hooks in several threads, and a compiled graph ignores hooks
+    added after it was compiled. Layers are named as in the wrapped model.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3))
+        >>> unwrap(nn.DataParallel(net)) is net, unwrap(net) is net
+        (True, True)
+    """
+    while (found := _wrapped(model)) is not None:
+        model = found[1]
+    return model
+
+
 def list_layers(model: nn.Module) -> list[LayerInfo]:
     """List every named submodule of ``model`` but the root, in ``named_modules()`` order.
 
     Args:
-        model: Any ``nn.Module``.
+        model: Any ``nn.Module``; wrappers (``nn.DataParallel``,
+            ``DistributedDataParallel``, ``torch.compile``) are looked through,
+            so the names are the wrapped model's.
 
     Returns:
         One :class:`LayerInfo` per submodule.
@@ -135,6 +165,7 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
         [('0', False), ('0.0', True), ('1', True)]
     """
     _check_model(model)
+    model = unwrap(model)
     return [
         LayerInfo(
             name=name,
@@ -165,7 +196,9 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> LayerRef:
     """Resolve a layer name (``"features.0"``, ``"relu#1"``) or module object.
 
     Args:
-        model: The model that holds the layer.
+        model: The model that holds the layer. Wrappers are looked through
+            (see :func:`unwrap`): names are the wrapped model's, and the
+            wrapper's own prefix (``"module."``, ``"_orig_mod."``) is accepted.
         layer: A qualified name, optionally with ``#i`` for the i-th call of a
             reused module, or a submodule of ``model``.
 
@@ -186,30 +219,48 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> LayerRef:
         ...
         convlens.errors.LayerNotFoundError: Sequential has no layer '2'. Did you mean '1'? Call convlens.list_layers(model) to see all 2.
     """
-    _check_model(model)
-    canonical = {id(m): n for n, m in model.named_modules() if n}
-    if isinstance(layer, nn.Module):
-        if id(layer) not in canonical:
-            raise LayerNotFoundError(
-                f"{type(layer).__name__} module given as layer is not a submodule of "
-                f"{type(model).__name__}. Pass one of its modules or a name; call "
-                f"convlens.list_layers(model) to see all {len(canonical)}."
+    return _Namespace(model).resolve(layer)
+
+
+class _Namespace:
+    """A model's layer names, walked once, to resolve any number of layers."""
+
+    def __init__(self, model: nn.Module) -> None:
+        _check_model(model)
+        self.prefixes: list[str] = []
+        while (found := _wrapped(model)) is not None:
+            self.prefixes.append(found[0] + ".")
+            model = found[1]
+        self.model = model
+        self.canonical = {id(m): n for n, m in model.named_modules() if n}
+        self.modules = {n: m for n, m in model.named_modules(remove_duplicate=False) if n}
+
+    def resolve(self, layer: LayerSpec) -> LayerRef:
+        model, canonical = self.model, self.canonical
+        if isinstance(layer, nn.Module):
+            if id(layer) not in canonical:
+                raise LayerNotFoundError(
+                    f"{type(layer).__name__} module given as layer is not a submodule of "
+                    f"{type(model).__name__}. Pass one of its modules or a name; call "
+                    f"convlens.list_layers(model) to see all {len(canonical)}."
+                )
+            return LayerRef(canonical[id(layer)], layer)
+        if not isinstance(layer, str):
+            raise InvalidTypeError(
+                f"layer must be a qualified name (str) or an nn.Module; got {type(layer).__name__} {layer!r}."
             )
-        return LayerRef(canonical[id(layer)], layer)
-    if not isinstance(layer, str):
-        raise InvalidTypeError(
-            f"layer must be a qualified name (str) or an nn.Module; got {type(layer).__name__} {layer!r}."
-        )
-    base, call = split_call(layer)
-    modules = {n: m for n, m in model.named_modules(remove_duplicate=False) if n}
-    if base not in modules:
-        names = list(dict.fromkeys(canonical.values()))
-        raise LayerNotFoundError(
-            f"{type(model).__name__} has no layer {base!r}.{did_you_mean(base, names)} "
-            f"Call convlens.list_layers(model) to see all {len(names)}."
-        )
-    module = modules[base]
-    return LayerRef(canonical[id(module)], module, call)
+        base, call = split_call(layer)
+        for prefix in self.prefixes:
+            if base not in self.modules and base.startswith(prefix):
+                base = base[len(prefix) :]
+        if base not in self.modules:
+            names = list(dict.fromkeys(canonical.values()))
+            raise LayerNotFoundError(
+                f"{type(model).__name__} has no layer {base!r}.{did_you_mean(base, names)} "
+                f"Call convlens.list_layers(model) to see all {len(names)}."
+            )
+        module = self.modules[base]
+        return LayerRef(canonical[id(module)], module, call)
 
 
 def resolve_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec]) -> list[LayerRef]:
@@ -231,8 +282,8 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec]) ->
             "layers is empty: name at least one layer, e.g. 'features.0'. "
             "Call convlens.list_layers(model) to see them all."
         )
-    refs = [resolve_layer(model, spec) for spec in specs]
-    return list(dict.fromkeys(refs))
+    names = _Namespace(model)
+    return list(dict.fromkeys(names.resolve(spec) for spec in specs))
 
 
 def _check_model(model: object) -> None:

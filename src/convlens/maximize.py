@@ -42,24 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.errors import (
-    InvalidArgumentError,
-    InvalidTypeError,
-    LayerNotFoundError,
-    check_choice,
-    check_int,
-)
-from convlens.layers import LayerRef, call_index, resolve_layer
+from convlens._checks import check_choice, check_int, check_model, check_real, check_shape
+from convlens._probe import Probe, Prober, require_hooks
+from convlens._recorder import Recorder, StopForward, grad_mode_restored, preserved_modes
+from convlens._values import first_tensor
+from convlens.errors import InvalidArgumentError, InvalidTypeError, LayerNotFoundError
+from convlens.layers import LayerRef, call_index, resolve_layer, unwrap
 from convlens.objectives import OUTPUT, Objective
-from convlens.tap import (
-    StopForward,
-    first_tensor,
-    grad_mode_restored,
-    hooks,
-    meta_forward,
-    preserved_modes,
-    raise_shape_error,
-)
 
 __all__ = ["ActivationMaximizer", "MaximizationResult", "Param"]
 
@@ -165,16 +154,17 @@ class ActivationMaximizer:
         value_range: tuple[float, float] | None = None,
         transforms: bool = False,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise InvalidTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        check_model(model)
         if not isinstance(objective, Objective):
             raise InvalidTypeError(
                 f"objective must be a convlens Objective (e.g. objectives.channel('features.10', 5)); "
                 f"got {type(objective).__name__}."
             )
         self.model = model
+        self._module = unwrap(model)
+        require_hooks(self._module, "ActivationMaximizer")
         self.objective = objective
-        self.input_shape = check_shape(input_shape)
+        self.input_shape = check_shape("input_shape", input_shape)
         self.steps = check_int("steps", steps, 1)
         self.lr = check_real("lr", lr, positive=True)
         self.seed = check_int("seed", seed, 0)
@@ -194,15 +184,19 @@ class ActivationMaximizer:
                 f"param='fft' needs spatial dimensions (N, C, ...); input_shape is {self.input_shape}."
             )
         self.refs = {key: resolve_layer(model, key) for key in sorted(objective.layers)}
-        self.dtype, self.device = model_dtype_device(model)
+        self.dtype, self.device = model_dtype_device(self._module)
         self._needs_output = objective.reads_output
+        modules = {ref.name: ref.module for ref in self.refs.values()}
+        meta = torch.empty(self.input_shape, dtype=self.dtype, device="meta")
+        self._probe = Prober(self._module, modules)((meta,))
         self.shapes = probe_shapes(
-            model,
+            self._module,
             self.refs,
             self.input_shape,
             dtype=self.dtype,
             device=self.device,
             needs_output=self._needs_output,
+            probe=self._probe,
         )
         objective.validate(self.shapes)
 
@@ -235,9 +229,11 @@ class ActivationMaximizer:
         parameter, render = self._parameterize(generator, work)
         optimizer = torch.optim.Adam([parameter], lr=self.lr)
         history = torch.empty(self.steps, dtype=torch.float32, device=self.device)
-        recorder = _Recorder(self.model, self.refs, needs_output=self._needs_output)
+        recorder = _ObjectiveForward(
+            self._module, self.refs, needs_output=self._needs_output, probe=self._probe
+        )
         with contextlib.ExitStack() as stack:
-            stack.enter_context(preserved_modes(self.model, training=False))
+            stack.enter_context(preserved_modes(self._module, training=False))
             stack.enter_context(grad_mode_restored())
             stack.enter_context(recorder.hooked())
             torch.set_grad_enabled(True)
@@ -264,7 +260,7 @@ class ActivationMaximizer:
             objective=self.objective,
         )
 
-    def _evaluate(self, recorder: _Recorder, seen: Tensor, image: Tensor) -> Tensor:
+    def _evaluate(self, recorder: _ObjectiveForward, seen: Tensor, image: Tensor) -> Tensor:
         # A copy: a model that writes into its input in place must touch neither the leaf nor
         # the image the objective (and the result) reads.
         activations = recorder.forward(seen.to(self.dtype).clone())
@@ -311,61 +307,55 @@ class ActivationMaximizer:
 # -- the forward ---------------------------------------------------------------------
 
 
-class _Recorder:
-    """Records the objective's layers during a forward and stops right after the last of them."""
+class _ObjectiveForward:
+    """One forward recording the objective's layers, stopped right after the last of them."""
 
-    def __init__(self, model: nn.Module, refs: Mapping[str, LayerRef], *, needs_output: bool) -> None:
+    def __init__(
+        self, model: nn.Module, refs: Mapping[str, LayerRef], *, needs_output: bool, probe: Probe
+    ) -> None:
         self.model = model
         self.needs_output = needs_output
-        self.modules: dict[str, nn.Module] = {}
-        self.wanted: dict[str, dict[int, list[str]]] = {}
+        self.probe = probe
+        self.keys: dict[str, dict[int, list[str]]] = {}
+        modules: dict[str, nn.Module] = {}
         for key, ref in refs.items():
-            self.modules[ref.name] = ref.module
-            self.wanted.setdefault(ref.name, {}).setdefault(ref.call or 0, []).append(key)
-        self.events = sum(len(calls) for calls in self.wanted.values())
-        self.calls: dict[str, int] = {}
+            modules[ref.name] = ref.module
+            self.keys.setdefault(ref.name, {}).setdefault(ref.call or 0, []).append(key)
+        self.events = sum(len(calls) for calls in self.keys.values())
         self.acts: dict[str, Tensor] = {}
-        self.remaining = 0
+        self.recorder = Recorder(
+            model, modules, wanted={name: set(calls) for name, calls in self.keys.items()}, keep=self._keep
+        )
 
     @contextlib.contextmanager
     def hooked(self) -> Iterator[None]:
-        with hooks(forward=[(module, self._hook(name)) for name, module in self.modules.items()]):
+        with self.recorder.attached():
             yield
 
-    def _hook(self, name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
-        def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
-            call = self.calls[name]
-            self.calls[name] = call + 1
-            keys = self.wanted[name].get(call)
-            if keys is None:
-                return
-            tensor = first_tensor(output)
-            if tensor is None:
-                raise InvalidArgumentError(
-                    f"layer {keys[0]!r} returns {type(output).__name__}, not a tensor."
-                )
-            self.remaining -= 1
-            last = self.remaining == 0 and not self.needs_output
-            # Nothing runs after the last tapped call; any earlier one may be rewritten in place later.
-            kept = tensor if last else tensor.clone()
-            for key in keys:
-                self.acts[key] = kept
-            if last:
-                raise StopForward
-
-        return hook
+    def _keep(self, name: str, call: int, output: Any) -> None:
+        keys = self.keys[name][call]
+        tensor = first_tensor(output)
+        if tensor is None:
+            raise InvalidArgumentError(f"layer {keys[0]!r} returns {type(output).__name__}, not a tensor.")
+        last = self.recorder.remaining == 1
+        # Nothing runs after the last wanted call; an earlier one is cloned (in the graph) only
+        # where a later op writes into it in place.
+        kept = tensor if last or not self.probe.rewritten(name, call) else tensor.clone()
+        for key in keys:
+            self.acts[key] = kept
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        self.calls = dict.fromkeys(self.modules, 0)
         self.acts = {}
-        self.remaining = self.events
+        self.recorder.start(None if self.needs_output else self.events)
         try:
             output = self.model(x)
         except StopForward:
             return self.acts
-        if self.remaining > 0:
-            missing = sorted(k for calls in self.wanted.values() for keys in calls.values() for k in keys)
-            absent = ", ".join(repr(k) for k in missing if k not in self.acts)
+        missing = [
+            k for calls in self.keys.values() for keys in calls.values() for k in keys if k not in self.acts
+        ]
+        if missing:
+            absent = ", ".join(repr(k) for k in sorted(missing))
             raise LayerNotFoundError(f"Layer {absent} did not run in this forward.")
         if self.needs_output:
             tensor = first_tensor(output)
@@ -383,13 +373,14 @@ def probe_shapes(
     dtype: torch.dtype,
     device: torch.device,
     needs_output: bool = True,
+    probe: Probe | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """Output shapes of the given layers and of the model (under ``OUTPUT``), checked to run.
 
-    A pass on the meta device (no arithmetic); a model that cannot run there
-    gets one real forward on zeros, without autograd, in eval mode. When the
-    model output is not needed, a failure after every layer has been seen is
-    no failure: the forward would have stopped before it.
+    From the probe (one pass on the meta device; ``probe`` when the caller has
+    it); a model the probe cannot see whole gets one real forward on zeros,
+    without autograd, in eval mode, unless the probe saw every layer before it
+    failed and the model output is not needed.
 
     Raises:
         ShapeError: A layer rejects the shape of what it receives (it is named).
@@ -397,41 +388,33 @@ def probe_shapes(
         AmbiguousLayerError: The bare name of a layer that runs more than once.
     """
     modules = {ref.name: ref.module for ref in refs.values()}
-    seen: dict[str, list[tuple[int, ...] | None]] = {}
+    if probe is None:
+        probe = Prober(model, modules)((torch.empty(input_shape, dtype=dtype, device="meta"),))
+    waits: dict[str, int] = {}
+    for ref in refs.values():
+        waits[ref.name] = max(waits.get(ref.name, 0), (ref.call or 0) + 1)
+    probe.check(stops_after=None if needs_output else waits)
+    seen: dict[str, list[tuple[int, ...] | None]] = {
+        name: [s.shape for s in probe.seen.get(name, ())] for name in modules
+    }
+    output_shape = probe.output_shape
+    if not probe.complete and (needs_output or not all(seen.values())):
+        seen = {name: [] for name in modules}
 
-    def recorder(name: str) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
-        def record(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+        def record(name: str, _call: int, output: Any) -> None:
             tensor = first_tensor(output)
             seen[name].append(None if tensor is None else tuple(tensor.shape))
 
-        return record
-
-    def attempt(run: Callable[[], Any]) -> Any:
-        seen.clear()
-        seen.update({name: [] for name in modules})
-        with (
-            hooks(forward=[(m, recorder(n)) for n, m in modules.items()]),
-            preserved_modes(model, training=False),
-        ):
-            return run()
-
-    def enough() -> bool:
-        return not needs_output and all(seen.values())
-
-    output = None
-    meta = torch.empty(input_shape, dtype=dtype, device="meta")
-    try:
-        output = attempt(lambda: meta_forward(model, (meta,)))
-    except Exception as err:  # noqa: BLE001 - sorted below
-        if not enough():
-            raise_shape_error(model, (meta,), None, err)  # a plain mismatch is named now
-            zeros = torch.zeros(input_shape, dtype=dtype, device=device)
-            try:  # code that needs data: one real forward instead
-                with torch.no_grad():
-                    output = attempt(lambda: model(zeros))
-            except Exception:
-                if not enough():
-                    raise
+        recorder = Recorder(model, modules, keep=record)
+        zeros = torch.zeros(input_shape, dtype=dtype, device=device)
+        output_shape = None
+        try:  # code that needs data: one real forward instead
+            with recorder.attached(), preserved_modes(model, training=False), torch.no_grad():
+                tensor = first_tensor(model(zeros))
+            output_shape = None if tensor is None else tuple(tensor.shape)
+        except Exception:
+            if needs_output or not all(seen.values()):
+                raise
     shapes: dict[str, tuple[int, ...]] = {}
     for key, ref in refs.items():
         calls = seen[ref.name]
@@ -443,9 +426,8 @@ def probe_shapes(
         if shape is None:
             raise InvalidArgumentError(f"layer {key!r} returns no tensor; pick a layer that does.")
         shapes[key] = shape
-    tensor = first_tensor(output)
-    if tensor is not None:
-        shapes[OUTPUT] = tuple(tensor.shape)
+    if output_shape is not None:
+        shapes[OUTPUT] = output_shape
     return shapes
 
 
@@ -490,29 +472,6 @@ def _augment(image: Tensor, generator: torch.Generator) -> Tensor:
 
 
 # -- argument checks ---------------------------------------------------------------------
-
-
-def check_real(name: str, value: object, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise InvalidTypeError(f"{name} must be a number; got {type(value).__name__} {value!r}.")
-    number = float(value)
-    if not math.isfinite(number) or number < 0 or (positive and number == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise InvalidArgumentError(f"{name} must be a finite number {bound}; got {value!r}.")
-    return number
-
-
-def check_shape(shape: object) -> tuple[int, ...]:
-    if not isinstance(shape, Sequence) or isinstance(shape, str):
-        raise InvalidTypeError(
-            f"input_shape must be a sequence of ints like (1, 3, 224, 224); got {shape!r}."
-        )
-    values = tuple(shape)
-    if len(values) < 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise InvalidArgumentError(
-            f"input_shape must hold at least two ints >= 1, batch first, like (1, 3, 224, 224); got {shape!r}."
-        )
-    return values
 
 
 def _check_range(value_range: object) -> tuple[float, float] | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from numbers import Integral
 from typing import Any
 
 import numpy as np
@@ -34,14 +33,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError, check_int
-from convlens.layers import LayerSpec, resolve_layer
+from convlens._checks import as_int, check_indices, check_int, check_real, check_shape
+from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
+from convlens.layers import LayerSpec, resolve_layer, unwrap
 from convlens.maximize import (
     ActivationMaximizer,
     MaximizationResult,
     Param,
-    check_real,
-    check_shape,
     model_dtype_device,
     probe_shapes,
 )
@@ -81,9 +79,10 @@ class NeuronVisualizer:
         layer: The layer, by qualified name (``"classifier.4"``,
             ``"layer1.0.relu#1"``) or module.
         input_shape: The model input for one image, batch of 1 first, e.g.
-            ``(1, 3, 224, 224)``; needed by :meth:`maximize` only. None:
-            convlens's own models know theirs (the digits CNN: ``(1, 1, 28, 28)``),
-            and a model whose first convolution takes 3 channels gets ImageNet's
+            ``(1, 3, 224, 224)``; needed by :meth:`maximize` only. None: a
+            model that declares an ``input_shape`` attribute gets it
+            (convlens's own do: the digits CNN says ``(1, 1, 28, 28)``), and a
+            model whose first convolution takes 3 channels gets ImageNet's
             ``(1, 3, 224, 224)``; any other model must say.
 
     Raises:
@@ -109,7 +108,7 @@ class NeuronVisualizer:
         self.model = model
         self.ref = resolve_layer(model, layer)
         self.layer = self.ref.key
-        self.input_shape = None if input_shape is None else check_shape(input_shape)
+        self.input_shape = None if input_shape is None else check_shape("input_shape", input_shape)
         if self.input_shape is not None and self.input_shape[0] != 1:
             raise InvalidArgumentError(
                 f"input_shape is the input for one image, batch of 1 first, like (1, 3, 224, 224); "
@@ -224,7 +223,7 @@ class NeuronVisualizer:
             >>> best.indices.tolist(), best.activations.tolist()
             ([1, 2, 0], [4.0, 2.0, 1.0])
         """
-        neuron = check_int("neuron", _plain_int(neuron), 0)
+        neuron = check_int("neuron", as_int(neuron), 0)
         k = check_int("k", k, 1)
         if isinstance(data, DataLoader):
             loader: DataLoader[Any] = data
@@ -234,22 +233,23 @@ class NeuronVisualizer:
         else:
             raise InvalidTypeError(f"data must be a torch Dataset or DataLoader; got {type(data).__name__}.")
         objective = channel(self.layer, neuron)
-        dtype, device = model_dtype_device(self.model)
         tap = LayerTap(self.model, [self.layer])
+        dtype, device = model_dtype_device(tap._module)
         best: tuple[Tensor, Tensor, Tensor] | None = None
         seen = 0
         for batch in _inputs(loader):
-            if best is None:  # before any work: is the neuron in range?
+            x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
+            if best is None:  # before any work: is the neuron in range? (the tap's own probe)
                 shapes = probe_shapes(
-                    self.model,
+                    tap._module,
                     {self.layer: self.ref},
-                    tuple(batch.shape),
-                    dtype=dtype if batch.is_floating_point() else batch.dtype,
+                    tuple(x.shape),
+                    dtype=x.dtype,
                     device=device,
                     needs_output=False,
+                    probe=tap._prober((x,)),
                 )
                 objective.validate(shapes)
-            x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
             activations = objective(tap.run(x), x)
             indices = torch.arange(seen, seen + len(x), device=device)
             seen += len(x)
@@ -269,59 +269,27 @@ class NeuronVisualizer:
     def _input_shape(self) -> tuple[int, ...]:
         if self.input_shape is not None:
             return self.input_shape
-        from convlens import zoo  # noqa: PLC0415 - only to guess convlens's own models' input size
-
-        if isinstance(self.model, zoo.DigitsCNN):
-            return zoo.default_input_size("convlens:digits_cnn")
-        if isinstance(self.model, zoo.AlphaGoPolicy):
-            return zoo.default_input_size("convlens:alphago_policy")
-        first = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        model = unwrap(self.model)
+        declared = getattr(model, "input_shape", None)
+        if isinstance(declared, tuple) and declared and all(isinstance(v, int) for v in declared):
+            return (1, *declared[1:])
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         if first is not None and first.in_channels == 3:
             return (1, 3, 224, 224)
         raise InvalidArgumentError(
-            f"NeuronVisualizer cannot guess the input size of {type(self.model).__name__}; pass "
+            f"NeuronVisualizer cannot guess the input size of {type(model).__name__}; pass "
             "input_shape=(1, C, H, W)."
         )
 
 
-def _plain_int(value: object) -> object:
-    """A numpy integer or a 0-d integer tensor as an int; anything else unchanged (checked later)."""
-    if (
-        isinstance(value, Tensor)
-        and value.dim() == 0
-        and not value.is_floating_point()
-        and value.dtype != torch.bool
-    ):
-        return int(value)
-    if isinstance(value, bool):
-        return value
-    return int(value) if isinstance(value, Integral) else value
-
-
 def _neuron_list(neurons: object) -> list[int]:
     """``neurons`` (an int, an iterable of ints, an integer tensor or array) as a list of ints."""
-    if isinstance(neurons, np.ndarray):
-        neurons = torch.from_numpy(neurons)
-    if isinstance(neurons, Tensor):
-        if neurons.is_floating_point() or neurons.is_complex() or neurons.dtype == torch.bool:
-            raise InvalidTypeError(f"neurons must hold integer indices; got a tensor of {neurons.dtype}.")
-        neurons = neurons.flatten().tolist()
-    single = _plain_int(neurons)
-    if isinstance(single, int):
-        chosen: list[object] = [single]
-    elif isinstance(neurons, Iterable) and not isinstance(neurons, str | bytes):
-        chosen = [_plain_int(n) for n in neurons]
-    else:
-        raise InvalidTypeError(f"neurons must be an int or an iterable of ints; got {neurons!r}.")
-    if not chosen:
-        raise InvalidArgumentError("neurons is empty: name at least one, e.g. range(16).")
-    bad = [n for n in chosen if not isinstance(n, int) or isinstance(n, bool)]
-    if bad:
-        raise InvalidTypeError(f"neurons must be ints; got {bad[0]!r} in {chosen!r}.")
-    negative = [n for n in chosen if isinstance(n, int) and n < 0]
-    if negative:
-        raise InvalidArgumentError(f"neuron {negative[0]} is out of range: neurons are numbered from 0.")
-    return [int(n) for n in chosen if isinstance(n, int)]
+    if isinstance(neurons, Iterable) and not isinstance(
+        neurons, Sequence | Tensor | np.ndarray | str | bytes
+    ):
+        neurons = list(neurons)
+    chosen = check_indices("neurons", neurons, item="neuron")
+    return [chosen] if isinstance(chosen, int) else list(chosen)
 
 
 def _inputs(loader: Iterable[Any]) -> Iterator[Tensor]:

@@ -39,6 +39,7 @@ from typing import Final
 import torch
 from torch import Tensor
 
+from convlens._checks import check_indices
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
@@ -281,21 +282,7 @@ def _check_layer(layer: object) -> str:
 
 def _check_index(what: str, index: object) -> int | tuple[int, ...]:
     """An int >= 0, or a non-empty sequence of them (one per sample)."""
-    if isinstance(index, Tensor) and not index.is_floating_point() and index.dim() <= 1:
-        index = index.tolist()
-    if isinstance(index, bool) or not isinstance(index, int | Sequence) or isinstance(index, str):
-        raise InvalidTypeError(
-            f"{what} must be an int or a sequence of ints (one per sample); got {type(index).__name__} {index!r}."
-        )
-    values = [index] if isinstance(index, int) else list(index)
-    if not values:
-        raise InvalidArgumentError(f"{what} list is empty: give one index per sample.")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise InvalidTypeError(f"{what} must hold ints; got {type(v).__name__} {v!r}.")
-        if v < 0:
-            raise InvalidArgumentError(f"{what} must be >= 0; got {v}.")
-    return index if isinstance(index, int) else tuple(values)
+    return check_indices(what, index)
 
 
 def _pick(tensor: Tensor, index: int | tuple[int, ...], what: str) -> Tensor:

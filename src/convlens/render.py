@@ -34,7 +34,8 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from convlens.errors import InvalidArgumentError, InvalidTypeError, check_choice, did_you_mean
+from convlens._checks import check_choice, check_int
+from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
 from convlens.images import ImageSource, to_rgb_array
 from convlens.layers import LayerSpec, resolve_layer
 
@@ -183,7 +184,7 @@ class FilterRenderer:
             >>> FilterRenderer(nn.Conv1d(64, 10, 7)).images(n=100).shape
             (10, 1, 7, 3)
         """
-        count = self.filters if n is None else min(_positive("n", n), self.filters)
+        count = self.filters if n is None else min(check_int("n", n, 1), self.filters)
         w = self.module.weight.detach()[:count].float().cpu()
         if w.dim() == 5:  # 3-D kernel: the middle depth slice
             w = w[:, :, w.shape[2] // 2]
@@ -249,7 +250,7 @@ class FilterRenderer:
             >>> len(fig.axes), [t.get_text() for t in fig.texts]
             (3, ['Conv2d: 3 filters 1x3x3, scale=symmetric', 'random weights'])
         """
-        _positive("cols", cols)
+        check_int("cols", cols, 1)
         pictures = self.images(n)
         count = len(pictures)
         strip = self.module.weight.dim() == 3
@@ -300,8 +301,8 @@ def plot_feature_maps(
         (32, 'channel 31', 'feature maps: 32 of 64 channels, 55x55')
     """
     colormap = _colormap(cmap)
-    _positive("cols", cols)
-    _positive("n", n)
+    check_int("cols", cols, 1)
+    check_int("n", n, 1)
     a = _as_tensor("activation", activation)
     shape = tuple(a.shape)
     if a.dim() == 4:
@@ -490,8 +491,8 @@ def figure_grid(
         >>> len(axes), len(fig.axes), fig.get_size_inches().tolist()
         (10, 10, [6.0, 4.5])
     """
-    _positive("count", count)
-    _positive("cols", cols)
+    check_int("count", count, 1)
+    check_int("cols", cols, 1)
     width, height = (panel_size, panel_size) if isinstance(panel_size, int | float) else panel_size
     cols = min(cols, count)
     rows = math.ceil(count / cols)
@@ -515,14 +516,6 @@ def _as_tensor(name: str, value: object) -> Tensor:
     if isinstance(value, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
     raise InvalidTypeError(f"{name} must be a tensor or a numpy array; got {type(value).__name__}.")
-
-
-def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTypeError(f"{name} must be an int >= 1; got {type(value).__name__} {value!r}.")
-    if value < 1:
-        raise InvalidArgumentError(f"{name} must be >= 1; got {value}.")
-    return value
 
 
 def _colormap(cmap: object) -> Colormap:

@@ -52,11 +52,12 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.overrides import TorchFunctionMode
 
+from convlens._probe import Prober, check_inputs, require_hooks
+from convlens._recorder import grad_mode_restored, preserved_modes
 from convlens.cam import GradCAM, min_max
 from convlens.errors import InvalidArgumentError, InvalidTypeError
-from convlens.layers import LayerSpec
-from convlens.tap import grad_mode_restored, preserved_modes, raise_shape_error
-from convlens.targets import Target, check_target, meta_output_shape, target_scores
+from convlens.layers import LayerSpec, unwrap
+from convlens.targets import Target, check_target, target_scores
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "Saliency", "SaliencyResult"]
 
@@ -118,7 +119,10 @@ class Saliency:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self._shapes: dict[tuple[object, ...], tuple[int, ...] | None] = {}
+        self._module = unwrap(model)
+        if self.guided:
+            require_hooks(self._module, type(self).__name__)
+        self._prober = Prober(self._module)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__})"
@@ -145,21 +149,18 @@ class Saliency:
                 wrong length, or a score that does not depend on the input.
         """
         _check_input(x)
-        output_shape = None if _decided_later(target) else self._output_shape(x)
-        fixed = check_target(target, x.shape[0], output_shape)
+        probe = self._prober((x,))
+        probe.check()
+        fixed = check_target(target, x.shape[0], None if _decided_later(target) else probe.output_shape)
         return self._explain(x, target, fixed)
 
     def _explain(self, x: Tensor, target: Target, fixed: Tensor | None) -> SaliencyResult:
         """The forward and backward, for an input and target already validated."""
         leaf = x.detach().requires_grad_()
-        with preserved_modes(self.model, training=False), grad_mode_restored():
+        with preserved_modes(self._module, training=False), grad_mode_restored():
             torch.set_grad_enabled(True)
             with _GuidedReLU() if self.guided else contextlib.nullcontext():
-                try:
-                    output = self.model(leaf.clone())  # in-place ops on the input hit the clone
-                except Exception as err:
-                    raise_shape_error(self.model, (x,), None, err)  # a plain mismatch names the layer
-                    raise
+                output = self._module(leaf.clone())  # in-place ops on the input hit the clone
             targets, scores = target_scores(output, target, fixed, x.shape[0])
             if not scores.requires_grad:
                 raise InvalidArgumentError("the score does not depend on the input: no gradient reaches it.")
@@ -169,13 +170,6 @@ class Saliency:
         return SaliencyResult(
             gradients=gradient.detach(), maps=_channel_max(gradient), scores=scores.detach(), targets=targets
         )
-
-    def _output_shape(self, x: Tensor) -> tuple[int, ...] | None:
-        """The model's output shape from a meta pass (cached per input); None if it cannot run on meta."""
-        signature = (tuple(x.shape), x.dtype)
-        if signature not in self._shapes:
-            self._shapes[signature] = meta_output_shape(self.model, x)
-        return self._shapes[signature]
 
 
 class GuidedBackprop(Saliency):
@@ -330,6 +324,7 @@ class _GuidedReLU(TorchFunctionMode):
 
 
 def _check_input(x: object) -> None:
+    check_inputs((x,))
     if not isinstance(x, Tensor) or x.dim() < 3 or not x.is_floating_point():
         got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
         raise InvalidTypeError(f"x must be a floating-point batch tensor (N, C, ...); got {got}.")

@@ -18,196 +18,20 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from convlens._checks import layer_mismatch
-from convlens.errors import ConvlensError, LayerNotFoundError, ShapeError
-from convlens.layers import LayerRef, LayerSpec, call_index, resolve_layer, resolve_layers
+from convlens._probe import Probe, Prober, check_inputs, require_hooks
+from convlens._recorder import Recorder, StopForward, preserved_modes
+from convlens._values import first_tensor, tensors, with_first_tensor
+from convlens.errors import ConvlensError, InvalidArgumentError, LayerNotFoundError
+from convlens.layers import LayerRef, LayerSpec, call_index, resolve_layer, resolve_layers, unwrap
 
 __all__ = ["LayerTap"]
-
-ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
-PreHook = Callable[[nn.Module, tuple[Any, ...]], Any]
-
-
-class StopForward(Exception):  # noqa: N818 - a signal, not an error
-    """Raised by a hook to end a forward early.
-
-    An ``Exception`` (not a ``BaseException``) so that PyTorch runs the
-    ``always_call`` forward hooks of every module it unwinds through, which
-    keeps other active taps' bookkeeping right.
-    """
-
-
-@contextlib.contextmanager
-def hooks(
-    forward: Iterable[tuple[nn.Module, ForwardHook]] = (),
-    pre: Iterable[tuple[nn.Module, PreHook]] = (),
-    always: Iterable[tuple[nn.Module, ForwardHook]] = (),
-) -> Iterator[None]:
-    """Register forward and forward-pre hooks; remove every one on exit.
-
-    ``always`` hooks run after the forward even when it raises. A
-    registration that fails, or an exception from the body, still removes the
-    hooks registered so far.
-    """
-    with contextlib.ExitStack() as stack:
-        for module, pre_hook in pre:
-            stack.callback(module.register_forward_pre_hook(pre_hook).remove)
-        for module, hook in forward:
-            stack.callback(module.register_forward_hook(hook).remove)
-        for module, hook in always:
-            stack.callback(module.register_forward_hook(hook, always_call=True).remove)
-        yield
-
-
-@contextlib.contextmanager
-def preserved_modes(model: nn.Module, *, training: bool | None = None) -> Iterator[None]:
-    """Set every module's training flag (if ``training`` is given), restore all on exit."""
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        if training is not None:
-            model.train(training)
-        yield
-    finally:
-        for module, flag in flags:
-            module.training = flag
-
-
-@contextlib.contextmanager
-def grad_mode_restored() -> Iterator[None]:
-    """Restore the caller's autograd mode on exit, whatever the body set."""
-    previous = torch.is_grad_enabled()
-    try:
-        yield
-    finally:
-        torch.set_grad_enabled(previous)
-
-
-def to_meta(value: Any) -> Any:
-    """A meta-device twin of a tensor (or of the tensors in a tuple, list or dict)."""
-    if isinstance(value, Tensor):
-        return torch.empty_like(value, device="meta")
-    if isinstance(value, tuple | list):
-        return type(value)(to_meta(v) for v in value)
-    if isinstance(value, dict):
-        return {k: to_meta(v) for k, v in value.items()}
-    return value
-
-
-def meta_forward(model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -> Any:
-    """Run ``model`` on the meta device: shapes only, no arithmetic, no weight copied.
-
-    Parameters and buffers are swapped for meta tensors through
-    :func:`torch.func.functional_call` for the duration of the call only.
-    """
-    state = {
-        name: torch.empty_like(t, device="meta")
-        for name, t in [
-            *model.named_parameters(remove_duplicate=False),
-            *model.named_buffers(remove_duplicate=False),
-        ]
-    }
-    with torch.no_grad():
-        return torch.func.functional_call(
-            model, state, to_meta(args), to_meta(dict(kwargs or {})), tie_weights=True, strict=False
-        )
-
-
-def first_tensor(value: Any) -> Tensor | None:
-    """The first tensor in a layer's output (itself, or inside a tuple, list or dict)."""
-    if isinstance(value, Tensor):
-        return value
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple | list) else ()
-    for item in items:
-        found = first_tensor(item)
-        if found is not None:
-            return found
-    return None
-
-
-def count_calls(
-    model: nn.Module,
-    modules: Iterable[nn.Module],
-    args: tuple[Any, ...],
-    kwargs: Mapping[str, Any] | None = None,
-) -> dict[int, int] | None:
-    """How often each of ``modules`` runs in one forward, by a pass on the meta device.
-
-    When the meta forward fails part-way (data-dependent code, or a later
-    layer that raises), the calls seen up to the failure are taken as the
-    count, provided every module was seen at least once.
-
-    Returns:
-        ``{id(module): calls}``, or None when some module was never seen.
-
-    Raises:
-        ShapeError: A layer rejects the shape of what it receives.
-    """
-    unique = list(dict.fromkeys(modules))
-    counts = {id(m): 0 for m in unique}
-
-    def count(module: nn.Module, _args: tuple[Any, ...], _out: Any) -> None:
-        counts[id(module)] += 1
-
-    try:
-        with hooks(forward=[(m, count) for m in unique]), preserved_modes(model, training=False):
-            meta_forward(model, args, kwargs)
-    except Exception as err:  # noqa: BLE001 - code that needs data: keep the calls seen so far
-        raise_shape_error(model, args, kwargs, err)
-    return counts if all(counts.values()) else None
-
-
-def shape_mismatch(
-    model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None
-) -> str | None:
-    """Why ``model`` rejects inputs shaped like ``args``, if a layer plainly does (a meta pass).
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(4, 2, 3))
-        >>> shape_mismatch(net, (torch.zeros(1, 3, 9, 9),))
-        '1 expects 4 input channels, got 8 (Conv2d, input shape [1, 8, 7, 7])'
-    """
-    names = {id(m): n for n, m in model.named_modules() if n and next(m.children(), None) is None}
-    leaves = [m for m in model.modules() if id(m) in names]
-    running: list[tuple[nn.Module, tuple[int, ...]]] = []
-
-    def enter(module: nn.Module, inputs: tuple[Any, ...]) -> None:
-        t = first_tensor(inputs)
-        running.append((module, () if t is None else tuple(t.shape)))
-
-    def leave(_module: nn.Module, _inputs: tuple[Any, ...], _output: Any) -> None:
-        running.pop()
-
-    try:
-        with (
-            hooks(pre=[(m, enter) for m in leaves], forward=[(m, leave) for m in leaves]),
-            preserved_modes(model, training=False),
-        ):
-            meta_forward(model, args, kwargs)
-    except Exception:  # noqa: BLE001 - the failure is what we are here to explain
-        if running:  # the innermost leaf still running is the one that failed
-            module, shape = running[-1]
-            return layer_mismatch(names[id(module)], module, shape)
-    return None
-
-
-def raise_shape_error(
-    model: nn.Module, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, err: Exception
-) -> None:
-    """Raise a :class:`ShapeError` naming the layer if ``err`` came from a plain shape mismatch."""
-    if isinstance(err, StopForward | ShapeError):
-        return
-    message = shape_mismatch(model, args, kwargs)
-    if message is not None:
-        raise ShapeError(message) from err
 
 
 class LayerTap:
@@ -215,27 +39,34 @@ class LayerTap:
 
     Use it as a context manager around your own forward, or call :meth:`run`
     to run the model in inference mode and stop right after the last tapped
-    layer. Each recorded value is the one the layer returned, copied at once,
-    so a later in-place op (``ReLU(inplace=True)``, ``out += identity``)
-    cannot change it. Activations are keyed by qualified name; the calls of a
-    module that ran more than once are keyed ``name#0``, ``name#1``, ... Only
-    calls made during a forward of ``model`` are recorded (calling a submodule
-    directly records nothing), and each forward of ``model`` replaces the
-    previous record.
+    layer. Each recorded value is the one the layer returned: a later in-place
+    op (``ReLU(inplace=True)``, ``out += identity``) cannot change it. A pass
+    on the meta device (once per input signature) sees which outputs a later
+    op rewrites in place; only those are copied (:attr:`copied`), the rest are
+    kept by reference, detached. Where that pass cannot run (code that needs
+    data), every activation is copied. Activations are keyed by qualified
+    name; the calls of a module that ran more than once are keyed ``name#0``,
+    ``name#1``, ... Only calls made during a forward of ``model`` are recorded
+    (calling a submodule directly records nothing), and each forward of
+    ``model`` replaces the previous record. Wrappers are looked through
+    (``nn.DataParallel``, ``DistributedDataParallel``, ``torch.compile``):
+    layers are named as in the wrapped model, which runs eagerly.
 
     Args:
         model: Any ``nn.Module``.
         layers: One layer or several, as names (``"features.0"``, ``"relu#1"``)
             or module objects. Validated here, before anything runs.
         grads: Also record the gradient reaching each tapped activation when
-            the caller back-propagates (``tap.gradients``). Tapped outputs are
-            then passed on as clones so in-place ops downstream leave them intact.
+            the caller back-propagates (``tap.gradients``). An output that a
+            later op rewrites in place is then passed on as a clone, so the
+            gradient is the one at the layer's own output.
         device: Where to store the records (e.g. ``"cpu"`` to spare GPU
             memory). Defaults to the device of each activation.
 
     Raises:
         LayerNotFoundError: A layer name the model does not have.
         InvalidArgumentError: ``layers`` is empty.
+        UnsupportedModelError: A TorchScript model (hooks cannot see inside it).
 
     Shape:
         Each activation has the shape the layer returned.
@@ -249,6 +80,11 @@ class LayerTap:
         >>> acts = tap.run(torch.randn(1, 1, 9, 9))  # stops after net[1]
         >>> {name: tuple(a.shape) for name, a in acts.items()}
         {'0': (1, 4, 7, 7), '1': (1, 4, 7, 7)}
+        >>> inplace = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3))
+        >>> tap = cl.LayerTap(inplace, ["0", "2"])
+        >>> _ = tap.run(torch.randn(1, 1, 9, 9))
+        >>> sorted(tap.copied)  # the ReLU rewrites conv 0's output in place; conv 2's is kept as is
+        ['0']
     """
 
     def __init__(
@@ -260,6 +96,8 @@ class LayerTap:
         device: torch.device | str | None = None,
     ) -> None:
         self.model = model
+        self._module = unwrap(model)
+        require_hooks(self._module, "LayerTap")
         self.refs: list[LayerRef] = resolve_layers(model, layers)
         self.grads = grads
         self.device = None if device is None else torch.device(device)
@@ -270,15 +108,22 @@ class LayerTap:
             self._modules[ref.name] = ref.module
             kept = self._wanted.get(ref.name, set())
             self._wanted[ref.name] = None if ref.call is None or kept is None else kept | {ref.call}
+        self._prober = Prober(self._module, self._modules)
+        self._recorder = Recorder(
+            self._module,
+            self._modules,
+            wanted=self._wanted,
+            keep=self._keep,
+            forwards_only=True,
+            on_forward=self._on_forward,
+        )
         self._stack: contextlib.ExitStack | None = None
-        self._calls: dict[str, int] = {}
+        self._probe: Probe | None = None  # what the probe knows of the current forward
+        self._in_run = False
         self._acts: dict[str, dict[int, Tensor]] = {}
         self._grads: dict[str, dict[int, Tensor]] = {}
+        self._copied: set[tuple[str, int]] = set()
         self._live: dict[tuple[str, int], Tensor] = {}
-        self._remaining: int | None = None
-        self._depth = 0  # how deep inside a forward of ``model`` we are
-        # Calls of the layers tapped by bare name, per input signature (a meta pass each).
-        self._every_calls: dict[tuple[object, ...], int | None] = {}
         self._clear()
 
     # -- hooks -------------------------------------------------------------
@@ -287,16 +132,8 @@ class LayerTap:
         if self._stack is not None:
             raise ConvlensError("This LayerTap is already active; create a second LayerTap to nest taps.")
         stack = contextlib.ExitStack()
-        # hooks() removes what it registered if a registration fails.
-        stack.enter_context(
-            hooks(
-                forward=[(m, self._make_hook(name)) for name, m in self._modules.items()],
-                pre=[(self.model, self._on_model_call)],
-                always=[(self.model, self._on_model_return)],
-            )
-        )
+        stack.enter_context(self._recorder.attached())  # removes what it registered if one fails
         self._clear()
-        self._depth = 0
         self._stack = stack
         return self
 
@@ -316,50 +153,43 @@ class LayerTap:
             stack.close()
 
     def _clear(self) -> None:
-        self._calls = dict.fromkeys(self._modules, 0)
+        self._recorder.start(self._recorder.remaining)
         self._acts = {name: {} for name in self._modules}
         self._grads = {name: {} for name in self._modules}
+        self._copied = set()
         self._live.clear()
 
-    def _on_model_call(self, _module: nn.Module, args: tuple[Any, ...]) -> None:
-        if _is_meta(args):
-            return  # a shape pass of convlens's own, not a forward of the user's
-        if self._depth == 0:
-            self._clear()
-        self._depth += 1
+    def _on_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A forward of the model begins: a fresh record, and (in a user's block) a probe."""
+        self._clear()
+        if self._in_run:
+            return
+        try:  # a user's own forward runs as it is: a probe that cannot run only costs copies
+            self._probe = self._prober(args, kwargs, training=None)
+        except ConvlensError:
+            self._probe = None
 
-    def _on_model_return(self, _module: nn.Module, args: tuple[Any, ...], _output: Any) -> None:
-        if not _is_meta(args):
-            self._depth = max(self._depth - 1, 0)
-
-    def _make_hook(self, name: str) -> ForwardHook:
-        def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
-            tensor = first_tensor(output)
-            if self._depth == 0 or tensor is None or tensor.is_meta:
-                return None  # a direct call of the layer, or a shape pass: not a forward of the model
-            call = self._calls[name]
-            self._calls[name] = call + 1
-            wanted = self._wanted[name]
-            if wanted is not None and call not in wanted:
-                return None
-            self._acts[name][call] = tensor.detach().to(self.device or tensor.device, copy=True)
-            replaced = None
-            if self.grads and torch.is_grad_enabled():
-                # Differentiate at the layer's own tensor (a fresh leaf when nothing upstream
-                # needs grad, as with a frozen backbone) and pass a clone downstream, so in-place
-                # ops there cannot rewrite it.
-                live = tensor if tensor.requires_grad else tensor.detach().requires_grad_()
-                self._live[(name, call)] = live
-                if self._remaining is None:
-                    live.register_hook(self._make_grad_hook(name, call))  # type: ignore[no-untyped-call]
-                replaced = with_first_tensor(output, live.clone())
-            if self._remaining is not None and self._remaining > 0:
-                self._remaining -= 1
-                if self._remaining == 0:
-                    raise StopForward
-            return replaced
-
-        return hook
+    def _keep(self, name: str, call: int, output: Any) -> Any:
+        tensor = first_tensor(output)
+        if tensor is None:
+            return None
+        # Nothing runs after the last wanted call of an early-stopped run.
+        last = self._in_run and self._recorder.remaining == 1
+        rewritten = not last and (self._probe is None or self._probe.rewritten(name, call))
+        self._acts[name][call] = tensor.detach().to(self.device or tensor.device, copy=rewritten)
+        if rewritten:
+            self._copied.add((name, call))
+        if not (self.grads and torch.is_grad_enabled()):
+            return None
+        # Differentiate at the layer's own tensor (a fresh leaf when nothing upstream needs grad,
+        # as with a frozen backbone); where a later op rewrites it in place, a clone flows on.
+        live = tensor if tensor.requires_grad else tensor.detach().requires_grad_()
+        self._live[(name, call)] = live
+        if not self._in_run:
+            live.register_hook(self._make_grad_hook(name, call))  # type: ignore[no-untyped-call]
+        if rewritten:
+            return with_first_tensor(output, live.clone())
+        return None if live is tensor else with_first_tensor(output, live)
 
     def _make_grad_hook(self, name: str, call: int) -> Callable[[Tensor], None]:
         def grad_hook(grad: Tensor) -> None:
@@ -377,7 +207,11 @@ class LayerTap:
         ``grads=True`` the whole forward runs with autograd and
         ``tap.gradients`` holds d(sum of the model's outputs)/d(activation),
         taken with :func:`torch.autograd.grad` (no parameter ``.grad`` is
-        written). Training flags are restored afterwards.
+        written). Training flags are restored afterwards. Before any real
+        work, one pass on the meta device (cached per input signature) learns
+        how often each tapped layer runs and which outputs a later in-place op
+        rewrites; a model that rejects the input raises a
+        :class:`~convlens.ShapeError` naming the layer.
 
         Args:
             *inputs: Positional inputs of the model.
@@ -385,16 +219,28 @@ class LayerTap:
 
         Returns:
             The activations, as :attr:`activations`.
+
+        Raises:
+            ShapeError: A layer rejects the input (wrong rank, channels or
+                features, a spatial size too small, no batch dimension).
+            InvalidTypeError: A numpy array or PIL image as input, or inputs
+                that do not fit the model's ``forward``.
+            InvalidArgumentError: ``grads=True`` and the model returns no
+                tensor that depends on its input.
         """
+        check_inputs(inputs, kwargs)
+        probe = self._prober(inputs, kwargs)
+        probe.check(stops_after=None if self.grads else self._waits_for())
         with contextlib.ExitStack() as stack:
             if self._stack is None:
                 stack.enter_context(self)
-            stack.enter_context(preserved_modes(self.model, training=False))
+            stack.enter_context(preserved_modes(self._module, training=False))
             stack.callback(self._finish_run)
             self._clear()
+            self._in_run, self._probe = True, probe
             if self.grads:
                 stack.enter_context(torch.enable_grad())
-                self._remaining = -1  # marks "inside run": gradients by autograd.grad
+                self._recorder.remaining = None
                 inputs = tuple(
                     x.detach().requires_grad_() if isinstance(x, Tensor) and x.is_floating_point() else x
                     for x in inputs
@@ -402,45 +248,53 @@ class LayerTap:
                 self._backward(self._forward(inputs, kwargs))
             else:
                 stack.enter_context(torch.no_grad())
-                self._remaining = self._expected_events(inputs, kwargs)
+                self._recorder.remaining = self._expected_events(probe)
                 with contextlib.suppress(StopForward):
                     self._forward(inputs, kwargs)
             return self.activations
 
     def _forward(self, inputs: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        """The model's forward; a plain shape mismatch comes back as a ShapeError naming the layer."""
-        try:
-            return self.model(*inputs, **kwargs)
-        except Exception as err:
-            raise_shape_error(self.model, inputs, kwargs, err)
-            raise
+        return self._module(*inputs, **kwargs)
 
     def _finish_run(self) -> None:
         # An early stop skips the model's forward hooks: reset the bookkeeping here.
-        self._remaining = None
-        self._depth = 0
+        self._recorder.remaining = None
+        self._recorder.depth = 0
+        self._in_run = False
+        self._probe = None
         self._live.clear()
 
-    def _expected_events(self, inputs: tuple[Any, ...], kwargs: Mapping[str, Any]) -> int | None:
-        explicit = sum(len(w) for w in self._wanted.values() if w is not None)
-        every = [self._modules[name] for name, w in self._wanted.items() if w is None]
-        if not every:
-            return explicit
-        signature = tuple(
-            (tuple(x.shape), x.dtype, x.device) if isinstance(x, Tensor) else repr(x)
-            for x in [*inputs, *kwargs.items()]
-        )
-        if signature not in self._every_calls:
-            counts = count_calls(self.model, every, inputs, kwargs)
-            self._every_calls[signature] = None if counts is None else sum(counts.values())
-        calls = self._every_calls[signature]
-        return None if calls is None else explicit + calls
+    def _waits_for(self) -> dict[str, int]:
+        """The calls an early-stopped run waits for: ``#i`` needs i + 1 calls, a bare name one."""
+        return {name: 1 if wanted is None else max(wanted) + 1 for name, wanted in self._wanted.items()}
+
+    def _expected_events(self, probe: Probe) -> int | None:
+        """Wanted calls in one forward, so that the run can stop after the last (None: never stop)."""
+        total = 0
+        for name, wanted in self._wanted.items():
+            calls = len(wanted) if wanted is not None else probe.count(name)
+            if not calls:
+                return None
+            total += calls
+        return total
 
     def _backward(self, output: Any) -> None:
-        outputs = [t for t in _tensors(output) if t.is_floating_point() and t.requires_grad]
+        found = tensors(output)
+        if not found:
+            raise InvalidArgumentError(
+                f"grads=True needs a model output to differentiate; {type(self._module).__name__} returned "
+                f"{type(output).__name__} with no tensor in it."
+            )
+        outputs = [t for t in found if t.is_floating_point() and t.requires_grad]
         live = [(key, t) for key, t in self._live.items() if t.requires_grad]
-        if not outputs or not live:
+        if not live:
             return
+        if not outputs:
+            raise InvalidArgumentError(
+                f"grads=True: no output of {type(self._module).__name__} depends on its input through "
+                "autograd (the outputs are detached or not floating point), so no gradient reaches the "
+                "tapped layers."
+            )
         score = torch.stack([t.sum() for t in outputs]).sum()
         grads = torch.autograd.grad(score, [t for _, t in live], allow_unused=True)
         for ((name, call), tensor), grad in zip(live, grads, strict=True):
@@ -460,13 +314,25 @@ class LayerTap:
         """``{name: gradient}`` recorded during backward (``grads=True`` only)."""
         return self._flatten(self._grads)
 
+    @property
+    def copied(self) -> frozenset[str]:
+        """Keys of the last forward's activations that were copied.
+
+        A copy is made where a later op rewrites the output in place (or where
+        the meta pass could not tell); every other activation is a reference.
+        """
+        return frozenset(self._key(name, call) for name, call in self._copied)
+
+    def _key(self, name: str, call: int) -> str:
+        single = self._recorder.counts.get(name) == 1 and self._wanted[name] is None
+        return name if single else f"{name}#{call}"
+
     def _flatten(self, records: dict[str, dict[int, Tensor]]) -> dict[str, Tensor]:
-        flat: dict[str, Tensor] = {}
-        for name, per_call in records.items():
-            single = self._calls[name] == 1 and self._wanted[name] is None
-            for call, tensor in sorted(per_call.items()):
-                flat[name if single else f"{name}#{call}"] = tensor
-        return flat
+        return {
+            self._key(name, call): tensor
+            for name, per_call in records.items()
+            for call, tensor in sorted(per_call.items())
+        }
 
     def __getitem__(self, layer: LayerSpec) -> Tensor:
         """The activation of a tapped layer, by name, ``name#i`` or module."""
@@ -483,7 +349,7 @@ class LayerTap:
         if ref.name not in self._modules:
             tapped = ", ".join(repr(r.key) for r in self.refs)
             raise LayerNotFoundError(f"Layer {ref.key!r} was not tapped; this LayerTap taps {tapped}.")
-        calls = self._calls[ref.name]
+        calls = self._recorder.counts.get(ref.name, 0)
         if calls == 0:
             raise LayerNotFoundError(
                 f"Layer {ref.name!r} has no {what}: it did not run (run the model inside the "
@@ -508,36 +374,3 @@ class LayerTap:
     def __repr__(self) -> str:
         keys = ", ".join(repr(r.key) for r in self.refs)
         return f"LayerTap({type(self.model).__name__}, [{keys}], grads={self.grads})"
-
-
-def _is_meta(args: tuple[Any, ...]) -> bool:
-    t = first_tensor(args)
-    return t is not None and t.is_meta
-
-
-def with_first_tensor(value: Any, new: Tensor) -> Any:
-    """``value`` with its first tensor (itself, or in a tuple, list or dict) replaced by ``new``."""
-    if isinstance(value, Tensor):
-        return new
-    if isinstance(value, tuple | list):
-        items = list(value)
-        for i, item in enumerate(items):
-            if first_tensor(item) is not None:
-                items[i] = with_first_tensor(item, new)
-                break
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if isinstance(value, dict):
-        out = dict(value)
-        for key, item in out.items():
-            if first_tensor(item) is not None:
-                out[key] = with_first_tensor(item, new)
-                break
-        return out
-    return value
-
-
-def _tensors(value: Any) -> list[Tensor]:
-    if isinstance(value, Tensor):
-        return [value]
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, tuple | list) else ()
-    return [t for item in items for t in _tensors(item)]

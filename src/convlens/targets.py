@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from convlens.errors import InvalidArgumentError, InvalidTypeError
-from convlens.tap import first_tensor, meta_forward, preserved_modes, raise_shape_error
 
-__all__ = ["Target", "callable_scores", "check_target", "class_scores", "meta_output_shape", "target_scores"]
+__all__ = ["Target", "callable_scores", "check_target", "class_scores", "target_scores"]
 
 #: What ``target=`` accepts: None (the predicted class), a class index, one per
 #: sample (list or integer tensor), or a function of the model output that
@@ -38,25 +37,10 @@ __all__ = ["Target", "callable_scores", "check_target", "class_scores", "meta_ou
 Target = int | Sequence[int] | Tensor | np.ndarray | Callable[[Any], Tensor] | None
 
 
-def meta_output_shape(model: nn.Module, x: Tensor) -> tuple[int, ...] | None:
-    """The model's output shape from a pass on the meta device; None if it cannot run there.
-
-    Raises:
-        ShapeError: A layer rejects the shape of what it receives (it is named).
-    """
-    try:
-        with preserved_modes(model, training=False):
-            output = first_tensor(meta_forward(model, (x,)))
-    except Exception as err:  # noqa: BLE001 - code that needs data: the checks happen on the real run
-        raise_shape_error(model, (x,), None, err)  # but a plain shape mismatch is said now
-        return None
-    return None if output is None else tuple(output.shape)
-
-
 def check_target(target: Target, n: int, output_shape: tuple[int, ...] | None) -> Tensor | None:
     """Validate a class target before any work; return it as an (N,) int64 tensor (None: decide later).
 
-    ``output_shape`` (from :func:`meta_output_shape`) bounds the class indices when known.
+    ``output_shape`` (the model output's, from the probe) bounds the class indices when known.
     """
     if target is None or (callable(target) and not isinstance(target, Tensor)):
         return None

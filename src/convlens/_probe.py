@@ -1,0 +1,429 @@
+"""The one probe: what every entry point learns about a forward before doing real work.
+
+Private. :func:`probe` runs the model once on PyTorch's ``meta`` device
+(shapes only, no arithmetic, parameters swapped for meta twins for the call
+only) and learns, at once:
+
+- every leaf call, with its input and output shapes (the shape table);
+- per watched module, each call's output shape and whether a later op wrote
+  into that output in place (a tensor's version counter moves on meta too);
+- the shape of the model's output and how many tensors it holds;
+- when the model rejects the input, one diagnosis naming the layer, its type
+  and the shape it got: wrong rank, wrong channels or features, a spatial
+  size too small for a window, or an input without its batch dimension.
+
+**The failure policy**, one for every entry point:
+
+1. The pass runs to the end: everything above is known (``complete``).
+2. The pass fails and the innermost running leaf plainly rejects its input:
+   :meth:`Probe.check` raises that :class:`~convlens.ShapeError`, before any
+   real work, from every entry point alike.
+3. The pass fails otherwise (code that needs data, such as ``.item()`` or
+   ``nonzero``, an op without a meta kernel, a user's hook that reads
+   values): the probe is incomplete. The calls seen before the failure are
+   kept (a module called again after that point is not counted), nothing is
+   known about in-place rewrites (so every tapped output is copied) nor about
+   the model's output; entry points make their checks on the real forward.
+
+The probe leaves every module exactly as found: hooks, parameters, buffers,
+training flags, and the plain attributes a module sets during its forward
+(torchvision's ``AnchorGenerator`` caches anchors that way), which are
+snapshotted and restored, one level into lists and dicts. A :class:`Prober`
+caches probes per input signature for one entry point object.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(inplace=True), nn.Conv2d(8, 4, 3))
+    >>> p = probe(net, (torch.zeros(1, 3, 9, 9),), watched={"0": net[0], "2": net[2]})
+    >>> p.complete, p.seen["0"][0].shape, p.seen["0"][0].rewritten, p.seen["2"][0].rewritten
+    (True, (1, 8, 7, 7), True, False)
+    >>> probe(net, (torch.zeros(1, 1, 9, 9),)).check()
+    Traceback (most recent call last):
+    ...
+    convlens.errors.ShapeError: 0 expects 3 input channels, got 1 (Conv2d, input shape [1, 1, 9, 9]). The 0 layer calls before it are in err.report.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvNd
+
+from convlens._checks import format_shape
+from convlens._fastpath import SkipShapePreserving
+from convlens._recorder import PROBING, Recorder, preserved_modes
+from convlens._values import first_tensor, meta_like, signature, tensors, to_meta
+from convlens.arithmetic import mismatch
+from convlens.errors import InvalidTypeError, UnsupportedModelError
+from convlens.report import TracedCall, shape_error
+
+__all__ = [
+    "Probe",
+    "Prober",
+    "Seen",
+    "check_inputs",
+    "is_script",
+    "leaf_names",
+    "meta_forward",
+    "probe",
+    "require_hooks",
+]
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One call of a watched module, as the probe saw it.
+
+    Attributes:
+        shape: The shape of the first tensor it returned, None when it returned none.
+        rewritten: Whether a later op wrote into that tensor in place (True when unknown).
+    """
+
+    shape: Shape | None
+    rewritten: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Probe:
+    """What one meta pass learned (see the module docstring for the failure policy).
+
+    Attributes:
+        complete: The pass ran to the end.
+        calls: Every leaf call, in call order (those before the failure when incomplete).
+        names: ``{id(leaf): qualified name}``.
+        seen: Per watched name, its calls in order.
+        output_shape: Shape of the first tensor the model returned (None: unknown or none).
+        output_tensors: How many tensors the model's output holds (None: unknown).
+        failure: Why the pass is incomplete, else ``""``.
+        input_shape: Shape of the first input tensor.
+    """
+
+    complete: bool
+    calls: tuple[TracedCall, ...] = ()
+    names: Mapping[int, str] = field(default_factory=dict)
+    seen: Mapping[str, tuple[Seen, ...]] = field(default_factory=dict)
+    output_shape: Shape | None = None
+    output_tensors: int | None = None
+    failure: str = ""
+    input_shape: Shape = ()
+    _message: str | None = None
+    _report_model: nn.Module | None = None
+    _cause: BaseException | None = None
+
+    def check(self, *, stops_after: Mapping[str, int] | None = None) -> None:
+        """Raise the :class:`~convlens.ShapeError` of a model that rejects the input, if it does.
+
+        Args:
+            stops_after: For a forward that stops early: ``{name: calls}``
+                that it waits for. When the pass saw all of them before the
+                model rejected the input, the rejection comes after the stop
+                and does not count.
+        """
+        if self._message is None or self._report_model is None:
+            return
+        if stops_after and all(len(self.seen.get(n, ())) >= c for n, c in stops_after.items()):
+            return
+        raise shape_error(
+            self._report_model,
+            self.names,
+            self.calls,
+            self._message,
+            input_shape=self.input_shape,
+            real=False,
+        ) from self._cause
+
+    @property
+    def rejected(self) -> bool:
+        """Whether the model plainly rejects the input (:meth:`check` raises)."""
+        return self._message is not None
+
+    def count(self, name: str) -> int | None:
+        """Calls of a watched module: exact when complete, those seen before the failure otherwise."""
+        calls = self.seen.get(name)
+        return None if calls is None else len(calls)
+
+    def rewritten(self, name: str, call: int) -> bool:
+        """Whether the output of that call is written into later (True when unknown)."""
+        calls = self.seen.get(name, ())
+        return not self.complete or call >= len(calls) or calls[call].rewritten
+
+
+def leaf_names(model: nn.Module) -> dict[int, str]:
+    """``{id(module): name}`` of the modules without children, ``""`` for a childless root."""
+    return {id(m): n for n, m in model.named_modules() if next(m.children(), None) is None}
+
+
+def is_script(model: nn.Module) -> bool:
+    """Whether ``model`` is TorchScript (``torch.jit.script`` or ``torch.jit.trace``)."""
+    return isinstance(model, torch.jit.ScriptModule)
+
+
+def require_hooks(model: nn.Module, what: str) -> None:
+    """Refuse a TorchScript model where hooks or guidance must see inside it.
+
+    Raises:
+        UnsupportedModelError: ``model`` is a ScriptModule.
+    """
+    if is_script(model):
+        raise UnsupportedModelError(
+            f"{what} cannot work on {type(model).__name__}, a TorchScript module (torch.jit.script or "
+            "torch.jit.trace): TorchScript runs its own compiled graph, so Python forward hooks and "
+            "__torch_function__ modes never see inside it. Pass the original nn.Module, before scripting."
+        )
+
+
+def check_inputs(args: Sequence[Any], kwargs: Mapping[str, Any] | None = None) -> None:
+    """Refuse model inputs that are not tensors but plainly should be (numpy arrays, PIL images).
+
+    Raises:
+        InvalidTypeError: A numpy array or a PIL image among the inputs.
+    """
+    for value in [*args, *(kwargs or {}).values()]:
+        if isinstance(value, np.ndarray):
+            raise InvalidTypeError(
+                f"the model's input must be a torch tensor; got a numpy array of shape {value.shape} "
+                f"({value.dtype}). Convert it with torch.from_numpy(x) (or torch.as_tensor(x, device=...))."
+            )
+        if type(value).__module__.startswith("PIL."):
+            raise InvalidTypeError(
+                f"the model's input must be a torch tensor; got a PIL image ({type(value).__name__}). "
+                "Turn it into a normalized batch with convlens.images.preprocess(image)."
+            )
+
+
+def _check_signature(model: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):  # a builtin or C forward: nothing to check
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as err:
+        raise InvalidTypeError(
+            f"{type(model).__name__}.forward{sig} cannot take the inputs given ({err}); pass every input "
+            "forward requires, positional and keyword."
+        ) from None
+
+
+def meta_forward(model: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Run ``model`` on the meta device: shapes only, no arithmetic, no weight copied.
+
+    Parameters and buffers are swapped for meta tensors through
+    :func:`torch.func.functional_call` for the duration of the call only.
+    """
+    state = {
+        name: meta_like(t)
+        for name, t in [
+            *model.named_parameters(remove_duplicate=False),
+            *model.named_buffers(remove_duplicate=False),
+        ]
+    }
+    with torch.no_grad():
+        return torch.func.functional_call(
+            model,
+            state,
+            tuple(to_meta(tuple(args))),
+            to_meta(dict(kwargs or {})),
+            tie_weights=True,
+            strict=False,
+        )
+
+
+# -- leaving modules as found ---------------------------------------------------------
+
+#: nn.Module's own bookkeeping: restored by identity only, never by content
+#: (hook dictionaries change under the probe's own hooks, which remove themselves).
+_INTERNAL = frozenset(
+    name for name in vars(nn.Module()) if name.startswith("_") and ("hook" in name or name.endswith("_set"))
+) | {"_parameters", "_buffers", "_modules"}
+_MISSING = object()
+_Saved = list[tuple[dict[str, Any], dict[str, Any], dict[str, list[Any] | dict[Any, Any]]]]
+
+
+def _snapshot(model: nn.Module) -> _Saved:
+    saved: _Saved = []
+    for module in model.modules():
+        attrs = vars(module)
+        contents: dict[str, list[Any] | dict[Any, Any]] = {
+            k: (list(v) if isinstance(v, list) else dict(v))
+            for k, v in attrs.items()
+            if k not in _INTERNAL and isinstance(v, list | dict)
+        }
+        saved.append((attrs, dict(attrs), contents))
+    return saved
+
+
+def _restore(saved: _Saved) -> None:
+    for attrs, before, contents in saved:
+        for key in [k for k in attrs if k not in before]:
+            del attrs[key]
+        for key, value in before.items():
+            if attrs.get(key, _MISSING) is not value:
+                attrs[key] = value
+        for key, content in contents.items():
+            value = before[key]
+            if isinstance(value, list) and isinstance(content, list) and not _same(value, content):
+                value[:] = content
+            elif isinstance(value, dict) and isinstance(content, dict) and not _same_dict(value, content):
+                value.clear()
+                value.update(content)
+
+
+def _same(now: list[Any], then: list[Any]) -> bool:
+    return len(now) == len(then) and all(a is b for a, b in zip(now, then, strict=True))
+
+
+def _same_dict(now: dict[Any, Any], then: dict[Any, Any]) -> bool:
+    return now.keys() == then.keys() and all(now[k] is then[k] for k in then)
+
+
+# -- the pass ------------------------------------------------------------------------
+
+
+def probe(
+    model: nn.Module,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    watched: Mapping[str, nn.Module] | None = None,
+    training: bool | None = False,
+) -> Probe:
+    """One meta pass over ``model(*args, **kwargs)``; see the module docstring.
+
+    Args:
+        model: The (unwrapped) model.
+        args: Its positional inputs (real or meta tensors, or anything else).
+        kwargs: Its keyword inputs.
+        watched: ``{name: module}`` whose calls to report in :attr:`Probe.seen`.
+        training: The mode to probe in (None: as the model is); restored after.
+
+    Raises:
+        InvalidTypeError: Inputs that do not fit ``forward``'s signature, or
+            numpy arrays / PIL images given as inputs.
+    """
+    kwargs = dict(kwargs or {})
+    check_inputs(args, kwargs)
+    first = first_tensor(args) if args else first_tensor(kwargs)
+    input_shape: Shape = () if first is None else tuple(first.shape)
+    if is_script(model):
+        return Probe(complete=False, failure="TorchScript cannot be probed", input_shape=input_shape)
+    _check_signature(model, args, kwargs)
+    names = leaf_names(model)
+    leaves = [m for m in model.modules() if id(m) in names]
+    watched = dict(watched or {})
+    records: dict[str, list[tuple[Shape | None, Tensor | None, int]]] = {name: [] for name in watched}
+
+    def keep(name: str, _call: int, output: Any) -> None:
+        t = first_tensor(output)
+        records[name].append((None, None, 0) if t is None else (tuple(t.shape), t, t._version))
+
+    rec = Recorder(model, watched, keep=keep, trace=leaves, probe=True)
+    saved = _snapshot(model)
+    token = PROBING.set(rec.token)
+    try:
+        with rec.attached(), preserved_modes(model, training=training), SkipShapePreserving():
+            output = meta_forward(model, args, kwargs)
+    except Exception as err:  # noqa: BLE001 - sorted by the failure policy
+        return _failed(model, rec, names, records, err, input_shape=input_shape)
+    finally:
+        PROBING.reset(token)
+        _restore(saved)
+    found = tensors(output)
+    return Probe(
+        complete=True,
+        calls=tuple(rec.calls),
+        names=names,
+        seen={
+            name: tuple(Seen(shape, t is not None and t._version != version) for shape, t, version in calls)
+            for name, calls in records.items()
+        },
+        output_shape=tuple(found[0].shape) if found else None,
+        output_tensors=len(found),
+        input_shape=input_shape,
+    )
+
+
+def _failed(
+    model: nn.Module,
+    rec: Recorder,
+    names: Mapping[int, str],
+    records: Mapping[str, list[tuple[Shape | None, Tensor | None, int]]],
+    err: Exception,
+    *,
+    input_shape: Shape,
+) -> Probe:
+    culprit = rec.calls[rec.open[-1]] if rec.open else None
+    message = None
+    if culprit is not None:
+        message = mismatch(names[id(culprit.module)], culprit.module, culprit.input_shape)
+    unbatched = _unbatched(model, rec.calls, names)
+    if unbatched is not None:
+        message = unbatched
+    first = (str(err).strip().splitlines() or [""])[0]
+    where = names[id(culprit.module)] if culprit is not None else type(model).__name__
+    seen = {name: tuple(Seen(shape, True) for shape, _, _ in calls) for name, calls in records.items()}
+    return Probe(
+        complete=False,
+        calls=tuple(c for c in rec.calls),
+        names=names,
+        seen=seen,
+        failure=f"the meta trace failed in {where!r} ({type(err).__name__}: {first})",
+        input_shape=input_shape,
+        _message=message,
+        _report_model=model if message is not None else None,
+        _cause=err.with_traceback(None) if message is not None else None,
+    )
+
+
+def _unbatched(model: nn.Module, calls: Sequence[TracedCall], names: Mapping[int, str]) -> str | None:
+    """The message for an input without its batch dimension, if the first convolution got one."""
+    conv = next((c for c in calls if isinstance(c.module, _ConvNd)), None)
+    if conv is None or not isinstance(conv.module, _ConvNd):
+        return None
+    module = conv.module
+    nd = len(module.kernel_size)
+    if len(conv.input_shape) != nd + 1 or conv.input_shape[0] != module.in_channels:
+        return None
+    spatial = {1: "L", 2: "H, W"}.get(nd, "D, H, W")
+    wanted = f"[N, {module.in_channels}, {spatial}]"
+    return (
+        f"{names[id(module)]} ({type(module).__name__}) got an input without a batch dimension, shape "
+        f"{format_shape(conv.input_shape)}; {type(model).__name__} takes a batch {wanted}: add one with "
+        "x.unsqueeze(0)"
+    )
+
+
+class Prober:
+    """Probes of one entry point, cached per input signature and mode.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3))
+        >>> prober = Prober(net, {"0": net[0]})
+        >>> prober((torch.zeros(1, 1, 5, 5),)) is prober((torch.ones(1, 1, 5, 5),))
+        True
+    """
+
+    def __init__(self, model: nn.Module, watched: Mapping[str, nn.Module] | None = None) -> None:
+        self.model = model
+        self.watched = dict(watched or {})
+        self._cache: dict[object, Probe] = {}
+
+    def __call__(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None, *, training: bool | None = False
+    ) -> Probe:
+        mode = self.model.training if training is None else training
+        key = (signature(tuple(args)), signature(dict(kwargs or {})), mode)
+        if key not in self._cache:
+            self._cache[key] = probe(self.model, args, kwargs, watched=self.watched, training=training)
+        return self._cache[key]

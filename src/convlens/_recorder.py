@@ -1,0 +1,266 @@
+"""The one call recorder: the hooks behind LayerTap, the CAM family, the maximizer and the probe.
+
+Private. A :class:`Recorder` hooks the modules it watches, counts their calls
+in one forward, hands each wanted call's output to its caller's ``keep``
+function (which keeps a reference, a copy or a grad leaf, and may replace
+what flows downstream), and stops the forward with :class:`StopForward` right
+after the last wanted call. With ``trace`` it also records every call of the
+traced modules (input and output shapes, and which earlier call made its
+input), as :func:`convlens.trace_shapes` and the probe need.
+
+Every hook is registered and removed by :func:`hooks`, through one
+:class:`contextlib.ExitStack`, so none survives an exception.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    >>> kept = {}
+    >>> rec = Recorder(net, {"1": net[1]}, keep=lambda name, call, out: kept.setdefault(name, out.shape))
+    >>> with rec.attached():
+    ...     rec.start(remaining=1)
+    ...     try:
+    ...         _ = net(torch.zeros(1, 1, 7, 7))
+    ...     except StopForward:
+    ...         pass  # net[2] never ran
+    >>> kept, rec.counts
+    ({'1': torch.Size([1, 2, 5, 5])}, {'1': 1})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from convlens._values import first_tensor
+from convlens.report import TracedCall
+
+__all__ = [
+    "PROBING",
+    "Recorder",
+    "StopForward",
+    "grad_mode_restored",
+    "hooks",
+    "preserved_modes",
+]
+
+ForwardHook = Callable[[nn.Module, tuple[Any, ...], Any], Any]
+PreHook = Callable[[nn.Module, tuple[Any, ...]], Any]
+KwargsPreHook = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]
+#: ``keep(name, call, output)``: what to do with a wanted call's output; returns
+#: a replacement for what flows downstream, or None to leave it.
+Keep = Callable[[str, int, Any], Any]
+
+#: The token of the probe running in this thread or task (None when none is).
+#: Every recorder acts only on the passes its own token marks, so convlens's own
+#: meta passes never reach a user's active LayerTap, and a model that really
+#: lives on the meta device is still recorded. A ContextVar, not shared state.
+PROBING: ContextVar[object | None] = ContextVar("convlens_probing", default=None)
+
+
+class StopForward(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a hook to end a forward early.
+
+    An ``Exception`` (not a ``BaseException``) so that PyTorch runs the
+    ``always_call`` forward hooks of every module it unwinds through, which
+    keeps other active recorders' bookkeeping right.
+    """
+
+
+@contextlib.contextmanager
+def hooks(
+    forward: Iterable[tuple[nn.Module, ForwardHook]] = (),
+    pre: Iterable[tuple[nn.Module, PreHook]] = (),
+    always: Iterable[tuple[nn.Module, ForwardHook]] = (),
+    pre_kwargs: Iterable[tuple[nn.Module, KwargsPreHook]] = (),
+) -> Iterator[None]:
+    """Register forward and forward-pre hooks; remove every one on exit.
+
+    ``always`` hooks run after the forward even when it raises; ``pre_kwargs``
+    hooks also receive the keyword inputs. A registration that fails, or an
+    exception from the body, still removes the hooks registered so far.
+    """
+    with contextlib.ExitStack() as stack:
+        for module, kw_hook in pre_kwargs:
+            stack.callback(module.register_forward_pre_hook(kw_hook, with_kwargs=True).remove)
+        for module, pre_hook in pre:
+            stack.callback(module.register_forward_pre_hook(pre_hook).remove)
+        for module, hook in forward:
+            stack.callback(module.register_forward_hook(hook).remove)
+        for module, hook in always:
+            stack.callback(module.register_forward_hook(hook, always_call=True).remove)
+        yield
+
+
+@contextlib.contextmanager
+def preserved_modes(model: nn.Module, *, training: bool | None = None) -> Iterator[None]:
+    """Set every module's training flag (if ``training`` is given), restore all on exit."""
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        if training is not None:
+            model.train(training)
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+@contextlib.contextmanager
+def grad_mode_restored() -> Iterator[None]:
+    """Restore the caller's autograd mode on exit, whatever the body set."""
+    previous = torch.is_grad_enabled()
+    try:
+        yield
+    finally:
+        torch.set_grad_enabled(previous)
+
+
+class Recorder:
+    """Count, keep and stop: the hooks of one forward of ``model``.
+
+    Args:
+        model: The model whose forwards are recorded.
+        watched: ``{name: module}`` whose calls are counted per forward.
+        wanted: Per watched name, the call indices handed to ``keep`` (None or
+            missing: every call).
+        keep: Called with ``(name, call, output)`` for each wanted call; its
+            return value, when not None, replaces the output downstream.
+        trace: Modules whose every call is recorded in :attr:`calls`
+            (input shape, output shape, source), with :attr:`open` the calls
+            still running (the innermost failed when a forward raises).
+        forwards_only: Record only inside a forward of ``model`` (a direct
+            call of a submodule records nothing); each forward of ``model``
+            starts a fresh record.
+        on_forward: Called with the model's ``(args, kwargs)`` when a forward
+            of ``model`` begins (with ``forwards_only``).
+        probe: This recorder belongs to a probe: it acts only during it, while
+            every other recorder ignores it (see :data:`PROBING`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        watched: Mapping[str, nn.Module],
+        *,
+        wanted: Mapping[str, AbstractSet[int] | None] | None = None,
+        keep: Keep | None = None,
+        trace: Sequence[nn.Module] = (),
+        forwards_only: bool = False,
+        on_forward: Callable[[tuple[Any, ...], dict[str, Any]], None] | None = None,
+        probe: bool = False,
+    ) -> None:
+        self.model = model
+        self.watched = dict(watched)
+        self.wanted = {name: (wanted or {}).get(name) for name in self.watched}
+        self.keep = keep
+        self.trace = list(trace)
+        self.forwards_only = forwards_only
+        self.on_forward = on_forward
+        self.token: object | None = object() if probe else None
+        self.counts: dict[str, int] = dict.fromkeys(self.watched, 0)
+        self.calls: list[TracedCall] = []
+        self.open: list[int] = []
+        self.last = -1
+        self.remaining: int | None = None
+        self.depth = 0
+        self._made: dict[int, tuple[weakref.ref[Tensor], int]] = {}
+
+    @property
+    def events(self) -> int | None:
+        """Wanted calls per forward when every wanted set is explicit, else None."""
+        sizes = [len(w) for w in self.wanted.values() if w is not None]
+        return sum(sizes) if len(sizes) == len(self.wanted) else None
+
+    def start(self, remaining: int | None = None) -> None:
+        """Forget the last forward; stop after ``remaining`` wanted calls (None: never)."""
+        self.counts = dict.fromkeys(self.watched, 0)
+        self.calls = []
+        self.open = []
+        self.last = -1
+        self._made = {}
+        self.remaining = remaining
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[Recorder]:
+        """Register the hooks for the body; every one is removed on exit."""
+        model_hooks = self.forwards_only or self.on_forward is not None
+        with hooks(
+            pre=[(m, self._pre) for m in self.trace],
+            forward=[
+                *((m, self._post) for m in self.trace),
+                *((m, self._watch(name)) for name, m in self.watched.items()),
+            ],
+            pre_kwargs=[(self.model, self._model_call)] if model_hooks else [],
+            always=[(self.model, self._model_return)] if model_hooks else [],
+        ):
+            self.depth = 0
+            try:
+                yield self
+            finally:
+                self._made = {}
+
+    # -- hooks -------------------------------------------------------------------
+
+    def _mine(self) -> bool:
+        return PROBING.get() is self.token
+
+    def _active(self) -> bool:
+        return self._mine() and (not self.forwards_only or self.depth > 0)
+
+    def _model_call(self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self._mine():
+            return
+        if self.depth == 0:
+            if self.forwards_only:
+                self.start(self.remaining)
+            if self.on_forward is not None:
+                self.on_forward(args, kwargs)
+        self.depth += 1
+
+    def _model_return(self, _module: nn.Module, _args: tuple[Any, ...], _output: Any) -> None:
+        if self._mine():
+            self.depth = max(self.depth - 1, 0)
+
+    def _watch(self, name: str) -> ForwardHook:
+        def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
+            if not self._active():
+                return None
+            call = self.counts[name]
+            self.counts[name] = call + 1
+            wanted = self.wanted[name]
+            if wanted is not None and call not in wanted:
+                return None
+            replaced = None if self.keep is None else self.keep(name, call, output)
+            if self.remaining is not None and self.remaining > 0:
+                self.remaining -= 1
+                if self.remaining == 0:
+                    raise StopForward
+            return replaced
+
+        return hook
+
+    def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not self._active():
+            return
+        t = first_tensor(args)
+        made = self._made.get(id(t)) if t is not None else None
+        source = made[1] if made is not None and made[0]() is t else self.last
+        self.open.append(len(self.calls))
+        self.calls.append(TracedCall(module, () if t is None else tuple(t.shape), source))
+
+    def _post(self, _module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+        if not self._active() or not self.open:
+            return
+        index = self.open.pop()
+        t = first_tensor(output)
+        self.calls[index].output_shape = () if t is None else tuple(t.shape)
+        if t is not None:
+            self._made[id(t)] = (weakref.ref(t), index)
+        self.last = index

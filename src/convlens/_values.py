@@ -1,0 +1,129 @@
+"""Walk what a layer or a model returns: tensors inside tuples, lists, dicts and dataclasses.
+
+Private. A layer's or a model's output may be a tensor, or a tuple, list,
+dict, NamedTuple or dataclass holding tensors (HuggingFace's ``ModelOutput``
+is a dict and a dataclass at once). These helpers find the tensors in it, in
+order, and rebuild it with one tensor replaced, keeping its type.
+
+Example:
+    >>> import dataclasses
+    >>> import torch
+    >>> @dataclasses.dataclass
+    ... class Out:
+    ...     name: str
+    ...     logits: torch.Tensor
+    >>> out = Out("net", torch.zeros(2, 5))
+    >>> tuple(first_tensor(out).shape), len(tensors({"a": out, "b": [torch.ones(1)]}))
+    ((2, 5), 2)
+    >>> tuple(with_first_tensor(out, torch.ones(3)).logits.shape)
+    (3,)
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["first_tensor", "meta_like", "signature", "tensors", "to_meta", "with_first_tensor"]
+
+
+def _is_dataclass(value: object) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _items(value: Any) -> Iterator[Any]:
+    """The direct children of a container, in order (none for anything else)."""
+    if isinstance(value, Mapping):
+        yield from value.values()
+    elif isinstance(value, tuple | list):
+        yield from value
+    elif _is_dataclass(value):
+        for field in dataclasses.fields(value):
+            yield getattr(value, field.name)
+
+
+def tensors(value: Any) -> list[Tensor]:
+    """Every tensor in ``value``, depth first, in order."""
+    if isinstance(value, Tensor):
+        return [value]
+    return [t for item in _items(value) for t in tensors(item)]
+
+
+def first_tensor(value: Any) -> Tensor | None:
+    """The first tensor in ``value`` (itself, or inside a tuple, list, dict or dataclass)."""
+    if isinstance(value, Tensor):
+        return value
+    for item in _items(value):
+        found = first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def with_first_tensor(value: Any, new: Tensor) -> Any:
+    """``value`` with its first tensor replaced by ``new``; containers keep their type."""
+    if isinstance(value, Tensor):
+        return new
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if first_tensor(item) is not None:
+                out: Any = copy.copy(value)  # a dict subclass (ModelOutput) stays one
+                out[key] = with_first_tensor(item, new)
+                return out
+        return value
+    if isinstance(value, tuple | list):
+        items = list(value)
+        for i, item in enumerate(items):
+            if first_tensor(item) is not None:
+                items[i] = with_first_tensor(item, new)
+                break
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if _is_dataclass(value):
+        for field in dataclasses.fields(value):
+            item = getattr(value, field.name)
+            if field.init and first_tensor(item) is not None:
+                return dataclasses.replace(value, **{field.name: with_first_tensor(item, new)})
+    return value
+
+
+def meta_like(tensor: Tensor) -> Tensor:
+    """A meta tensor with ``tensor``'s shape, strides and dtype (``empty_like`` costs 30x more on meta)."""
+    return torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device="meta")
+
+
+def to_meta(value: Any) -> Any:
+    """A meta-device twin of a tensor, or of the tensors in a tuple, list or dict."""
+    if isinstance(value, Tensor):
+        return meta_like(value)
+    if isinstance(value, tuple | list):
+        return (
+            type(value)(*map(to_meta, value))
+            if hasattr(value, "_fields")
+            else type(value)(map(to_meta, value))
+        )
+    if isinstance(value, dict):
+        return {k: to_meta(v) for k, v in value.items()}
+    return value
+
+
+def signature(value: Any) -> object:
+    """A hashable key for an input: shapes, dtypes and devices of its tensors, reprs of the rest."""
+    if isinstance(value, Tensor):
+        return ("tensor", tuple(value.shape), value.dtype, value.device.type, value.requires_grad)
+    if isinstance(value, Mapping):
+        return ("map", tuple((k, signature(v)) for k, v in value.items()))
+    if isinstance(value, tuple | list):
+        return (type(value).__name__, tuple(signature(v) for v in value))
+    if isinstance(value, np.ndarray):
+        return ("ndarray", value.shape, str(value.dtype))
+    try:
+        hash(value)
+    except TypeError:
+        return ("object", id(value))
+    return ("value", value)
