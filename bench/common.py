@@ -1,11 +1,12 @@
-"""Shared timing helpers for the benchmarks: interleaved repeats, medians, load."""
+"""Shared timing helpers for the benchmarks: interleaved repeats, paired rounds, medians, load."""
 
 from __future__ import annotations
 
+import gc
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 
 def interleaved(
@@ -22,6 +23,52 @@ def interleaved(
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def rounds(
+    methods: Mapping[str, Callable[[], object]],
+    *,
+    count: int,
+    warmup: int = 1,
+    keep: Callable[[str, object], None] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per method per round: each round runs every method once, odd rounds in reverse order.
+
+    Each method should build whatever it uses (a fresh object per call) inside
+    itself, so that cost is timed. What a call returns is handed to ``keep``
+    (recorded rounds only) and then dropped, with ``gc.collect()``, outside the
+    timed region, so memory held by one method cannot help or hurt the next.
+    ``warmup`` rounds run the same way and are not recorded.
+    """
+    names = list(methods)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    gc.collect()
+    for index in range(warmup + count):
+        order = names if index % 2 == 0 else names[::-1]
+        for name in order:
+            start = time.perf_counter()
+            result = methods[name]()
+            elapsed = time.perf_counter() - start
+            if index >= warmup:
+                times[name].append(elapsed)
+                if keep is not None:
+                    keep(name, result)
+            del result
+            gc.collect()
+    return times
+
+
+def per_round_ratios(times: Mapping[str, Sequence[float]], floor: str) -> dict[str, list[float]]:
+    """Each method's time over the floor's time in the same round (paired: a load burst cancels out)."""
+    return {name: [t / f for t, f in zip(ts, times[floor], strict=True)] for name, ts in times.items()}
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(25th percentile, median, 75th percentile); a single value is all three."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
 
 
 def load_line() -> str:
