@@ -104,12 +104,13 @@ def preserved_modes(model: nn.Module, *, training: bool | None = None) -> Iterat
     """Set every module's training flag (if ``training`` is given), restore all on exit."""
     flags = [(module, module.training) for module in model.modules()]
     try:
-        if training is not None:
+        if training is not None and any(flag != training for _, flag in flags):
             model.train(training)
         yield
     finally:
         for module, flag in flags:
-            module.training = flag
+            if module.training != flag:
+                module.training = flag
 
 
 @contextlib.contextmanager

@@ -168,7 +168,7 @@ def trace_shapes(
     size, args = _inputs(input, dtype, model)
     kwargs = dict(kwargs or {})
     input_shape = tuple(args[0].shape)
-    seen = probe(model, args, kwargs)
+    seen = probe(model, args, kwargs, trace=True)
     seen.check()
     if seen.complete:
         return build_report(
