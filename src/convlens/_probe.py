@@ -226,7 +226,8 @@ def _on_meta(model: nn.Module) -> Iterator[None]:
     saved: list[tuple[dict[str, Any], dict[str, Any]]] = []
     try:
         for module in model.modules():
-            for store in (module._parameters, module._buffers):
+            stores: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
+            for store in stores:
                 if not store:
                     continue
                 saved.append((store, dict(store)))
@@ -349,14 +350,13 @@ def probe(
 
     rec = Recorder(model, watched, keep=keep, trace=leaves if trace else (), probe=True)
     saved = _snapshot(model)
+    failed: Exception | None = None
     token = PROBING.set(rec.token)
     try:
         with rec.attached(), preserved_modes(model, training=training):
             output = meta_forward(model, args, kwargs)
     except Exception as err:  # noqa: BLE001 - sorted by the failure policy
         failed = err
-    else:
-        failed = None
     finally:
         PROBING.reset(token)
         _restore(saved)
