@@ -453,7 +453,7 @@ def test_cuda_results_on_the_model_device() -> None:
     assert out.raw.device.type == "cuda"
 
 
-# -- found in review ----------------------------------------------------------------------
+# -- errors before work, reuse without a probe, numpy targets, inference mode ---------------
 
 
 def test_channel_mismatch_is_a_shape_error_before_any_work() -> None:
@@ -506,3 +506,18 @@ def test_numpy_targets_and_tuple_layers() -> None:
 def test_inference_mode_is_refused_clearly() -> None:
     with torch.inference_mode(), pytest.raises(cl.ConvlensError, match="inference_mode"):
         cl.GradCAM(CountingNet(), "conv")(torch.randn(1, 3, 6, 6))
+
+
+@pytest.mark.parametrize("method", [cl.EigenCAM, cl.ScoreCAM, cl.GradCAM])
+def test_a_layer_rewritten_in_place_later_is_read_as_it_returned(method: type[cl.GradCAM]) -> None:
+    torch.manual_seed(0)
+    model = InplaceNet().eval()
+    plain = InplaceNet(inplace=False).eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    # features.0 is followed by ReLU(inplace=True): a gradient-free method once read the ReLU's output.
+    out = method(model, "features.0")(x, target=1)
+    expected = method(plain, "features.0")(x, target=1)
+    assert bool((out.raw != 0).any())
+    torch.testing.assert_close(out.raw, expected.raw, rtol=0, atol=0)
+    torch.testing.assert_close(out.maps, expected.maps, rtol=0, atol=0)

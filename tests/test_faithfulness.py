@@ -472,7 +472,7 @@ def test_gradcam_maps_and_random_maps_on_a_seeded_cnn(method: Method) -> None:
         assert bool(((res.curve >= 0) & (res.curve <= 1)).all())
 
 
-def test_review_channel_mismatch_names_the_layer() -> None:
+def test_a_channel_mismatch_names_the_layer() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
     with pytest.raises(cl.ShapeError, match=r"0 expects 1 input channels, got 3 \(Conv2d"):
         deletion(net, torch.randn(2, 3, 6, 6), torch.rand(2, 6, 6), steps=2)

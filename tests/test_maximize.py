@@ -463,7 +463,7 @@ def test_cuda(digits: nn.Module) -> None:
     assert_unchanged(model, before)
 
 
-# -- found in the second review ---------------------------------------------------------------
+# -- the probe stops at the objective; a model writing into its input ------------------------
 
 
 class Raiser(nn.Module):

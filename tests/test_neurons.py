@@ -181,7 +181,7 @@ def test_top_examples_errors_and_hygiene(digits: DigitsCNN, test_set: TensorData
     assert_unchanged(digits, before)
 
 
-def test_review_integer_like_neurons_dtypes_and_rng() -> None:
+def test_integer_like_neurons_and_the_global_rng_untouched() -> None:
     import numpy as np
 
     from convlens.zoo import digits_cnn, digits_dataset

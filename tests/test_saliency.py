@@ -403,7 +403,7 @@ def test_a_score_that_ignores_the_input_is_an_error() -> None:
     assert repr(Saliency(HandNet())) == "Saliency(HandNet)"
 
 
-def test_review_channel_mismatch_names_the_layer() -> None:
+def test_a_channel_mismatch_names_the_layer() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
     for explainer in (Saliency(net), GuidedBackprop(net)):
         with pytest.raises(cl.ShapeError, match=r"0 expects 1 input channels, got 3 \(Conv2d"):

@@ -59,8 +59,14 @@ def test_residual_plus_equals_cannot_change_a_tapped_value(inplace_net: InplaceN
     inplace_net.eval()
     with torch.no_grad():
         expected = inplace_net.bn(inplace_net.features(image))
-        acts = cl.LayerTap(inplace_net, ["bn"]).run(image)
+        # "classifier" runs after `out += identity`, so the forward cannot stop before the +=.
+        tap = cl.LayerTap(inplace_net, ["bn", "classifier"])
+        acts = tap.run(image)
     torch.testing.assert_close(acts["bn"], expected)
+    assert "bn" in tap.copied
+    with torch.no_grad(), cl.LayerTap(inplace_net, ["bn"]) as block:
+        inplace_net(image)  # the user's own forward: the += surely runs
+    torch.testing.assert_close(block["bn"], expected)
 
 
 def test_resnet_out_plus_identity() -> None:
@@ -68,12 +74,27 @@ def test_resnet_out_plus_identity() -> None:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
     x = torch.randn(1, 3, 64, 64)
-    acts = cl.LayerTap(model, ["layer1.0.bn2", "maxpool"]).run(x)
+    # layer1.1.conv1 runs after layer1.0's `out += identity`, so the += rewrites bn2's output first.
+    tap = cl.LayerTap(model, ["layer1.0.bn2", "maxpool", "layer1.1.conv1"])
+    acts = tap.run(x)
     block: Any = cast("nn.Sequential", model.layer1)[0]
     with torch.no_grad():
         h = block.relu(block.bn1(block.conv1(acts["maxpool"])))
         expected = block.bn2(block.conv2(h))
     torch.testing.assert_close(acts["layer1.0.bn2"], expected)
+    assert tap.copied == {"layer1.0.bn2"}  # the only tapped output a later op writes into
+
+
+def test_the_residual_tests_fail_on_a_tap_that_never_copies(
+    inplace_net: InplaceNet, image: Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convlens._probe import Probe
+
+    monkeypatch.setattr(Probe, "rewritten", lambda _self, _name, _call: False)
+    with pytest.raises(AssertionError):
+        test_residual_plus_equals_cannot_change_a_tapped_value(inplace_net, image)
+    with pytest.raises(AssertionError):
+        test_resnet_out_plus_identity()
 
 
 def sequential() -> nn.Sequential:
@@ -409,7 +430,7 @@ def test_cuda_results_on_the_model_device_or_where_asked() -> None:
     assert tap.gradients["0"].device.type == "cuda"
 
 
-# -- found in review: shape errors, tuple outputs, frozen backbones, nesting -------------
+# -- shape errors, tuple outputs, frozen backbones, nesting --------------------------------
 
 
 def test_channel_mismatch_names_the_layer() -> None:
