@@ -175,7 +175,7 @@ def check_indices(name: str, value: object, *, item: str | None = None) -> int |
     """
     item = item or name
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
+        value = torch.from_numpy(value.copy())  # a reversed view has negative strides
     if isinstance(value, Tensor):
         if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool or value.dim() > 1:
             raise InvalidTypeError(

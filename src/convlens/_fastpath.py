@@ -118,8 +118,139 @@ def _inplace(func: Any, args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
     return at is not None and bool(_arg(args, kwargs, at, "inplace", False))
 
 
+# -- functions whose output shape is a little arithmetic ------------------------------
+# Each rule returns the answer, or None to let the real meta kernel judge (and raise).
+
+
+def _ints(value: Any, nd: int) -> tuple[int, ...] | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,) * nd
+    if isinstance(value, Sequence) and len(value) == nd and all(type(v) is int for v in value):
+        return tuple(value)
+    if isinstance(value, Sequence) and len(value) == 1 and type(value[0]) is int:
+        return (value[0],) * nd
+    return None
+
+
+def _empty(shape: Sequence[int], like: Tensor) -> Tensor:
+    return torch.empty(tuple(shape), dtype=like.dtype, device="meta")
+
+
+def _conv(args: Sequence[Any], kw: Mapping[str, Any]) -> Tensor | None:
+    """``conv1d/2d/3d(input, weight, bias, stride, padding, dilation, groups)`` of a batched input."""
+    x, weight, bias = args[0], _arg(args, kw, 1, "weight"), _arg(args, kw, 2, "bias")
+    groups = _arg(args, kw, 6, "groups", 1)
+    if not isinstance(weight, Tensor) or not weight.is_meta or weight.dim() < 3 or type(groups) is not int:
+        return None
+    nd = weight.dim() - 2
+    out_channels, in_per_group, *kernel = weight.shape
+    if (
+        x.dim() != nd + 2
+        or not x.is_contiguous()
+        or x.dtype != weight.dtype
+        or groups < 1
+        or x.shape[1] != in_per_group * groups
+        or out_channels % groups
+        or (bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (out_channels,)))
+    ):
+        return None
+    stride, dilation = _ints(_arg(args, kw, 3, "stride", 1), nd), _ints(_arg(args, kw, 5, "dilation", 1), nd)
+    padding = _arg(args, kw, 4, "padding", 0)
+    if stride is None or dilation is None or min(stride) < 1 or min(dilation) < 1:
+        return None
+    if padding == "same":
+        if max(stride) != 1:
+            return None
+        sizes = list(x.shape[2:])
+    else:
+        pads = (0,) * nd if padding == "valid" else _ints(padding, nd)
+        if pads is None or min(pads) < 0:
+            return None
+        sizes = [
+            (n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, p, d, k, s in zip(x.shape[2:], pads, dilation, kernel, stride, strict=True)
+        ]
+    if min(sizes) < 1:
+        return None
+    return _empty((x.shape[0], out_channels, *sizes), x)
+
+
+def _linear(args: Sequence[Any], kw: Mapping[str, Any]) -> Tensor | None:
+    x, weight, bias = args[0], _arg(args, kw, 1, "weight"), _arg(args, kw, 2, "bias")
+    if (
+        not isinstance(weight, Tensor)
+        or not weight.is_meta
+        or weight.dim() != 2
+        or x.dim() < 1
+        or x.dtype != weight.dtype
+        or x.shape[-1] != weight.shape[1]
+        or (bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (weight.shape[0],)))
+    ):
+        return None
+    return _empty((*x.shape[:-1], weight.shape[0]), x)
+
+
+def _adaptive_pool2d(args: Sequence[Any], kw: Mapping[str, Any]) -> Tensor | None:
+    x, size = args[0], _arg(args, kw, 1, "output_size")
+    if x.dim() not in (3, 4) or min(x.shape[-3:]) < 1:
+        return None
+    pair = (size, size) if isinstance(size, int) or size is None else tuple(size)
+    if len(pair) != 2 or not all(v is None or (type(v) is int and v >= 1) for v in pair):
+        return None
+    out = [x.shape[-2 + i] if v is None else v for i, v in enumerate(pair)]
+    return _empty((*x.shape[:-2], *out), x)
+
+
+def _same_operand(x: Tensor, other: Any) -> bool:
+    """``other`` leaves ``x``'s shape and dtype as they are in an elementwise op."""
+    if isinstance(other, Tensor):
+        return other.is_meta and other.dtype == x.dtype and tuple(other.shape) == tuple(x.shape)
+    return isinstance(other, int | float) and not isinstance(other, bool) and x.is_floating_point()
+
+
+def _binary(args: Sequence[Any], kw: Mapping[str, Any]) -> Tensor | None:
+    x, other = args[0], _arg(args, kw, 1, "other")
+    if not _same_operand(x, other) or set(kw) - {"other", "alpha"}:
+        return None
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device="meta")
+
+
+def _binary_(args: Sequence[Any], kw: Mapping[str, Any]) -> Tensor | None:
+    x, other = args[0], _arg(args, kw, 1, "other")
+    if not _same_operand(x, other) or set(kw) - {"other", "alpha"}:
+        return None
+    increment_version(x)  # as the real in-place op would
+    kept: Tensor = x
+    return kept
+
+
+_BINARY = (
+    Tensor.add,
+    Tensor.sub,
+    Tensor.mul,
+    Tensor.__add__,
+    Tensor.__sub__,
+    Tensor.__mul__,
+    torch.add,
+    torch.mul,
+)
+_BINARY_INPLACE = (Tensor.add_, Tensor.sub_, Tensor.mul_, Tensor.__iadd__, Tensor.__isub__, Tensor.__imul__)
+#: Functions answered by a little shape arithmetic (or left to torch when it does not apply).
+_COMPUTED: Mapping[Any, Callable[[Sequence[Any], Mapping[str, Any]], Tensor | None]] = MappingProxyType(
+    {
+        torch.conv1d: _conv,
+        torch.conv2d: _conv,
+        torch.conv3d: _conv,
+        F.linear: _linear,
+        F.adaptive_avg_pool2d: _adaptive_pool2d,
+        **dict.fromkeys(_BINARY, _binary),
+        **dict.fromkeys(_BINARY_INPLACE, _binary_),
+    }
+)
+
+
 class SkipShapePreserving(TorchFunctionMode):
-    """On meta tensors, answer shape-preserving functions with their input."""
+    """On meta tensors, answer shape-preserving and shape-arithmetic functions without their kernels."""
 
     def __torch_function__(
         self,
@@ -129,6 +260,20 @@ class SkipShapePreserving(TorchFunctionMode):
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        rule = _COMPUTED.get(func)
+        if (
+            rule is not None
+            and args
+            and isinstance(args[0], Tensor)
+            and args[0].is_meta
+            and "out" not in kwargs
+        ):
+            try:
+                answer = rule(args, kwargs)
+            except (AttributeError, IndexError, TypeError, ValueError):  # odd arguments: let torch judge
+                answer = None
+            if answer is not None:
+                return answer
         check = _PRESERVING.get(func)
         if (
             check is not None

@@ -227,9 +227,7 @@ def _on_meta(model: nn.Module) -> Iterator[None]:
     try:
         for module in model.modules():
             stores: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
-            for store in stores:
-                if not store:
-                    continue
+            for store in stores:  # empty ones too: a buffer registered during the forward goes
                 saved.append((store, dict(store)))
                 for key, tensor in store.items():
                     if tensor is not None:
@@ -239,8 +237,9 @@ def _on_meta(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         for store, before in saved:
-            store.clear()
-            store.update(before)
+            if store.keys() != before.keys() or any(store[k] is not v for k, v in before.items()):
+                store.clear()
+                store.update(before)
 
 
 def meta_forward(model: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None) -> Any:
@@ -388,7 +387,7 @@ def _failed(
     *,
     input_shape: Shape,
 ) -> Probe:
-    culprit = rec.calls[rec.open[-1]] if rec.open else None
+    culprit = rec.culprit(err)
     message = None
     if culprit is not None:
         message = mismatch(names[id(culprit.module)], culprit.module, culprit.input_shape)

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -133,9 +134,11 @@ class Recorder:
             missing: every call).
         keep: Called with ``(name, call, output)`` for each wanted call; its
             return value, when not None, replaces the output downstream.
-        trace: Modules whose every call is recorded in :attr:`calls`
-            (input shape, output shape, source), with :attr:`open` the calls
-            still running (the innermost failed when a forward raises).
+        trace: Leaf modules whose every call is recorded in :attr:`calls`
+            (input shape, output shape, source; a call that raised keeps
+            ``output_shape`` None). :meth:`culprit` says which call an error
+            of the forward came from, if it came from one: a call whose error
+            the model caught is not blamed for a later one.
         forwards_only: Record only inside a forward of ``model`` (a direct
             call of a submodule records nothing); each forward of ``model``
             starts a fresh record.
@@ -168,6 +171,7 @@ class Recorder:
         self.counts: dict[str, int] = dict.fromkeys(self.watched, 0)
         self.calls: list[TracedCall] = []
         self.open: list[int] = []
+        self.raised: list[tuple[int, BaseException]] = []
         self.last = -1
         self.remaining: int | None = None
         self.depth = 0
@@ -184,6 +188,7 @@ class Recorder:
         self.counts = dict.fromkeys(self.watched, 0)
         self.calls = []
         self.open = []
+        self.raised = []
         self.last = -1
         self._made = {}
         self.remaining = remaining
@@ -194,12 +199,12 @@ class Recorder:
         model_hooks = self.forwards_only or self.on_forward is not None
         with hooks(
             pre=[(m, self._pre) for m in self.trace],
-            forward=[
-                *((m, self._post) for m in self.trace),
-                *((m, self._watch(name)) for name, m in self.watched.items()),
-            ],
+            forward=[(m, self._watch(name)) for name, m in self.watched.items()],
             pre_kwargs=[(self.model, self._model_call)] if model_hooks else [],
-            always=[(self.model, self._model_return)] if model_hooks else [],
+            always=[
+                *((m, self._post) for m in self.trace),  # also when the call raises
+                *([(self.model, self._model_return)] if model_hooks else []),
+            ],
         ):
             self.depth = 0
             try:
@@ -260,8 +265,24 @@ class Recorder:
         if not self._active() or not self.open:
             return
         index = self.open.pop()
+        error = sys.exc_info()[1]
+        if output is None and error is not None:  # the call raised (always_call hooks run then too)
+            self.raised.append((index, error))
+            return
         t = first_tensor(output)
         self.calls[index].output_shape = () if t is None else tuple(t.shape)
         if t is not None:
             self._made[id(t)] = (weakref.ref(t), index)
         self.last = index
+
+    def culprit(self, err: BaseException) -> TracedCall | None:
+        """The traced call that ``err`` came from (itself, or as its ``raise ... from`` cause), if any."""
+        chain: list[BaseException] = []
+        link: BaseException | None = err
+        while link is not None and all(link is not e for e in chain):
+            chain.append(link)
+            link = link.__cause__
+        for index, raised in reversed(self.raised):
+            if any(raised is e for e in chain):
+                return self.calls[index]
+        return self.calls[self.open[-1]] if self.open else None

@@ -41,8 +41,8 @@ __all__ = ["LayerShape", "ShapeReport", "conv_output_size", "conv_transpose_outp
 def _failure(model: nn.Module, names: Mapping[int, str], rec: Recorder, err: Exception) -> str:
     """Where and why a real forward failed."""
     first = (str(err).strip().splitlines() or [""])[0]
-    if rec.open:
-        call = rec.calls[rec.open[-1]]
+    call = rec.culprit(err)
+    if call is not None:
         return mismatch(names[id(call.module)], call.module, call.input_shape) or (
             f"{names[id(call.module)]} ({type(call.module).__name__}) failed on an input of shape "
             f"{format_shape(call.input_shape)}: {type(err).__name__}: {first}"

@@ -46,7 +46,7 @@ def check_target(target: Target, n: int, output_shape: tuple[int, ...] | None) -
         return None
     given: object = target
     if isinstance(given, np.ndarray):  # numpy indices work like a tensor of them
-        given = torch.from_numpy(given)
+        given = torch.from_numpy(given.copy())  # a reversed view has negative strides
     if isinstance(given, str | bytes | bool) or not isinstance(given, Integral | Tensor | Sequence):
         shown = (
             repr(given)
