@@ -1,8 +1,10 @@
-"""LayerTap: record what layers return, the one place convlens hooks a model.
+"""LayerTap: record what layers return, and the gradients that reach them.
 
-Every hook convlens puts on a user's model is registered here and removed
-through one :class:`contextlib.ExitStack`, so it is gone after success and
-after any exception, raised by the forward or by a hook.
+The hooks are those of the one call recorder (:mod:`convlens._recorder`),
+registered on entry and removed through one :class:`contextlib.ExitStack`,
+so they are gone after success and after any exception, raised by the
+forward or by a hook. What to copy and when to stop comes from the one probe
+(:mod:`convlens._probe`).
 
 Example:
     >>> import torch
