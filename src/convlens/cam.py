@@ -211,7 +211,7 @@ class GradCAM:
             torch.set_grad_enabled(False)
             activation = self._reshaped(leaf.detach())
             gradient = None if gradient is None else self._reshaped(gradient)
-            self._check_layer_shape(tuple(activation.shape), x, reshaped=True)
+            self._check_layer_shape(tuple(activation.shape), x, reshaped=self.reshape is not None)
             work = torch.promote_types(activation.dtype, torch.float32)
             context = CAMContext(cam=self, x=x, target=target, targets=targets)
             raw = self.raw_map(activation.to(work), None if gradient is None else gradient.to(work), context)
@@ -239,7 +239,10 @@ class GradCAM:
             if shape is None:
                 raise InvalidArgumentError(f"layer {self.ref.key!r} returns no tensor to explain.")
             if self.reshape is not None:
-                shape = tuple(self.reshape(torch.empty(shape, device="meta")).shape)
+                try:  # the user's function on a meta twin; one that needs values is checked after
+                    shape = tuple(self.reshape(torch.empty(shape, device="meta")).shape)
+                except Exception:  # noqa: BLE001 - checked again on the real activation
+                    return probe
             self._check_layer_shape(shape, x, reshaped=self.reshape is not None)
         return probe
 
