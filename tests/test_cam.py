@@ -521,3 +521,37 @@ def test_a_layer_rewritten_in_place_later_is_read_as_it_returned(method: type[cl
     assert bool((out.raw != 0).any())
     torch.testing.assert_close(out.raw, expected.raw, rtol=0, atol=0)
     torch.testing.assert_close(out.maps, expected.maps, rtol=0, atol=0)
+
+
+class ChannelsLast(nn.Module):
+    """Swin in miniature: a patch embedding, then a block that works on (N, H, W, C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 4, stride=4)
+        self.block = nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 8))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.block(self.embed(x).permute(0, 2, 3, 1))  # (N, H, W, C)
+        out: Tensor = self.head(tokens.mean(dim=(1, 2)))
+        return out
+
+
+def test_a_channels_last_layer_is_refused_before_work_and_explained_with_a_permute() -> None:
+    torch.manual_seed(0)
+    model = ChannelsLast().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(
+        cl.InvalidArgumentError, match=r"channels last.*reshape=lambda t: t\.permute\(0, 3, 1, 2\)"
+    ):
+        cl.GradCAM(model, "block")(x)
+    out = cl.GradCAM(model, "block", reshape=lambda t: t.permute(0, 3, 1, 2))(x, target=1)
+    with torch.enable_grad():
+        a = model.block(model.embed(x).permute(0, 2, 3, 1)).detach().requires_grad_()
+        (g,) = torch.autograd.grad(model.head(a.mean(dim=(1, 2)))[:, 1].sum(), a)
+    a, g = a.permute(0, 3, 1, 2), g.permute(0, 3, 1, 2)
+    raw = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1))
+    torch.testing.assert_close(out.raw, raw)
+    # An ordinary CNN layer is channels first, even with a Linear elsewhere in the model.
+    assert cl.GradCAM(model, "embed")(x).raw.shape == (2, 4, 4)

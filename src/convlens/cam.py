@@ -250,6 +250,14 @@ class GradCAM:
         """The map must be ``(N, C, *spatial)`` with as many spatial dimensions as the input."""
         spatial = x.dim() - 2
         if len(shape) >= 3 and len(shape) - 2 == spatial and shape[0] == x.shape[0]:
+            if not reshaped and (features := _channels_last(self.ref.module, shape)) is not None:
+                dims = ", ".join(str(d) for d in range(1, len(shape) - 1))
+                raise InvalidArgumentError(
+                    f"{type(self).__name__} needs channels first (N, C, H, W); {self.ref.key!r} gives {shape}, "
+                    f"channels last: its last {features} computes {shape[-1]} features along the last "
+                    f"dimension (as in a Swin block). Pass reshape=lambda t: t.permute(0, "
+                    f"{len(shape) - 1}, {dims})."
+                )
             return
         where = "after reshape " if reshaped else ""
         hint = (
@@ -471,6 +479,25 @@ class EigenCAM(GradCAM):
 
 
 # -- helpers ---------------------------------------------------------------------
+
+
+def _channels_last(layer: nn.Module, shape: tuple[int, ...]) -> str | None:
+    """The kind of the layer's last Linear or LayerNorm when it says the output is channels last.
+
+    A layer whose last features-computing module (itself included) is a Linear or a LayerNorm of
+    width ``shape[-1]``, while dimension 1 has another size, returns ``(N, *spatial, C)``.
+    """
+    last = None
+    for module in layer.modules():
+        if isinstance(module, nn.Linear):
+            last = ("Linear", module.out_features)
+        elif isinstance(module, nn.LayerNorm) and module.normalized_shape:
+            last = ("LayerNorm", module.normalized_shape[-1])
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            last = ("Conv", module.out_channels)
+    if last is None or last[0] == "Conv" or last[1] != shape[-1] or shape[1] == shape[-1]:
+        return None
+    return last[0]
 
 
 def _resize(raw: Tensor, size: Sequence[int]) -> Tensor:
