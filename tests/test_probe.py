@@ -759,3 +759,20 @@ def test_leaf_names_are_the_childless_modules(reused_net: ReusedNet) -> None:
     assert leaf_names(reused_net)[id(reused_net.relu)] == "relu"
     conv = nn.Conv2d(1, 1, 1)
     assert leaf_names(conv) == {id(conv): ""}
+
+
+def test_an_edited_model_is_probed_again_so_copies_follow_the_edit() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=False), nn.Conv2d(4, 2, 3))
+    x = torch.randn(1, 3, 8, 8)
+    tap = cl.LayerTap(net, ["0", "2"])
+    tap.run(x)
+    assert tap.copied == frozenset()
+    relu: nn.ReLU = net[1]  # type: ignore[assignment]
+    relu.inplace = True  # the user edits the model between runs
+    acts = tap.run(x)
+    with torch.no_grad():
+        expected = net[0](x)
+    assert bool((expected < 0).any())
+    torch.testing.assert_close(acts["0"], expected, rtol=0, atol=0)
+    assert tap.copied == {"0"}

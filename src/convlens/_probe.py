@@ -75,6 +75,7 @@ __all__ = [
     "meta_forward",
     "probe",
     "require_hooks",
+    "structure",
 ]
 
 Shape = tuple[int, ...]
@@ -428,8 +429,27 @@ def _unbatched(model: nn.Module, calls: Sequence[TracedCall], names: Mapping[int
     )
 
 
+_SETTING = frozenset({bool, int, float, str, tuple, type(None)})
+_BOOKKEEPING = frozenset(vars(nn.Module())) | {"training"}
+
+
+def structure(model: nn.Module) -> object:
+    """A key that changes when the model is edited: its modules, and their plain settings.
+
+    Each module's identity and its attributes of plain types (``inplace``,
+    ``stride``, ``padding``, a flag its forward reads, ...), so a probe cached
+    before ``relu.inplace = True`` or a swapped submodule is not reused after
+    it. nn.Module's own bookkeeping and ``training`` (the mode, keyed apart)
+    are left out.
+    """
+    return tuple(
+        (id(m), *((k, v) for k, v in vars(m).items() if type(v) in _SETTING and k not in _BOOKKEEPING))
+        for m in model.modules()
+    )
+
+
 class Prober:
-    """Probes of one entry point, cached per input signature and mode.
+    """Probes of one entry point, cached per input signature, mode and model structure.
 
     Example:
         >>> import torch
@@ -438,6 +458,10 @@ class Prober:
         >>> prober = Prober(net, {"0": net[0]})
         >>> prober((torch.zeros(1, 1, 5, 5),)) is prober((torch.ones(1, 1, 5, 5),))
         True
+        >>> first = prober((torch.zeros(1, 1, 5, 5),))
+        >>> net[0].stride = (2, 2)  # an edited model is probed again
+        >>> prober((torch.zeros(1, 1, 5, 5),)) is first
+        False
     """
 
     def __init__(self, model: nn.Module, watched: Mapping[str, nn.Module] | None = None) -> None:
@@ -449,7 +473,11 @@ class Prober:
         self, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None, *, training: bool | None = False
     ) -> Probe:
         mode = self.model.training if training is None else training
-        key = (signature(tuple(args)), signature(dict(kwargs or {})), mode)
+        key = (signature(tuple(args)), signature(dict(kwargs or {})), mode, structure(self.model))
+        try:
+            hash(key)
+        except TypeError:  # a setting that holds a list: no cache, a probe each time
+            return probe(self.model, args, kwargs, watched=self.watched, training=training)
         if key not in self._cache:
             self._cache[key] = probe(self.model, args, kwargs, watched=self.watched, training=training)
         return self._cache[key]
