@@ -476,3 +476,21 @@ def test_a_channel_mismatch_names_the_layer() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
     with pytest.raises(cl.ShapeError, match=r"0 expects 1 input channels, got 3 \(Conv2d"):
         deletion(net, torch.randn(2, 3, 6, 6), torch.rand(2, 6, 6), steps=2)
+
+
+def test_a_model_writing_into_its_input_leaves_the_callers_x_alone() -> None:
+    class Normalizes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+
+        def forward(self, x: Tensor) -> Tensor:
+            x.sub_(0.5)
+            out: Tensor = self.net(x)
+            return out
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 4, 4)
+    before = x.clone()
+    deletion(Normalizes(), x, torch.rand(2, 4, 4), steps=2)
+    assert torch.equal(x, before)

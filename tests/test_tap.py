@@ -535,3 +535,75 @@ def test_keyword_inputs_still_stop_early() -> None:
 
     acts = cl.LayerTap(Keyword(), ["conv"]).run(torch.randn(1, 1, 2, 2), scale=2.0)
     assert list(acts) == ["conv"]
+
+
+class DataDependentReuse(nn.Module):
+    """A ReLU used twice, with data-dependent code between the calls (the meta pass stops there)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.c1(x))
+        if x.sum() > 0:
+            x = x * 1.0
+        out: Tensor = self.fc(self.relu(self.c2(x)).mean((2, 3)))
+        return out
+
+
+def test_a_reused_module_after_data_dependent_code_records_every_call() -> None:
+    torch.manual_seed(0)
+    model = DataDependentReuse().eval()
+    x = torch.rand(1, 3, 8, 8)
+    acts = cl.LayerTap(model, ["relu"]).run(x)  # the probe cannot count: no early stop on a guess
+    assert sorted(acts) == ["relu#0", "relu#1"]
+    with pytest.raises(cl.AmbiguousLayerError, match="'relu#0', 'relu#1'"):
+        cl.ActivationMaximizer(model, cl.objectives.channel("relu", 0), input_shape=(1, 3, 8, 8), steps=1)
+
+
+def test_an_unbatched_input_is_refused_even_by_an_early_stopping_run() -> None:
+    model = sequential()
+    with pytest.raises(cl.ShapeError, match=r"without a batch dimension.*unsqueeze\(0\)"):
+        cl.LayerTap(model, ["0"]).run(torch.randn(3, 5, 5))
+
+
+def test_a_layer_that_does_not_run_or_a_call_past_the_last_is_said_before_work() -> None:
+    model = ReusedThenBoom()
+    model.boom = nn.Identity()  # type: ignore[assignment]
+    model.spare = nn.Conv2d(1, 1, 1)
+    with pytest.raises(cl.LayerNotFoundError, match="'spare' does not run in the forward"):
+        cl.LayerTap(model, ["spare"]).run(torch.randn(1, 1, 3, 3))
+    with pytest.raises(cl.LayerNotFoundError, match="runs 2 times"):
+        cl.LayerTap(model, ["relu#5"]).run(torch.randn(1, 1, 3, 3))
+
+
+def test_grads_on_a_model_that_writes_into_its_input() -> None:
+    class Normalizes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            x.sub_(0.5)
+            out: Tensor = self.conv(x).mean((2, 3))
+            return out
+
+    torch.manual_seed(0)
+    model = Normalizes()
+    x = torch.rand(1, 3, 6, 6)
+    given = x.clone()
+    tap = cl.LayerTap(model, ["conv"], grads=True)
+    tap.run(x)
+    assert torch.equal(x, given)  # the caller's input is not written into
+    torch.testing.assert_close(tap.gradients["conv"], torch.full((1, 2, 4, 4), 1 / 16))
+
+
+def test_a_with_block_around_a_compiled_model_is_refused_clearly() -> None:
+    model = sequential()
+    compiled = cast("nn.Module", torch.compile(model, backend="eager"))
+    with pytest.raises(cl.UnsupportedModelError, match=r"tap\.run\(x\)"), cl.LayerTap(compiled, ["0"]):
+        pass
+    assert list(cl.LayerTap(compiled, ["0"]).run(torch.randn(1, 3, 5, 5))) == ["0"]

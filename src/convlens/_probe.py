@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
@@ -107,6 +108,10 @@ class Probe:
         output_tensors: How many tensors the model's output holds (None: unknown).
         failure: Why the pass is incomplete, else ``""``.
         input_shape: Shape of the first input tensor.
+        in_leaf: An incomplete pass failed inside a leaf layer (one that fails
+            there fails for real too, as a rule), not in the model's own code
+            between layers (where data-dependent code lives): only then are the
+            calls seen before the failure trusted as the count.
     """
 
     complete: bool
@@ -117,6 +122,8 @@ class Probe:
     output_tensors: int | None = None
     failure: str = ""
     input_shape: Shape = ()
+    in_leaf: bool = False
+    _unbatched: bool = False
     _message: str | None = None
     _report_model: nn.Module | None = None
     _cause: BaseException | None = None
@@ -132,7 +139,8 @@ class Probe:
         """
         if self._message is None or self._report_model is None:
             return
-        if stops_after and all(len(self.seen.get(n, ())) >= c for n, c in stops_after.items()):
+        seen_all = stops_after and all(len(self.seen.get(n, ())) >= c for n, c in stops_after.items())
+        if seen_all and not self._unbatched:  # a missing batch dimension is about the input itself
             return
         raise shape_error(
             self._report_model,
@@ -149,9 +157,15 @@ class Probe:
         return self._message is not None
 
     def count(self, name: str) -> int | None:
-        """Calls of a watched module: exact when complete, those seen before the failure otherwise."""
+        """Calls of a watched module; None when unknown.
+
+        Exact when complete; when the pass failed inside a leaf, the calls seen
+        before the failure; unknown when it failed in the model's own code.
+        """
         calls = self.seen.get(name)
-        return None if calls is None else len(calls)
+        if calls is None or not (self.complete or self.in_leaf):
+            return None
+        return len(calls)
 
     def rewritten(self, name: str, call: int) -> bool:
         """Whether the output of that call is written into later (True when unknown)."""
@@ -189,7 +203,7 @@ def check_inputs(args: Sequence[Any], kwargs: Mapping[str, Any] | None = None) -
     Raises:
         InvalidTypeError: A numpy array or a PIL image among the inputs.
     """
-    for value in [*args, *(kwargs or {}).values()]:
+    for value in _leaves([*args, *(kwargs or {}).values()]):
         if isinstance(value, np.ndarray):
             raise InvalidTypeError(
                 f"the model's input must be a torch tensor; got a numpy array of shape {value.shape} "
@@ -200,6 +214,19 @@ def check_inputs(args: Sequence[Any], kwargs: Mapping[str, Any] | None = None) -
                 f"the model's input must be a torch tensor; got a PIL image ({type(value).__name__}). "
                 "Turn it into a normalized batch with convlens.images.preprocess(image)."
             )
+
+
+def _leaves(values: Sequence[Any], depth: int = 3) -> list[Any]:
+    """The values, and those inside their lists, tuples and dicts (a detector's list of images)."""
+    found: list[Any] = []
+    for value in values:
+        if depth and isinstance(value, list | tuple):
+            found += _leaves(value, depth - 1)
+        elif depth and isinstance(value, dict):
+            found += _leaves(list(value.values()), depth - 1)
+        else:
+            found.append(value)
+    return found
 
 
 def _check_signature(model: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
@@ -227,6 +254,14 @@ def _on_meta(model: nn.Module) -> Iterator[None]:
     saved: list[tuple[dict[str, Any], dict[str, Any]]] = []
     try:
         for module in model.modules():
+            # Plain tensor attributes too: an in-place op on one must not touch the real tensor.
+            plain = {k: v for k, v in vars(module).items() if isinstance(v, Tensor)}
+            if plain:
+                saved.append((vars(module), dict(vars(module))))
+                for key, tensor in plain.items():
+                    if id(tensor) not in twins:
+                        twins[id(tensor)] = meta_like(tensor)
+                    vars(module)[key] = twins[id(tensor)]
             stores: tuple[dict[str, Any], ...] = (module._parameters, module._buffers)
             for store in stores:  # empty ones too: a buffer registered during the forward goes
                 saved.append((store, dict(store)))
@@ -239,7 +274,8 @@ def _on_meta(model: nn.Module) -> Iterator[None]:
     finally:
         for store, before in saved:
             if store.keys() != before.keys() or any(store[k] is not v for k, v in before.items()):
-                store.clear()
+                for key in [k for k in store if k not in before]:
+                    del store[key]
                 store.update(before)
 
 
@@ -264,44 +300,67 @@ _INTERNAL = frozenset(
     name for name in vars(nn.Module()) if name.startswith("_") and ("hook" in name or name.endswith("_set"))
 ) | {"_parameters", "_buffers", "_modules"}
 _MISSING = object()
-_Saved = list[tuple[dict[str, Any], dict[str, Any], dict[str, list[Any] | dict[Any, Any]]]]
+#: Containers restored in place, to this depth below a module attribute (a list inside a dict...).
+_CONTAINERS = (list, dict, collections.deque, set)
+_DEPTH = 3
+
+
+@dataclass(slots=True)
+class _Saved:
+    attrs: list[tuple[dict[str, Any], dict[str, Any]]]
+    containers: list[tuple[Any, Any]]
 
 
 def _snapshot(model: nn.Module) -> _Saved:
-    saved: _Saved = []
+    saved = _Saved([], [])
+    visited: set[int] = set()
+
+    def visit(value: Any, depth: int) -> None:
+        if depth == 0 or not isinstance(value, _CONTAINERS) or id(value) in visited:
+            return
+        visited.add(id(value))
+        if isinstance(value, dict):
+            saved.containers.append((value, dict(value)))
+            children: list[Any] = list(value.values())
+        elif isinstance(value, set):
+            saved.containers.append((value, set(value)))
+            children = []
+        else:
+            saved.containers.append((value, list(value)))
+            children = list(value)
+        for child in children:
+            visit(child, depth - 1)
+
     for module in model.modules():
         attrs = vars(module)
-        contents: dict[str, list[Any] | dict[Any, Any]] = {
-            k: (list(v) if isinstance(v, list) else dict(v))
-            for k, v in attrs.items()
-            if k not in _INTERNAL and isinstance(v, list | dict)
-        }
-        saved.append((attrs, dict(attrs), contents))
+        saved.attrs.append((attrs, dict(attrs)))
+        for key, value in attrs.items():
+            if key not in _INTERNAL:
+                visit(value, _DEPTH)
     return saved
 
 
 def _restore(saved: _Saved) -> None:
-    for attrs, before, contents in saved:
+    for attrs, before in saved.attrs:
         for key in [k for k in attrs if k not in before]:
             del attrs[key]
         for key, value in before.items():
             if attrs.get(key, _MISSING) is not value:
                 attrs[key] = value
-        for key, content in contents.items():
-            value = before[key]
-            if isinstance(value, list) and isinstance(content, list) and not _same(value, content):
-                value[:] = content
-            elif isinstance(value, dict) and isinstance(content, dict) and not _same_dict(value, content):
-                value.clear()
-                value.update(content)
-
-
-def _same(now: list[Any], then: list[Any]) -> bool:
-    return len(now) == len(then) and all(a is b for a, b in zip(now, then, strict=True))
-
-
-def _same_dict(now: dict[Any, Any], then: dict[Any, Any]) -> bool:
-    return now.keys() == then.keys() and all(now[k] is then[k] for k in then)
+    for container, content in saved.containers:
+        if isinstance(container, dict):
+            if container.keys() != content.keys() or any(container[k] is not v for k, v in content.items()):
+                container.clear()
+                container.update(content)
+        elif isinstance(container, set):
+            if {id(v) for v in container} != {id(v) for v in content}:
+                container.clear()
+                container.update(content)
+        elif len(container) != len(content) or any(
+            a is not b for a, b in zip(container, content, strict=True)
+        ):
+            container.clear()
+            container.extend(content)
 
 
 # -- the pass ------------------------------------------------------------------------
@@ -392,7 +451,7 @@ def _failed(
     message = None
     if culprit is not None:
         message = mismatch(names[id(culprit.module)], culprit.module, culprit.input_shape)
-    unbatched = _unbatched(model, rec.calls, names)
+    unbatched = _unbatched(model, rec.calls, names, input_shape)
     if unbatched is not None:
         message = unbatched
     first = (str(err).strip().splitlines() or [""])[0]
@@ -405,26 +464,38 @@ def _failed(
         seen=seen,
         failure=f"the meta trace failed in {where!r} ({type(err).__name__}: {first})",
         input_shape=input_shape,
+        in_leaf=culprit is not None,
+        _unbatched=unbatched is not None,
         _message=message,
         _report_model=model if message is not None else None,
         _cause=err.with_traceback(None) if message is not None else None,
     )
 
 
-def _unbatched(model: nn.Module, calls: Sequence[TracedCall], names: Mapping[int, str]) -> str | None:
-    """The message for an input without its batch dimension, if the first convolution got one."""
+def _unbatched(
+    model: nn.Module, calls: Sequence[TracedCall], names: Mapping[int, str], input_shape: Shape
+) -> str | None:
+    """The message for an input without its batch dimension, if the first convolution got one.
+
+    When no convolution ran (a forward that unpacks its input first, as torchvision's ViT
+    does), the model's first convolution judges the model's own input.
+    """
     conv = next((c for c in calls if isinstance(c.module, _ConvNd)), None)
-    if conv is None or not isinstance(conv.module, _ConvNd):
-        return None
-    module = conv.module
+    if conv is not None and isinstance(conv.module, _ConvNd):
+        module, shape = conv.module, conv.input_shape
+    else:
+        first = next((m for m in model.modules() if isinstance(m, _ConvNd)), None)
+        if calls or first is None or id(first) not in names:  # only when no layer ran at all
+            return None
+        module, shape = first, input_shape
     nd = len(module.kernel_size)
-    if len(conv.input_shape) != nd + 1 or conv.input_shape[0] != module.in_channels:
+    if len(shape) != nd + 1 or shape[0] != module.in_channels:
         return None
     spatial = {1: "L", 2: "H, W"}.get(nd, "D, H, W")
     wanted = f"[N, {module.in_channels}, {spatial}]"
     return (
         f"{names[id(module)]} ({type(module).__name__}) got an input without a batch dimension, shape "
-        f"{format_shape(conv.input_shape)}; {type(model).__name__} takes a batch {wanted}: add one with "
+        f"{format_shape(shape)}; {type(model).__name__} takes a batch {wanted}: add one with "
         "x.unsqueeze(0)"
     )
 

@@ -254,7 +254,7 @@ class GradCAM:
                 dims = ", ".join(str(d) for d in range(1, len(shape) - 1))
                 raise InvalidArgumentError(
                     f"{type(self).__name__} needs channels first (N, C, H, W); {self.ref.key!r} gives {shape}, "
-                    f"channels last: its last {features} computes {shape[-1]} features along the last "
+                    f"channels last: a {features} in it computes {shape[-1]} features along the last "
                     f"dimension (as in a Swin block). Pass reshape=lambda t: t.permute(0, "
                     f"{len(shape) - 1}, {dims})."
                 )
@@ -482,22 +482,23 @@ class EigenCAM(GradCAM):
 
 
 def _channels_last(layer: nn.Module, shape: tuple[int, ...]) -> str | None:
-    """The kind of the layer's last Linear or LayerNorm when it says the output is channels last.
+    """The kind of module that says the layer's output is channels last, if one does.
 
-    A layer whose last features-computing module (itself included) is a Linear or a LayerNorm of
-    width ``shape[-1]``, while dimension 1 has another size, returns ``(N, *spatial, C)``.
+    A Linear or LayerNorm inside the layer (itself included) of width ``shape[-1]``,
+    while dimension 1 has another size and no convolution there makes ``shape[1]``
+    channels, means the output is ``(N, *spatial, C)`` (a Swin stage or its patch merging).
     """
-    last = None
-    for module in layer.modules():
-        if isinstance(module, nn.Linear):
-            last = ("Linear", module.out_features)
-        elif isinstance(module, nn.LayerNorm) and module.normalized_shape:
-            last = ("LayerNorm", module.normalized_shape[-1])
-        elif isinstance(module, nn.modules.conv._ConvNd):
-            last = ("Conv", module.out_channels)
-    if last is None or last[0] == "Conv" or last[1] != shape[-1] or shape[1] == shape[-1]:
+    if shape[1] == shape[-1]:
         return None
-    return last[0]
+    found = None
+    for module in layer.modules():
+        if isinstance(module, nn.modules.conv._ConvNd) and module.out_channels == shape[1]:
+            return None
+        if isinstance(module, nn.Linear) and module.out_features == shape[-1]:
+            found = "Linear"
+        elif isinstance(module, nn.LayerNorm) and module.normalized_shape[-1:] == (shape[-1],):
+            found = found or "LayerNorm"
+    return found
 
 
 def _resize(raw: Tensor, size: Sequence[int]) -> Tensor:

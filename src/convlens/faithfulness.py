@@ -263,8 +263,9 @@ def _evaluate(
 
     with preserved_modes(model, training=False), torch.no_grad():
         if target is None:
+            # Clones: a model that writes into its input must not rewrite the caller's x.
             chunks_x = [x[i : i + batch_size] for i in range(0, n, batch_size)]
-            found = [target_scores(_forward(model, c, "x"), None, None, len(c))[0] for c in chunks_x]
+            found = [target_scores(_forward(model, c.clone(), "x"), None, None, len(c))[0] for c in chunks_x]
             fixed = torch.cat([t for t in found if t is not None])
         targets = None if fixed is None else fixed.to(device)
         total, chunks = (steps + 1) * n, []
@@ -291,10 +292,15 @@ def _evaluate(
 
 def _check_inputs(x: Tensor, maps: Tensor) -> None:
     check_inputs((x,))
-    if isinstance(x, Tensor) and x.dim() == 3:
+    if isinstance(x, Tensor) and x.dim() in (3, 5):
         raise ShapeError(
-            f"x has no batch dimension: got one image of shape {format_shape(tuple(x.shape))}, and deletion "
-            "and insertion take a batch (N, C, H, W); add one with x.unsqueeze(0)."
+            f"deletion and insertion take a batch of 2-D images (N, C, H, W); got x of shape "
+            f"{format_shape(tuple(x.shape))} ({x.dim()}-D)"
+            + (
+                ", one image without its batch dimension? Add one with x.unsqueeze(0)."
+                if x.dim() == 3
+                else "."
+            )
         )
     if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
         got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__

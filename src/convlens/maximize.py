@@ -46,7 +46,7 @@ from convlens._checks import check_choice, check_int, check_model, check_real, c
 from convlens._probe import Probe, Prober, require_hooks
 from convlens._recorder import Recorder, StopForward, grad_mode_restored, preserved_modes
 from convlens._values import first_tensor
-from convlens.errors import InvalidArgumentError, InvalidTypeError, LayerNotFoundError
+from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError, LayerNotFoundError
 from convlens.layers import LayerRef, call_index, resolve_layer, unwrap
 from convlens.objectives import OUTPUT, Objective
 
@@ -224,6 +224,11 @@ class ActivationMaximizer:
             >>> res.image.requires_grad, bool(res.history[-1] > res.history[0])
             (False, True)
         """
+        if torch.is_inference_mode_enabled():
+            raise ConvlensError(
+                "ActivationMaximizer needs autograd, which torch.inference_mode() turns off; call run() "
+                "outside inference_mode."
+            )
         generator = torch.Generator().manual_seed(self.seed)
         work = torch.promote_types(self.dtype, torch.float32)
         parameter, render = self._parameterize(generator, work)
@@ -379,8 +384,8 @@ def probe_shapes(
 
     From the probe (one pass on the meta device; ``probe`` when the caller has
     it); a model the probe cannot see whole gets one real forward on zeros,
-    without autograd, in eval mode, unless the probe saw every layer before it
-    failed and the model output is not needed.
+    without autograd, in eval mode, unless the probe failed inside a later leaf
+    layer after seeing every layer asked for and the model output is not needed.
 
     Raises:
         ShapeError: A layer rejects the shape of what it receives (it is named).
@@ -398,7 +403,8 @@ def probe_shapes(
         name: [s.shape for s in probe.seen.get(name, ())] for name in modules
     }
     output_shape = probe.output_shape
-    if not probe.complete and (needs_output or not all(seen.values())):
+    counted = probe.complete or probe.in_leaf  # a failure in the model's own code: counts unknown
+    if not probe.complete and (needs_output or not all(seen.values()) or not counted):
         seen = {name: [] for name in modules}
 
         def record(name: str, _call: int, output: Any) -> None:

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from convlens._checks import as_int, check_indices, check_int, check_real, check_shape
+from convlens._probe import require_hooks
 from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
 from convlens.layers import LayerSpec, resolve_layer, unwrap
 from convlens.maximize import (
@@ -106,6 +107,7 @@ class NeuronVisualizer:
         self, model: nn.Module, layer: LayerSpec, *, input_shape: Sequence[int] | None = None
     ) -> None:
         self.model = model
+        require_hooks(unwrap(model), "NeuronVisualizer")
         self.ref = resolve_layer(model, layer)
         self.layer = self.ref.key
         self.input_shape = None if input_shape is None else check_shape("input_shape", input_shape)

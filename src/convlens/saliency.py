@@ -55,7 +55,7 @@ from torch.overrides import TorchFunctionMode
 from convlens._probe import Prober, check_inputs, require_hooks
 from convlens._recorder import grad_mode_restored, preserved_modes
 from convlens.cam import GradCAM, min_max
-from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
 from convlens.layers import LayerSpec, unwrap
 from convlens.targets import Target, check_target, target_scores
 
@@ -149,6 +149,11 @@ class Saliency:
                 wrong length, or a score that does not depend on the input.
         """
         _check_input(x)
+        if torch.is_inference_mode_enabled():
+            raise ConvlensError(
+                f"{type(self).__name__} needs autograd, which torch.inference_mode() turns off; "
+                "call it outside inference_mode (torch.no_grad() is fine)."
+            )
         probe = self._prober((x,))
         probe.check()
         fixed = check_target(target, x.shape[0], None if _decided_later(target) else probe.output_shape)
@@ -156,7 +161,7 @@ class Saliency:
 
     def _explain(self, x: Tensor, target: Target, fixed: Tensor | None) -> SaliencyResult:
         """The forward and backward, for an input and target already validated."""
-        leaf = x.detach().requires_grad_()
+        leaf = x.detach().clone().requires_grad_()  # an inference tensor cannot require grad itself
         with preserved_modes(self._module, training=False), grad_mode_restored():
             torch.set_grad_enabled(True)
             with _GuidedReLU() if self.guided else contextlib.nullcontext():

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from convlens._probe import Probe, Prober, check_inputs, require_hooks
 from convlens._recorder import Recorder, StopForward, preserved_modes
 from convlens._values import first_tensor, tensors, with_first_tensor
-from convlens.errors import ConvlensError, InvalidArgumentError, LayerNotFoundError
+from convlens.errors import ConvlensError, InvalidArgumentError, LayerNotFoundError, UnsupportedModelError
 from convlens.layers import LayerRef, LayerSpec, call_index, resolve_layer, resolve_layers, unwrap
 
 __all__ = ["LayerTap"]
@@ -131,6 +131,15 @@ class LayerTap:
     # -- hooks -------------------------------------------------------------
 
     def __enter__(self) -> LayerTap:
+        if self._module is not self.model and type(self.model).__name__ == "OptimizedModule":
+            raise UnsupportedModelError(
+                "A torch.compile model's graph does not see hooks added after it was compiled, so a with "
+                "block around your own call of it would record nothing. Use tap.run(x) (it runs the "
+                "wrapped model eagerly), or tap the original module: LayerTap(model._orig_mod, ...)."
+            )
+        return self._attach()
+
+    def _attach(self) -> LayerTap:
         if self._stack is not None:
             raise ConvlensError("This LayerTap is already active; create a second LayerTap to nest taps.")
         stack = contextlib.ExitStack()
@@ -229,13 +238,31 @@ class LayerTap:
                 that do not fit the model's ``forward``.
             InvalidArgumentError: ``grads=True`` and the model returns no
                 tensor that depends on its input.
+            LayerNotFoundError: A tapped layer that does not run, or a
+                ``#i`` past its last call.
         """
         check_inputs(inputs, kwargs)
+        if self.grads and torch.is_inference_mode_enabled():
+            raise ConvlensError(
+                "LayerTap.run with grads=True needs autograd, which torch.inference_mode() turns off; call it "
+                "outside inference_mode (torch.no_grad() is fine)."
+            )
         probe = self._prober(inputs, kwargs)
         probe.check(stops_after=None if self.grads else self._waits_for())
+        if probe.complete:  # every tapped layer must run, and a #i must be one of its calls
+            for ref in self.refs:
+                calls = probe.count(ref.name) or 0
+                if calls == 0:
+                    raise LayerNotFoundError(
+                        f"Layer {ref.name!r} does not run in the forward of {type(self._module).__name__} "
+                        "(in eval mode, as tap.run runs it)."
+                    )
+                if ref.call is not None:
+                    call_index(ref, calls)
         with contextlib.ExitStack() as stack:
             if self._stack is None:
-                stack.enter_context(self)
+                self._attach()
+                stack.callback(self.close)
             stack.enter_context(preserved_modes(self._module, training=False))
             stack.callback(self._finish_run)
             self._clear()
@@ -243,8 +270,12 @@ class LayerTap:
             if self.grads:
                 stack.enter_context(torch.enable_grad())
                 self._recorder.remaining = None
+                # A leaf per input, and a clone of it into the model: a model that writes into its
+                # input must not write into a leaf that requires grad (nor into the caller's tensor).
                 inputs = tuple(
-                    x.detach().requires_grad_() if isinstance(x, Tensor) and x.is_floating_point() else x
+                    x.detach().requires_grad_().clone()
+                    if isinstance(x, Tensor) and x.is_floating_point()
+                    else x
                     for x in inputs
                 )
                 self._backward(self._forward(inputs, kwargs))
