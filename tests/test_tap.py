@@ -607,3 +607,19 @@ def test_a_with_block_around_a_compiled_model_is_refused_clearly() -> None:
     with pytest.raises(cl.UnsupportedModelError, match=r"tap\.run\(x\)"), cl.LayerTap(compiled, ["0"]):
         pass
     assert list(cl.LayerTap(compiled, ["0"]).run(torch.randn(1, 3, 5, 5))) == ["0"]
+
+
+def test_convlens_own_forwards_inside_a_users_block_leave_its_record_alone() -> None:
+    model = sequential()
+    x1, x2 = torch.randn(1, 3, 5, 5), torch.randn(1, 3, 5, 5)
+    with cl.LayerTap(model, ["2"]) as tap:
+        with torch.no_grad():
+            model(x1)
+        mine = tap["2"].clone()
+        cl.GradCAM(model, "2")(x2)
+        cl.LayerTap(model, ["0"]).run(x2)
+        cl.Saliency(model)(x2)
+        torch.testing.assert_close(tap["2"], mine, rtol=0, atol=0)
+        with torch.no_grad():
+            model(x2)  # the user's own forward is recorded, as always
+        assert not torch.equal(tap["2"], mine)

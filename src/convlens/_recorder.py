@@ -49,6 +49,7 @@ __all__ = [
     "StopForward",
     "grad_mode_restored",
     "hooks",
+    "internal",
     "preserved_modes",
 ]
 
@@ -59,10 +60,12 @@ KwargsPreHook = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]
 #: a replacement for what flows downstream, or None to leave it.
 Keep = Callable[[str, int, Any], Any]
 
-#: The token of the probe running in this thread or task (None when none is).
-#: Every recorder acts only on the passes its own token marks, so convlens's own
-#: meta passes never reach a user's active LayerTap, and a model that really
-#: lives on the meta device is still recorded. A ContextVar, not shared state.
+#: The token of the convlens pass running in this thread or task (None during a
+#: user's own forward). A probe's recorder acts only on the pass its token marks;
+#: any other recorder acts on a user's forward and on its own passes. So
+#: convlens's own passes (meta probes, and the real forwards of GradCAM or of
+#: another tap's run) never reach a user's active LayerTap, and a model that
+#: really lives on the meta device is still recorded. A ContextVar, not shared state.
 PROBING: ContextVar[object | None] = ContextVar("convlens_probing", default=None)
 
 
@@ -124,6 +127,16 @@ def grad_mode_restored() -> Iterator[None]:
         torch.set_grad_enabled(previous)
 
 
+@contextlib.contextmanager
+def internal() -> Iterator[None]:
+    """Mark the body as a forward convlens runs for itself: a user's active tap ignores it."""
+    token = PROBING.set(object())
+    try:
+        yield
+    finally:
+        PROBING.reset(token)
+
+
 class Recorder:
     """Count, keep and stop: the hooks of one forward of ``model``.
 
@@ -167,7 +180,8 @@ class Recorder:
         self.trace = list(trace)
         self.forwards_only = forwards_only
         self.on_forward = on_forward
-        self.token: object | None = object() if probe else None
+        self.token = object()
+        self.probe = probe
         self.counts: dict[str, int] = dict.fromkeys(self.watched, 0)
         self.calls: list[TracedCall] = []
         self.open: list[int] = []
@@ -215,7 +229,17 @@ class Recorder:
     # -- hooks -------------------------------------------------------------------
 
     def _mine(self) -> bool:
-        return PROBING.get() is self.token
+        running = PROBING.get()
+        return running is self.token or (running is None and not self.probe)
+
+    @contextlib.contextmanager
+    def owned(self) -> Iterator[None]:
+        """Mark the body as this recorder's own pass: other recorders (a user's tap) ignore it."""
+        token = PROBING.set(self.token)
+        try:
+            yield
+        finally:
+            PROBING.reset(token)
 
     def _active(self) -> bool:
         return self._mine() and (not self.forwards_only or self.depth > 0)

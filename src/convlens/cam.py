@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from convlens._checks import check_int
 from convlens._probe import Probe, Prober, check_inputs, require_hooks
-from convlens._recorder import Recorder, grad_mode_restored, preserved_modes
+from convlens._recorder import Recorder, grad_mode_restored, internal, preserved_modes
 from convlens._values import first_tensor, with_first_tensor
 from convlens.errors import (
     ConvlensError,
@@ -302,7 +302,7 @@ class GradCAM:
 
         recorder = Recorder(self._module, {name: self.ref.module}, wanted={name: {wanted}}, keep=keep)
         torch.set_grad_enabled(False)
-        with recorder.attached():
+        with recorder.attached(), recorder.owned():
             output = self._module(x)
         self._check_calls(recorder.counts[name])  # again: the probe cannot see every forward whole
         if not captured:
@@ -438,7 +438,8 @@ class ScoreCAM(GradCAM):
             for start in range(0, k, self.chunk_size):
                 chunk = masks[i, start : start + self.chunk_size].unsqueeze(1).to(x.dtype)
                 masked = x[i : i + 1] * chunk
-                out = self._module(masked)
+                with internal():
+                    out = self._module(masked)
                 index = None if context.targets is None else context.targets[i : i + 1].expand(len(chunk))
                 sub = CAMContext(cam=self, x=masked, target=context.target, targets=index)
                 scores[i, start : start + len(chunk)] = sub.score(out).to(scores.dtype)

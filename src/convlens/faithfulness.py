@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from convlens._checks import check_choice, check_int, format_shape
 from convlens._probe import check_inputs, probe
-from convlens._recorder import preserved_modes
+from convlens._recorder import internal, preserved_modes
 from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
 from convlens.layers import unwrap
 from convlens.targets import Target, callable_scores, check_target, class_scores, target_scores
@@ -351,7 +351,8 @@ def _blur(x: Tensor) -> Tensor:
 def _forward(model: nn.Module, batch: Tensor, what: str) -> Any:
     """Run the model; an exception from it gets a note saying which inputs it failed on."""
     try:
-        return model(batch)
+        with internal():
+            return model(batch)
     except Exception as err:
         err.add_note(f"convlens.faithfulness: raised on {what}, a batch of shape {tuple(batch.shape)}.")
         raise

@@ -353,7 +353,8 @@ class _ObjectiveForward:
         self.acts = {}
         self.recorder.start(None if self.needs_output else self.events)
         try:
-            output = self.model(x)
+            with self.recorder.owned():
+                output = self.model(x)
         except StopForward:
             return self.acts
         missing = [
@@ -415,7 +416,12 @@ def probe_shapes(
         zeros = torch.zeros(input_shape, dtype=dtype, device=device)
         output_shape = None
         try:  # code that needs data: one real forward instead
-            with recorder.attached(), preserved_modes(model, training=False), torch.no_grad():
+            with (
+                recorder.attached(),
+                recorder.owned(),
+                preserved_modes(model, training=False),
+                torch.no_grad(),
+            ):
                 tensor = first_tensor(model(zeros))
             output_shape = None if tensor is None else tuple(tensor.shape)
         except Exception:

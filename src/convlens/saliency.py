@@ -53,7 +53,7 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.overrides import TorchFunctionMode
 
 from convlens._probe import Prober, check_inputs, require_hooks
-from convlens._recorder import grad_mode_restored, preserved_modes
+from convlens._recorder import grad_mode_restored, internal, preserved_modes
 from convlens.cam import GradCAM, min_max
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
 from convlens.layers import LayerSpec, unwrap
@@ -164,7 +164,7 @@ class Saliency:
         leaf = x.detach().clone().requires_grad_()  # an inference tensor cannot require grad itself
         with preserved_modes(self._module, training=False), grad_mode_restored():
             torch.set_grad_enabled(True)
-            with _GuidedReLU() if self.guided else contextlib.nullcontext():
+            with _GuidedReLU() if self.guided else contextlib.nullcontext(), internal():
                 output = self._module(leaf.clone())  # in-place ops on the input hit the clone
             targets, scores = target_scores(output, target, fixed, x.shape[0])
             if not scores.requires_grad:

@@ -189,7 +189,7 @@ def trace_shapes(
     )
     rec = Recorder(model, {}, trace=leaves)
     try:
-        with rec.attached(), preserved_modes(model, training=False), torch.no_grad():
+        with rec.attached(), rec.owned(), preserved_modes(model, training=False), torch.no_grad():
             output = first_tensor(model(*real, **kwargs))
     except Exception as err:
         message = _failure(model, names, rec, err)

@@ -287,7 +287,8 @@ class LayerTap:
             return self.activations
 
     def _forward(self, inputs: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        return self._module(*inputs, **kwargs)
+        with self._recorder.owned():  # another active tap (a user's with block) ignores this forward
+            return self._module(*inputs, **kwargs)
 
     def _finish_run(self) -> None:
         # An early stop skips the model's forward hooks: reset the bookkeeping here.
