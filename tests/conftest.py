@@ -5,8 +5,9 @@ from __future__ import annotations
 import matplotlib
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+import convlens as cl
 from models import DictNet, InplaceNet, ReusedNet, seeded
 
 matplotlib.use("Agg")
@@ -36,3 +37,16 @@ def dict_net() -> DictNet:
 @pytest.fixture
 def image() -> Tensor:
     return torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def alexnet() -> nn.Module:
+    """A seeded torchvision AlexNet (random weights), shared by the shape and report tests."""
+    torch.manual_seed(0)
+    model: nn.Module = pytest.importorskip("torchvision").models.alexnet(weights=None)
+    return model
+
+
+@pytest.fixture(scope="module")
+def alexnet_report(alexnet: nn.Module) -> cl.ShapeReport:
+    return cl.trace_shapes(alexnet, (1, 3, 224, 224))

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from torch import nn
 
 import convlens as cl
@@ -20,18 +19,6 @@ UPDATE_GOLDEN = os.environ.get("CONVLENS_UPDATE_GOLDEN") == "1"
 
 def torchvision_models() -> Any:
     return pytest.importorskip("torchvision").models
-
-
-@pytest.fixture(scope="module")
-def alexnet() -> nn.Module:
-    torch.manual_seed(0)
-    model: nn.Module = torchvision_models().alexnet(weights=None)
-    return model
-
-
-@pytest.fixture(scope="module")
-def alexnet_report(alexnet: nn.Module) -> cl.ShapeReport:
-    return cl.trace_shapes(alexnet, (1, 3, 224, 224))
 
 
 def test_alexnet_table_golden(alexnet_report: cl.ShapeReport) -> None:

@@ -38,18 +38,6 @@ def real_shapes(model: nn.Module, *inputs: Tensor) -> list[tuple[int, ...]]:
     return shapes
 
 
-@pytest.fixture(scope="module")
-def alexnet() -> nn.Module:
-    torch.manual_seed(0)
-    model: nn.Module = torchvision_models().alexnet(weights=None)
-    return model
-
-
-@pytest.fixture(scope="module")
-def alexnet_report(alexnet: nn.Module) -> cl.ShapeReport:
-    return cl.trace_shapes(alexnet, (1, 3, 224, 224))
-
-
 # -- the lecture's AlexNet -----------------------------------------------------------
 
 

@@ -260,14 +260,10 @@ class SkipShapePreserving(TorchFunctionMode):
         kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
+        if not (args and isinstance(args[0], Tensor) and args[0].is_meta and "out" not in kwargs):
+            return func(*args, **kwargs)
         rule = _COMPUTED.get(func)
-        if (
-            rule is not None
-            and args
-            and isinstance(args[0], Tensor)
-            and args[0].is_meta
-            and "out" not in kwargs
-        ):
+        if rule is not None:
             try:
                 answer = rule(args, kwargs)
             except (AttributeError, IndexError, TypeError, ValueError):  # odd arguments: let torch judge
@@ -275,13 +271,7 @@ class SkipShapePreserving(TorchFunctionMode):
             if answer is not None:
                 return answer
         check = _PRESERVING.get(func)
-        if (
-            check is not None
-            and args
-            and isinstance(args[0], Tensor)
-            and args[0].is_meta
-            and "out" not in kwargs
-        ):
+        if check is not None:
             try:
                 skip = check(args, kwargs)
             except (AttributeError, IndexError, TypeError, ValueError):  # odd arguments: let torch judge
