@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ from convlens._recorder import PROBING
 from convlens._values import tensors
 from invariants import assert_unchanged, snapshot
 from models import DictNet, InplaceNet, ReusedNet, seeded
+from wild import jit
 
 
 def exact(message: str) -> str:
@@ -727,19 +727,11 @@ def test_probing_touches_no_global_rng() -> None:
 # -- TorchScript ---------------------------------------------------------------------------------------
 
 
-def _jit(how: str, model: nn.Module, x: Tensor) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, and still in use
-        if how == "script":
-            return torch.jit.script(model)
-        return torch.jit.trace(model, x)  # type: ignore[no-untyped-call]
-
-
 @pytest.mark.parametrize("how", ["script", "trace"])
 def test_torchscript_cannot_be_probed_and_is_refused_where_hooks_are_needed(how: str) -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     x = _x(1, 3, 6, 6)
-    jitted = _jit(how, model, x)
+    jitted = jit(how, model, x)
     assert is_script(jitted)
     assert not is_script(model)
     p = probe(jitted, (x,), watched={})

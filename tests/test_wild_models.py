@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import convlens as cl
-from wild import BatchedDetector, FeatureNet, ResidualNet, TinyViT, Wrapped, seeded_bn, small_cnn
+from wild import BatchedDetector, FeatureNet, ResidualNet, TinyViT, Wrapped, jit, seeded_bn, small_cnn
 
 
 def _image(*shape: int, seed: int = 1) -> Tensor:
@@ -163,19 +162,11 @@ def _unsupported_model_error() -> type[Exception]:
     return error
 
 
-def _jit(how: str, model: nn.Module, x: Tensor) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, and still in use
-        if how == "script":
-            return torch.jit.script(model)
-        return torch.jit.trace(model, x)  # type: ignore[no-untyped-call]
-
-
 @pytest.mark.parametrize("how", ["script", "trace"])
 def test_a_torchscript_model_is_refused_where_hooks_are_needed_and_explained_where_not(how: str) -> None:
     model = small_cnn().eval()
     x = _image(2, 3, 8, 8)
-    jitted = _jit(how, model, x)
+    jitted = jit(how, model, x)
     error = _unsupported_model_error()
     with pytest.raises(error, match=r"TorchScript"):
         cl.GuidedBackprop(jitted)(x)  # guidance would be silently ignored: plain gradients

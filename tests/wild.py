@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -196,3 +197,12 @@ class BatchedDetector(nn.Module):
     def forward(self, x: Tensor) -> list[dict[str, Tensor]]:
         out: list[dict[str, Tensor]] = self.det(list(x))
         return out
+
+
+def jit(how: str, model: nn.Module, x: Tensor) -> Any:
+    """``torch.jit.script`` (how="script") or ``torch.jit.trace`` of ``model``, without the deprecation warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, and still in use
+        if how == "script":
+            return torch.jit.script(model)
+        return torch.jit.trace(model, x)  # type: ignore[no-untyped-call]

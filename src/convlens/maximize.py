@@ -326,7 +326,6 @@ class _ObjectiveForward:
         for key, ref in refs.items():
             modules[ref.name] = ref.module
             self.keys.setdefault(ref.name, {}).setdefault(ref.call or 0, []).append(key)
-        self.events = sum(len(calls) for calls in self.keys.values())
         self.acts: dict[str, Tensor] = {}
         self.recorder = Recorder(
             model, modules, wanted={name: set(calls) for name, calls in self.keys.items()}, keep=self._keep
@@ -351,7 +350,7 @@ class _ObjectiveForward:
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         self.acts = {}
-        self.recorder.start(None if self.needs_output else self.events)
+        self.recorder.start(None if self.needs_output else self.recorder.events)
         try:
             with self.recorder.owned():
                 output = self.model(x)
