@@ -342,7 +342,8 @@ def test_input_the_model_rejects() -> None:
         ({"param": "pixl"}, InvalidArgumentError, "Did you mean 'pixel'"),
         ({"value_range": (1, 0)}, InvalidArgumentError, "lo < hi"),
         ({"value_range": 1}, InvalidTypeError, "pair"),
-        ({"transforms": "yes"}, InvalidTypeError, "True or False"),
+        ({"transforms": "yes"}, InvalidArgumentError, "'standard', 'maco'; got 'yes'"),
+        ({"transforms": 1}, InvalidTypeError, "True, False, None or one of"),
         ({"input_shape": (3,)}, InvalidArgumentError, "at least two ints"),
         ({"input_shape": "1,3,8,8"}, InvalidTypeError, "sequence of ints"),
         ({"input_shape": (1, 3, 8), "transforms": True}, InvalidArgumentError, "2-D images"),
@@ -415,26 +416,26 @@ def test_l1_penalty_means_no_ink(digits: nn.Module) -> None:
 # -- the pieces: transforms and the spectrum ----------------------------------------------------
 
 
-def test_transforms_are_differentiable_and_stay_in_range() -> None:
-    from convlens.maximize import _augment
+def test_standard_transforms_are_differentiable_and_stay_in_range() -> None:
+    from convlens._augment import standard
 
     image = torch.rand(4, 3, 20, 30, generator=torch.Generator().manual_seed(0), requires_grad=True)
     generator = torch.Generator().manual_seed(1)
-    out = _augment(image, generator)
+    out = standard(image, generator, fill=0.5)
     assert out.shape == image.shape
-    # Bilinear sampling with reflected borders mixes input values: nothing leaves their range.
+    # Bilinear sampling mixes input values and the grey pad: nothing leaves their range.
     low, high, values = float(image.detach().min()), float(image.detach().max()), out.detach()
-    assert float(values.min()) >= low - 1e-6
-    assert float(values.max()) <= high + 1e-6
+    assert float(values.min()) >= min(low, 0.5) - 1e-6
+    assert float(values.max()) <= max(high, 0.5) + 1e-6
     (grad,) = torch.autograd.grad(out.sum(), [image])
     assert grad.abs().sum() > 0
-    again = _augment(image, torch.Generator().manual_seed(1))
+    again = standard(image, torch.Generator().manual_seed(1), fill=0.5)
     assert torch.equal(out, again)  # the generator alone decides the draw
-    assert not torch.equal(out, _augment(image, generator))
+    assert not torch.equal(out, standard(image, generator, fill=0.5))
 
 
 def test_spectrum_scale_is_one_over_frequency() -> None:
-    from convlens.maximize import _spectrum_scale
+    from convlens._param import spectrum_scale as _spectrum_scale
 
     scale = _spectrum_scale((8, 10), decay_power=1.0)
     assert scale.shape == (8, 6)  # rfft keeps 10 // 2 + 1 columns

@@ -36,13 +36,16 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
+from types import MappingProxyType
 from typing import Any, Literal, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from convlens import _augment as augment
 from convlens._checks import check_choice, check_int, check_model, check_real, check_shape
+from convlens._param import parameterize
+from convlens._picture import resolve_normalize
 from convlens._probe import Probe, Prober, require_hooks
 from convlens._recorder import Recorder, StopForward, grad_mode_restored, preserved_modes
 from convlens._values import first_tensor
@@ -50,20 +53,29 @@ from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeErro
 from convlens.layers import LayerRef, call_index, resolve_layer, unwrap
 from convlens.objectives import OUTPUT, Objective
 
-__all__ = ["ActivationMaximizer", "MaximizationResult", "Param"]
+__all__ = [
+    "RECOMMENDED_PARAM",
+    "RECOMMENDED_TRANSFORMS",
+    "ActivationMaximizer",
+    "MaximizationResult",
+    "Normalize",
+    "Param",
+    "TransformName",
+]
 
-#: How the image is parameterized: its pixels, or a 1/f-scaled Fourier spectrum.
-Param = Literal["pixel", "fft"]
-_PARAMS = ("pixel", "fft")
-#: Standard deviation of the random initial parameters (Lucid's).
-_INIT_SD = 0.01
-#: Lucid's constant that divides the image made from a spectrum.
-_FFT_DIVISOR = 4.0
-#: The standard transforms: jitter of up to min(H, W) // 28 px (at least 1),
-#: scale in [1 - 0.05, 1 + 0.05], rotation in [-5, 5] degrees.
-_JITTER_DIVISOR = 28
-_SCALE = 0.05
-_DEGREES = 5.0
+#: How the image is parameterized: its pixels, a 1/f-scaled Fourier spectrum, or MACO's Fourier phase.
+Param = Literal["pixel", "fft", "maco"]
+_PARAMS = ("pixel", "fft", "maco")
+#: The random views each step sees: Lucid's standard transforms or MACO's crops and noise.
+TransformName = Literal["standard", "maco"]
+_TRANSFORMS = ("standard", "maco")
+#: Picture space: an ImageNet preset's name or per-channel ``(mean, std)``.
+Normalize = Literal["imagenet", "lecture"] | tuple[float | Sequence[float], float | Sequence[float]]
+#: The recipe a user gets with ``normalize`` and nothing else (the best in bench/featureviz.py).
+RECOMMENDED_PARAM: Param = "maco"
+RECOMMENDED_TRANSFORMS: TransformName = "maco"
+#: Adam's default learning rate per parameterization (a phase is in radians).
+_LR = MappingProxyType({"pixel": 0.05, "fft": 0.05, "maco": 0.1})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +93,9 @@ class MaximizationResult:
         value: ``values.mean()`` as a float (the objective of the final image
             for a batch of one).
         objective: The objective that was maximized.
+        picture: With ``normalize``, the optimized picture in [0, 1] RGB,
+            ``(N, C, H, W)`` float32 (``image`` is ``(picture - mean) / std``);
+            None without ``normalize``.
     """
 
     image: Tensor
@@ -88,41 +103,72 @@ class MaximizationResult:
     values: Tensor
     value: float
     objective: Objective
+    picture: Tensor | None = None
 
 
 class ActivationMaximizer:
     """Find the input that maximizes an objective by gradient ascent (Adam).
 
+    Two spaces to optimize in. Without ``normalize`` the optimized tensor is
+    the model's input itself (the digits, in ``value_range=(0, 1)``). With
+    ``normalize`` it is a *picture* in [0, 1] RGB, and the model sees
+    ``(picture - mean) / std``; the defaults are then the recipe that did best
+    on a real pretrained network (``bench/featureviz.py``): MACO's phase-only
+    parameterization with the photographs' spectrum, seen through MACO-style
+    crops and noise, so that ``ActivationMaximizer(model, objective,
+    input_shape=(1, 3, 224, 224), normalize="imagenet")`` gives a picture with
+    a photograph's spectrum and colours.
+
     Args:
         model: Any ``nn.Module``; run in eval mode (flags restored after).
         objective: What to maximize, e.g. ``channel("features.10", 5) - 1e-3 * l1()``.
+            A batch optimizes one image per sample, each its own objective
+            when the objective's index is one per sample
+            (``channel("features.10", range(64))`` with ``input_shape=(64, 3, 224, 224)``).
         input_shape: The model input, batch first, ``(N, C, H, W)`` (1-D and
-            3-D inputs work with ``transforms=False``). Each of the N images
-            is optimized on its own: the loss is the sum of their objectives.
+            3-D inputs work with ``param="pixel"`` or ``"fft"`` and no transforms).
+            Each of the N images is optimized on its own (the loss is the sum
+            of their objectives) unless the objective couples them
+            (:func:`~convlens.objectives.diversity`).
         steps: Adam steps.
-        lr: Adam's learning rate.
+        lr: Adam's learning rate; None: 0.05 for ``"pixel"`` and ``"fft"``,
+            0.1 (radians) for ``"maco"``.
         seed: Seeds the initial image and the random transforms (a private
             :class:`torch.Generator`; the global RNG is untouched).
-        param: ``"pixel"`` optimizes the pixels; ``"fft"`` optimizes a
-            Fourier spectrum scaled by ``1 / max(f, 1 / max(H, W)) ** decay_power``
-            (``f`` the frequency in cycles per pixel), as in Lucid and Lucent,
-            which favours smooth, natural-looking images.
+        normalize: None, ``"imagenet"`` (mean 0.485, 0.456, 0.406; std 0.229,
+            0.224, 0.225), ``"lecture"`` (mean = std = 0.5, the seed's
+            preprocessing) or ``(mean, std)`` (numbers or one per channel):
+            optimize a picture in [0, 1] and show the model ``(picture - mean) / std``.
+        param: ``"pixel"`` optimizes the values; ``"fft"`` a Fourier spectrum
+            scaled by ``1 / max(f, 1 / max(H, W)) ** decay_power`` (``f`` in
+            cycles per pixel), as in Lucid and Lucent; ``"maco"`` only the
+            Fourier phase of a picture whose amplitude is fixed to the
+            photographs' spectrum (needs ``normalize``; 1 or 3 channels, 2-D).
+            None: ``"pixel"`` without ``normalize``, ``"maco"`` with it.
+        decorrelate: Optimize 3-channel colours in Lucid's decorrelated colour
+            space (the square root of ImageNet's colour correlation), mapped to
+            RGB before the model sees them. None: True for 3-channel pictures
+            (``normalize`` given), False otherwise. ``"maco"`` is always decorrelated.
         decay_power: The spectrum's decay exponent (``param="fft"``).
-        value_range: ``(lo, hi)``: the image is ``lo + (hi - lo) * sigmoid(p)``,
-            so every value stays in range (the digits need ``(0, 1)``, where 0
-            is "no ink"). None: the parameters are the values, unbounded.
-        transforms: Whether each step sees the image through random,
-            differentiable jitter (up to ``min(H, W) // 28`` px, at least 1),
-            scale (±5%) and rotation (±5°), one bilinear resampling with
-            reflected borders; they make the result robust rather than
-            adversarial. 2-D images only.
+        value_range: Without ``normalize``: ``(lo, hi)``: the image is
+            ``lo + (hi - lo) * sigmoid(p)``, so every value stays in range (the
+            digits need ``(0, 1)``, where 0 is "no ink"). None: unbounded.
+        transforms: The random views each step sees, so that the result is
+            robust rather than adversarial (2-D images only): ``"standard"``,
+            Lucid's pad 12 px, jitter 8 px, scale 0.90 to 1.10, rotation -10 to
+            10 degrees, jitter 4 px (pixel numbers at 224, scaled with the
+            image); ``"maco"``, one random crop of 50% to 100% of the side
+            resized to the input, plus noise of 0.02; True, the best of them
+            (``"maco"``); False, none. None: False without ``normalize``,
+            True with it.
 
     Raises:
         LayerNotFoundError: A layer the objective reads that the model lacks
             (the message names the nearest), or that does not run.
         AmbiguousLayerError: The bare name of a layer that runs more than once.
-        InvalidArgumentError: An option out of range, or an objective index out
-            of range for its layer (the message names the layer and its size).
+        InvalidArgumentError: An option out of range or that does not fit the
+            input (``"maco"`` without ``normalize``, ``decorrelate`` without 3
+            channels), or an objective index out of range for its layer.
         InvalidTypeError: An argument of the wrong type.
         ShapeError: The model rejects an input of ``input_shape``.
 
@@ -134,10 +180,28 @@ class ActivationMaximizer:
         >>> am = ActivationMaximizer(model, class_logit(3), input_shape=(1, 1, 28, 28), steps=30,
         ...                          value_range=(0, 1), seed=0)
         >>> res = am.run()
-        >>> res.image.shape, int(model(res.image).argmax())
-        (torch.Size([1, 1, 28, 28]), 3)
+        >>> res.image.shape, int(model(res.image).argmax()), res.picture
+        (torch.Size([1, 1, 28, 28]), 3, None)
         >>> bool(res.history[-1] > res.history[0])
         True
+
+        In picture space, with the recommended recipe:
+
+        >>> import torch.nn as nn
+        >>> from convlens.objectives import channel
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> am = ActivationMaximizer(net, channel("1", 2), input_shape=(1, 3, 32, 32), normalize="imagenet", steps=4)
+        >>> am.param, am.transforms, am.decorrelate
+        ('maco', 'maco', True)
+        >>> res = am.run()
+        >>> res.picture.shape, bool(0 <= res.picture.min() and res.picture.max() <= 1)
+        (torch.Size([1, 3, 32, 32]), True)
+
+    References:
+        Olah et al., "Feature Visualization", Distill 2017 (Lucid's ``fft``,
+        colour decorrelation and standard transforms).
+        Fel et al., "Unlocking Feature Visualization for Deep Network with
+        MAgnitude Constrained Optimization", NeurIPS 2023. https://arxiv.org/abs/2306.06805
     """
 
     def __init__(
@@ -147,12 +211,14 @@ class ActivationMaximizer:
         *,
         input_shape: Sequence[int],
         steps: int = 256,
-        lr: float = 0.05,
+        lr: float | None = None,
         seed: int = 0,
-        param: Param = "pixel",
+        normalize: Normalize | None = None,
+        param: Param | None = None,
+        decorrelate: bool | None = None,
         decay_power: float = 1.0,
         value_range: tuple[float, float] | None = None,
-        transforms: bool = False,
+        transforms: bool | TransformName | None = None,
     ) -> None:
         check_model(model)
         if not isinstance(objective, Objective):
@@ -166,22 +232,36 @@ class ActivationMaximizer:
         self.objective = objective
         self.input_shape = check_shape("input_shape", input_shape)
         self.steps = check_int("steps", steps, 1)
-        self.lr = check_real("lr", lr, positive=True)
         self.seed = check_int("seed", seed, 0)
-        self.param = cast("Param", check_choice("param", param, _PARAMS))
+        channels, spatial = self.input_shape[1], len(self.input_shape) - 2
+        self.normalize = resolve_normalize(normalize, channels)
+        picture = self.normalize is not None
+        default_param = RECOMMENDED_PARAM if picture else "pixel"
+        self.param = cast("Param", check_choice("param", default_param if param is None else param, _PARAMS))
         self.decay_power = check_real("decay_power", decay_power, positive=False)
         self.value_range = _check_range(value_range)
-        if not isinstance(transforms, bool):
-            raise InvalidTypeError(f"transforms must be True or False; got {transforms!r}.")
-        self.transforms = transforms
-        spatial = len(self.input_shape) - 2
-        if transforms and spatial != 2:
+        if picture and self.value_range is not None:
             raise InvalidArgumentError(
-                f"transforms=True needs 2-D images (N, C, H, W); input_shape is {self.input_shape}."
+                f"value_range={self.value_range} is for images in the model's own values; with "
+                f"normalize={normalize!r} the picture is in [0, 1] by construction: drop one of them."
             )
-        if self.param == "fft" and spatial < 1:
+        self.decorrelate = self._check_decorrelate(decorrelate, channels, picture)
+        self.transforms = _check_transforms(transforms, picture)
+        self.lr = check_real("lr", _LR[self.param] if lr is None else lr, positive=True)
+        if self.transforms is not None and spatial != 2:
             raise InvalidArgumentError(
-                f"param='fft' needs spatial dimensions (N, C, ...); input_shape is {self.input_shape}."
+                f"transforms={self.transforms!r} needs 2-D images (N, C, H, W); input_shape is "
+                f"{self.input_shape}."
+            )
+        if self.param != "pixel" and spatial < 1:
+            raise InvalidArgumentError(
+                f"param={self.param!r} needs spatial dimensions (N, C, ...); input_shape is {self.input_shape}."
+            )
+        if self.param == "maco" and (not picture or spatial != 2 or channels not in (1, 3)):
+            raise InvalidArgumentError(
+                "param='maco' fixes the amplitude to photographs' spectrum: it needs a picture "
+                f"(normalize='imagenet', 'lecture' or (mean, std)) of 1 or 3 channels, 2-D; got "
+                f"normalize={normalize!r}, input_shape={self.input_shape}."
             )
         self.refs = {key: resolve_layer(model, key) for key in sorted(objective.layers)}
         self.dtype, self.device = model_dtype_device(self._module)
@@ -200,17 +280,37 @@ class ActivationMaximizer:
         )
         objective.validate(self.shapes)
 
+    def _check_decorrelate(self, decorrelate: object, channels: int, picture: bool) -> bool:
+        if decorrelate is None:
+            return channels == 3 and (picture or self.param == "maco")
+        if not isinstance(decorrelate, bool):
+            raise InvalidTypeError(f"decorrelate must be True, False or None; got {decorrelate!r}.")
+        if decorrelate and channels != 3:
+            raise InvalidArgumentError(
+                f"decorrelate=True maps 3 colour channels (RGB); input_shape {self.input_shape} has {channels}."
+            )
+        if not decorrelate and self.param == "maco" and channels == 3:
+            raise InvalidArgumentError(
+                "param='maco' is always decorrelated (its amplitude is a spectrum of decorrelated colours); "
+                "drop decorrelate=False or pick param='fft'."
+            )
+        return decorrelate
+
     def __repr__(self) -> str:
+        extra = (
+            "" if self.normalize is None else f", normalize={self.normalize}, transforms={self.transforms!r}"
+        )
         return (
             f"ActivationMaximizer({type(self.model).__name__}, {self.objective!r}, "
-            f"input_shape={self.input_shape}, steps={self.steps}, param={self.param!r})"
+            f"input_shape={self.input_shape}, steps={self.steps}, param={self.param!r}{extra})"
         )
 
     def run(self) -> MaximizationResult:
         """Run the optimization.
 
         Returns:
-            The image, the objective per step, and the final objective per image.
+            The image (and, with ``normalize``, the picture), the objective per
+            step, and the final objective per image.
 
         Raises:
             InvalidArgumentError: The objective does not return one value per
@@ -231,7 +331,20 @@ class ActivationMaximizer:
             )
         generator = torch.Generator().manual_seed(self.seed)
         work = torch.promote_types(self.dtype, torch.float32)
-        parameter, render = self._parameterize(generator, work)
+        made = parameterize(
+            self.param,
+            self.input_shape,
+            generator=generator,
+            device=self.device,
+            dtype=work,
+            decay_power=self.decay_power,
+            decorrelate=self.decorrelate,
+            picture=self.normalize is not None,
+            value_range=self.value_range,
+        )
+        parameter = made.parameter
+        to_input = self._to_input(work)
+        view = self._view()
         optimizer = torch.optim.Adam([parameter], lr=self.lr)
         history = torch.empty(self.steps, dtype=torch.float32, device=self.device)
         recorder = _ObjectiveForward(
@@ -243,9 +356,9 @@ class ActivationMaximizer:
             stack.enter_context(recorder.hooked())
             torch.set_grad_enabled(True)
             for step in range(self.steps):
-                image = render(parameter)
-                seen = _augment(image, generator) if self.transforms else image
-                values = self._evaluate(recorder, seen, image)
+                rendered = made.render(parameter)
+                seen = to_input(view(rendered, generator))
+                values = self._evaluate(recorder, seen, to_input(rendered))
                 if step == 0 and not values.requires_grad:
                     raise InvalidArgumentError(
                         f"the objective {self.objective!r} does not depend on the image: no gradient reaches it."
@@ -255,7 +368,8 @@ class ActivationMaximizer:
                 optimizer.step()
                 history[step] = values.detach().mean()
             torch.set_grad_enabled(False)
-            image = render(parameter)
+            rendered = made.render(parameter)
+            image = to_input(rendered)
             values = self._evaluate(recorder, image, image).detach().float()
         return MaximizationResult(
             image=image.detach().to(self.dtype),
@@ -263,7 +377,28 @@ class ActivationMaximizer:
             values=values,
             value=float(values.mean()),
             objective=self.objective,
+            picture=None if self.normalize is None else rendered.detach().float(),
         )
+
+    def _to_input(self, work: torch.dtype) -> Callable[[Tensor], Tensor]:
+        """Picture to model input, ``(picture - mean) / std``; the identity without ``normalize``."""
+        if self.normalize is None:
+            return lambda t: t
+        view = (1, -1) + (1,) * (len(self.input_shape) - 2)
+        mean, std = (torch.tensor(v, dtype=work, device=self.device).view(view) for v in self.normalize)
+        return lambda t: (t - mean) / std
+
+    def _view(self) -> Callable[[Tensor, torch.Generator], Tensor]:
+        """The random view of one step (the identity without transforms)."""
+        if self.transforms is None:
+            return lambda t, _g: t
+        if self.transforms == "maco":
+            return augment.crops
+        if self.normalize is not None:
+            fill = 0.5
+        else:
+            fill = 0.0 if self.value_range is None else sum(self.value_range) / 2
+        return lambda t, g: augment.standard(t, g, fill=fill)
 
     def _evaluate(self, recorder: _ObjectiveForward, seen: Tensor, image: Tensor) -> Tensor:
         # A copy: a model that writes into its input in place must touch neither the leaf nor
@@ -277,36 +412,6 @@ class ActivationMaximizer:
                 f"the objective {self.objective!r} must return one value per sample, shape ({n},); got {got}."
             )
         return values
-
-    def _parameterize(
-        self, generator: torch.Generator, work: torch.dtype
-    ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
-        """The leaf tensor Adam updates, and the function that makes the image from it."""
-        shape = self.input_shape
-        if self.param == "pixel":
-            init = torch.randn(shape, generator=generator, dtype=work) * _INIT_SD
-            to_values: Callable[[Tensor], Tensor] = lambda p: p  # noqa: E731
-        else:
-            spatial = shape[2:]
-            dims = tuple(range(2, len(shape)))
-            scale = _spectrum_scale(spatial, self.decay_power).to(self.device, work)[..., None]
-            init = torch.randn((*shape[:-1], spatial[-1] // 2 + 1, 2), generator=generator, dtype=work)
-            init = init * _INIT_SD
-
-            def to_values(p: Tensor) -> Tensor:
-                spectrum = torch.view_as_complex(p * scale)
-                image: Tensor = torch.fft.irfftn(spectrum, s=spatial, dim=dims, norm="ortho")
-                return image / _FFT_DIVISOR
-
-        parameter = init.to(self.device).requires_grad_()
-        if self.value_range is None:
-            return parameter, to_values
-        low, high = self.value_range
-
-        def render(p: Tensor) -> Tensor:
-            return low + (high - low) * torch.sigmoid(to_values(p))
-
-        return parameter, render
 
 
 # -- the forward ---------------------------------------------------------------------
@@ -450,38 +555,6 @@ def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
     return torch.float32, torch.device("cpu")
 
 
-# -- parameterization and transforms ----------------------------------------------
-
-
-def _spectrum_scale(spatial: Sequence[int], decay_power: float) -> Tensor:
-    """``1 / max(f, 1 / max(size)) ** decay_power`` on the rfft grid (float64)."""
-    axes = [torch.fft.fftfreq(n, dtype=torch.float64) for n in spatial[:-1]]
-    axes.append(torch.fft.rfftfreq(spatial[-1], dtype=torch.float64))
-    grids = torch.meshgrid(*axes, indexing="ij")
-    freqs = torch.sqrt(sum((g * g for g in grids), torch.zeros(())))
-    return 1.0 / freqs.clamp(min=1.0 / max(spatial)) ** decay_power
-
-
-def _augment(image: Tensor, generator: torch.Generator) -> Tensor:
-    """Random jitter, scale and rotation per image: one differentiable bilinear resampling."""
-    n, _, h, w = image.shape
-    jitter = max(1, min(h, w) // _JITTER_DIVISOR)
-    shift = torch.randint(-jitter, jitter + 1, (n, 2), generator=generator).to(torch.float64)
-    angle = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * math.radians(_DEGREES)
-    scale = 1 + (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * _SCALE
-    cos, sin = angle.cos() / scale, angle.sin() / scale
-    # Output pixel p (from the centre) samples input pixel R(angle) p / scale + shift, in normalized coordinates.
-    theta = torch.stack(
-        [
-            torch.stack([cos, -sin * h / w, 2 * shift[:, 0] / w], dim=1),
-            torch.stack([sin * w / h, cos, 2 * shift[:, 1] / h], dim=1),
-        ],
-        dim=1,
-    ).to(image.device, image.dtype)
-    grid = F.affine_grid(theta, [n, image.shape[1], h, w], align_corners=False)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-
-
 # -- argument checks ---------------------------------------------------------------------
 
 
@@ -498,3 +571,17 @@ def _check_range(value_range: object) -> tuple[float, float] | None:
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise InvalidArgumentError(f"value_range must be finite with lo < hi; got {value_range!r}.")
     return low, high
+
+
+def _check_transforms(transforms: object, picture: bool) -> TransformName | None:
+    if transforms is None:
+        transforms = picture
+    if transforms is True:
+        return RECOMMENDED_TRANSFORMS
+    if transforms is False:
+        return None
+    if not isinstance(transforms, str):
+        raise InvalidTypeError(
+            f"transforms must be True, False, None or one of {list(_TRANSFORMS)}; got {transforms!r}."
+        )
+    return cast("TransformName", check_choice("transforms", transforms, _TRANSFORMS))
