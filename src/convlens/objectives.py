@@ -47,6 +47,7 @@ __all__ = [
     "Objective",
     "channel",
     "class_logit",
+    "diversity",
     "l1",
     "neuron",
     "total_variation",
@@ -514,3 +515,44 @@ def total_variation() -> Objective:
         return total
 
     return Objective(fn, name="total_variation()")
+
+
+def diversity(layer: str) -> Objective:
+    """How different each image of a batch is from the others, in style (Lucid's diversity).
+
+    Each image's Gram matrix of the layer's channels, ``G = A A^T`` over
+    positions (``A`` is ``(C, H * W)``), normalized to unit Frobenius norm;
+    per sample, the value is **minus** the mean cosine similarity of its Gram
+    matrix to the other images' (``-(1 / (N - 1)) * sum_{j != i} <G_i, G_j>``),
+    so higher is more diverse; 0 for a batch of one. Add it to a unit's
+    objective, weighted, to get several different images of one unit:
+    ``channel("blocks.8", 5) + 2 * diversity("blocks.8")`` with a batch of 4
+    (the channel's mean activation sets the scale of a useful weight). The
+    mean over the batch equals Lucid's and Lucent's diversity objective.
+
+    Example:
+        >>> import torch
+        >>> same = torch.ones(2, 3, 4, 4)
+        >>> diversity("conv")({"conv": same}, torch.zeros(2)).tolist()
+        [-1.0, -1.0]
+        >>> apart = torch.zeros(2, 2, 1, 1)
+        >>> apart[0, 0] = apart[1, 1] = 1.0
+        >>> diversity("conv")({"conv": apart}, torch.zeros(2)).tolist()
+        [0.0, 0.0]
+
+    References:
+        Olah et al., "Feature Visualization", Distill 2017, section "Diversity".
+    """
+    layer = _check_layer(layer)
+
+    def fn(activations: Activations, image: Tensor) -> Tensor:
+        acts = activations[layer]
+        n = acts.shape[0]
+        flat = acts.flatten(2) if acts.dim() > 2 else acts.unsqueeze(-1)
+        grams = torch.nn.functional.normalize((flat @ flat.transpose(1, 2)).flatten(1), dim=1, eps=1e-10)
+        if n == 1:
+            return grams.sum(1) * 0
+        similarity = grams @ grams.T
+        return (similarity.diagonal() - similarity.sum(1)) / (n - 1)
+
+    return Objective(fn, name=f"diversity({layer!r})", layers=frozenset({layer}))
