@@ -31,7 +31,7 @@ from torch import nn
 from convlens import images, zoo
 from convlens.cam import GradCAM
 from convlens.errors import InvalidArgumentError, RandomWeightsWarning, did_you_mean
-from convlens.maximize import ActivationMaximizer
+from convlens.maximize import ActivationMaximizer, MaximizationResult
 from convlens.neurons import NeuronVisualizer
 from convlens.objectives import channel, class_logit, l1
 from convlens.render import FilterRenderer, plot_cam, plot_feature_maps, plot_images
@@ -227,29 +227,45 @@ def _learn(tour: _Tour) -> None:
         ),
     )
     alexnet = tour.model("torchvision:alexnet")
+    steps = 16 if tour.quick else 128
+    # The lecture's preprocessing (mean = std = 0.5) and the recommended recipe: a picture in
+    # [0, 1] with the photographs' spectrum (MACO), seen through random crops.
     channels = list(range(8))
+    objective = channel("features.10", channels)
+    shape = (len(channels), 3, 224, 224)
+    res = ActivationMaximizer(
+        alexnet, objective, input_shape=shape, steps=steps, seed=tour.seed, normalize="lecture"
+    ).run()
+    titles = [f"channel {c}" for c in channels]
+    tour.save(
+        "learn_alexnet_channels.png", _pictures(res, titles, "AlexNet features.10: x* = argmax a^k", alexnet)
+    )
+    names = images.imagenet_classes()
+    shape = (len(_CLASSES), 3, 224, 224)
     am = ActivationMaximizer(
         alexnet,
-        channel("features.10", channels),
-        input_shape=(len(channels), 3, 224, 224),
-        steps=16 if tour.quick else 128,
+        class_logit(list(_CLASSES)),
+        input_shape=shape,
+        steps=steps,
         seed=tour.seed,
-        param="fft",
-        value_range=(-2.0, 2.0),
-        transforms=True,
+        normalize="lecture",
     )
     res = am.run()
-    pictures = [images.deprocess(img) for img in res.image]
-    titles = [f"channel {c}" for c in channels]
-    figure = plot_images(
-        pictures,
-        titles,
-        cols=4,
-        title="AlexNet features.10: x* = argmax a^k",
-        note=zoo.weights_note(alexnet),
-        panel_size=2.5,
-    )
-    tour.save("learn_alexnet_channels.png", figure)
+    with torch.no_grad():
+        says = alexnet(res.image).argmax(1).tolist()
+    titles = [f"{names[c]} ({c})\nsays {names[p]}" for c, p in zip(_CLASSES, says, strict=True)]
+    tour.save("learn_alexnet_classes.png", _pictures(res, titles, "AlexNet: x* = argmax y^c", alexnet))
+
+
+#: ImageNet classes whose pictures the tour draws: goldfinch, peacock, jellyfish, flamingo,
+#: monarch, sports car, strawberry, volcano.
+_CLASSES = (11, 84, 107, 130, 323, 817, 949, 980)
+
+
+def _pictures(res: MaximizationResult, titles: list[str], title: str, model: nn.Module) -> Figure:
+    batch = res.image if res.picture is None else res.picture  # with normalize: the picture in [0, 1]
+    pictures = [images.to_rgb_array(p.cpu()) for p in batch]
+    return plot_images(pictures, titles, cols=4, title=title, note=zoo.weights_note(model), panel_size=2.5)
 
 
 def _alphago(tour: _Tour) -> None:
