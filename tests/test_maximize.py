@@ -492,3 +492,225 @@ def test_a_model_writing_into_its_input_cannot_change_the_image() -> None:
         net, channel("1", 0), input_shape=(1, 3, 8, 8), steps=3, value_range=(-1.0, 1.0)
     ).run()
     assert float(res.image.min()) < 0
+
+
+# -- picture space: normalize, param, transforms ------------------------------------------------
+
+PICTURE = (1, 3, 16, 16)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def picture_net(channels: int = 6) -> nn.Sequential:
+    net = nn.Sequential(nn.Conv2d(3, channels, 3), nn.ReLU())
+    seeded(net)
+    return net
+
+
+def picture_run(**kwargs: object) -> MaximizationResult:
+    options: dict[str, object] = {"input_shape": PICTURE, "steps": 3, "normalize": "imagenet", **kwargs}
+    return ActivationMaximizer(picture_net(), channel("1", 2), **options).run()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("param", ["pixel", "fft", "maco"])
+@pytest.mark.parametrize("transforms", [False, "standard", "maco"])
+def test_same_seed_same_picture(param: str, transforms: object) -> None:
+    first = picture_run(param=param, transforms=transforms, seed=3)
+    again = picture_run(param=param, transforms=transforms, seed=3)
+    assert first.picture is not None
+    assert again.picture is not None
+    assert torch.equal(first.picture, again.picture)
+    assert torch.equal(first.image, again.image)
+    assert torch.equal(first.history, again.history)
+    if param == "maco" and transforms == "maco":  # the seed matters
+        other = picture_run(param=param, transforms=transforms, seed=4)
+        assert other.picture is not None
+        assert not torch.equal(first.picture, other.picture)
+
+
+@pytest.mark.parametrize(
+    ("normalize", "mean", "std"),
+    [
+        ("imagenet", IMAGENET_MEAN, IMAGENET_STD),
+        ("lecture", (0.5,) * 3, (0.5,) * 3),
+        (((0.1, 0.2, 0.3), (0.5, 0.25, 2.0)), (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)),
+        ((0.3, 0.7), (0.3,) * 3, (0.7,) * 3),
+    ],
+)
+def test_the_image_is_the_normalized_picture(
+    normalize: object, mean: tuple[float, ...], std: tuple[float, ...]
+) -> None:
+    res = picture_run(normalize=normalize, steps=2)
+    assert res.picture is not None
+    assert res.picture.shape == PICTURE
+    assert res.picture.dtype == torch.float32
+    assert not res.picture.requires_grad
+    assert float(res.picture.min()) >= 0
+    assert float(res.picture.max()) <= 1
+    m, s = (torch.tensor(v).view(1, 3, 1, 1) for v in (mean, std))
+    torch.testing.assert_close(res.image, (res.picture - m) / s)
+    # The final values are the objective of res.image, as the model sees it.
+    with torch.no_grad():
+        want = picture_net()(res.image)[:, 2].mean((1, 2))
+    torch.testing.assert_close(res.values, want)
+
+
+def test_without_normalize_there_is_no_picture() -> None:
+    res = ActivationMaximizer(picture_net(), channel("1", 2), input_shape=PICTURE, steps=2).run()
+    assert res.picture is None
+
+
+@pytest.mark.parametrize(("param", "transforms"), [("maco", "maco"), ("fft", "standard"), ("pixel", True)])
+def test_picture_space_leaves_the_global_rng_alone(param: str, transforms: object) -> None:
+    net = picture_net()  # building a module draws its initial weights from the global RNG
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    expected = torch.randn(5)
+    torch.manual_seed(123)
+    ActivationMaximizer(
+        net,
+        channel("1", 2),
+        input_shape=PICTURE,
+        steps=2,
+        normalize="imagenet",
+        param=param,  # type: ignore[arg-type]
+        transforms=transforms,  # type: ignore[arg-type]
+    ).run()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.equal(torch.randn(5), expected)
+
+
+def test_picture_space_leaves_the_model_as_found() -> None:
+    net = InplaceNet()
+    seeded(net)
+    net.train()
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    net.features[0].weight.requires_grad_(False)
+    before, hooks_before = snapshot(net), global_hook_counts()
+    obj = channel("features.3", 1) + 0.5 * class_logit(2)
+    res = ActivationMaximizer(net, obj, input_shape=PICTURE, steps=2, normalize="imagenet").run()
+    assert res.picture is not None
+    assert_unchanged(net, before)
+    assert global_hook_counts() == hooks_before
+
+
+@pytest.mark.parametrize("param", ["maco", "fft"])
+def test_picture_space_leaves_the_model_as_found_after_an_error(param: str) -> None:
+    net = InplaceNet()
+    seeded(net)
+    net.train()
+    calls = [0]
+
+    def boom(acts: Mapping[str, Tensor], image: Tensor) -> Tensor:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("objective failed")
+        return acts["features.3"][:, 0].mean((1, 2))
+
+    before, hooks_before = snapshot(net), global_hook_counts()
+    grad_mode = torch.is_grad_enabled()
+    am = ActivationMaximizer(
+        net,
+        Objective(boom, name="boom()", layers=frozenset({"features.3"})),
+        input_shape=PICTURE,
+        steps=4,
+        normalize="imagenet",
+        param=param,  # type: ignore[arg-type]
+    )
+    with pytest.raises(RuntimeError, match="objective failed"):
+        am.run()
+    assert calls[0] == 2
+    assert_unchanged(net, before)
+    assert global_hook_counts() == hooks_before
+    assert torch.is_grad_enabled() == grad_mode
+
+
+def test_a_batch_optimizes_one_objective_per_image() -> None:
+    net = picture_net(6)
+    res = ActivationMaximizer(
+        net, channel("1", range(6)), input_shape=(6, 3, 16, 16), steps=6, normalize="imagenet"
+    ).run()
+    with torch.no_grad():
+        means = net(res.image).mean((2, 3))  # (image, channel)
+    torch.testing.assert_close(res.values, means.diagonal())
+    # Image k excites channel k more than the other images do: each image had its own objective.
+    own = means.diagonal()
+    others = (means.sum(0) - own) / 5
+    assert int((own > others).sum()) >= 5, f"own {own.tolist()} vs others {others.tolist()}"
+    assert float((own - others).mean()) > 0
+
+
+def test_the_recommended_defaults() -> None:
+    from convlens.maximize import RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS
+
+    assert (RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS) == ("maco", "maco")
+    am = ActivationMaximizer(picture_net(), channel("1", 0), input_shape=PICTURE, normalize="imagenet")
+    assert am.param == RECOMMENDED_PARAM
+    assert am.transforms == RECOMMENDED_TRANSFORMS
+    assert am.decorrelate is True
+    assert am.lr == 0.1
+    assert am.steps == 256
+    assert am.normalize == (IMAGENET_MEAN, IMAGENET_STD)
+    plain = ActivationMaximizer(picture_net(), channel("1", 0), input_shape=PICTURE)
+    assert (plain.param, plain.transforms, plain.decorrelate, plain.lr) == ("pixel", None, False, 0.05)
+    assert plain.normalize is None
+    # True is the recommended transforms, in either space; an explicit choice is kept.
+    assert ActivationMaximizer(
+        picture_net(), channel("1", 0), input_shape=PICTURE, transforms=True
+    ).transforms == (RECOMMENDED_TRANSFORMS)
+    fft = ActivationMaximizer(
+        picture_net(),
+        channel("1", 0),
+        input_shape=PICTURE,
+        normalize="lecture",
+        param="fft",
+        transforms="standard",
+    )
+    assert (fft.param, fft.transforms, fft.decorrelate, fft.lr) == ("fft", "standard", True, 0.05)
+    grey = ActivationMaximizer(
+        nn.Sequential(nn.Conv2d(1, 2, 3)), channel("0", 0), input_shape=(1, 1, 16, 16), normalize=(0.5, 0.5)
+    )
+    assert (grey.param, grey.decorrelate) == ("maco", False)
+
+
+def test_standard_transforms_on_the_model_values() -> None:
+    res = ActivationMaximizer(
+        picture_net(),
+        channel("1", 2),
+        input_shape=(2, 3, 16, 16),
+        steps=6,
+        lr=0.1,
+        transforms="standard",
+        value_range=(0, 1),
+    ).run()
+    assert res.picture is None
+    assert res.image.shape == (2, 3, 16, 16)
+    assert float(res.image.min()) >= 0
+    assert float(res.image.max()) <= 1
+    assert res.history[-1] > res.history[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_picture_equals_cpu() -> None:
+    net = picture_net()
+    shape = (2, 3, 32, 32)
+    obj = channel("1", [1, 4])
+
+    def run(model: nn.Module) -> MaximizationResult:
+        am = ActivationMaximizer(model, obj, input_shape=shape, steps=5, normalize="imagenet", seed=2)
+        assert (am.param, am.transforms) == ("maco", "maco")
+        return am.run()
+
+    cpu = run(net)
+    model = copy.deepcopy(net).cuda()
+    before = snapshot(model)
+    gpu = run(model)
+    assert gpu.picture is not None
+    assert cpu.picture is not None
+    assert gpu.picture.device.type == "cuda"
+    assert gpu.image.device.type == "cuda"
+    # The draws come from a CPU generator: the same crops and noise on both devices.
+    torch.testing.assert_close(gpu.picture.cpu(), cpu.picture, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gpu.image.cpu(), cpu.image, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gpu.values.cpu(), cpu.values, rtol=1e-4, atol=1e-4)
+    assert_unchanged(model, before)

@@ -14,6 +14,7 @@ from convlens.objectives import (
     Objective,
     channel,
     class_logit,
+    diversity,
     l1,
     neuron,
     total_variation,
@@ -207,3 +208,112 @@ def test_validate_against_shapes() -> None:
         class_logit(0).validate({OUTPUT: (1, 10, 4, 4)})
     # Layers the shapes do not mention are not judged (the maximizer passes every one it reads).
     channel("elsewhere", 10**6).validate(shapes)
+
+
+# -- diversity: style (Gram) dissimilarity across the batch -----------------------------------
+
+
+def unit_grams(acts: torch.Tensor) -> torch.Tensor:
+    """Each image's Gram matrix over positions, flattened and scaled to unit norm, by hand."""
+    flat = acts.reshape(acts.shape[0], acts.shape[1], -1).double()
+    grams: torch.Tensor = torch.einsum("ncp,ndp->ncd", flat, flat).flatten(1)
+    unit: torch.Tensor = grams / grams.norm(dim=1, keepdim=True)
+    return unit
+
+
+def test_diversity_of_identical_images_is_minus_one() -> None:
+    acts = torch.rand(1, 4, 3, 3, generator=torch.Generator().manual_seed(0)).expand(3, 4, 3, 3)
+    torch.testing.assert_close(diversity("conv")({"conv": acts}, torch.zeros(3)), torch.full((3,), -1.0))
+    # Scaling an image does not change its style.
+    scaled = acts * torch.tensor([1.0, 10.0, 0.1]).view(3, 1, 1, 1)
+    torch.testing.assert_close(diversity("conv")({"conv": scaled}, torch.zeros(3)), torch.full((3,), -1.0))
+
+
+def test_diversity_of_images_on_disjoint_channels_is_zero() -> None:
+    acts = torch.zeros(3, 3, 2, 2)
+    for i in range(3):
+        acts[i, i] = torch.rand(2, 2, generator=torch.Generator().manual_seed(i)) + 0.1
+    assert diversity("conv")({"conv": acts}, torch.zeros(3)).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_diversity_is_minus_the_mean_cosine_similarity_to_the_others() -> None:
+    acts = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    grams = unit_grams(acts)
+    similarity = grams @ grams.T
+    want = torch.stack([-(similarity[i].sum() - similarity[i, i]) / 3 for i in range(4)])
+    got = diversity("conv")({"conv": acts}, torch.zeros(4))
+    assert got.shape == (4,)
+    torch.testing.assert_close(got.double(), want)
+    assert bool((got >= -1 - 1e-6).all())
+    assert bool((got <= 1 + 1e-6).all())
+
+
+def lucent_diversity(acts: torch.Tensor) -> float:
+    """Lucent's ``objectives.diversity``: minus the sum over pairs i != j of <G_i, G_j>, over the batch size."""
+    grams = unit_grams(acts)
+    n = acts.shape[0]
+    return -float(sum((grams[i] * grams[j]).sum() for i in range(n) for j in range(n) if j != i)) / n
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_diversity_times_n_minus_one_is_lucents(n: int) -> None:
+    acts = torch.randn(n, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    got = diversity("conv")({"conv": acts}, torch.zeros(n))
+    assert float(got.mean()) * (n - 1) == pytest.approx(lucent_diversity(acts), rel=1e-5)
+
+
+def test_diversity_of_a_batch_of_one_is_zero_and_differentiable() -> None:
+    acts = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    value = diversity("conv")({"conv": acts}, torch.zeros(1))
+    assert value.tolist() == [0.0]
+    assert value.requires_grad
+    (grad,) = torch.autograd.grad(value.sum(), [acts])
+    assert torch.equal(grad, torch.zeros_like(acts))
+    # All-zero activations (a dead layer) give finite values and gradients, not NaN.
+    dead = torch.zeros(2, 3, 4, 4, requires_grad=True)
+    value = diversity("conv")({"conv": dead}, torch.zeros(2))
+    (grad,) = torch.autograd.grad(value.sum(), [dead])
+    assert bool(torch.isfinite(value).all())
+    assert bool(torch.isfinite(grad).all())
+
+
+def test_diversity_on_a_linear_layer() -> None:
+    # (N, F): the Gram matrix of one position is the outer product f f^T, so <G_i, G_j> = cos(f_i, f_j)^2.
+    got = diversity("fc")(ACTS, IMAGE)
+    f = FC.double()
+    cos = torch.nn.functional.cosine_similarity(f[0], f[1], dim=0)
+    torch.testing.assert_close(got.double(), -(cos**2).repeat(2))
+
+
+def test_diversity_repr_and_layers() -> None:
+    obj = diversity("conv")
+    assert repr(obj) == "diversity('conv')"
+    assert obj.layers == frozenset({"conv"})
+    assert not obj.reads_output
+    combined = channel("conv", 1) + 2 * diversity("fc")
+    assert repr(combined) == "channel('conv', 1) + 2 * diversity('fc')"
+    assert combined.layers == frozenset({"conv", "fc"})
+    with pytest.raises(InvalidTypeError):
+        diversity(3)  # type: ignore[arg-type]
+
+
+def test_diversity_makes_a_batch_of_images_differ_in_style() -> None:
+    from convlens.maximize import ActivationMaximizer
+
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU())
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+    def similarity(weight: float) -> float:
+        obj = channel("1", 0) + weight * diversity("1") if weight else channel("1", 0)
+        res = ActivationMaximizer(net, obj, input_shape=(2, 3, 12, 12), steps=10, lr=0.1, seed=0).run()
+        with torch.no_grad():
+            grams = unit_grams(net(res.image))
+        return float(grams[0] @ grams[1])
+
+    # Both images start as nearly flat (0.01 * N(0, 1) noise): alone, the channel makes them alike.
+    alike, apart = similarity(0.0), similarity(5.0)
+    assert alike > 0.99
+    assert apart < alike - 0.2  # seeds 0 to 3 give 0.03 to 0.73 against 1.0

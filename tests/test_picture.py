@@ -177,6 +177,7 @@ def test_resolve_normalize_presets() -> None:
     assert resolve_normalize(None, 3) is None
     assert resolve_normalize("imagenet", 3) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert resolve_normalize("lecture", 3) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert resolve_normalize("lecture", 1) == ((0.5,), (0.5,))  # one number: any channel count
 
 
 def test_resolve_normalize_pair_of_scalars_broadcasts() -> None:

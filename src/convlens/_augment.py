@@ -56,8 +56,8 @@ def _choice(values: tuple[float, ...], n: int, generator: torch.Generator) -> Te
 
 
 def _jitter(d: int, n: int, generator: torch.Generator) -> Tensor:
-    """Lucid's ``jitter(d)``: a crop offset in 0..d-1, i.e. a shift of the centre in [-d/2, d/2 - 1]."""
-    return torch.randint(d, (n, 2), generator=generator).to(torch.float64) - d / 2
+    """Lucid's ``jitter(d)`` (a random crop d px smaller): a shift of the centre in {-d/2, ..., d/2}."""
+    return torch.randint(d + 1, (n, 2), generator=generator).to(torch.float64) - d / 2
 
 
 def standard(picture: Tensor, generator: torch.Generator, *, fill: float) -> Tensor:

@@ -124,7 +124,9 @@ def _resample(amplitude: Tensor, stored: tuple[int, int], size: tuple[int, int])
     full = torch.fft.fftshift(torch.cat([amplitude, mirrored], dim=2), dim=(1, 2))
     # Near DC, interpolate towards the lowest stored frequencies rather than the zeroed DC.
     cy, cx = sh // 2, sw // 2
-    full[:, cy, cx] = (full[:, cy - 1, cx] + full[:, cy + 1, cx] + full[:, cy, cx - 1] + full[:, cy, cx + 1]) / 4
+    full[:, cy, cx] = (
+        full[:, cy - 1, cx] + full[:, cy + 1, cx] + full[:, cy, cx - 1] + full[:, cy, cx + 1]
+    ) / 4
     # The spectrum is periodic in frequency (period 1 cycle per pixel): repeat the first row and
     # column after the last, so the grid spans [low, low + 1] and no frequency is clamped.
     full = torch.cat([full, full[:, :1]], dim=1)
@@ -153,6 +155,8 @@ def resolve_normalize(normalize: object, channels: int) -> tuple[tuple[float, ..
             )
         preset = PRESETS[normalize]
         pair: tuple[object, object] = (preset.mean, preset.std)
+        if len(set(preset.mean)) == 1 and len(set(preset.std)) == 1:  # "lecture": one number for any channels
+            pair = (preset.mean[0], preset.std[0])
     elif isinstance(normalize, Sequence) and len(normalize) == 2:
         pair = (normalize[0], normalize[1])
     else:

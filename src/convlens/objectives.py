@@ -527,8 +527,9 @@ def diversity(layer: str) -> Objective:
     so higher is more diverse; 0 for a batch of one. Add it to a unit's
     objective, weighted, to get several different images of one unit:
     ``channel("blocks.8", 5) + 2 * diversity("blocks.8")`` with a batch of 4
-    (the channel's mean activation sets the scale of a useful weight). The
-    mean over the batch equals Lucid's and Lucent's diversity objective.
+    (the channel's mean activation sets the scale of a useful weight). Lucent's
+    diversity objective is ``N - 1`` times the mean over the batch (Lucid's is
+    its negative); this one's weight does not depend on the batch size.
 
     Example:
         >>> import torch
