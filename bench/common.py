@@ -74,3 +74,41 @@ def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 def load_line() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+
+
+def alias_kornia_for_lucent() -> None:
+    """Let torch-lucent 0.1.8 run on a newer kornia; call before importing lucent.
+
+    Lucent calls ``kornia.get_rotation_matrix2d`` and ``kornia.warp_affine``,
+    which newer kornia keeps only under ``kornia.geometry.transform``: alias them
+    on ``kornia`` where missing (kornia 0.4.1 has both and is left alone). Does
+    nothing without kornia (importing lucent then fails, and says why).
+    """
+    import importlib
+
+    try:
+        kornia = importlib.import_module("kornia")
+        transform = importlib.import_module("kornia.geometry.transform")
+    except Exception:
+        return
+    for name in ("get_rotation_matrix2d", "warp_affine"):
+        if not hasattr(kornia, name) and hasattr(transform, name):
+            setattr(kornia, name, getattr(transform, name))
+
+
+def fix_lucent_kornia_version() -> None:
+    """After importing lucent: undo its string comparison of kornia versions where it misreads one.
+
+    ``lucent.optvis.transform`` picks the shape of the rotation's scale with
+    ``KORNIA_VERSION < '0.4.0'``, a string comparison that calls kornia 0.10 and
+    later older than 0.4; there it says "0.4.0" instead (no change for kornia
+    0.4 to 0.9).
+    """
+    import importlib
+    import re
+
+    transform = importlib.import_module("lucent.optvis.transform")
+    version = str(getattr(transform, "KORNIA_VERSION", ""))
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    if len(parts) == 2 and parts >= (0, 4) and version < "0.4.0":
+        transform.KORNIA_VERSION = "0.4.0"  # type: ignore[attr-defined]

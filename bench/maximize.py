@@ -14,7 +14,13 @@ Install it by hand, without letting pip touch torch:
 
     pip install --no-deps torch-lucent==0.1.8 kornia==0.4.1 && pip install ipython decorator
 
-Without it the table says why and leaves Lucent out.
+(With a newer kornia, ``common.alias_kornia_for_lucent`` puts back the two
+functions Lucent calls from kornia's top level.) Without it the table says why
+and leaves Lucent out.
+
+The convlens rows paired with Lucent's "standard transforms" rows use
+``transforms="standard"`` (Lucid's standard transforms; ``True`` now means the
+recommended MACO-style crops, which Lucent has no counterpart of).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from collections.abc import Callable
 
 import torch
 import torchvision
-from common import interleaved, load_line
+from common import alias_kornia_for_lucent, fix_lucent_kornia_version, interleaved, load_line
 from torch import nn
 
 from convlens.maximize import ActivationMaximizer
@@ -51,10 +57,12 @@ def lucent_methods(
     model: nn.Module, layer: str, k: int, steps: int
 ) -> tuple[dict[str, Callable[[], object]], str]:
     """Lucent's render_vis, pixel or spectrum, with or without its standard transforms; and a note."""
+    alias_kornia_for_lucent()  # before lucent imports kornia's old top-level names
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from lucent.optvis import param, render
+        fix_lucent_kornia_version()
     except Exception as err:  # Lucent is optional: say why it is missing
         return {}, f"Lucent not compared: `import lucent.optvis.render` failed: {type(err).__name__}: {err}"
 
@@ -106,8 +114,9 @@ def lucent_methods(
         f"({modules} modules) and writes .grad into {grads} of its {len(list(model.parameters()))} parameters "
         "(loss.backward() into every weight); the benchmark removes both after each call. Its forward runs "
         "the whole model (no early stop). Its standard transforms (pad 12, jitter 8, scale 0.9-1.1, "
-        "rotate +-10 deg via kornia, jitter 4) feed a ~236 px image; convlens's keep 224 px "
-        "(one grid_sample: jitter +-8 px, scale +-5%, rotate +-5 deg)."
+        "rotate -10..10 deg via kornia, jitter 4; its jitter translates rather than crops) feed a "
+        "248-273 px image; convlens's transforms='standard' is Lucid's standard transforms as one "
+        "grid_sample at 224 px: pad 12 grey, jitter 8, scale 0.90-1.10, rotate -10..10 deg, jitter 4."
     )
     return methods, note
 
@@ -140,10 +149,12 @@ def main() -> None:
         "floor: Adam over features[:k+1], grad to the image": lambda: floor_run(truncated, steps, k),
         "convlens, pixel, no transforms": convlens(),
         "convlens, pixel+sigmoid, no transforms": convlens(value_range=(0, 1)),
-        "convlens, pixel+sigmoid, transforms": convlens(value_range=(0, 1), transforms=True),
-        "convlens, fft+sigmoid, transforms": convlens(value_range=(0, 1), transforms=True, param="fft"),
+        "convlens, pixel+sigmoid, standard transforms": convlens(value_range=(0, 1), transforms="standard"),
+        "convlens, fft+sigmoid, standard transforms": convlens(
+            value_range=(0, 1), transforms="standard", param="fft"
+        ),
     }
-    convlens(transforms=True)()  # what a convlens call leaves behind
+    convlens(transforms="standard")()  # what a convlens call leaves behind
     hooks_left = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
     grads_left = sum(p.grad is not None for p in model.parameters())
     lucent, note = lucent_methods(model, layer, k, steps)
@@ -153,8 +164,8 @@ def main() -> None:
     floor = medians["floor: Adam over features[:k+1], grad to the image"]
     pairs = {
         "convlens, pixel+sigmoid, no transforms": "Lucent, pixel+sigmoid, no transforms",
-        "convlens, pixel+sigmoid, transforms": "Lucent, pixel+sigmoid, standard transforms",
-        "convlens, fft+sigmoid, transforms": "Lucent, fft+sigmoid, standard transforms",
+        "convlens, pixel+sigmoid, standard transforms": "Lucent, pixel+sigmoid, standard transforms",
+        "convlens, fft+sigmoid, standard transforms": "Lucent, fft+sigmoid, standard transforms",
     }
     print(
         f"AlexNet (random init) {layer} channel {k}, batch 1, {SIZE}x{SIZE}, {steps} steps per call, "
