@@ -643,16 +643,18 @@ def test_a_batch_optimizes_one_objective_per_image() -> None:
 def test_the_recommended_defaults() -> None:
     from convlens.maximize import RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS
 
-    assert (RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS) == ("maco", "maco")
+    assert (RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS) == ("fft", "maco")
     am = ActivationMaximizer(picture_net(), channel("1", 0), input_shape=PICTURE, normalize="imagenet")
     assert am.param == RECOMMENDED_PARAM
     assert am.transforms == RECOMMENDED_TRANSFORMS
     assert am.decorrelate is True
-    assert am.lr == 0.1
+    assert am.decay_power == 1.25  # the photographs' amplitude decay, in picture space only
+    assert am.lr == 0.05
     assert am.steps == 256
     assert am.normalize == (IMAGENET_MEAN, IMAGENET_STD)
     plain = ActivationMaximizer(picture_net(), channel("1", 0), input_shape=PICTURE)
     assert (plain.param, plain.transforms, plain.decorrelate, plain.lr) == ("pixel", None, False, 0.05)
+    assert plain.decay_power == 1.0
     assert plain.normalize is None
     # True is the recommended transforms, in either space; an explicit choice is kept.
     assert ActivationMaximizer(
@@ -670,7 +672,7 @@ def test_the_recommended_defaults() -> None:
     grey = ActivationMaximizer(
         nn.Sequential(nn.Conv2d(1, 2, 3)), channel("0", 0), input_shape=(1, 1, 16, 16), normalize=(0.5, 0.5)
     )
-    assert (grey.param, grey.decorrelate) == ("maco", False)
+    assert (grey.param, grey.decorrelate) == ("fft", False)
 
 
 def test_standard_transforms_on_the_model_values() -> None:

@@ -54,6 +54,7 @@ from convlens.layers import LayerRef, call_index, resolve_layer, unwrap
 from convlens.objectives import OUTPUT, Objective
 
 __all__ = [
+    "NATURAL_DECAY",
     "RECOMMENDED_PARAM",
     "RECOMMENDED_TRANSFORMS",
     "ActivationMaximizer",
@@ -71,9 +72,13 @@ TransformName = Literal["standard", "maco"]
 _TRANSFORMS = ("standard", "maco")
 #: Picture space: an ImageNet preset's name or per-channel ``(mean, std)``.
 Normalize = Literal["imagenet", "lecture"] | tuple[float | Sequence[float], float | Sequence[float]]
-#: The recipe a user gets with ``normalize`` and nothing else (the best in bench/featureviz.py).
-RECOMMENDED_PARAM: Param = "maco"
+#: The recipe a user gets with ``normalize`` and nothing else (the best in bench/featureviz.py):
+#: a decorrelated 1/f spectrum decaying as the photographs' amplitude does, seen through crops.
+RECOMMENDED_PARAM: Param = "fft"
 RECOMMENDED_TRANSFORMS: TransformName = "maco"
+#: The decay of the photographs' Fourier amplitude (their power spectrum falls as f^-2.53,
+#: scripts/natural_spectrum.py), the fft's default decay_power for pictures.
+NATURAL_DECAY = 1.25
 #: Adam's default learning rate per parameterization (a phase is in radians).
 _LR = MappingProxyType({"pixel": 0.05, "fft": 0.05, "maco": 0.1})
 
@@ -113,11 +118,13 @@ class ActivationMaximizer:
     the model's input itself (the digits, in ``value_range=(0, 1)``). With
     ``normalize`` it is a *picture* in [0, 1] RGB, and the model sees
     ``(picture - mean) / std``; the defaults are then the recipe that did best
-    on a real pretrained network (``bench/featureviz.py``): MACO's phase-only
-    parameterization with the photographs' spectrum, seen through MACO-style
-    crops and noise, so that ``ActivationMaximizer(model, objective,
-    input_shape=(1, 3, 224, 224), normalize="imagenet")`` gives a picture with
-    a photograph's spectrum and colours.
+    on a real pretrained network (``bench/featureviz.py``, EfficientNet-Lite0):
+    a spectrum in decorrelated colours whose 1/f prior decays as photographs'
+    amplitude does (``decay_power=1.25``), seen through MACO-style random crops
+    and noise, so that ``ActivationMaximizer(model, objective,
+    input_shape=(1, 3, 224, 224), normalize="imagenet")`` gives a picture that
+    another network recognizes, with a photograph's spectrum slope and no more
+    colour than a photograph.
 
     Args:
         model: Any ``nn.Module``; run in eval mode (flags restored after).
@@ -144,12 +151,14 @@ class ActivationMaximizer:
             cycles per pixel), as in Lucid and Lucent; ``"maco"`` only the
             Fourier phase of a picture whose amplitude is fixed to the
             photographs' spectrum (needs ``normalize``; 1 or 3 channels, 2-D).
-            None: ``"pixel"`` without ``normalize``, ``"maco"`` with it.
+            None: ``"pixel"`` without ``normalize``, ``"fft"`` with it.
         decorrelate: Optimize 3-channel colours in Lucid's decorrelated colour
             space (the square root of ImageNet's colour correlation), mapped to
             RGB before the model sees them. None: True for 3-channel pictures
             (``normalize`` given), False otherwise. ``"maco"`` is always decorrelated.
-        decay_power: The spectrum's decay exponent (``param="fft"``).
+        decay_power: The spectrum's decay exponent (``param="fft"``). None:
+            Lucid's 1.0 without ``normalize``; with it 1.25, the decay of
+            photographs' amplitude (their power spectrum falls as f^-2.5).
         value_range: Without ``normalize``: ``(lo, hi)``: the image is
             ``lo + (hi - lo) * sigmoid(p)``, so every value stays in range (the
             digits need ``(0, 1)``, where 0 is "no ink"). None: unbounded.
@@ -191,8 +200,8 @@ class ActivationMaximizer:
         >>> from convlens.objectives import channel
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
         >>> am = ActivationMaximizer(net, channel("1", 2), input_shape=(1, 3, 32, 32), normalize="imagenet", steps=4)
-        >>> am.param, am.transforms, am.decorrelate
-        ('maco', 'maco', True)
+        >>> am.param, am.transforms, am.decorrelate, am.decay_power
+        ('fft', 'maco', True, 1.25)
         >>> res = am.run()
         >>> res.picture.shape, bool(0 <= res.picture.min() and res.picture.max() <= 1)
         (torch.Size([1, 3, 32, 32]), True)
@@ -216,7 +225,7 @@ class ActivationMaximizer:
         normalize: Normalize | None = None,
         param: Param | None = None,
         decorrelate: bool | None = None,
-        decay_power: float = 1.0,
+        decay_power: float | None = None,
         value_range: tuple[float, float] | None = None,
         transforms: bool | TransformName | None = None,
     ) -> None:
@@ -238,7 +247,10 @@ class ActivationMaximizer:
         picture = self.normalize is not None
         default_param = RECOMMENDED_PARAM if picture else "pixel"
         self.param = cast("Param", check_choice("param", default_param if param is None else param, _PARAMS))
-        self.decay_power = check_real("decay_power", decay_power, positive=False)
+        default_decay = NATURAL_DECAY if picture else 1.0
+        self.decay_power = check_real(
+            "decay_power", default_decay if decay_power is None else decay_power, positive=False
+        )
         self.value_range = _check_range(value_range)
         if picture and self.value_range is not None:
             raise InvalidArgumentError(

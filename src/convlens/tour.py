@@ -229,7 +229,7 @@ def _learn(tour: _Tour) -> None:
     alexnet = tour.model("torchvision:alexnet")
     steps = 16 if tour.quick else 128
     # The lecture's preprocessing (mean = std = 0.5) and the recommended recipe: a picture in
-    # [0, 1] with the photographs' spectrum (MACO), seen through random crops.
+    # [0, 1], a decorrelated spectrum decaying as photographs' do, seen through random crops.
     channels = list(range(8))
     objective = channel("features.10", channels)
     shape = (len(channels), 3, 224, 224)
