@@ -640,6 +640,29 @@ def test_a_batch_optimizes_one_objective_per_image() -> None:
     assert float((own - others).mean()) > 0
 
 
+def test_a_whole_layer_of_64_channels_in_one_run() -> None:
+    # The atlas's use: every channel of a layer, one picture each, in one batch. Each picture
+    # follows its own objective only: changing image 0's channel leaves the other 63 as they were.
+    net = picture_net(64)
+
+    def run(first: int) -> MaximizationResult:
+        channels = [first, *range(1, 64)]
+        shape = (64, 3, 12, 12)
+        return ActivationMaximizer(
+            net, channel("1", channels), input_shape=shape, steps=8, normalize="lecture"
+        ).run()
+
+    res, other = run(0), run(5)
+    assert res.picture is not None
+    assert other.picture is not None
+    assert res.picture.shape == (64, 3, 12, 12)
+    torch.testing.assert_close(other.picture[1:], res.picture[1:], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(other.picture[0], res.picture[0])
+    with torch.no_grad():
+        means = net(res.image).mean((2, 3))
+    torch.testing.assert_close(res.values, means.diagonal())
+
+
 def test_the_recommended_defaults() -> None:
     from convlens.maximize import RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS
 
