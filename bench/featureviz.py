@@ -570,31 +570,36 @@ def draw(
     panel: float = 1.6,
     limit: int | None = None,
 ) -> None:
-    """Rows: methods; columns: each job's targets. A class panel's title holds Lite1's p."""
-    columns = [(job, i) for job in shown.jobs for i in range(len(job.targets))]
+    """One row per method and job, one column per target; a class panel's title holds Lite1's p."""
+    lines = [(key, job) for job in shown.jobs for key in rows]
+    width = max(len(job.targets) for job in shown.jobs)
     fig, axes = plt.subplots(
-        len(rows),
-        len(columns),
-        figsize=(panel * len(columns) + 0.4, (panel + 0.45) * len(rows) + 0.5),
+        len(lines),
+        width,
+        figsize=(panel * width + 0.6, (panel + 0.45) * len(lines) + 0.5),
         squeeze=False,
         layout="constrained",
     )
-    for r, key in enumerate(rows):
-        for c, (job, i) in enumerate(columns):
-            ax = axes[r][c]
-            ax.imshow(shown.pictures[job.name, key][i].permute(1, 2, 0).clamp(0, 1).numpy())
+    for r, (key, job) in enumerate(lines):
+        m = shown.metrics[job.name, key]
+        for i in range(width):
+            ax = axes[r][i]
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set_visible(False)
-            m = shown.metrics[job.name, key]
+            if i >= len(job.targets):
+                ax.set_visible(False)
+                continue
+            ax.imshow(shown.pictures[job.name, key][i].permute(1, 2, 0).clamp(0, 1).numpy())
             if m.transfer is not None:
                 title = f"{short(shown.classes[i])}\nLite1 p {m.transfer[i]:.2f}"
             else:
                 title = f"{job.layer} #{job.targets[i]}"
             ax.set_title(title, fontsize=8)
-            if c == 0:
+            if i == 0:
                 ax.set_ylabel(labels.get(key, key).replace(", ", ",\n"), fontsize=9)
+    columns = range(width)
     gap = "; " if len(columns) > 3 else "\n"
     fig.suptitle(
         f"EfficientNet-Lite0, {shown.steps} steps{gap}p: EfficientNet-Lite1's probability of the class",
