@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from convlens._param import parameterize
+from convlens._param import Parameterization, parameterize
 from convlens._picture import decorrelate, natural_spectrum, recorrelate
 from convlens.errors import InvalidArgumentError
 from convlens.images import PRESETS
@@ -31,6 +31,28 @@ def tiny_net(channels: int = 3) -> nn.Sequential:
     net = nn.Sequential(nn.Conv2d(channels, 4, 3), nn.ReLU())
     seeded(net)
     return net
+
+
+def build(
+    param: str,
+    shape: tuple[int, int, int, int],
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = F64,
+    decorrelate: bool | None = None,
+) -> Parameterization:
+    """A picture-space parameterization on the CPU, decorrelated for RGB unless told."""
+    return parameterize(
+        param,
+        shape,
+        generator=torch.Generator().manual_seed(seed),
+        device=CPU,
+        dtype=dtype,
+        decay_power=1.0,
+        decorrelate=shape[1] == 3 if decorrelate is None else decorrelate,
+        picture=True,
+        value_range=None,
+    )
 
 
 def spectrum_of(picture: Tensor, mean: Tensor, *, colour: bool) -> Tensor:
@@ -84,17 +106,9 @@ def test_a_maximized_maco_picture_keeps_the_amplitude_spectrum_float32() -> None
     assert relative_error(got, amplitude) < 1e-4
     assert float(got[..., 0, 0].max()) < 1e-5  # DC: the mean colour is m exactly
     # The optimization did change the picture (the phase moved), yet the amplitude stayed.
-    start = parameterize(
-        "maco",
-        (2, 3, 32, 32),
-        generator=torch.Generator().manual_seed(0),  # the maximizer's seed: its initial phase
-        device=CPU,
-        dtype=torch.float32,
-        decay_power=1.0,
-        decorrelate=True,
-        picture=True,
-        value_range=None,
-    )
+    start = build(
+        "maco", (2, 3, 32, 32), seed=0, dtype=torch.float32
+    )  # the maximizer's seed: its initial phase
     initial = start.render(start.parameter.detach())
     assert relative_error(spectrum_of(initial.double(), mean, colour=True).abs(), amplitude) < 1e-4
     assert float((initial - res.picture).abs().max()) > 1e-3
@@ -121,17 +135,7 @@ def test_a_maximized_maco_picture_keeps_the_amplitude_spectrum_float64() -> None
 @pytest.mark.parametrize("size", [(16, 16), (15, 17), (16, 15), (9, 12)])
 def test_maco_render_is_the_phase_with_the_natural_amplitude(size: tuple[int, int]) -> None:
     h, w = size
-    made = parameterize(
-        "maco",
-        (2, 3, h, w),
-        generator=torch.Generator().manual_seed(0),
-        device=CPU,
-        dtype=F64,
-        decay_power=1.0,
-        decorrelate=True,
-        picture=True,
-        value_range=None,
-    )
+    made = build("maco", (2, 3, h, w), seed=0)
     assert made.parameter.shape == (2, 3, h, w // 2 + 1)
     assert made.parameter.requires_grad
     assert made.parameter.is_leaf
@@ -161,17 +165,7 @@ def test_maco_render_is_the_phase_with_the_natural_amplitude(size: tuple[int, in
 
 def test_maco_picture_is_the_sigmoid_centred_on_the_mean_colour() -> None:
     # sigmoid(logit(m) + field / (m (1 - m))): slope 1 at the mean colour, so small fields pass unchanged.
-    made = parameterize(
-        "maco",
-        (1, 3, 16, 16),
-        generator=torch.Generator().manual_seed(0),
-        device=CPU,
-        dtype=F64,
-        decay_power=1.0,
-        decorrelate=True,
-        picture=True,
-        value_range=None,
-    )
+    made = build("maco", (1, 3, 16, 16), seed=0)
     amplitude, mean = natural_spectrum((16, 16), device=CPU, dtype=F64)
     phase = made.parameter.detach()
     field = recorrelate(
@@ -186,17 +180,7 @@ def test_maco_picture_is_the_sigmoid_centred_on_the_mean_colour() -> None:
 
 def test_a_grey_maco_picture_has_the_luminance_amplitude() -> None:
     h, w = 16, 16
-    made = parameterize(
-        "maco",
-        (2, 1, h, w),
-        generator=torch.Generator().manual_seed(2),
-        device=CPU,
-        dtype=F64,
-        decay_power=1.0,
-        decorrelate=False,
-        picture=True,
-        value_range=None,
-    )
+    made = build("maco", (2, 1, h, w), seed=2)
     picture = made.render(made.parameter.detach())
     assert picture.shape == (2, 1, h, w)
     amplitude, mean = natural_spectrum((h, w), device=CPU, dtype=F64)
@@ -248,17 +232,7 @@ def test_fft_pictures_are_in_the_open_unit_interval() -> None:
     assert float(res.picture.max()) < 1
     assert float(res.picture.std()) > 1e-3  # not a flat grey: the optimization moved it
     # Even a huge spectrum renders into [0, 1]: the sigmoid is the last step.
-    made = parameterize(
-        "fft",
-        (1, 3, 16, 16),
-        generator=torch.Generator().manual_seed(0),
-        device=CPU,
-        dtype=F64,
-        decay_power=1.0,
-        decorrelate=True,
-        picture=True,
-        value_range=None,
-    )
+    made = build("fft", (1, 3, 16, 16))
     big = made.render(made.parameter.detach() * 1e4)
     assert float(big.min()) >= 0
     assert float(big.max()) <= 1
@@ -267,17 +241,7 @@ def test_fft_pictures_are_in_the_open_unit_interval() -> None:
 
 def test_pixel_pictures_are_the_sigmoid_of_the_decorrelated_colours() -> None:
     def made(decorrelated: bool) -> tuple[Tensor, Tensor]:
-        out = parameterize(
-            "pixel",
-            (1, 3, 8, 8),
-            generator=torch.Generator().manual_seed(0),
-            device=CPU,
-            dtype=F64,
-            decay_power=1.0,
-            decorrelate=decorrelated,
-            picture=True,
-            value_range=None,
-        )
+        out = build("pixel", (1, 3, 8, 8), decorrelate=decorrelated)
         p = torch.randn(out.parameter.shape, generator=torch.Generator().manual_seed(3), dtype=F64)
         return p, out.render(p)
 
