@@ -201,3 +201,13 @@ def test_integer_like_neurons_and_the_global_rng_untouched() -> None:
     double = NeuronVisualizer(digits_cnn().double(), "classifier.0").top_examples(data, neuron=3, k=4)
     assert torch.equal(double.indices, by_int.indices)  # float32 data into a float64 model
     assert double.activations.dtype == torch.float64
+
+
+def test_maximize_in_picture_space() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    nv = NeuronVisualizer(net, "1", input_shape=(1, 3, 16, 16))
+    res = nv.maximize([0, 3], steps=3, normalize="lecture")
+    assert res.picture is not None
+    assert res.picture.shape == (2, 3, 16, 16)
+    assert bool((res.picture >= 0).all() and (res.picture <= 1).all())
+    torch.testing.assert_close(res.image, (res.picture - 0.5) / 0.5)

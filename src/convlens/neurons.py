@@ -34,16 +34,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from convlens._checks import as_int, check_indices, check_int, check_real, check_shape
+from convlens._forward import model_dtype_device, probe_shapes
 from convlens._probe import require_hooks
 from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
 from convlens.layers import LayerSpec, resolve_layer, unwrap
-from convlens.maximize import (
-    ActivationMaximizer,
-    MaximizationResult,
-    Param,
-    model_dtype_device,
-    probe_shapes,
-)
+from convlens.maximize import ActivationMaximizer, MaximizationResult, Normalize, Param, TransformName
 from convlens.objectives import Objective, channel
 from convlens.objectives import l1 as l1_penalty
 from convlens.tap import LayerTap
@@ -127,10 +122,11 @@ class NeuronVisualizer:
         l1: float = 0.0,
         steps: int = 256,
         seed: int = 0,
-        lr: float = 0.05,
-        param: Param = "pixel",
+        lr: float | None = None,
+        normalize: Normalize | None = None,
+        param: Param | None = None,
         value_range: tuple[float, float] | None = None,
-        transforms: bool = False,
+        transforms: bool | TransformName | None = None,
     ) -> MaximizationResult:
         """One image per neuron, ``x*_j = argmax_x a_j(x) - l1 * mean |x|``, optimized as one batch.
 
@@ -145,11 +141,17 @@ class NeuronVisualizer:
                 lecture's "no ink"); 0 for none.
             steps: Adam steps.
             seed: Seeds the initial images and the random transforms.
-            lr: Adam's learning rate.
-            param: ``"pixel"`` or ``"fft"`` (see :class:`~convlens.maximize.ActivationMaximizer`).
+            lr: Adam's learning rate (None: the parameterization's default).
+            normalize: Optimize pictures in [0, 1] that the model sees as
+                ``(picture - mean) / std`` (``"imagenet"``, ``"lecture"`` or
+                ``(mean, std)``), with the recommended recipe by default; the
+                result's ``picture`` holds them.
+            param: ``"pixel"``, ``"fft"`` or ``"maco"``; None: the default of
+                the space (see :class:`~convlens.maximize.ActivationMaximizer`).
             value_range: ``(lo, hi)`` to keep pixel values in range, e.g.
                 ``(0, 1)`` for the digits; None for unbounded.
-            transforms: Random jitter, scale and rotation at each step.
+            transforms: The random views at each step (``"standard"``,
+                ``"maco"``, True for the recommended, False); None: the default of the space.
 
         Returns:
             A :class:`~convlens.maximize.MaximizationResult` whose ``image``
@@ -182,6 +184,7 @@ class NeuronVisualizer:
             steps=steps,
             lr=lr,
             seed=seed,
+            normalize=normalize,
             param=param,
             value_range=value_range,
             transforms=transforms,
