@@ -59,7 +59,8 @@ def test_the_lecture_numbers(tour: TourResult) -> None:
     text = (tour.out / "alexnet_shapes.md").read_text()
     for layer, size in [("features.0", 55), ("features.2", 27), ("features.5", 13), ("features.12", 6)]:
         assert f"{layer}: {size} (lecture: {size})" in text
-    assert "256 x 6 x 6 = 9216 (lecture: 9216)" in text
+    assert "flatten: 256 x 6 x 6: 9216 (lecture: 9216)" in text
+    assert "features.6 channels: 384 (lecture: 394) a slip in the lecture" in text
     conv = (tour.out / "convolution_6x6.txt").read_text()
     assert "  3  -1  -3  -1\n -3   1   0  -3\n -3  -3   0   1\n  3  -2  -2  -1" in conv
 
@@ -91,5 +92,54 @@ def test_unknown_section() -> None:
 def test_one_section_by_name_keeps_the_global_rng(tmp_path: Path) -> None:
     state = torch.random.get_rng_state()
     result = run_tour(tmp_path, sections="alphago", echo=lambda _line: None)
-    assert [p.name for p in result.files] == ["alphago_policy_shapes.md"]
+    assert [p.name for p in result.files] == ["alphago_policy_shapes.md", "alphago_k.md", "index.html"]
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_the_page_holds_every_part_with_its_calls(tour: TourResult) -> None:
+    page = (tour.out / "index.html").read_text()
+    headings = ["7.1 CNN", "7.2 What does CNN learn", "7.3 Grad-CAM", "HW4", "AlphaGo"]
+    positions = [page.index(f">{h}") for h in headings]
+    assert positions == sorted(positions)  # the lecture's order
+    for name in (p.name for p in tour.files if p.suffix == ".png"):
+        assert f'src="{name}"' in page, name
+    assert "cl.trace_shapes(model, (1, 3, 224, 224))" in page
+    assert "cl.GradCAM(" in page
+    assert 'class="banner"' in page  # random weights here
+    assert "features[7:9]" in page
+    assert "it is ReLU and conv4" in page
+    assert "(64, 3, 11, 11)" in page
+    assert "http://" not in page
+    assert "https://" not in page
+    assert "<script" not in page
+
+
+def test_alphago_for_every_k(tour: TourResult) -> None:
+    rows = (tour.out / "alphago_k.md").read_text().strip().splitlines()[2:6]
+    assert [row.split("|")[1].strip() for row in rows] == ["128", "192", "256", "384"]
+    assert "3,882,793" in rows[1]  # k = 192, the match version
+    assert all(row.split("|")[6].strip() == "361" for row in rows)
+
+
+def test_an_unavailable_device_or_picture_fails_before_work(tmp_path: Path) -> None:
+    with pytest.raises(cl.InvalidArgumentError, match="not available on this machine"):
+        run_tour(tmp_path / "a", device="mps" if torch.cuda.is_available() else "cuda")
+    with pytest.raises(cl.InvalidArgumentError, match="device must be"):
+        run_tour(tmp_path / "b", device="gpu")
+    with pytest.raises(cl.InvalidArgumentError):
+        run_tour(tmp_path / "c", image=tmp_path / "missing.jpg")
+    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "c").exists()
+
+
+def test_the_users_picture_goes_through_the_tour(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "mine.png"
+    Image.new("RGB", (300, 240), (200, 30, 30)).save(path)
+    lines: list[str] = []
+    run_tour(tmp_path / "out", sections=["shapes"], image=path, weights="random", echo=lines.append)
+    steps = (tmp_path / "out" / "preprocessing.txt").read_text()
+    assert "picture: 300 x 240" in steps
+    assert "-> 280 x 224" in steps
+    assert any(line.startswith("[shapes] done in ") for line in lines)

@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     tour.add_argument("--seed", type=int, default=0, help="seed of random weights and optimizations")
     tour.add_argument("--quick", action="store_true", help="fewer optimization steps")
+    tour.add_argument("--image", type=Path, default=None, help="your own picture, through the whole tour")
+    tour.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
 
     layers = commands.add_parser("layers", help="list a model's layers and their parameters")
     layers.add_argument("model", help=_MODEL_HELP)
@@ -148,10 +150,15 @@ def _save(figure: Figure, out: Path) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "tour":
-        result = run_tour(
-            args.out, sections=args.sections, weights=args.weights, seed=args.seed, quick=args.quick
+        run_tour(
+            args.out,
+            sections=args.sections,
+            weights=args.weights,
+            seed=args.seed,
+            quick=args.quick,
+            image=args.image,
+            device=args.device,
         )
-        print(f"the tour wrote {len(result.files)} files into {result.out}")
     elif args.command == "layers":
         print(_layers_table(args.model))
     elif args.command == "shapes":

@@ -14,18 +14,21 @@ Example:
     >>> with tempfile.TemporaryDirectory() as out:
     ...     result = run_tour(out, sections=["alphago"], echo=lambda line: None)
     ...     [path.name for path in result.files]
-    ['alphago_policy_shapes.md']
+    ['alphago_policy_shapes.md', 'alphago_k.md', 'index.html']
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import nn
 
 from convlens import images, zoo
@@ -37,6 +40,7 @@ from convlens.objectives import channel, class_logit, l1
 from convlens.render import FilterRenderer, plot_cam, plot_feature_maps, plot_images
 from convlens.shapes import trace_shapes
 from convlens.tap import LayerTap
+from convlens.tourpage import Check, Item, Part, write_page
 
 __all__ = ["SECTIONS", "TourResult", "run_tour"]
 
@@ -63,24 +67,39 @@ class _Tour:
     seed: int
     quick: bool
     echo: Callable[[str], None]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    image: Path | None = None
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     models: dict[str, nn.Module] = field(default_factory=dict)
+    parts: list[Part] = field(default_factory=list)
 
     def model(self, spec: str) -> nn.Module:
         if spec not in self.models:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", RandomWeightsWarning)
-                self.models[spec] = zoo.load(spec, weights=self.weights, seed=self.seed)
+                self.models[spec] = zoo.load(spec, weights=self.weights, seed=self.seed).to(self.device)
             for warning in caught:
                 self.warn(str(warning.message))
         return self.models[spec]
+
+    def picture(self) -> Image.Image:
+        """The picture the tour looks at: the user's (``--image``) or the sample photo."""
+        return images.load_image(self.image) if self.image is not None else images.sample_image()
+
+    def picture_name(self) -> str:
+        return "images.sample_image()" if self.image is None else f"images.load_image({str(self.image)!r})"
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         self.echo(f"warning: {message}")
 
-    def save(self, name: str, content: Figure | str) -> None:
+    def part(self, heading: str) -> Part:
+        if not self.parts or self.parts[-1].heading != heading:
+            self.parts.append(Part(heading))
+        return self.parts[-1]
+
+    def save(self, name: str, content: Figure | str) -> str:
         path = self.out / name
         if isinstance(content, Figure):
             content.savefig(path, dpi=90)
@@ -88,19 +107,89 @@ class _Tour:
             path.write_text(content if content.endswith("\n") else content + "\n")
         self.files.append(path)
         self.echo(f"  wrote {path}")
+        return name
+
+    def figure(self, heading: str, name: str, content: Figure, title: str, call: str, **extra: Any) -> None:
+        """Save a figure and put it on the page under ``heading``."""
+        self.part(heading).items.append(Item(title, call=call, figure=self.save(name, content), **extra))
+
+    def table(self, heading: str, name: str, content: str, title: str, call: str, **extra: Any) -> None:
+        """Save a table or text and put it on the page under ``heading``, with its checks in the file too."""
+        checks: list[Check] = extra.get("checks", [])
+        lines = [
+            f"- {c.what}: {c.ours} (lecture: {c.lecture}){' ' + c.remark if c.remark else ''}" for c in checks
+        ]
+        self.save(name, content + ("\n\n" + "\n".join(lines) if lines else ""))
+        self.part(heading).items.append(Item(title, call=call, text=content, **extra))
+
+
+CNN = "7.1 CNN"
+LEARN = "7.2 What does CNN learn"
+CAM = "7.3 Grad-CAM"
+HW4 = "HW4: the class each network predicts"
+ALPHAGO = "AlphaGo's policy network"
 
 
 def _alexnet_shapes(tour: _Tour) -> None:
     tour.echo("7.1 AlexNet layer by layer: every output size from the formula")
-    report = trace_shapes(tour.model("torchvision:alexnet"), (1, 3, 224, 224))
+    model = tour.model("torchvision:alexnet")
+    note = zoo.weights_note(model)
+    conv1 = "Conv2d(3, 64, kernel_size=(11, 11), stride=(4, 4), padding=(2, 2))"
+    tour.table(CNN, "alexnet.txt", str(model), "AlexNet, printed: two sections, features and classifier",
+               'model = cl.zoo.load("torchvision:alexnet", weights="auto").eval()\nprint(model)',
+               checks=[Check("features[0]", str(model.get_submodule("features.0")), conv1),
+                       Check("features[6]", _short(model.get_submodule("features.6")), "Conv2d(192, 384)")])  # fmt: skip
+    _preprocessing(tour)
+    report = trace_shapes(model, (1, 3, 224, 224))
+    conv = model.get_submodule("features.0")
+    weight = tuple(conv.weight.shape) if isinstance(conv, nn.Conv2d) else ()
+    first = report["features.0"]
+    tour.table(CNN, "alexnet_conv1.txt",
+               f"conv1 = {conv1}\nweight {weight}: 64 filters, 3 channels (RGB), 11 x 11\n"
+               f"output {first.output_shape}\n\nH_out = floor((H_in + 2 * padding - dilation * (kernel_size - 1) - 1)"
+               f" / stride) + 1\n      = {first.formula}",
+               "conv1, its weight shape and the H_out formula",
+               'conv1 = model.features[0]\nconv1.weight.shape\ncl.trace_shapes(model, (1, 3, 224, 224))["features.0"].formula',
+               checks=[Check("weight", str(weight), "(64, 3, 11, 11)"),
+                       Check("conv1 output", str(first.output_shape), "(1, 64, 55, 55)"),
+                       Check("(224 + 2*2 - 11) / 4 + 1", "55", "55.25",
+                             "the lecture's 55.25 is before the floor; PyTorch takes floor(...) = 55")], note=note)  # fmt: skip
     lecture = {"features.0": 55, "features.2": 27, "features.3": 27, "features.5": 13, "features.6": 13,
                "features.8": 13, "features.10": 13, "features.12": 6}  # fmt: skip
-    lines = [f"{name}: {report[name].output_shape[-1]} (lecture: {size})" for name, size in lecture.items()]
-    flat = report["classifier.1"].input_shape[-1]
-    lines.append(f"flatten: 256 x 6 x 6 = {flat} (lecture: 9216)")
+    checks = [Check(name, str(report[name].output_shape[-1]), str(size)) for name, size in lecture.items()]
+    checks.append(Check("features.6 channels", str(report["features.6"].output_shape[1]), "394",
+                        "a slip in the lecture: it prints torch.Size([1, 384, 13, 13]) and then says 394"))  # fmt: skip
+    checks.append(Check("flatten: 256 x 6 x 6", str(report["classifier.1"].input_shape[-1]), "9216"))
+    lines = [f"{c.what}: {c.ours} (lecture: {c.lecture})" for c in checks]
     for line in lines:
         tour.echo(f"  {line}")
-    tour.save("alexnet_shapes.md", report.to_markdown() + "\n\n" + "\n".join(f"- {line}" for line in lines))
+    tour.table(CNN, "alexnet_shapes.md", report.to_markdown(), "Every layer's output size, from the formula, without compute",
+               "print(cl.trace_shapes(model, (1, 3, 224, 224)))", checks=checks)  # fmt: skip
+
+
+def _short(module: nn.Module) -> str:
+    conv = module if isinstance(module, nn.Conv2d) else None
+    return f"Conv2d({conv.in_channels}, {conv.out_channels})" if conv is not None else type(module).__name__
+
+
+def _preprocessing(tour: _Tour) -> None:
+    picture = tour.picture()
+    recipe = images.PRESETS["lecture"]
+    w, h = picture.size
+    scale = recipe.resize / min(w, h)
+    resized = (round(w * scale), round(h * scale))
+    x = images.preprocess(picture, preset="lecture")
+    steps = (
+        f"picture: {w} x {h} (width x height), RGB\n"
+        f"Resize(224): short side to 224 -> {resized[0]} x {resized[1]}\n"
+        "CenterCrop(224) -> 224 x 224\n"
+        f"ToTensor, Normalize(mean=0.5, std=0.5) -> {tuple(x.shape[1:])}, values in [{float(x.min()):.2f}, {float(x.max()):.2f}]\n"
+        f"unsqueeze(0) -> {tuple(x.shape)}"
+    )
+    tour.table(CNN, "preprocessing.txt", steps, "Image pre-processing: Compose(Resize(224), CenterCrop(224), ToTensor, Normalize)",
+               f'x = cl.images.preprocess({tour.picture_name()}, preset="lecture")   # (1, 3, 224, 224)',
+               checks=[Check("after the transforms", str(tuple(x.shape[1:])), "(3, 224, 224)"),
+                       Check("after unsqueeze(0)", str(tuple(x.shape)), "(1, 3, 224, 224)")])  # fmt: skip
 
 
 def _convolution(tour: _Tour) -> None:
@@ -114,7 +203,8 @@ def _convolution(tour: _Tour) -> None:
         [[[[1, -1, -1], [-1, 1, -1], [-1, -1, 1]]], [[[-1, 1, -1], [-1, 1, -1], [-1, 1, -1]]]],
         dtype=torch.float32,
     )
-    text = []
+    text = [f"6 x 6 image:\n{_grid(image)}", *(f"filter {k + 1}:\n{_grid(filters[k, 0])}" for k in range(2))]
+    results: dict[tuple[int, int, bool], torch.Tensor] = {}
     for stride in (1, 2):
         conv = nn.Conv2d(1, 2, 3, stride=stride, bias=False)
         with torch.no_grad():
@@ -122,39 +212,81 @@ def _convolution(tour: _Tour) -> None:
         net = nn.Sequential(conv, nn.MaxPool2d(2))
         acts = LayerTap(net, ["0", "1"] if stride == 1 else ["0"]).run(image[None, None])
         for k in range(2):
+            results[k, stride, False] = acts["0"][0, k]
             text.append(f"filter {k + 1}, stride {stride}:\n{_grid(acts['0'][0, k])}")
             if stride == 1:
+                results[k, stride, True] = acts["1"][0, k]
                 text.append(f"filter {k + 1}, stride 1, 2x2 max pooling:\n{_grid(acts['1'][0, k])}")
-    tour.save("convolution_6x6.txt", "\n\n".join(text))
-    tour.echo("  " + text[0].replace("\n", "\n  "))
+    grids = [("6 x 6 image", image.int().tolist())]
+    grids += [(f"filter {k + 1}", filters[k, 0].int().tolist()) for k in range(2)]
+    grids += [(f"filter {k + 1}, stride {stride}" + (", 2 x 2 max pooling" if pooled else ""), t.int().tolist())
+              for (k, stride, pooled), t in sorted(results.items())]  # fmt: skip
+    lecture = "[[3, -1, -3, -1], [-3, 1, 0, -3], [-3, -3, 0, 1], [3, -2, -2, -1]]"
+    ours = str(results[0, 1, False].int().tolist())
+    tour.table(CNN, "convolution_6x6.txt", "\n\n".join(text), "The 6 x 6 example: two 3 x 3 filters, stride 1 and 2, then 2 x 2 max pooling",
+               'conv = nn.Conv2d(1, 2, 3, stride=1, bias=False)   # the two filters copied in\n'
+               'acts = cl.LayerTap(nn.Sequential(conv, nn.MaxPool2d(2)), ["0", "1"]).run(image[None, None])',
+               checks=[Check("filter 1, stride 1", ours, lecture)], grids=grids)  # fmt: skip
+    tour.echo("  " + text[3].replace("\n", "\n  "))
 
 
 def _grid(t: torch.Tensor) -> str:
     return "\n".join(" ".join(f"{int(v):3d}" for v in row) for row in t.tolist())
 
 
+#: AlexNet's layers whose feature maps the tour shows, with the lecture's words for them.
+_MAPS = {
+    "features.0": "after conv1",
+    "features.1": "after conv1's ReLU",
+    "features.2": "after the 1st max pooling",
+    "features.3": "after conv2",
+    "features.5": "after the 2nd max pooling",
+    "features.6": "after conv3",
+    "features.8": 'features[7:9], which the lecture calls "max pooling after the 3rd convolution": '
+    "it is ReLU and conv4 (AlexNet has no pooling there)",
+}
+
+
+#: The shapes the lecture prints for them.
+_PRINTED = {
+    "features.0": "(1, 64, 55, 55)",
+    "features.6": "(1, 384, 13, 13)",
+    "features.8": "(1, 256, 13, 13)",
+}
+
+
 def _filters_and_maps(tour: _Tour) -> None:
     tour.echo("7.1-7.2 Learned filters and feature maps of AlexNet")
     model = tour.model("torchvision:alexnet")
     note = zoo.weights_note(model)
-    tour.save("alexnet_filters.png", FilterRenderer(model, "features.0", note=note).plot(n=32, cols=8))
-    x = images.preprocess(images.sample_image(), preset="lecture")
-    layers = ["features.0", "features.2", "features.3", "features.5", "features.6", "features.8"]
-    acts = LayerTap(model, layers).run(x)
-    for layer in layers:
+    tour.figure(CNN, "alexnet_filters.png", FilterRenderer(model, "features.0", note=note).plot(n=32, cols=8),
+                "conv1's 64 learned filters (the first 32), as RGB pictures",
+                'cl.FilterRenderer(model, "features.0").plot(n=32, cols=8)', note=note)  # fmt: skip
+    x = images.preprocess(tour.picture(), preset="lecture").to(tour.device)
+    acts = LayerTap(model, list(_MAPS)).run(x)
+    for layer, words in _MAPS.items():
         a = acts[layer][0]
-        title = f"AlexNet {layer} ({type(model.get_submodule(layer)).__name__}): {tuple(a.shape)}"
-        tour.save(f"alexnet_maps_{layer}.png", plot_feature_maps(a, n=32, cols=8, title=title, note=note))
+        kind = type(model.get_submodule(layer)).__name__
+        title = f"AlexNet {layer} ({kind}): {tuple(a.shape)}"
+        tour.figure(CNN, f"alexnet_maps_{layer}.png", plot_feature_maps(a, n=32, cols=8, title=title, note=note),
+                    f"Feature maps {words}: {tuple(acts[layer].shape)}",
+                    f'acts = cl.LayerTap(model, ["{layer}"]).run(x)\ncl.plot_feature_maps(acts["{layer}"][0], n=32, cols=8)',
+                    checks=[Check("shape", str(tuple(acts[layer].shape)), _PRINTED[layer])] if layer in _PRINTED else [],
+                    note=note)  # fmt: skip
 
 
 def _digits(tour: _Tour) -> None:
     tour.echo("7.2 The digits CNN: filters and feature maps")
     model = tour.model("convlens:digits_cnn")
-    digit = zoo.digits_dataset("test")[0][0][None]
-    tour.save("digits_filters.png", FilterRenderer(model, "features.0").plot(n=8, cols=8))
+    digit = zoo.digits_dataset("test")[0][0][None].to(tour.device)
+    tour.figure(LEARN, "digits_filters.png", FilterRenderer(model, "features.0").plot(n=8, cols=8),
+                "The digits CNN's first filters (it stands in for the lecture's MNIST CNN)",
+                'digits = cl.zoo.digits_cnn()\ncl.FilterRenderer(digits, "features.0").plot(n=8, cols=8)')  # fmt: skip
     acts = LayerTap(model, ["features.0", "features.3"]).run(digit)
     for layer in ("features.0", "features.3"):
-        tour.save(f"digits_maps_{layer}.png", plot_feature_maps(acts[layer][0], n=16, cols=8))
+        tour.figure(LEARN, f"digits_maps_{layer}.png", plot_feature_maps(acts[layer][0], n=16, cols=8),
+                    f"Feature maps of a test digit at {layer}: {tuple(acts[layer].shape)}",
+                    f'acts = cl.LayerTap(digits, ["{layer}"]).run(digit)\ncl.plot_feature_maps(acts["{layer}"][0], n=16, cols=8)')  # fmt: skip
 
 
 _CAM_MODELS = (("torchvision:alexnet", "features.12"), ("torchvision:vgg16", "features.30"),
@@ -163,8 +295,7 @@ _CAM_MODELS = (("torchvision:alexnet", "features.12"), ("torchvision:vgg16", "fe
 
 def _gradcam(tour: _Tour) -> None:
     tour.echo("7.3 Grad-CAM on AlexNet, VGG16 and ResNet18 (HW4: the class each predicts)")
-    picture = images.sample_image()
-    x = images.preprocess(picture)
+    x = images.preprocess(tour.picture()).to(tour.device)
     names = images.imagenet_classes()
     rows = ["| model | layer | predicted class index | class | logit |", "|---|---|---:|---|---:|"]
     for spec, layer in _CAM_MODELS:
@@ -172,18 +303,25 @@ def _gradcam(tour: _Tour) -> None:
         out = GradCAM(model, layer)(x)
         index = int(out.targets[0]) if out.targets is not None else -1
         name = spec.split(":")[1]
+        note = zoo.weights_note(model)
         title = f"{name} {layer}: {names[index]} ({index}), logit {float(out.scores[0]):.2f}"
-        figure = plot_cam(images.deprocess(x), out.maps[0], title=title, note=zoo.weights_note(model))
-        tour.save(f"gradcam_{name}.png", figure)
+        figure = plot_cam(images.deprocess(x), out.maps[0], title=title, note=note)
+        tour.figure(CAM, f"gradcam_{name}.png", figure, f"{name}: where {layer} sees \"{names[index]}\"",
+                    f'x = cl.images.preprocess({tour.picture_name()})\nout = cl.GradCAM(cl.zoo.load("{spec}"), "{layer}")(x)\n'
+                    "cl.overlay(cl.images.deprocess(x), out.maps[0])", note=note)  # fmt: skip
         rows.append(f"| {name} | {layer} | {index} | {names[index]} | {float(out.scores[0]):.2f} |")
         tour.echo(f"  {name}: predicted {index} ({names[index]})")
     random = [spec.split(":")[1] for spec, _ in _CAM_MODELS if zoo.weights_note(tour.model(spec))]
-    if random:
-        rows.append(
-            f"\n**{', '.join(random)}: random weights (pretrained weights unavailable), so these "
-            "predictions say nothing about the picture.**"
-        )
-    tour.save("hw4_predictions.md", "\n".join(rows))
+    note = (
+        f"{', '.join(random)}: random weights (pretrained weights unavailable), so these predictions say "
+        "nothing about the picture."
+        if random
+        else None
+    )
+    tour.save("hw4_predictions.md", "\n".join(rows) + (f"\n\n**{note}**" if note else ""))
+    call = "out = cl.GradCAM(model, layer)(x)   # target=None: the predicted class\nout.targets, out.scores"
+    item = Item("The class each network predicts for the picture", call=call, text="\n".join(rows), note=note)
+    tour.part(HW4).items.append(item)
 
 
 def _learn(tour: _Tour) -> None:
@@ -191,21 +329,18 @@ def _learn(tour: _Tour) -> None:
     model = tour.model("convlens:digits_cnn")
     steps = 32 if tour.quick else 256
     digits = {"steps": steps, "seed": tour.seed, "value_range": (0.0, 1.0)}
-    nv = NeuronVisualizer(model, "features.3")
-    res = nv.maximize(range(16), **digits)  # type: ignore[arg-type]
-    tour.save(
-        "learn_digits_conv_channels.png",
-        plot_images(
-            res.image, [f"channel {i}" for i in range(16)], title="digits CNN features.3: x* = argmax a^k"
-        ),
+    res = NeuronVisualizer(model, "features.3").maximize(range(16), **digits)  # type: ignore[arg-type]
+    figure = plot_images(
+        res.image, [f"channel {i}" for i in range(16)], title="digits CNN features.3: x* = argmax a^k"
     )
+    tour.figure(LEARN, "learn_digits_conv_channels.png", figure, "x* = argmax a^k: the digit each conv channel likes best",
+                f'cl.NeuronVisualizer(digits, "features.3").maximize(range(16), steps={steps}, value_range=(0, 1))')  # fmt: skip
     res = NeuronVisualizer(model, "classifier.0").maximize(range(16), **digits)  # type: ignore[arg-type]
-    tour.save(
-        "learn_digits_neurons.png",
-        plot_images(
-            res.image, [f"neuron {i}" for i in range(16)], title="digits CNN classifier.0: x* = argmax a^j"
-        ),
+    figure = plot_images(
+        res.image, [f"neuron {i}" for i in range(16)], title="digits CNN classifier.0: x* = argmax a^j"
     )
+    tour.figure(LEARN, "learn_digits_neurons.png", figure, "x* = argmax a^j: the digit each hidden neuron likes best",
+                f'cl.NeuronVisualizer(digits, "classifier.0").maximize(range(16), steps={steps}, value_range=(0, 1))')  # fmt: skip
     for weight, name in ((0.0, "learn_digits_classes.png"), (100.0, "learn_digits_classes_l1.png")):
         objective = class_logit(range(10)) - weight * l1() if weight else class_logit(range(10))
         am = ActivationMaximizer(model, objective, input_shape=(10, 1, 28, 28), **digits)  # type: ignore[arg-type]
@@ -214,32 +349,39 @@ def _learn(tour: _Tour) -> None:
             predicted = model(res.image).argmax(1).tolist()
         titles = [f"class {i}: says {p}" for i, p in enumerate(predicted)]
         kind = "y^i" if not weight else f"y^i - {weight:g} mean|x|  (L1: no ink)"
-        tour.save(name, plot_images(res.image, titles, cols=5, title=f"digits CNN: x* = argmax {kind}"))
+        term = " - 100 * ob.l1()" if weight else ""
+        tour.figure(LEARN, name, plot_images(res.image, titles, cols=5, title=f"digits CNN: x* = argmax {kind}"),
+                    f"x* = argmax {kind}: the network calls the ten images {predicted}",
+                    f"cl.ActivationMaximizer(digits, ob.class_logit(range(10)){term}, input_shape=(10, 1, 28, 28),\n"
+                    f"                       steps={steps}, value_range=(0, 1)).run()",
+                    checks=[Check("images read as their class", str(sum(p == i for i, p in enumerate(predicted))), "10",
+                                  "the lecture: \"CNN is easily fooled\"")])  # fmt: skip
         tour.echo(f"  {kind}: the network calls the ten images {predicted}")
     top = NeuronVisualizer(model, "classifier.0").top_examples(zoo.digits_dataset("test"), neuron=3, k=9)
-    tour.save(
-        "learn_digits_top_examples.png",
-        plot_images(
-            top.inputs,
-            [f"#{int(i)}" for i in top.indices],
-            cols=9,
-            title="test digits that excite classifier.0 neuron 3 most",
-        ),
-    )
+    figure = plot_images(top.inputs, [f"#{int(i)}" for i in top.indices], cols=9,
+                         title="test digits that excite classifier.0 neuron 3 most")  # fmt: skip
+    tour.figure(LEARN, "learn_digits_top_examples.png", figure, "The test digits that excite a neuron most",
+                'cl.NeuronVisualizer(digits, "classifier.0").top_examples(cl.zoo.digits_dataset("test"), neuron=3, k=9)')  # fmt: skip
     alexnet = tour.model("torchvision:alexnet")
+    note = zoo.weights_note(alexnet)
     steps = 16 if tour.quick else 128
     # The lecture's preprocessing (mean = std = 0.5) and the recommended recipe: a picture in
     # [0, 1], a decorrelated spectrum decaying as photographs' do, seen through random crops.
     channels = list(range(8))
-    objective = channel("features.10", channels)
     shape = (len(channels), 3, 224, 224)
     res = ActivationMaximizer(
-        alexnet, objective, input_shape=shape, steps=steps, seed=tour.seed, normalize="lecture"
+        alexnet,
+        channel("features.10", channels),
+        input_shape=shape,
+        steps=steps,
+        seed=tour.seed,
+        normalize="lecture",
     ).run()
     titles = [f"channel {c}" for c in channels]
-    tour.save(
-        "learn_alexnet_channels.png", _pictures(res, titles, "AlexNet features.10: x* = argmax a^k", alexnet)
-    )
+    tour.figure(LEARN, "learn_alexnet_channels.png", _pictures(res, titles, "AlexNet features.10: x* = argmax a^k", alexnet),
+                "x* = argmax a^k for AlexNet's features.10, as pictures",
+                f'cl.ActivationMaximizer(model, ob.channel("features.10", range(8)), input_shape=(8, 3, 224, 224),\n'
+                f'                       normalize="lecture", steps={steps}).run().picture', note=note)  # fmt: skip
     names = images.imagenet_classes()
     shape = (len(_CLASSES), 3, 224, 224)
     am = ActivationMaximizer(
@@ -254,7 +396,10 @@ def _learn(tour: _Tour) -> None:
     with torch.no_grad():
         says = alexnet(res.image).argmax(1).tolist()
     titles = [f"{names[c]} ({c})\nsays {names[p]}" for c, p in zip(_CLASSES, says, strict=True)]
-    tour.save("learn_alexnet_classes.png", _pictures(res, titles, "AlexNet: x* = argmax y^c", alexnet))
+    tour.figure(LEARN, "learn_alexnet_classes.png", _pictures(res, titles, "AlexNet: x* = argmax y^c", alexnet),
+                "x* = argmax y^c: eight ImageNet classes as AlexNet sees them",
+                f"cl.ActivationMaximizer(model, ob.class_logit({list(_CLASSES)}), input_shape=(8, 3, 224, 224),\n"
+                f'                       normalize="lecture", steps={steps}).run().picture', note=note)  # fmt: skip
 
 
 #: ImageNet classes whose pictures the tour draws: goldfinch, peacock, jellyfish, flamingo,
@@ -269,9 +414,25 @@ def _pictures(res: MaximizationResult, titles: list[str], title: str, model: nn.
 
 
 def _alphago(tour: _Tour) -> None:
-    tour.echo("AlphaGo's policy network: 19x19 at every layer, k = 192")
-    report = trace_shapes(zoo.alphago_policy(192), (1, 48, 19, 19))
-    tour.save("alphago_policy_shapes.md", report.to_markdown())
+    tour.echo("AlphaGo's policy network: 19x19 at every layer, k = 128, 192, 256, 384")
+    rows = [
+        "| k | parameters | first layer | hidden layers 2-12 | output | softmax over |",
+        "|---:|---:|---|---|---|---:|",
+    ]
+    for k in (128, 192, 256, 384):
+        net = zoo.alphago_policy(k)
+        report = trace_shapes(net, (1, 48, 19, 19))
+        params = sum(p.numel() for p in net.parameters())
+        convs = [r for r in report.rows if r.type == "Conv2d"]
+        moves = int(torch.tensor(report.output_shape[1:]).prod()) if report.output_shape else 0
+        rows.append(f"| {k} | {params:,} | {convs[0].output_shape} | {convs[1].output_shape} x {len(convs) - 2} | "
+                    f"{report.output_shape} | {moves} |")  # fmt: skip
+        if k == 192:
+            tour.table(ALPHAGO, "alphago_policy_shapes.md", report.to_markdown(), "k = 192, layer by layer: 19 x 19 at every layer",
+                       'print(cl.trace_shapes(cl.zoo.alphago_policy(192), (1, 48, 19, 19)))',
+                       checks=[Check("moves the softmax chooses from", str(moves), "361", "19 x 19")])  # fmt: skip
+    tour.table(ALPHAGO, "alphago_k.md", "\n".join(rows), "k = 128, 192, 256 and 384 filters (Extended Data Table 3)",
+               "for k in (128, 192, 256, 384):\n    net = cl.zoo.alphago_policy(k)\n    sum(p.numel() for p in net.parameters())")  # fmt: skip
 
 
 #: The tour's sections, in lecture order.
@@ -293,9 +454,11 @@ def run_tour(
     weights: str = "auto",
     seed: int = 0,
     quick: bool = False,
+    image: str | Path | None = None,
+    device: str | torch.device = "cpu",
     echo: Callable[[str], None] = print,
 ) -> TourResult:
-    """Reproduce the lecture's figures and tables into ``out``.
+    """Reproduce the lecture's figures and tables into ``out``, and ``out/index.html``.
 
     Args:
         out: Folder to write into (created if missing).
@@ -303,13 +466,16 @@ def run_tour(
         weights: As :func:`convlens.zoo.load` (``"auto"``: pretrained when cached).
         seed: Seed of random weights and of every optimization.
         quick: Fewer optimization steps (for a fast look or a test).
-        echo: Where progress lines go.
+        image: The user's own picture, through the whole tour (default: the sample photo).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``: where the models run.
+        echo: Where progress lines go (one per section, with its time).
 
     Returns:
-        The files written and the warnings met.
+        The files written (``index.html`` last) and the warnings met.
 
     Raises:
-        InvalidArgumentError: An unknown section name.
+        InvalidArgumentError: An unknown section name, a device this machine
+            does not have, or an image that does not exist; before any work.
     """
     chosen = (
         list(SECTIONS) if sections is None else [sections] if isinstance(sections, str) else list(sections)
@@ -320,11 +486,47 @@ def run_tour(
                 f"the tour has no section {name!r}; choose from {', '.join(map(repr, SECTIONS))}."
                 f"{did_you_mean(name, SECTIONS)}"
             )
+    where = _check_device(device)
+    picture = None if image is None else Path(image)
+    if picture is not None:
+        images.load_image(picture)  # a missing or unreadable picture fails here, before any work
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
-    tour = _Tour(out=path, weights=weights, seed=seed, quick=quick, echo=echo)
+    tour = _Tour(out=path, weights=weights, seed=seed, quick=quick, echo=echo, device=where, image=picture)
     with torch.random.fork_rng(devices=[]):  # the global random state is the caller's
         torch.manual_seed(seed)
         for name in chosen:
+            began = time.perf_counter()
             SECTIONS[name](tour)
+            echo(f"[{name}] done in {time.perf_counter() - began:.1f} s")
+    random = sorted({spec for spec, model in tour.models.items() if zoo.weights_note(model)})
+    banner = (
+        f"Random weights: {', '.join(random)} fell back to seeded random weights (pretrained weights unavailable); "
+        "the figures marked so show what an untrained network does, not what the lecture shows."
+        if random
+        else None
+    )
+    page = write_page(path, tour.parts, banner=banner, files=[p.name for p in tour.files])
+    tour.files.append(page)
+    echo(f"the tour wrote {len(tour.files)} files into {path}; open {page}")
     return TourResult(out=path, files=tuple(tour.files), warnings=tuple(tour.warnings))
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InvalidArgumentError(
+            f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}."
+        ) from err
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (where.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(where.type, False):
+        raise InvalidArgumentError(
+            f"device {str(where)!r} is not available on this machine; choose from "
+            f"{', '.join(repr(name) for name, ok in available.items() if ok)}."
+        )
+    return where
