@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,18 @@ napoleon_numpy_docstring = False
 napoleon_custom_sections = ["Shape"]
 intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
 nitpicky = False
-html_theme = "alabaster"
-exclude_patterns = ["_build"]
+html_theme = "furo"
+html_title = f"convlens {release}"
+html_static_path = ["_static"]
+html_css_files = ["convlens.css"]
+exclude_patterns = ["_build", "_tour"]
+
+#: Where ``convlens tour --out docs/_tour --quick`` writes the lecture tour. When the folder
+#: exists, the build copies it to ``<html output>/tour/`` (see :func:`copy_tour`), and the tag
+#: ``tour`` lets the pages link ``tour/index.html`` (``.. only:: tour``).
+TOUR = Path(__file__).parent / "_tour"
+if (TOUR / "index.html").is_file():
+    tags.add("tour")  # noqa: F821 - Sphinx puts `tags` in this namespace
 
 
 def figure_scraper(
@@ -48,10 +59,30 @@ def figure_scraper(
     return figure_rst(paths, gallery_conf["src_dir"])
 
 
+#: The examples in the lecture's order (the tour's sections: shapes, convolution, filters,
+#: digits, learn, gradcam, alphago); any other example comes after them, by name.
+LECTURE_ORDER = (
+    "plot_conv_arithmetic.py",
+    "plot_convolution_6x6.py",
+    "plot_alexnet_filters_and_maps.py",
+    "plot_filters_and_feature_maps.py",
+    "plot_what_a_cnn_learns.py",
+    "plot_gradcam.py",
+    "plot_alphago.py",
+)
+
+
+def lecture_order(filename: str) -> tuple[int, str]:
+    """Sort key of the gallery's examples: the lecture's order."""
+    name = Path(filename).name
+    return (LECTURE_ORDER.index(name) if name in LECTURE_ORDER else len(LECTURE_ORDER), name)
+
+
 sphinx_gallery_conf = {
     "examples_dirs": str(Path(__file__).parent.parent / "examples"),
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
+    "within_subsection_order": lecture_order,
     "image_scrapers": (figure_scraper,),
     "download_all_examples": False,
     "abort_on_example_error": True,
@@ -59,3 +90,18 @@ sphinx_gallery_conf = {
 }
 # The gallery's scraper is a function, which Sphinx cannot pickle into its environment cache.
 suppress_warnings = ["config.cache"]
+
+
+def copy_tour(app: Any, exception: Exception | None) -> None:
+    """Copy the tour's page and figures to ``<outdir>/tour/`` after an HTML build.
+
+    Not ``html_extra_path``: that copies to the output's root, where the tour's
+    ``index.html`` would replace the docs' own.
+    """
+    if exception is None and app.builder.format == "html" and TOUR.is_dir():
+        shutil.copytree(TOUR, Path(app.outdir) / "tour", dirs_exist_ok=True)
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("build-finished", copy_tour)
+    return {"parallel_read_safe": True}
