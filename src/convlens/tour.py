@@ -264,7 +264,11 @@ def _filters_and_maps(tour: _Tour) -> None:
                 'cl.FilterRenderer(model, "features.0").plot(n=32, cols=8)', note=note)  # fmt: skip
     x = images.preprocess(tour.picture(), preset="lecture").to(tour.device)
     acts = LayerTap(model, list(_MAPS)).run(x)
+    report = trace_shapes(model, tuple(x.shape))
     for layer, words in _MAPS.items():
+        # The lecture's H_out formula beside the maps it explains, with this layer's own numbers.
+        formula = report[layer].formula
+        text = f"H_out = floor((H_in + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1\n      = {formula}"
         a = acts[layer][0]
         kind = type(model.get_submodule(layer)).__name__
         title = f"AlexNet {layer} ({kind}): {tuple(a.shape)}"
@@ -272,7 +276,7 @@ def _filters_and_maps(tour: _Tour) -> None:
                     f"Feature maps {words}: {tuple(acts[layer].shape)}",
                     f'acts = cl.LayerTap(model, ["{layer}"]).run(x)\ncl.plot_feature_maps(acts["{layer}"][0], n=32, cols=8)',
                     checks=[Check("shape", str(tuple(acts[layer].shape)), _PRINTED[layer])] if layer in _PRINTED else [],
-                    note=note)  # fmt: skip
+                    text=text if formula else None, note=note)  # fmt: skip
 
 
 def _digits(tour: _Tour) -> None:
