@@ -133,6 +133,7 @@ def test_top_examples_match_brute_force(digits: DigitsCNN, test_set: TensorDatas
         assert isinstance(best, TopExamplesResult)
         assert best.indices.tolist() == [i for _, i in want]
         torch.testing.assert_close(best.activations, torch.tensor([v for v, _ in want]))
+        assert best.inputs is not None
         assert torch.equal(best.inputs, images[best.indices])
         assert bool((best.activations[:-1] >= best.activations[1:]).all())
         assert (best.layer, best.neuron) == ("features.3", 6)
@@ -170,8 +171,8 @@ def test_top_examples_errors_and_hygiene(digits: DigitsCNN, test_set: TensorData
         nv.top_examples(test_set, neuron=0, k=0)
     with pytest.raises(InvalidArgumentError, match="data is empty"):
         nv.top_examples(TensorDataset(torch.zeros(0, 1, 28, 28)), neuron=0)
-    with pytest.raises(InvalidTypeError, match="Dataset or DataLoader"):
-        nv.top_examples([torch.zeros(1, 28, 28)], neuron=0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="a DataLoader or an iterable of batches; got int"):
+        nv.top_examples(42, neuron=0)  # type: ignore[arg-type]
     digits.train()
     try:
         nv.top_examples(test_set, neuron=2, k=3)
@@ -211,3 +212,49 @@ def test_maximize_in_picture_space() -> None:
     assert res.picture.shape == (2, 3, 16, 16)
     assert bool((res.picture >= 0).all() and (res.picture <= 1).all())
     torch.testing.assert_close(res.image, (res.picture - 0.5) / 0.5)
+
+
+def test_every_unit_in_one_pass_equals_one_unit_at_a_time() -> None:
+    digits = digits_cnn()
+    data = digits_dataset("test")
+    nv = NeuronVisualizer(digits, "features.3")
+    every = nv.top_examples(data, k=5, batch_size=50)
+    assert isinstance(every.neuron, list)
+    assert every.inputs is not None
+    units = len(every.neuron)
+    assert every.indices.shape == (units, 5)
+    assert every.inputs.shape == (units, 5, 1, 28, 28)
+    for u in (0, 3, units - 1):
+        one = nv.top_examples(data, neuron=u, k=5)
+        assert every.indices[u].tolist() == one.indices.tolist()
+        torch.testing.assert_close(every.activations[u], one.activations.float())
+        assert one.inputs is not None
+        assert torch.equal(every.inputs[u], one.inputs)
+    # A list ranks those units, in its order; keep_inputs=False keeps no inputs.
+    some = nv.top_examples(data, neuron=[5, 2], k=3, keep_inputs=False)
+    assert some.neuron == [5, 2]
+    assert some.inputs is None
+    assert some.indices.tolist() == every.indices[[5, 2], :3].tolist()
+
+
+def test_top_examples_of_a_linear_layer_by_brute_force() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    x = torch.randn(37, 3, 2, 2)
+    best = NeuronVisualizer(net, "1").top_examples(TensorDataset(x), k=4, batch_size=8)
+    with torch.no_grad():
+        acts = net(x)  # (37, 4)
+    want = torch.sort(acts.T, dim=1, descending=True, stable=True)
+    assert best.indices.tolist() == want.indices[:, :4].tolist()
+    torch.testing.assert_close(best.activations, want.values[:, :4])
+
+
+def test_top_examples_takes_an_iterable_of_batches() -> None:
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU())
+    x = torch.randn(20, 1, 6, 6)
+    batches = [(x[i : i + 6], torch.zeros(len(x[i : i + 6]))) for i in range(0, 20, 6)]
+    nv = NeuronVisualizer(net, "1")
+    from_batches = nv.top_examples(iter(batches), k=3)
+    from_dataset = nv.top_examples(TensorDataset(x), k=3)
+    assert from_batches.indices.tolist() == from_dataset.indices.tolist()

@@ -54,17 +54,20 @@ class TopExamplesResult:
         indices: ``(k,)`` int64 positions of the examples in the data (in the
             order a DataLoader yields them), highest activation first; ties
             go to the lower position.
-        activations: ``(k,)`` the neuron's activation for each example.
-        inputs: ``(k, *sample shape)`` the examples themselves.
+            For several units, ``(units, k)``: row ``u`` is unit ``neuron[u]``.
+        activations: ``(k,)`` (or ``(units, k)``) the unit's activation for each
+            example, in the layer's dtype.
+        inputs: ``(k, *sample shape)`` (or ``(units, k, *sample shape)``) the
+            examples themselves; None with ``keep_inputs=False``.
         layer: The layer's qualified name.
-        neuron: The neuron (unit or channel) ranked.
+        neuron: The unit (or channel) ranked, or the list of them.
     """
 
     indices: Tensor
     activations: Tensor
-    inputs: Tensor
+    inputs: Tensor | None
     layer: str
-    neuron: int
+    neuron: int | list[int]
 
 
 class NeuronVisualizer:
@@ -192,59 +195,85 @@ class NeuronVisualizer:
         return am.run()
 
     def top_examples(
-        self, data: Dataset[Any] | DataLoader[Any], neuron: int | np.integer[Any] | Tensor, k: int = 9
+        self,
+        data: Dataset[Any] | DataLoader[Any] | Iterable[Any],
+        neuron: int | np.integer[Any] | Tensor | Sequence[int] | None = None,
+        k: int = 9,
+        *,
+        keep_inputs: bool = True,
+        batch_size: int = 64,
+        num_workers: int = 0,
     ) -> TopExamplesResult:
-        """The ``k`` examples of ``data`` that excite ``neuron`` most, highest first.
+        """The ``k`` examples of ``data`` that excite each unit most, highest first, in one pass.
 
         The model runs in eval mode without autograd and stops right after the
-        layer (see :meth:`convlens.LayerTap.run`).
+        layer (see :meth:`convlens.LayerTap.run`). A running top-k per unit is
+        kept (``units x k`` values, indices and, with ``keep_inputs``, inputs),
+        never every activation: memory does not grow with the data.
 
         Args:
-            data: A Dataset, read in order in batches of 64, or a DataLoader
-                (its batches, in the order it yields them: indices are positions
-                in that order, dataset indices when it does not shuffle). Items
-                are ``x`` or ``(x, y, ...)``; only ``x`` is used.
-            neuron: The unit (Linear layer) or channel (conv layer, ranked by
-                its mean over positions).
-            k: How many; more than the data holds gives all of it.
+            data: A Dataset (read in order, ``batch_size`` at a time, with
+                ``num_workers`` loader workers), a DataLoader as it is, or any
+                iterable of batches. Indices are positions in the order the
+                batches come (dataset indices when nothing shuffles). Items or
+                batches are ``x`` or ``(x, y, ...)``; only ``x`` is used.
+            neuron: One unit (Linear layer) or channel (conv layer, ranked by its
+                mean over positions), a list of them, or None for every unit or
+                channel of the layer.
+            k: How many per unit; more than the data holds gives all of it.
+            keep_inputs: Keep the top inputs (``(units, k, *sample)``); False
+                keeps indices and activations only.
+            batch_size: Batch size when ``data`` is a Dataset.
+            num_workers: DataLoader workers when ``data`` is a Dataset.
 
         Returns:
-            Indices, activations and inputs of the top ``min(k, len(data))`` examples.
+            For an int ``neuron``, ``(k,)`` indices and activations and ``(k, *sample)``
+            inputs; for a list or None, ``(units, k)`` and ``(units, k, *sample)``,
+            one row per unit in ``result.neuron``'s order.
 
         Raises:
-            InvalidArgumentError: ``neuron`` out of range (the message names the
+            InvalidArgumentError: A neuron out of range (the message names the
                 layer and its size), ``k < 1``, or empty data.
-            InvalidTypeError: ``data`` neither a Dataset nor a DataLoader, or
-                items whose ``x`` is not a tensor.
+            InvalidTypeError: ``data`` is not a Dataset, DataLoader or iterable,
+                or items whose ``x`` is not a tensor.
 
         Example:
             >>> import torch
             >>> import torch.nn as nn
             >>> from torch.utils.data import TensorDataset
             >>> net = nn.Sequential(nn.Conv2d(1, 2, 1, bias=False), nn.ReLU())
-            >>> _ = nn.init.ones_(net[0].weight)
-            >>> data = TensorDataset(torch.tensor([1.0, 4.0, 2.0]).view(3, 1, 1, 1), torch.zeros(3))
+            >>> with torch.no_grad():
+            ...     _ = net[0].weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            >>> data = TensorDataset(torch.tensor([1.0, 4.0, -2.0]).view(3, 1, 1, 1), torch.zeros(3))
             >>> best = NeuronVisualizer(net, "1").top_examples(data, neuron=0, k=5)  # k clipped to 3
             >>> best.indices.tolist(), best.activations.tolist()
-            ([1, 2, 0], [4.0, 2.0, 1.0])
+            ([1, 0, 2], [4.0, 1.0, 0.0])
+            >>> every = NeuronVisualizer(net, "1").top_examples(data, k=2)  # every channel, one pass
+            >>> every.neuron, every.indices.tolist(), every.inputs.shape
+            ([0, 1], [[1, 0], [2, 0]], torch.Size([2, 2, 1, 1, 1]))
         """
-        neuron = check_int("neuron", as_int(neuron), 0)
+        single = (
+            neuron is not None
+            and not isinstance(neuron, Sequence | range)
+            and not (isinstance(neuron, Tensor | np.ndarray) and neuron.ndim > 0)
+        )
+        chosen = (
+            None
+            if neuron is None
+            else [check_int("neuron", as_int(neuron), 0)]
+            if single
+            else _neuron_list(neuron)
+        )
         k = check_int("k", k, 1)
-        if isinstance(data, DataLoader):
-            loader: DataLoader[Any] = data
-        elif isinstance(data, Dataset):
-            # Its own generator: iterating a DataLoader otherwise draws from the global RNG.
-            loader = DataLoader(data, batch_size=64, shuffle=False, generator=torch.Generator())
-        else:
-            raise InvalidTypeError(f"data must be a torch Dataset or DataLoader; got {type(data).__name__}.")
-        objective = channel(self.layer, neuron)
+        loader = _batches(
+            data, check_int("batch_size", batch_size, 1), check_int("num_workers", num_workers, 0)
+        )
         tap = LayerTap(self.model, [self.layer])
         dtype, device = model_dtype_device(tap._module)
-        best: tuple[Tensor, Tensor, Tensor] | None = None
-        seen = 0
+        top: _RunningTop | None = None
         for batch in _inputs(loader):
             x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
-            if best is None:  # before any work: is the neuron in range? (the tap's own probe)
+            if top is None:  # before any work: are the neurons in range? (the tap's own probe)
                 shapes = probe_shapes(
                     tap._module,
                     {self.layer: self.ref},
@@ -254,21 +283,27 @@ class NeuronVisualizer:
                     needs_output=False,
                     probe=tap._prober((x,)),
                 )
-                objective.validate(shapes)
-            activations = objective(tap.run(x), x)
-            indices = torch.arange(seen, seen + len(x), device=device)
-            seen += len(x)
-            if best is not None:
-                activations = torch.cat([best[1], activations])
-                indices = torch.cat([best[0], indices])
-                x = torch.cat([best[2], x])
-            # Stable: among equal activations the earlier position (already first) stays first.
-            order = torch.sort(activations, descending=True, stable=True).indices[:k]
-            best = (indices[order], activations[order], x[order])
-        if best is None:
+                size = shapes[self.layer][1] if len(shapes[self.layer]) > 1 else 1
+                if chosen is None:
+                    chosen = list(range(size))
+                else:
+                    for unit in chosen:  # each names the layer and its size when out of range
+                        channel(self.layer, unit).validate(shapes)
+                top = _RunningTop(chosen, k, keep_inputs=keep_inputs)
+            acts = tap.run(x)[self.layer]
+            per_unit = acts.flatten(2).mean(2) if acts.dim() > 2 else acts.reshape(len(x), -1)
+            top.update(per_unit[:, top.units_list].T, x)
+        if top is None:
             raise InvalidArgumentError("data is empty: there are no examples to rank.")
+        chosen = top.units_list
+        indices, values, inputs = top.result()
+        if single:
+            return TopExamplesResult(
+                indices=indices[0], activations=values[0], inputs=None if inputs is None else inputs[0],
+                layer=self.layer, neuron=chosen[0],
+            )  # fmt: skip
         return TopExamplesResult(
-            indices=best[0], activations=best[1], inputs=best[2], layer=self.layer, neuron=neuron
+            indices=indices, activations=values, inputs=inputs, layer=self.layer, neuron=chosen
         )
 
     def _input_shape(self) -> tuple[int, ...]:
@@ -295,6 +330,64 @@ def _neuron_list(neurons: object) -> list[int]:
         neurons = list(neurons)
     chosen = check_indices("neurons", neurons, item="neuron")
     return [chosen] if isinstance(chosen, int) else list(chosen)
+
+
+def _batches(data: object, batch_size: int, num_workers: int) -> Iterable[Any]:
+    """``data`` as an iterable of batches: a Dataset through a DataLoader of its own, the rest as given."""
+    if isinstance(data, DataLoader):
+        return data
+    if isinstance(data, Dataset):
+        # Its own generator: iterating a DataLoader otherwise draws from the global RNG.
+        return DataLoader(
+            data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=torch.Generator()
+        )
+    if isinstance(data, Iterable) and not isinstance(data, Tensor | str | bytes):
+        return data
+    raise InvalidTypeError(
+        f"data must be a torch Dataset, a DataLoader or an iterable of batches; got {type(data).__name__}."
+    )
+
+
+class _RunningTop:
+    """The ``k`` highest values per unit seen so far, their positions and (optionally) their inputs.
+
+    Memory is ``units x k`` whatever the data's size; ties go to the earlier position.
+    """
+
+    def __init__(self, units: list[int], k: int, *, keep_inputs: bool) -> None:
+        self.units_list = units
+        self.units, self.k, self.keep_inputs = len(units), k, keep_inputs
+        self.values: Tensor | None = None  # (units, <= k)
+        self.indices: Tensor | None = None
+        self.inputs: Tensor | None = None  # (units, <= k, *sample)
+        self.seen = 0
+
+    def update(self, values: Tensor, x: Tensor) -> None:
+        """Merge one batch: ``values`` is ``(units, B)``, ``x`` the batch's inputs."""
+        batch = values.shape[1]
+        positions = torch.arange(self.seen, self.seen + batch, device=values.device).expand(self.units, batch)
+        self.seen += batch
+        old = 0 if self.values is None else self.values.shape[1]
+        if self.values is not None and self.indices is not None:
+            values = torch.cat([self.values, values], dim=1)
+            positions = torch.cat([self.indices, positions], dim=1)
+        # Stable: the earlier position (already to the left) stays first among equal values.
+        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.k]
+        self.values, self.indices = values.gather(1, order), positions.gather(1, order)
+        if self.keep_inputs:
+            kept = torch.empty((self.units, order.shape[1], *x.shape[1:]), dtype=x.dtype, device=x.device)
+            from_old = order < old
+            rows = torch.arange(self.units, device=order.device)[:, None].expand_as(order)
+            if self.inputs is not None:
+                kept[from_old] = self.inputs[rows[from_old], order[from_old]]
+            kept[~from_old] = x[order[~from_old] - old]
+            self.inputs = kept
+
+    def result(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Indices, values and inputs, ``(units, min(k, seen))``, highest first."""
+        if self.values is None or self.indices is None:
+            raise InvalidArgumentError("data is empty: there are no examples to rank.")
+        return self.indices, self.values, self.inputs
 
 
 def _inputs(loader: Iterable[Any]) -> Iterator[Tensor]:

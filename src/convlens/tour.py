@@ -362,7 +362,8 @@ def _learn(tour: _Tour) -> None:
                                   "the lecture: \"CNN is easily fooled\"")])  # fmt: skip
         tour.echo(f"  {kind}: the network calls the ten images {predicted}")
     top = NeuronVisualizer(model, "classifier.0").top_examples(zoo.digits_dataset("test"), neuron=3, k=9)
-    figure = plot_images(top.inputs, [f"#{int(i)}" for i in top.indices], cols=9,
+    shown = top.inputs if top.inputs is not None else torch.zeros(0)  # kept: keep_inputs is True
+    figure = plot_images(shown, [f"#{int(i)}" for i in top.indices], cols=9,
                          title="test digits that excite classifier.0 neuron 3 most")  # fmt: skip
     tour.figure(LEARN, "learn_digits_top_examples.png", figure, "The test digits that excite a neuron most",
                 'cl.NeuronVisualizer(digits, "classifier.0").top_examples(cl.zoo.digits_dataset("test"), neuron=3, k=9)')  # fmt: skip
