@@ -258,3 +258,26 @@ def test_top_examples_takes_an_iterable_of_batches() -> None:
     from_batches = nv.top_examples(iter(batches), k=3)
     from_dataset = nv.top_examples(TensorDataset(x), k=3)
     assert from_batches.indices.tolist() == from_dataset.indices.tolist()
+
+
+def test_top_examples_progress_bar_is_tqdm_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    calls: list[dict[str, object]] = []
+
+    def fake_tqdm(iterable: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return iterable
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=fake_tqdm))
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    data = TensorDataset(torch.randn(10, 1, 5, 5))
+    nv = NeuronVisualizer(net, "1")
+    with_bar = nv.top_examples(data, k=2, batch_size=4)
+    assert len(calls) == 1
+    assert calls[0]["total"] == 3  # batches of 4, 4, 2
+    assert calls[0]["disable"] is None  # tqdm hides itself when the output is not a terminal
+    without = nv.top_examples(data, k=2, batch_size=4, progress=False)
+    assert len(calls) == 1
+    assert with_bar.indices.tolist() == without.indices.tolist()

@@ -24,7 +24,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import importlib
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,6 +204,7 @@ class NeuronVisualizer:
         keep_inputs: bool = True,
         batch_size: int = 64,
         num_workers: int = 0,
+        progress: bool = True,
     ) -> TopExamplesResult:
         """The ``k`` examples of ``data`` that excite each unit most, highest first, in one pass.
 
@@ -225,6 +227,8 @@ class NeuronVisualizer:
                 keeps indices and activations only.
             batch_size: Batch size when ``data`` is a Dataset.
             num_workers: DataLoader workers when ``data`` is a Dataset.
+            progress: A progress bar over the batches when tqdm is installed and
+                the output is a terminal (silent otherwise); False: never.
 
         Returns:
             For an int ``neuron``, ``(k,)`` indices and activations and ``(k, *sample)``
@@ -271,7 +275,7 @@ class NeuronVisualizer:
         tap = LayerTap(self.model, [self.layer])
         dtype, device = model_dtype_device(tap._module)
         top: _RunningTop | None = None
-        for batch in _inputs(loader):
+        for batch in _inputs(_progress(loader) if progress else loader):
             x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
             if top is None:  # before any work: are the neurons in range? (the tap's own probe)
                 shapes = probe_shapes(
@@ -346,6 +350,19 @@ def _batches(data: object, batch_size: int, num_workers: int) -> Iterable[Any]:
     raise InvalidTypeError(
         f"data must be a torch Dataset, a DataLoader or an iterable of batches; got {type(data).__name__}."
     )
+
+
+def _progress(batches: Iterable[Any]) -> Iterable[Any]:
+    """``batches`` under a tqdm bar when tqdm is installed (it hides itself off a terminal)."""
+    try:
+        tqdm = importlib.import_module("tqdm").tqdm
+    except ImportError:
+        return batches
+    total = len(batches) if isinstance(batches, Sized) else None
+    bar: Iterable[Any] = tqdm(
+        batches, total=total, desc="top_examples", unit="batch", disable=None, leave=False
+    )
+    return bar
 
 
 class _RunningTop:
