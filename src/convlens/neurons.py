@@ -258,7 +258,7 @@ class NeuronVisualizer:
         """
         single = (
             neuron is not None
-            and not isinstance(neuron, Sequence | range)
+            and not isinstance(neuron, Sequence)
             and not (isinstance(neuron, Tensor | np.ndarray) and neuron.ndim > 0)
         )
         chosen = (
@@ -296,10 +296,10 @@ class NeuronVisualizer:
                 top = _RunningTop(chosen, k, keep_inputs=keep_inputs)
             acts = tap.run(x)[self.layer]
             per_unit = acts.flatten(2).mean(2) if acts.dim() > 2 else acts.reshape(len(x), -1)
-            top.update(per_unit[:, top.units_list].T, x)
+            top.update(per_unit[:, top.units].T, x)
         if top is None:
             raise InvalidArgumentError("data is empty: there are no examples to rank.")
-        chosen = top.units_list
+        chosen = top.units
         indices, values, inputs = top.result()
         if single:
             return TopExamplesResult(
@@ -372,8 +372,7 @@ class _RunningTop:
     """
 
     def __init__(self, units: list[int], k: int, *, keep_inputs: bool) -> None:
-        self.units_list = units
-        self.units, self.k, self.keep_inputs = len(units), k, keep_inputs
+        self.units, self.k, self.keep_inputs = units, k, keep_inputs
         self.values: Tensor | None = None  # (units, <= k)
         self.indices: Tensor | None = None
         self.inputs: Tensor | None = None  # (units, <= k, *sample)
@@ -382,7 +381,9 @@ class _RunningTop:
     def update(self, values: Tensor, x: Tensor) -> None:
         """Merge one batch: ``values`` is ``(units, B)``, ``x`` the batch's inputs."""
         batch = values.shape[1]
-        positions = torch.arange(self.seen, self.seen + batch, device=values.device).expand(self.units, batch)
+        positions = torch.arange(self.seen, self.seen + batch, device=values.device).expand(
+            len(self.units), batch
+        )
         self.seen += batch
         old = 0 if self.values is None else self.values.shape[1]
         if self.values is not None and self.indices is not None:
@@ -392,9 +393,11 @@ class _RunningTop:
         order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.k]
         self.values, self.indices = values.gather(1, order), positions.gather(1, order)
         if self.keep_inputs:
-            kept = torch.empty((self.units, order.shape[1], *x.shape[1:]), dtype=x.dtype, device=x.device)
+            kept = torch.empty(
+                (len(self.units), order.shape[1], *x.shape[1:]), dtype=x.dtype, device=x.device
+            )
             from_old = order < old
-            rows = torch.arange(self.units, device=order.device)[:, None].expand_as(order)
+            rows = torch.arange(len(self.units), device=order.device)[:, None].expand_as(order)
             if self.inputs is not None:
                 kept[from_old] = self.inputs[rows[from_old], order[from_old]]
             kept[~from_old] = x[order[~from_old] - old]
