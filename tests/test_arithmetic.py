@@ -192,12 +192,20 @@ def test_window_of_conv_pool_and_other_layers() -> None:
 
 
 def test_rf_step_extent_and_macs() -> None:
-    start: arithmetic.RF = ((1, 1), (1, 1))
+    start: arithmetic.RF = ((1, 1), (1, 1), (0, 0))
     conv = nn.Conv2d(1, 1, 3, stride=2, dilation=2)
     after = arithmetic.rf_step(conv, start, (1, 1, 9, 9), (1, 1, 3, 3))
-    assert after == ((5, 5), (2, 2))
+    assert after == ((5, 5), (2, 2), (0, 0))
     assert arithmetic.rf_step(nn.Flatten(), after, (1, 1, 3, 3), (1, 9)) is None
-    assert arithmetic.rf_step(nn.AdaptiveAvgPool2d(1), after, (1, 1, 3, 3), (1, 1, 1, 1)) == ((9, 9), (6, 6))
+    assert arithmetic.rf_step(nn.AdaptiveAvgPool2d(1), after, (1, 1, 3, 3), (1, 1, 1, 1)) == (
+        (9, 9),
+        (6, 6),
+        (0, 0),
+    )
+    padded = nn.Conv2d(1, 1, 3, stride=2, padding=(1, 2))  # the field starts inside the padding
+    assert arithmetic.rf_step(padded, after, (1, 1, 3, 3), (1, 1, 2, 3)) == ((9, 9), (4, 4), (-2, -4))
+    same = nn.Conv2d(1, 1, 4, padding="same")  # PyTorch pads 1 on the left, 2 on the right
+    assert arithmetic.rf_step(same, start, (1, 1, 8, 8), (1, 1, 8, 8)) == ((4, 4), (1, 1), (-1, -1))
     assert (arithmetic.extent((5, 5)), arithmetic.extent((3, 5)), arithmetic.extent(None)) == (
         5,
         (3, 5),

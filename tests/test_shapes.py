@@ -98,6 +98,37 @@ def test_alexnet_receptive_field_and_jump(alexnet_report: cl.ShapeReport) -> Non
     assert (rows["classifier.1"].receptive_field, rows["classifier.1"].jump) == (None, None)
 
 
+def test_receptive_field_start_matches_the_gradient_support() -> None:
+    """Every output position sees exactly start + i * jump .. + receptive_field (clipped): checked by autograd."""
+    net = nn.Sequential(
+        nn.Conv2d(1, 1, 5, stride=2, padding=(2, 1), bias=False),
+        nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=True),
+        nn.Conv2d(1, 1, 3, dilation=2, padding="same", bias=False),
+        nn.Conv2d(1, 1, 2, stride=1, padding=1, bias=False),
+    )
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(1.0)  # positive weights, no ReLU: the gradient is nonzero over the whole field
+    size = (37, 41)
+    report = cl.trace_shapes(net, (1, 1, *size))
+    row = report["3"]
+    rf, jump, start = (
+        (v, v) if isinstance(v, int) else v for v in (row.receptive_field, row.jump, row.start)
+    )
+    assert start != (0, 0)  # the padding moves it
+    out_h, out_w = row.output_shape[2:]
+    for i, j in [(0, 0), (1, 2), (out_h // 2, out_w // 3), (out_h - 1, out_w - 1)]:
+        x = torch.zeros(1, 1, *size, requires_grad=True)
+        net(x)[0, 0, i, j].backward()
+        assert x.grad is not None
+        rows, cols = x.grad[0, 0].nonzero(as_tuple=True)
+        lo = (start[0] + i * jump[0], start[1] + j * jump[1])
+        expected = (max(lo[0], 0), max(lo[1], 0), min(lo[0] + rf[0], size[0]), min(lo[1] + rf[1], size[1]))
+        got = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+        assert got == expected, (i, j)
+
+
 def test_alexnet_macs_by_hand(alexnet_report: cl.ShapeReport) -> None:
     assert alexnet_report["features.0"].macs == 55 * 55 * 64 * 3 * 11 * 11
     assert alexnet_report["features.3"].macs == 27 * 27 * 192 * 64 * 5 * 5

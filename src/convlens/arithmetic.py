@@ -36,8 +36,10 @@ __all__ = ["conv_output_size", "conv_transpose_output_size"]
 Shape = tuple[int, ...]
 #: A receptive field or jump: one int when every spatial dimension agrees.
 Extent = int | tuple[int, ...] | None
-#: The receptive field and jump per spatial dimension, None where undefined.
-RF = tuple[Shape, Shape] | None
+#: The receptive field, jump and start per spatial dimension, None where undefined.
+#: ``start`` is the input pixel where output position 0's field begins (negative
+#: inside the padding): output position ``i`` sees ``start + i * jump`` onwards.
+RF = tuple[Shape, Shape, Shape] | None
 
 
 # -- arithmetic ----------------------------------------------------------------
@@ -272,10 +274,10 @@ def macs(module: nn.Module, in_shape: Shape, out_shape: Shape) -> int:
 
 
 def rf_step(module: nn.Module, state: RF, in_shape: Shape, out_shape: Shape) -> RF:
-    """Receptive field and jump after ``module``: rf += (k-1)*d*jump; jump *= stride."""
+    """Receptive field, jump and start after ``module``: rf += (k-1)*d*jump; start -= pad*jump; jump *= stride."""
     if state is None:
         return None
-    rf, jump = state
+    rf, jump, start = state
     nd = len(rf)
     w = window(module)
     adaptive = adaptive_dims(module)
@@ -290,13 +292,24 @@ def rf_step(module: nn.Module, state: RF, in_shape: Shape, out_shape: Shape) -> 
         if adaptive != nd or any(i % o for i, o in zip(sizes, outs, strict=True)):
             return None
         w = Window(
-            tuple(i // o for i, o in zip(sizes, outs, strict=True)), (), (), (1,) * nd, (), False, False
+            tuple(i // o for i, o in zip(sizes, outs, strict=True)),
+            (),
+            (0,) * nd,
+            (1,) * nd,
+            (),
+            False,
+            False,
         )
         w = w._replace(stride=w.kernel)
     if w.transposed or len(w.kernel) != nd:
         return None
     grown = tuple(r + (k - 1) * d * j for r, k, d, j in zip(rf, w.kernel, w.dilation, jump, strict=True))
-    return grown, tuple(j * s for j, s in zip(jump, w.stride, strict=True))
+    if w.padding == "same":  # PyTorch pads the left with half the total, rounded down
+        pad: Shape = tuple((d * (k - 1)) // 2 for k, d in zip(w.kernel, w.dilation, strict=True))
+    else:
+        pad = (0,) * nd if isinstance(w.padding, str) else w.padding
+    moved = tuple(s0 - p * j for s0, p, j in zip(start, pad, jump, strict=True))
+    return grown, tuple(j * s for j, s in zip(jump, w.stride, strict=True)), moved
 
 
 def extent(values: Shape | None) -> Extent:

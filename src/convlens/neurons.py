@@ -35,13 +35,16 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from convlens._checks import as_int, check_indices, check_int, check_real, check_shape
+from convlens._distributed import Chunk, merge_top, rank, ranked, shard, share_rows
 from convlens._forward import model_dtype_device, probe_shapes
 from convlens._probe import require_hooks
-from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
+from convlens.arithmetic import Shape
+from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError, ShapeError
 from convlens.layers import LayerSpec, resolve_layer, unwrap
 from convlens.maximize import ActivationMaximizer, MaximizationResult, Normalize, Param, TransformName
 from convlens.objectives import Objective, channel
 from convlens.objectives import l1 as l1_penalty
+from convlens.shapes import trace_shapes
 from convlens.tap import LayerTap
 
 __all__ = ["NeuronVisualizer", "TopExamplesResult"]
@@ -62,6 +65,16 @@ class TopExamplesResult:
             examples themselves; None with ``keep_inputs=False``.
         layer: The layer's qualified name.
         neuron: The unit (or channel) ranked, or the list of them.
+        positions: For a conv layer, ``(k, nd)`` (or ``(units, k, nd)``) int64
+            where in the layer's output grid the channel peaked for each
+            example (row, column for a 2-d layer; the first maximum in raster
+            order); None for a layer without spatial dimensions.
+        boxes: ``(k, 2 * nd)`` (or ``(units, k, 2 * nd)``) int64 the input
+            window that position sees, its receptive field from
+            :func:`~convlens.trace_shapes` (start + position * jump, size
+            receptive field), clipped to the input: ``(top, left, bottom,
+            right)`` for a 2-d layer, ends exclusive. None without
+            ``positions`` or where the field is undefined (after a reshape).
     """
 
     indices: Tensor
@@ -69,6 +82,41 @@ class TopExamplesResult:
     inputs: Tensor | None
     layer: str
     neuron: int | list[int]
+    positions: Tensor | None = None
+    boxes: Tensor | None = None
+
+    def crops(self) -> list[Tensor]:
+        """The patch of each kept input inside its box: the part of the picture that excited the channel.
+
+        Returns:
+            One ``(C, h, w)`` tensor per example, in the order of
+            ``indices.flatten()`` (sizes differ where a box meets the border).
+
+        Raises:
+            InvalidArgumentError: No inputs were kept (``keep_inputs=False``),
+                or no boxes (a layer without spatial dimensions or receptive field).
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from torch.utils.data import TensorDataset
+            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+            >>> best = NeuronVisualizer(net, "2").top_examples(TensorDataset(torch.randn(5, 1, 8, 8)), k=2)
+            >>> best.boxes.shape, [tuple(c.shape[1:]) for c in best.crops()][0][0] <= 4
+            (torch.Size([2, 2, 4]), True)
+        """
+        if self.inputs is None:
+            raise InvalidArgumentError("no inputs were kept: call top_examples with keep_inputs=True.")
+        if self.boxes is None:
+            raise InvalidArgumentError(
+                f"layer {self.layer!r} has no receptive-field boxes (no spatial grid, or one after a reshape)."
+            )
+        nd = self.boxes.shape[-1] // 2
+        inputs = self.inputs.reshape(-1, *self.inputs.shape[self.indices.dim() :])
+        out = []
+        for picture, box in zip(inputs, self.boxes.reshape(-1, 2 * nd).tolist(), strict=True):
+            window = tuple(slice(a, b) for a, b in zip(box[:nd], box[nd:], strict=True))
+            out.append(picture[(..., *window)])
+        return out
 
 
 class NeuronVisualizer:
@@ -269,46 +317,68 @@ class NeuronVisualizer:
             else _neuron_list(neuron)
         )
         k = check_int("k", k, 1)
-        loader = _batches(
-            data, check_int("batch_size", batch_size, 1), check_int("num_workers", num_workers, 0)
+        part = shard(
+            data,
+            batch_size=check_int("batch_size", batch_size, 1),
+            num_workers=check_int("num_workers", num_workers, 0),
         )
         tap = LayerTap(self.model, [self.layer])
         dtype, device = model_dtype_device(tap._module)
         top: _RunningTop | None = None
-        for batch in _inputs(_progress(loader) if progress else loader):
+        sample: Tensor | None = None
+        chunks: Iterable[Chunk] = part
+        if progress and rank() == 0:
+            chunks = _progress(part, len(part.loader) if isinstance(part.loader, Sized) else None)
+        for batch, positions in _inputs(chunks):
             x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
             if top is None:  # before any work: are the neurons in range? (the tap's own probe)
+                shape = (max(1, len(x)), *x.shape[1:])
+                probe_x = x if len(x) else torch.zeros(shape, dtype=x.dtype, device=device)
                 shapes = probe_shapes(
                     tap._module,
                     {self.layer: self.ref},
-                    tuple(x.shape),
+                    shape,
                     dtype=x.dtype,
                     device=device,
                     needs_output=False,
-                    probe=tap._prober((x,)),
+                    probe=tap._prober((probe_x,)),
                 )
-                size = shapes[self.layer][1] if len(shapes[self.layer]) > 1 else 1
+                out_shape = shapes[self.layer]
+                size = out_shape[1] if len(out_shape) > 1 else 1
                 if chosen is None:
                     chosen = list(range(size))
                 else:
                     for unit in chosen:  # each names the layer and its size when out of range
                         channel(self.layer, unit).validate(shapes)
-                top = _RunningTop(chosen, k, keep_inputs=keep_inputs)
+                top = _RunningTop(chosen, k, keep_inputs=keep_inputs, spatial=out_shape[2:])
+                sample = probe_x[0]
+            if not len(x):
+                continue
             acts = tap.run(x)[self.layer]
-            per_unit = acts.flatten(2).mean(2) if acts.dim() > 2 else acts.reshape(len(x), -1)
-            top.update(per_unit[:, top.units].T, x)
-        if top is None:
+            flat = acts.flatten(2) if acts.dim() > 2 else None
+            per_unit = flat.mean(2) if flat is not None else acts.reshape(len(x), -1)
+            where = None if flat is None else flat[:, top.units].argmax(2).T
+            top.update(per_unit[:, top.units].T, positions.to(device), x, where)
+        if top is None or sample is None:
             raise InvalidArgumentError("data is empty: there are no examples to rank.")
+        indices, values, inputs, argmax = top.result(part.merge, sample)
+        where_in = None if argmax is None else _unravel(argmax, top.spatial)
+        boxes = None
+        if where_in is not None:
+            field = _field(tap._module, self.layer, (1, *sample.shape))
+            boxes = None if field is None else _boxes(where_in, field, tuple(sample.shape[1:]))
         chosen = top.units
-        indices, values, inputs = top.result()
         if single:
             return TopExamplesResult(
                 indices=indices[0], activations=values[0], inputs=None if inputs is None else inputs[0],
                 layer=self.layer, neuron=chosen[0],
+                positions=None if where_in is None else where_in[0],
+                boxes=None if boxes is None else boxes[0],
             )  # fmt: skip
         return TopExamplesResult(
-            indices=indices, activations=values, inputs=inputs, layer=self.layer, neuron=chosen
-        )
+            indices=indices, activations=values, inputs=inputs, layer=self.layer, neuron=chosen,
+            positions=where_in, boxes=boxes,
+        )  # fmt: skip
 
     def _input_shape(self) -> tuple[int, ...]:
         if self.input_shape is not None:
@@ -336,29 +406,12 @@ def _neuron_list(neurons: object) -> list[int]:
     return [chosen] if isinstance(chosen, int) else list(chosen)
 
 
-def _batches(data: object, batch_size: int, num_workers: int) -> Iterable[Any]:
-    """``data`` as an iterable of batches: a Dataset through a DataLoader of its own, the rest as given."""
-    if isinstance(data, DataLoader):
-        return data
-    if isinstance(data, Dataset):
-        # Its own generator: iterating a DataLoader otherwise draws from the global RNG.
-        return DataLoader(
-            data, batch_size=batch_size, shuffle=False, num_workers=num_workers, generator=torch.Generator()
-        )
-    if isinstance(data, Iterable) and not isinstance(data, Tensor | str | bytes):
-        return data
-    raise InvalidTypeError(
-        f"data must be a torch Dataset, a DataLoader or an iterable of batches; got {type(data).__name__}."
-    )
-
-
-def _progress(batches: Iterable[Any]) -> Iterable[Any]:
+def _progress(batches: Iterable[Any], total: int | None) -> Iterable[Any]:
     """``batches`` under a tqdm bar when tqdm is installed (it hides itself off a terminal)."""
     try:
         tqdm = importlib.import_module("tqdm").tqdm
     except ImportError:
         return batches
-    total = len(batches) if isinstance(batches, Sized) else None
     bar: Iterable[Any] = tqdm(
         batches, total=total, desc="top_examples", unit="batch", disable=None, leave=False
     )
@@ -366,53 +419,63 @@ def _progress(batches: Iterable[Any]) -> Iterable[Any]:
 
 
 class _RunningTop:
-    """The ``k`` highest values per unit seen so far, their positions and (optionally) their inputs.
+    """The ``k`` highest values per unit seen so far, their positions, argmax and (optionally) inputs.
 
-    Memory is ``units x k`` whatever the data's size; ties go to the earlier position.
+    Memory is ``units x k`` values and positions, plus the inputs of at most
+    ``units x k`` distinct examples, whatever the data's size; ties go to the
+    lower position.
     """
 
-    def __init__(self, units: list[int], k: int, *, keep_inputs: bool) -> None:
-        self.units, self.k, self.keep_inputs = units, k, keep_inputs
+    def __init__(self, units: list[int], k: int, *, keep_inputs: bool, spatial: tuple[int, ...]) -> None:
+        self.units, self.k, self.keep_inputs, self.spatial = units, k, keep_inputs, spatial
         self.values: Tensor | None = None  # (units, <= k)
-        self.indices: Tensor | None = None
-        self.inputs: Tensor | None = None  # (units, <= k, *sample)
+        self.positions: Tensor | None = None
+        self.argmax: Tensor | None = None  # (units, <= k) flat position in the layer's grid
+        self.kept: dict[int, Tensor] = {}  # position -> input, for every position in the top
         self.seen = 0
 
-    def update(self, values: Tensor, x: Tensor) -> None:
-        """Merge one batch: ``values`` is ``(units, B)``, ``x`` the batch's inputs."""
+    def update(self, values: Tensor, positions: Tensor, x: Tensor, argmax: Tensor | None) -> None:
+        """Merge one batch: ``values`` and ``argmax`` are ``(units, B)``, ``positions`` ``(B,)``."""
         batch = values.shape[1]
-        positions = torch.arange(self.seen, self.seen + batch, device=values.device).expand(
-            len(self.units), batch
-        )
         self.seen += batch
-        old = 0 if self.values is None else self.values.shape[1]
-        if self.values is not None and self.indices is not None:
+        at = positions.expand(len(self.units), batch)
+        where = argmax if argmax is not None else torch.zeros_like(at)
+        if self.values is not None and self.positions is not None and self.argmax is not None:
             values = torch.cat([self.values, values], dim=1)
-            positions = torch.cat([self.indices, positions], dim=1)
-        # Stable: the earlier position (already to the left) stays first among equal values.
-        order = torch.sort(values, dim=1, descending=True, stable=True).indices[:, : self.k]
-        self.values, self.indices = values.gather(1, order), positions.gather(1, order)
+            at = torch.cat([self.positions, at], dim=1)
+            where = torch.cat([self.argmax, where], dim=1)
+        values, at, where = (part[:, : self.k] for part in ranked(values, at, [where]))
+        self.values, self.positions, self.argmax = values, at, where
         if self.keep_inputs:
-            kept = torch.empty(
-                (len(self.units), order.shape[1], *x.shape[1:]), dtype=x.dtype, device=x.device
-            )
-            from_old = order < old
-            rows = torch.arange(len(self.units), device=order.device)[:, None].expand_as(order)
-            if self.inputs is not None:
-                kept[from_old] = self.inputs[rows[from_old], order[from_old]]
-            kept[~from_old] = x[order[~from_old] - old]
-            self.inputs = kept
+            live = set(torch.unique(at).tolist())
+            fresh = sorted(p for p in live if p not in self.kept)
+            if fresh:
+                rows = {int(p): i for i, p in enumerate(positions.tolist())}
+                picked = x.index_select(0, torch.tensor([rows[p] for p in fresh], device=x.device))
+                self.kept.update((p, row.clone()) for p, row in zip(fresh, picked, strict=True))
+            for p in [p for p in self.kept if p not in live]:
+                del self.kept[p]
 
-    def result(self) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Indices, values and inputs, ``(units, min(k, seen))``, highest first."""
-        if self.values is None or self.indices is None:
-            raise InvalidArgumentError("data is empty: there are no examples to rank.")
-        return self.indices, self.values, self.inputs
+    def result(self, merge: bool, sample: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """Positions, values, inputs and argmax, ``(units, <= k)``, merged over the ranks when ``merge``."""
+        units = len(self.units)
+        empty = torch.empty((units, 0), device=sample.device)
+        values = empty if self.values is None else self.values
+        positions = empty.long() if self.positions is None else self.positions
+        argmax = empty.long() if self.argmax is None else self.argmax
+        values, positions, (argmax,) = merge_top(values, positions, [argmax], self.k, merge)
+        inputs = None
+        if self.keep_inputs:
+            wanted, inverse = torch.unique(positions, sorted=True, return_inverse=True)
+            rows = share_rows(self.kept, wanted.tolist(), sample, merge)
+            inputs = rows[inverse]
+        return positions, values, inputs, argmax if self.spatial else None
 
 
-def _inputs(loader: Iterable[Any]) -> Iterator[Tensor]:
-    """The ``x`` of each batch: the batch itself, or the first entry of a tuple/list batch."""
-    for batch in loader:
+def _inputs(chunks: Iterable[Chunk]) -> Iterator[tuple[Tensor, Tensor]]:
+    """The ``x`` of each batch (the batch itself, or the first entry of a tuple/list) and its positions."""
+    for chunk in chunks:
+        batch = chunk.batch
         x = batch[0] if isinstance(batch, tuple | list) else batch
         if not isinstance(x, Tensor):
             raise InvalidTypeError(
@@ -420,4 +483,41 @@ def _inputs(loader: Iterable[Any]) -> Iterator[Tensor]:
             )
         if x.dim() < 2:
             raise ShapeError(f"a batch of inputs must be (N, ...); got shape {tuple(x.shape)}.")
-        yield x
+        yield x, chunk.positions
+
+
+def _unravel(flat: Tensor, spatial: tuple[int, ...]) -> Tensor:
+    """Flat positions in a ``spatial`` grid as ``(..., len(spatial))`` coordinates."""
+    coords = []
+    for size in reversed(spatial):
+        coords.append(flat % size)
+        flat = flat // size
+    return torch.stack(coords[::-1], dim=-1)
+
+
+def _field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> tuple[Shape, Shape, Shape] | None:
+    """The layer's receptive field, jump and start per spatial dimension (trace_shapes), or None."""
+    try:
+        report = trace_shapes(model, input_shape)
+    except ConvlensError:
+        return None
+    rows = [r for r in report.rows if r.name == layer] or [
+        r for r in report.rows if r.name.startswith(layer + ".")
+    ]
+    if not rows:
+        return None
+    row = rows[-1]
+    nd = len(input_shape) - 2
+    parts = (row.receptive_field, row.jump, row.start)
+    if any(p is None for p in parts):
+        return None
+    rf, jump, begin = ((p,) * nd if isinstance(p, int) else tuple(p) for p in parts)  # type: ignore[arg-type]
+    return rf, jump, begin
+
+
+def _boxes(where: Tensor, field: tuple[Shape, Shape, Shape], size: tuple[int, ...]) -> Tensor:
+    """The input window each position sees, ``(..., 2 * nd)``: starts then ends, clipped to ``size``."""
+    rf, jump, begin = (torch.tensor(p, device=where.device) for p in field)
+    lo = begin + where * jump
+    bounds = torch.tensor(size, device=where.device)
+    return torch.cat([lo.clamp(min=0), (lo + rf).clamp(max=bounds)], dim=-1)

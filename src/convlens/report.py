@@ -72,6 +72,9 @@ class LayerShape:
             spatial dimension (an int when all agree); None where undefined
             (after ``Flatten``/``Linear``, a transposed conv, ...).
         jump: Input pixels between neighbouring output positions.
+        start: The input pixel where output position 0's receptive field
+            begins, negative inside the padding: position ``i`` sees input
+            pixels ``start + i * jump`` to ``start + i * jump + receptive_field - 1``.
 
     Example:
         >>> import torch.nn as nn
@@ -90,6 +93,7 @@ class LayerShape:
     formula: str
     receptive_field: Extent
     jump: Extent = None
+    start: Extent = None
 
 
 _COLUMNS = ("name", "type", "in", "out", "params", "MACs", "RF", "jump", "formula")
@@ -288,7 +292,7 @@ def build_report(
     counts = Counter(id(c.module) for c in calls if c.output_shape is not None)
     seen: Counter[int] = Counter()
     nd = len(input_shape) - 2
-    states: dict[int, arithmetic.RF] = {-1: ((1,) * nd, (1,) * nd) if nd >= 1 else None}
+    states: dict[int, arithmetic.RF] = {-1: ((1,) * nd, (1,) * nd, (0,) * nd) if nd >= 1 else None}
     rows = []
     for index, call in enumerate(calls):
         if call.output_shape is None:  # the call that failed
@@ -299,7 +303,7 @@ def build_report(
         if state is not None and (len(shape_in) <= nd or shape_in[-nd:] != src[len(src) - nd :]):
             state = None  # reshaped between layers (flatten, view, interpolate): no field
         state = states[index] = arithmetic.rf_step(module, state, shape_in, shape_out)
-        rf, jump = (None, None) if state is None else state
+        rf, jump, start = (None, None, None) if state is None else state
         name = names[key] if counts[key] == 1 else f"{names[key]}#{seen[key]}"
         seen[key] += 1
         rows.append(
@@ -313,6 +317,7 @@ def build_report(
                 formula=arithmetic.formula(module, shape_in, shape_out),
                 receptive_field=arithmetic.extent(rf),
                 jump=arithmetic.extent(jump),
+                start=arithmetic.extent(start),
             )
         )
     return ShapeReport(
