@@ -281,3 +281,68 @@ def test_top_examples_progress_bar_is_tqdm_and_can_be_turned_off(monkeypatch: py
     without = nv.top_examples(data, k=2, batch_size=4, progress=False)
     assert len(calls) == 1
     assert with_bar.indices.tolist() == without.indices.tolist()
+
+
+def test_conv_channels_report_their_peak_and_the_window_it_sees() -> None:
+    """positions are each example's argmax in the layer's grid; boxes its receptive field, clipped."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1)
+    ).eval()
+    images = torch.randn(20, 2, 21, 19)
+    best = NeuronVisualizer(net, "2").top_examples(TensorDataset(images), k=3, batch_size=6)
+    assert best.positions is not None and best.boxes is not None
+    assert best.positions.shape == (4, 3, 2) and best.boxes.shape == (4, 3, 4)
+    with torch.no_grad():
+        acts = net(images)  # (20, 4, 6, 5)
+    # The receptive field by hand: conv 5 (stride 2, pad 2), then pool 3 (stride 2, pad 1).
+    rf, jump, start = 5 + (3 - 1) * 2, 2 * 2, -2 - 1 * 2
+    for c in range(4):
+        for j, index in enumerate(best.indices[c].tolist()):
+            grid = acts[index, c]
+            flat = int(grid.flatten().argmax())
+            row, col = divmod(flat, grid.shape[1])
+            assert best.positions[c, j].tolist() == [row, col]
+            top, left = start + row * jump, start + col * jump
+            assert best.boxes[c, j].tolist() == [
+                max(top, 0),
+                max(left, 0),
+                min(top + rf, 21),
+                min(left + rf, 19),
+            ]
+    crops = best.crops()
+    assert len(crops) == 12
+    t, l, b, r = best.boxes[0, 0].tolist()
+    torch.testing.assert_close(crops[0], images[int(best.indices[0, 0])][:, t:b, l:r])
+    one = NeuronVisualizer(net, "2").top_examples(TensorDataset(images), neuron=2, k=3)
+    assert one.positions is not None and one.boxes is not None
+    assert torch.equal(one.positions, best.positions[2]) and torch.equal(one.boxes, best.boxes[2])
+
+
+def test_a_linear_layer_has_no_positions_and_no_crops() -> None:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    best = NeuronVisualizer(net, "1").top_examples(TensorDataset(torch.randn(5, 1, 4, 4)), k=2)
+    assert best.positions is None and best.boxes is None
+    with pytest.raises(InvalidArgumentError, match="no receptive-field boxes"):
+        best.crops()
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3))
+    bare = NeuronVisualizer(conv, "0").top_examples(
+        TensorDataset(torch.randn(5, 1, 6, 6)), k=2, keep_inputs=False
+    )
+    assert bare.boxes is not None
+    with pytest.raises(InvalidArgumentError, match="keep_inputs=True"):
+        bare.crops()
+
+
+def test_kept_inputs_stay_bounded_by_the_winners() -> None:
+    """Only the current winners' inputs are held while streaming, never every batch."""
+    from convlens.neurons import _RunningTop
+
+    top = _RunningTop([0, 1], 2, keep_inputs=True, spatial=())
+    for start in range(0, 40, 8):
+        x = torch.randn(8, 3)
+        values = torch.randn(2, 8)
+        top.update(values, torch.arange(start, start + 8), x, None)
+        assert len(top.kept) <= 4
+        assert top.positions is not None
+        assert set(top.kept) == set(top.positions.flatten().tolist())
