@@ -13,13 +13,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from distributed_cases import CASES, RecordingDataset, case_model  # noqa: E402
-
-from convlens import NeuronVisualizer  # noqa: E402
+from convlens import NeuronVisualizer
+from distributed_cases import CASES, RecordingDataset, case_model  # the script's folder is on sys.path
 
 
 def main(out: Path) -> None:
@@ -38,7 +35,11 @@ def main(out: Path) -> None:
     sampler: DistributedSampler[Any] = DistributedSampler(data, shuffle=True, seed=3)
     loader: DataLoader[Any] = DataLoader(data, batch_size=3, sampler=sampler)
     best = NeuronVisualizer(model, layer).top_examples(loader, neuron=[1, 2], k=4, progress=False)
-    saved["loader"] = {"result": _plain(best), "read": sorted(data.read), "own": sorted(int(i) for i in sampler)}
+    saved["loader"] = {
+        "result": _plain(best),
+        "read": sorted(data.read),
+        "own": sorted(int(i) for i in sampler),
+    }
     torch.save(saved, out / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()

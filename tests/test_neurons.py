@@ -291,8 +291,10 @@ def test_conv_channels_report_their_peak_and_the_window_it_sees() -> None:
     ).eval()
     images = torch.randn(20, 2, 21, 19)
     best = NeuronVisualizer(net, "2").top_examples(TensorDataset(images), k=3, batch_size=6)
-    assert best.positions is not None and best.boxes is not None
-    assert best.positions.shape == (4, 3, 2) and best.boxes.shape == (4, 3, 4)
+    assert best.positions is not None
+    assert best.boxes is not None
+    assert best.positions.shape == (4, 3, 2)
+    assert best.boxes.shape == (4, 3, 4)
     with torch.no_grad():
         acts = net(images)  # (20, 4, 6, 5)
     # The receptive field by hand: conv 5 (stride 2, pad 2), then pool 3 (stride 2, pad 1).
@@ -312,17 +314,20 @@ def test_conv_channels_report_their_peak_and_the_window_it_sees() -> None:
             ]
     crops = best.crops()
     assert len(crops) == 12
-    t, l, b, r = best.boxes[0, 0].tolist()
-    torch.testing.assert_close(crops[0], images[int(best.indices[0, 0])][:, t:b, l:r])
+    top_, left_, bottom, right = best.boxes[0, 0].tolist()
+    torch.testing.assert_close(crops[0], images[int(best.indices[0, 0])][:, top_:bottom, left_:right])
     one = NeuronVisualizer(net, "2").top_examples(TensorDataset(images), neuron=2, k=3)
-    assert one.positions is not None and one.boxes is not None
-    assert torch.equal(one.positions, best.positions[2]) and torch.equal(one.boxes, best.boxes[2])
+    assert one.positions is not None
+    assert one.boxes is not None
+    assert torch.equal(one.positions, best.positions[2])
+    assert torch.equal(one.boxes, best.boxes[2])
 
 
 def test_a_linear_layer_has_no_positions_and_no_crops() -> None:
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
     best = NeuronVisualizer(net, "1").top_examples(TensorDataset(torch.randn(5, 1, 4, 4)), k=2)
-    assert best.positions is None and best.boxes is None
+    assert best.positions is None
+    assert best.boxes is None
     with pytest.raises(InvalidArgumentError, match="no receptive-field boxes"):
         best.crops()
     conv = nn.Sequential(nn.Conv2d(1, 2, 3))
