@@ -121,3 +121,47 @@ def test_imagenet_classes_offline() -> None:
     names = images.imagenet_classes()
     assert len(names) == 1000
     assert names[:3] == ["tench", "goldfish", "great white shark"]
+
+
+def _write(path: Path, value: int, size: tuple[int, int] = (40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size[1], size[0], 3), value, dtype=np.uint8)).save(path)
+
+
+def test_picture_folder_reads_the_imagefolder_layout_like_torchvision(tmp_path: Path) -> None:
+    for name, value in [("dog/b.png", 10), ("dog/deep/a.jpg", 20), ("cat/z.png", 30), ("cat/a.bmp", 40)]:
+        _write(tmp_path / name, value)
+    (tmp_path / "cat" / "notes.txt").write_text("not a picture")
+    (tmp_path / "empty").mkdir()
+    folder = images.PictureFolder(tmp_path, preset="lecture")
+    assert folder.classes == ["cat", "dog"]
+    assert [(p.relative_to(tmp_path).as_posix(), y) for p, y in folder.samples] == [
+        ("cat/a.bmp", 0),
+        ("cat/z.png", 0),
+        ("dog/b.png", 1),
+        ("dog/deep/a.jpg", 1),
+    ]
+    x, y = folder[2]
+    assert y == 1
+    torch.testing.assert_close(x, images.preprocess(tmp_path / "dog/b.png", preset="lecture")[0])
+    tv = pytest.importorskip("torchvision")
+    (tmp_path / "empty").rmdir()  # torchvision refuses an empty class folder; we skip it
+    reference = tv.datasets.ImageFolder(str(tmp_path))
+    assert reference.classes == folder.classes
+    assert [(Path(p), y) for p, y in reference.samples] == folder.samples
+
+
+def test_picture_folder_flat_and_errors(tmp_path: Path) -> None:
+    for name, value in [("b.png", 1), ("a.png", 2)]:
+        _write(tmp_path / name, value)
+    folder = images.PictureFolder(tmp_path, transform=lambda img: torch.tensor(img.size))
+    assert folder.classes == [""]
+    assert [p.name for p, _ in folder.samples] == ["a.png", "b.png"]
+    assert folder[0][0].tolist() == [40, 30]
+    with pytest.raises(cl.InvalidArgumentError, match="does not exist"):
+        images.PictureFolder(tmp_path / "nowhere")
+    (tmp_path / "void").mkdir()
+    with pytest.raises(cl.InvalidArgumentError, match="holds no picture"):
+        images.PictureFolder(tmp_path / "void")
+    with pytest.raises(cl.InvalidArgumentError, match="Did you mean 'lecture'"):
+        images.PictureFolder(tmp_path, preset="lectur")  # type: ignore[arg-type]

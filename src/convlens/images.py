@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -27,13 +28,16 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from convlens._checks import check_choice
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "PRESETS",
     "ImageSource",
+    "PictureFolder",
     "Preset",
     "deprocess",
     "imagenet_classes",
@@ -274,3 +278,86 @@ def imagenet_classes() -> list[str]:
         ) from err
     categories: list[str] = list(models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
     return categories
+
+
+#: The picture files a :class:`PictureFolder` reads (torchvision's ImageFolder list).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class PictureFolder(Dataset[tuple[Tensor, int]]):
+    """The pictures of a folder as a Dataset of ``(x, class index)``, preprocessed with a preset.
+
+    Two layouts: torchvision's ImageFolder (one sub-folder per class, the
+    classes sorted by name, pictures found at any depth below them) or a flat
+    folder of pictures (one class, ``""``). Either way the pictures are in
+    sorted path order, so an index names the same file on every machine and
+    every rank. Needs no torchvision.
+
+    Args:
+        root: The folder.
+        preset: ``"imagenet"`` or ``"lecture"``, as :func:`preprocess`.
+        transform: Instead of the preset, any callable from a PIL RGB image
+            to the model input for one picture (e.g. grayscale 28x28 for the
+            digits CNN).
+
+    Attributes:
+        classes: The class names, sorted (``[""]`` for a flat folder).
+        samples: ``(path, class index)`` per picture, in index order.
+
+    Raises:
+        InvalidArgumentError: ``root`` is not a folder, or holds no picture
+            (the message lists the extensions read).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("cat/a.png", "cat/b.jpg", "dog/c.png"):
+        ...     (root / name).parent.mkdir(exist_ok=True)
+        ...     sample_image().resize((40, 30)).save(root / name)
+        >>> folder = PictureFolder(root)
+        >>> len(folder), folder.classes, folder[2][0].shape, folder[2][1]
+        (3, ['cat', 'dog'], torch.Size([3, 224, 224]), 1)
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        preset: PresetName = "imagenet",
+        transform: Callable[[Image.Image], Tensor] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InvalidArgumentError(f"picture folder {str(self.root)!r} does not exist or is not a folder.")
+        self.preset = check_choice("preset", preset, list(PRESETS))
+        self.transform = transform
+        subfolders = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        groups = [(d.name, _pictures(d, recursive=True)) for d in subfolders]
+        groups = [(name, files) for name, files in groups if files]
+        if not groups:
+            groups = [("", _pictures(self.root, recursive=False))]
+        self.classes = [name for name, _ in groups]
+        self.samples = [(path, label) for label, (_, files) in enumerate(groups) for path in files]
+        if not self.samples:
+            raise InvalidArgumentError(
+                f"picture folder {str(self.root)!r} holds no picture (read: {', '.join(IMAGE_EXTENSIONS)}), "
+                "neither directly nor in class sub-folders."
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        path, label = self.samples[index]
+        picture = load_image(path)
+        if self.transform is not None:
+            return self.transform(picture), label
+        return preprocess(picture, preset=self.preset)[0], label  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"PictureFolder({str(self.root)!r}, {len(self)} pictures, {len(self.classes)} classes)"
+
+
+def _pictures(folder: Path, *, recursive: bool) -> list[Path]:
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import torch
@@ -32,12 +32,16 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
 from convlens._checks import check_choice, check_int
 from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
-from convlens.images import ImageSource, to_rgb_array
+from convlens.images import ImageSource, deprocess, to_rgb_array
 from convlens.layers import LayerSpec, resolve_layer
+
+if TYPE_CHECKING:
+    from convlens.neurons import TopExamplesResult
 
 __all__ = [
     "FilterRenderer",
@@ -47,6 +51,7 @@ __all__ = [
     "plot_cam",
     "plot_feature_maps",
     "plot_images",
+    "plot_top_examples",
 ]
 
 #: How :class:`FilterRenderer` maps weights to colours.
@@ -374,6 +379,98 @@ def plot_images(
         if titles is not None:
             ax.set_title(titles[i], fontsize=8)
     _decorate(fig, title or "", note)
+    return fig
+
+
+def plot_top_examples(
+    result: TopExamplesResult,
+    *,
+    preset: str | None = None,
+    crops: bool = False,
+    rows: int | None = 16,
+    title: str | None = None,
+    note: str | None = None,
+    panel_size: float = 1.3,
+) -> Figure:
+    """Draw :meth:`~convlens.NeuronVisualizer.top_examples`: one row per unit, its examples highest first.
+
+    Each panel is the example with, for a conv channel, the window its peak
+    position sees (the receptive field, ``result.boxes``) outlined in yellow;
+    ``crops=True`` draws that window alone (Zeiler and Fergus's patches).
+
+    Args:
+        result: What ``top_examples`` returned, with its inputs kept.
+        preset: The preprocessing that made the inputs (``"imagenet"`` or
+            ``"lecture"``), undone for display; None: inputs are shown as
+            they are when in [0, 1], else each stretched to [0, 1].
+        crops: Draw the receptive-field window only (needs ``result.boxes``).
+        rows: At most this many units (None: all).
+        title: The figure's title (default: the layer's name).
+        note: A line written in red on the figure.
+        panel_size: Each panel's side in inches.
+
+    Returns:
+        A figure with one axes per example; each row's first panel names the
+        unit, each panel gives the example's index and activation.
+
+    Raises:
+        InvalidArgumentError: No inputs kept (``keep_inputs=False``), or
+            ``crops`` without boxes.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch.utils.data import TensorDataset
+        >>> from convlens import NeuronVisualizer
+        >>> net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU())
+        >>> best = NeuronVisualizer(net, "1").top_examples(TensorDataset(torch.rand(6, 1, 8, 8)), k=4)
+        >>> fig = plot_top_examples(best)
+        >>> len(fig.axes), fig.axes[0].get_ylabel()
+        (12, 'channel 0')
+    """
+    if result.inputs is None:
+        raise InvalidArgumentError(
+            "plot_top_examples needs the inputs: call top_examples with keep_inputs=True."
+        )
+    single = result.indices.dim() == 1
+    units = [result.neuron] if isinstance(result.neuron, int) else list(result.neuron)
+    indices = result.indices[None] if single else result.indices
+    values = result.activations[None] if single else result.activations
+    inputs = result.inputs[None] if single else result.inputs
+    boxes = None if result.boxes is None else (result.boxes[None] if single else result.boxes)
+    if crops and boxes is None:
+        raise InvalidArgumentError(
+            f"crops=True needs receptive-field boxes; layer {result.layer!r} has none (no spatial grid)."
+        )
+    shown = len(units) if rows is None else min(len(units), check_int("rows", rows, 1))
+    k = indices.shape[1]
+    fig, axes = figure_grid(shown * k, k, panel_size=panel_size)
+    kind = "channel" if result.positions is not None else "unit"
+    for u in range(shown):
+        for j in range(k):
+            ax = axes[u * k + j]
+            x = inputs[u, j].detach().float().cpu()
+            box = None if boxes is None else boxes[u, j].tolist()
+            if crops and box is not None:
+                x = x[:, box[0] : box[2], box[1] : box[3]]
+            if preset is not None and x.shape[0] == 3:
+                picture: np.ndarray = deprocess(x, preset=preset)  # type: ignore[arg-type]
+            else:
+                low, high = float(x.min()), float(x.max())
+                inside = low >= 0.0 and high <= 1.0
+                picture = to_rgb_array(x if inside else (x - low) / max(high - low, 1e-12))
+            ax.imshow(picture, interpolation="nearest")
+            if box is not None and not crops and len(box) == 4:
+                top, left, bottom, right = box
+                ax.add_patch(
+                    Rectangle((left - 0.5, top - 0.5), right - left, bottom - top,
+                              fill=False, edgecolor="yellow", linewidth=1.2)
+                )  # fmt: skip
+            ax.set_title(f"#{int(indices[u, j])}  {float(values[u, j]):.2f}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"{kind} {units[u]}", fontsize=8)
+    more = "" if shown == len(units) else f" (first {shown} of {len(units)} {kind}s)"
+    _decorate(fig, title or f"{result.layer}: the examples that excite each {kind} most{more}", note)
     return fig
 
 
