@@ -355,10 +355,9 @@ class NeuronVisualizer:
             if not len(x):
                 continue
             acts = tap.run(x)[self.layer]
-            flat = acts.flatten(2) if acts.dim() > 2 else None
-            per_unit = flat.mean(2) if flat is not None else acts.reshape(len(x), -1)
-            where = None if flat is None else flat[:, top.units].argmax(2).T
-            top.update(per_unit[:, top.units].T, positions.to(device), x, where)
+            maps = acts.flatten(2) if acts.dim() > 2 else None  # (B, C, positions)
+            per_unit = maps.mean(2) if maps is not None else acts.reshape(len(x), -1)
+            top.update(top.pick(per_unit).T, positions.to(device), x, maps)
         if top is None or sample is None:
             raise InvalidArgumentError("data is empty: there are no examples to rank.")
         indices, values, inputs, argmax = top.result(part.merge, sample)
@@ -428,31 +427,52 @@ class _RunningTop:
 
     def __init__(self, units: list[int], k: int, *, keep_inputs: bool, spatial: tuple[int, ...]) -> None:
         self.units, self.k, self.keep_inputs, self.spatial = units, k, keep_inputs, spatial
+        self.index: Tensor | None = None  # the units as a tensor, on the data's device
         self.values: Tensor | None = None  # (units, <= k)
         self.positions: Tensor | None = None
         self.argmax: Tensor | None = None  # (units, <= k) flat position in the layer's grid
         self.kept: dict[int, Tensor] = {}  # position -> input, for every position in the top
         self.seen = 0
 
-    def update(self, values: Tensor, positions: Tensor, x: Tensor, argmax: Tensor | None) -> None:
-        """Merge one batch: ``values`` and ``argmax`` are ``(units, B)``, ``positions`` ``(B,)``."""
-        batch = values.shape[1]
+    def pick(self, per_unit: Tensor) -> Tensor:
+        """The columns of ``per_unit`` (``(B, all units)``) that are ranked, ``(B, units)``."""
+        if self.index is None or self.index.device != per_unit.device:
+            self.index = torch.tensor(self.units, device=per_unit.device)
+        if len(self.units) == per_unit.shape[1] and self.units == list(range(len(self.units))):
+            return per_unit  # every unit, in order: no copy
+        return per_unit.index_select(1, self.index)
+
+    def update(self, values: Tensor, positions: Tensor, x: Tensor, maps: Tensor | None) -> None:
+        """Merge one batch: ``values`` is ``(units, B)``, ``positions`` ``(B,)``.
+
+        ``maps`` is the layer's ``(B, all units, positions)`` output; its
+        argmax is taken for the new winners only.
+        """
+        units, batch = values.shape
         self.seen += batch
-        at = positions.expand(len(self.units), batch)
-        where = argmax if argmax is not None else torch.zeros_like(at)
+        at = positions.expand(units, batch)
+        local = torch.arange(batch, device=values.device).expand(units, batch)  # -1: kept from before
+        where = torch.zeros_like(at)
         if self.values is not None and self.positions is not None and self.argmax is not None:
             values = torch.cat([self.values, values], dim=1)
             at = torch.cat([self.positions, at], dim=1)
+            local = torch.cat([torch.full_like(self.positions, -1), local], dim=1)
             where = torch.cat([self.argmax, where], dim=1)
-        values, at, where = (part[:, : self.k] for part in ranked(values, at, [where]))
+        values, at, local, where = (part[:, : self.k] for part in ranked(values, at, [local, where]))
+        if maps is not None:
+            index = torch.tensor(self.units, device=maps.device) if self.index is None else self.index
+            new = local >= 0
+            rows = new.nonzero(as_tuple=True)[0]
+            if len(rows):
+                where[new] = maps[local[new], index[rows]].argmax(-1)
         self.values, self.positions, self.argmax = values, at, where
         if self.keep_inputs:
-            live = set(torch.unique(at).tolist())
-            fresh = sorted(p for p in live if p not in self.kept)
+            fresh = torch.unique(at[local >= 0]).tolist()
             if fresh:
-                rows = {int(p): i for i, p in enumerate(positions.tolist())}
-                picked = x.index_select(0, torch.tensor([rows[p] for p in fresh], device=x.device))
+                rows_of = {int(p): i for i, p in enumerate(positions.tolist())}
+                picked = x.index_select(0, torch.tensor([rows_of[p] for p in fresh], device=x.device))
                 self.kept.update((p, row.clone()) for p, row in zip(fresh, picked, strict=True))
+            live = set(torch.unique(at).tolist())
             for p in [p for p in self.kept if p not in live]:
                 del self.kept[p]
 
