@@ -192,3 +192,86 @@ def test_gradcam_errors(
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1
+
+
+def test_topk_over_the_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "topk.png"
+    argv = ["topk", "convlens:digits_cnn", "--layer", "features.3", "--data", "digits"]
+    assert main([*argv, "--units", "0-2,5", "--k", "4", "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    from PIL import Image
+
+    with Image.open(out) as png:
+        pixels = np.asarray(png.convert("L"))
+    assert pixels.std() > 10
+
+
+def test_topk_over_a_picture_folder_ranks_what_the_library_ranks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    from PIL import Image
+
+    import convlens as cl
+
+    rng = np.random.default_rng(0)
+    for i in range(7):
+        folder = tmp_path / "pics" / ("odd" if i % 2 else "even")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "topk.png"
+    argv = ["topk", "convlens:digits_cnn", "--layer", "features.0", "--data", str(tmp_path / "pics")]
+    assert main([*argv, "--k", "3", "--crops", "--out", str(out), "--batch-size", "2"]) == 0
+    assert out.stat().st_size > 0
+    # The same ranking by hand: the folder's pictures as the digits CNN sees them.
+    data = cl.images.PictureFolder(tmp_path / "pics", transform=lambda img: torch.from_numpy(
+        np.asarray(img.convert("L").resize((28, 28)), dtype=np.float32).copy())[None] / 255.0)  # fmt: skip
+    best = cl.NeuronVisualizer(cl.zoo.digits_cnn(), "features.0").top_examples(data, k=3)
+    assert best.indices.shape == (8, 3)
+    printed = capsys.readouterr().out.splitlines()[1:]
+    assert printed == [
+        f"channel {c}: " + " ".join(f"#{i}" for i in row) for c, row in enumerate(best.indices.tolist())
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--units", "0,a"], "--units must be integers or ranges"),
+        (["--units", "0,99"], "out of range"),
+        (["--data", "nowhere"], "does not exist"),
+        (["--layer", "feature.3"], "Did you mean 'features.3'"),
+        (["--device", "cuda:7"], "not available"),
+    ],
+)
+def test_topk_errors_are_one_line(
+    tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["topk", "convlens:digits_cnn", "--layer", "features.3", "--data", "digits"]
+    assert main([*argv, "--out", str(tmp_path / "t.png"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "t.png").exists()
+
+
+def test_evaluate_prints_the_library_table(capsys: pytest.CaptureFixture[str]) -> None:
+    import convlens as cl
+
+    argv = ["evaluate", "convlens:digits_cnn", "--layer", "features.3", "--data", "digits"]
+    assert main([*argv, "--methods", "gradcam,layercam", "--steps", "4", "--markdown"]) == 0
+    printed = capsys.readouterr().out
+    expected = cl.evaluate(
+        cl.zoo.digits_cnn(), ["gradcam", "layercam"], cl.zoo.digits_dataset("test"),
+        layer="features.3", steps=4, progress=False,
+    )  # fmt: skip
+    assert printed.strip() == expected.to_markdown().strip()
+    assert expected.count == 360
+
+
+def test_evaluate_unknown_method_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["evaluate", "convlens:digits_cnn", "--layer", "features.3", "--data", "digits"]
+    assert main([*argv, "--methods", "gradcam,gradcamm++"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'gradcam++'" in err
+    assert err.count("\n") == 1

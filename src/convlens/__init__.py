@@ -31,12 +31,13 @@ from convlens.errors import (
     UnsupportedModelError,
     WeightsUnavailableError,
 )
+from convlens.evaluation import EvaluationResult, EvaluationRow, evaluate
 from convlens.faithfulness import FaithfulnessResult, deletion, insertion
 from convlens.layers import LayerInfo, list_layers, resolve_layer
 from convlens.maximize import ActivationMaximizer, MaximizationResult
 from convlens.neurons import NeuronVisualizer, TopExamplesResult
 from convlens.objectives import Objective
-from convlens.render import FilterRenderer, overlay, plot_feature_maps
+from convlens.render import FilterRenderer, overlay, plot_feature_maps, plot_top_examples
 from convlens.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult
 from convlens.shapes import (
     LayerShape,
@@ -58,6 +59,8 @@ __all__ = [
     "CAMResult",
     "ConvlensError",
     "EigenCAM",
+    "EvaluationResult",
+    "EvaluationRow",
     "FaithfulnessResult",
     "FilterRenderer",
     "GradCAM",
@@ -88,12 +91,14 @@ __all__ = [
     "conv_output_size",
     "conv_transpose_output_size",
     "deletion",
+    "evaluate",
     "images",
     "insertion",
     "list_layers",
     "objectives",
     "overlay",
     "plot_feature_maps",
+    "plot_top_examples",
     "resolve_layer",
     "trace_shapes",
     "zoo",

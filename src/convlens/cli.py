@@ -13,24 +13,31 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from matplotlib.figure import Figure
+from PIL import Image
 from torch import Tensor, nn
+from torch.utils.data import TensorDataset
 
 from convlens import images, zoo
 from convlens._checks import check_choice
+from convlens._distributed import rank
 from convlens.cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 from convlens.errors import ConvlensError, InvalidArgumentError, RandomWeightsWarning
+from convlens.evaluation import evaluate
 from convlens.layers import list_layers
-from convlens.render import FilterRenderer, plot_cam, plot_feature_maps
+from convlens.neurons import NeuronVisualizer
+from convlens.render import FilterRenderer, plot_cam, plot_feature_maps, plot_top_examples
 from convlens.shapes import trace_shapes
 from convlens.tap import LayerTap
-from convlens.tour import run_tour
+from convlens.tour import _check_device, run_tour
 
 __all__ = ["main"]
 
@@ -93,6 +100,41 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--preset", default="imagenet", help="preprocessing: imagenet or lecture (default imagenet)"
         )
+    topk = commands.add_parser("topk", help="the dataset pictures that excite each unit of a layer most")
+    evaluation = commands.add_parser(
+        "evaluate", help="score CAM methods over a dataset (deletion, insertion, drop)"
+    )
+    for sub in (topk, evaluation):
+        sub.add_argument("model", help=_MODEL_HELP)
+        sub.add_argument("--layer", required=True, help="qualified layer name, e.g. features.0")
+        sub.add_argument(
+            "--data", required=True, help="a picture folder (ImageFolder layout or flat), or 'digits'"
+        )
+        sub.add_argument(
+            "--weights", default="auto", help="auto, imagenet, random or a state-dict path (default auto)"
+        )
+        sub.add_argument("--seed", type=int, default=0, help="seed of random weights (default 0)")
+        sub.add_argument(
+            "--preset", default="imagenet", help="preprocessing: imagenet or lecture (default imagenet)"
+        )
+        sub.add_argument("--batch-size", type=int, default=32, help="pictures per forward (default 32)")
+        sub.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+        sub.add_argument(
+            "--device", default="cpu", help="cpu, cuda (under torchrun: each rank's own GPU), cuda:N or mps"
+        )
+    topk.add_argument("--units", help="units or channels to rank, e.g. 0,3,7 or 0-15 (default all)")
+    topk.add_argument("--k", type=int, default=9, help="examples per unit (default 9)")
+    topk.add_argument("--rows", type=int, default=16, help="at most this many units drawn (default 16)")
+    topk.add_argument("--crops", action="store_true", help="draw each receptive-field window alone")
+    topk.add_argument("--out", required=True, type=Path, help="where to save the PNG")
+    evaluation.add_argument(
+        "--methods", default="gradcam,gradcam++,layercam", help=f"comma-separated, of {', '.join(_CAMS)}"
+    )
+    evaluation.add_argument("--steps", type=int, default=50, help="deletion/insertion points (default 50)")
+    evaluation.add_argument(
+        "--target", default="predicted", help="class explained: predicted or label (default predicted)"
+    )
+    evaluation.add_argument("--markdown", action="store_true", help="print a Markdown table")
     filters.add_argument(
         "--scale", default="symmetric", help="symmetric, lecture or minmax (default symmetric)"
     )
@@ -171,6 +213,10 @@ def _run(args: argparse.Namespace) -> None:
         _save(renderer.plot(n=args.n, cols=args.cols), args.out)
     elif args.command == "gradcam":
         _gradcam(args)
+    elif args.command == "topk":
+        _topk(args)
+    elif args.command == "evaluate":
+        _evaluate(args)
     else:
         model = _load(args)
         tap = LayerTap(model, [args.layer])  # validates the layer name before any work
@@ -196,6 +242,95 @@ def _gradcam(args: argparse.Namespace) -> None:
     _save(plot_cam(picture, result.maps[0], title=title, note=zoo.weights_note(model)), args.out)
 
 
+def _dataset(args: argparse.Namespace, model: nn.Module) -> TensorDataset | images.PictureFolder:
+    """``--data``: the digits test set, or a picture folder preprocessed as the model expects."""
+    if args.data == "digits":
+        return zoo.digits_dataset("test")
+    transform: Callable[[Image.Image], Tensor] | None = _gray28 if isinstance(model, zoo.DigitsCNN) else None
+    return images.PictureFolder(args.data, preset=args.preset, transform=transform)
+
+
+def _gray28(picture: Image.Image) -> Tensor:
+    """A picture as the digits CNN sees one: grayscale 28x28 in [0, 1]."""
+    gray = picture.convert("L").resize((28, 28))
+    return torch.from_numpy(images.to_rgb_array(gray)[:, :, 0].copy()).float()[None] / 255.0
+
+
+def _units(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    units: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            units += list(range(int(low), int(high) + 1)) if high else [int(low)]
+    except ValueError:
+        raise InvalidArgumentError(
+            f"--units must be integers or ranges separated by commas, like 0,3,7 or 0-15; got {text!r}."
+        ) from None
+    return units
+
+
+def _on_device(args: argparse.Namespace, model: nn.Module) -> nn.Module:
+    device = args.device
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return model.to(_check_device(device))
+
+
+def _topk(args: argparse.Namespace) -> None:
+    units = _units(args.units)
+    model = _on_device(args, _load(args))
+    visualizer = NeuronVisualizer(model, args.layer)  # validates the layer name before any work
+    data = _dataset(args, model)
+    best = visualizer.top_examples(
+        data, neuron=units, k=args.k, batch_size=args.batch_size, num_workers=args.workers
+    )
+    if rank() == 0:
+        preset = None if isinstance(model, zoo.DigitsCNN) or args.data == "digits" else args.preset
+        title = f"{args.model} {args.layer}: the {args.k} of {len(data)} pictures that excite each unit most"
+        figure = plot_top_examples(
+            best, preset=preset, crops=args.crops, rows=args.rows, title=title, note=zoo.weights_note(model)
+        )
+        _save(figure, args.out)
+        units_ranked = best.neuron if isinstance(best.neuron, list) else [best.neuron]
+        kind = "channel" if best.positions is not None else "unit"
+        for unit, row in list(zip(units_ranked, best.indices.tolist(), strict=True))[: args.rows]:
+            print(f"{kind} {unit}: " + " ".join(f"#{i}" for i in row))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    model = _on_device(args, _load(args))
+    data = _dataset(args, model)
+    result = evaluate(
+        model,
+        methods,
+        data,
+        layer=args.layer,
+        target=args.target,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
+    if rank() == 0:
+        print(result.to_markdown() if args.markdown else result)
+
+
+def _init_distributed(device: str) -> bool:
+    """Under ``torchrun`` (RANK and WORLD_SIZE set) join the process group: NCCL on CUDA, else gloo.
+
+    Returns whether it did (and so must leave it at the end).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "RANK" not in os.environ or dist.is_initialized():
+        return False
+    nccl = device.startswith("cuda")
+    if nccl:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if nccl else "gloo")
+    return True
+
+
 def _class_name(model: nn.Module, spec: str, index: int) -> str:
     if isinstance(model, zoo.DigitsCNN):
         return f"digit {index}"
@@ -209,11 +344,17 @@ def _class_name(model: nn.Module, spec: str, index: int) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for a usage or input error)."""
     args = _parser().parse_args(argv)
+    joined = False
     try:
+        if args.command in ("topk", "evaluate"):
+            joined = _init_distributed(args.device)
         _run(args)
     except (ConvlensError, OSError) as err:
         print(f"convlens: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if joined:
+            dist.destroy_process_group()
     return 0
 
 

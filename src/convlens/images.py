@@ -328,7 +328,9 @@ class PictureFolder(Dataset[tuple[Tensor, int]]):
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise InvalidArgumentError(f"picture folder {str(self.root)!r} does not exist or is not a folder.")
+            raise InvalidArgumentError(
+                f"picture folder {str(self.root)!r} does not exist or is not a folder."
+            )
         self.preset = check_choice("preset", preset, list(PRESETS))
         self.transform = transform
         subfolders = sorted(d for d in self.root.iterdir() if d.is_dir() and not d.name.startswith("."))

@@ -1,0 +1,602 @@
+"""How good are the explanations? Dataset-level, streamed evaluation of CAM maps.
+
+:func:`evaluate` runs each CAM method over a whole dataset, batch by batch,
+and reports four numbers per method, each a mean over the examples:
+
+- **deletion AUC** (lower is better) and **insertion AUC** (higher is better):
+  the area under the softmax probability of the explained class as the most
+  salient pixels are removed from the input, or revealed on a baseline
+  (Petsiuk et al., RISE, BMVC 2018), computed by
+  :func:`convlens.faithfulness.deletion` and :func:`~convlens.faithfulness.insertion`;
+- **average drop %** (lower is better) and **increase in confidence %**
+  (higher is better) of Chattopadhyay et al. (Grad-CAM++, WACV 2018): with
+  ``Y`` the class's softmax probability on the input and ``O`` on the input
+  multiplied by its map (upsampled, in [0, 1], the same for every channel),
+  ``average drop = mean(max(0, Y - O) / Y) * 100`` and
+  ``increase in confidence = mean(O > Y) * 100``. A map that keeps what the
+  model looks at loses little confidence, and sometimes gains some.
+
+The last two follow torchcam's ``torchcam.metrics.ClassificationMetric``
+exactly: the masked input is ``map * x``, both probabilities are the softmax
+of the model's output for the same class, the drop is divided by ``Y + 1e-7``,
+and an increase is ``Y < O``, strictly. What differs is the map being scored:
+here it is convlens's own (:attr:`convlens.CAMResult.maps`, which explains the
+class's logit and is min-max scaled after upsampling), while torchcam's metric
+with ``logits_fn=softmax`` explains the probability and scales before upsampling.
+Where the two maps coincide the numbers do too (the tests pin this).
+
+Nothing but per-method sums and a count is kept from batch to batch: the maps
+of one batch are scored, then dropped. Under ``torchrun`` each rank reads its
+shard and the sums are added over the ranks at the end, so every rank returns
+what one process returns on the same data.
+
+Example:
+    >>> import torch
+    >>> import torch.nn as nn
+    >>> from torch.utils.data import TensorDataset
+    >>> from convlens.evaluation import evaluate
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+    ...                     nn.Flatten(), nn.Linear(4, 5))
+    >>> data = TensorDataset(torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,)))
+    >>> res = evaluate(net, ["gradcam", "layercam"], data, layer="1", steps=8, progress=False)
+    >>> res.count, [row.method for row in res.rows], res.layer
+    (6, ['gradcam', 'layercam'], '1')
+    >>> 0 <= res["gradcam"].average_drop <= 100
+    True
+
+References:
+    Chattopadhyay, Sarkar, Howlader and Balasubramanian, "Grad-CAM++:
+    Generalized Gradient-based Visual Explanations for Deep Convolutional
+    Networks", WACV 2018. https://arxiv.org/abs/1710.11063
+
+    Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation
+    of Black-box Models", BMVC 2018. https://arxiv.org/abs/1806.07421
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Sequence, Sized
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from convlens._checks import check_choice, check_int, check_model, format_shape
+from convlens._distributed import Chunk, all_sum, rank, shard
+from convlens._forward import model_dtype_device
+from convlens._probe import Prober
+from convlens._recorder import internal, preserved_modes
+from convlens.cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
+from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError, ShapeError, did_you_mean
+from convlens.faithfulness import Baseline, deletion, insertion
+from convlens.layers import LayerSpec, resolve_layer, unwrap
+from convlens.targets import check_target, class_scores
+
+__all__ = [
+    "EvaluationResult",
+    "EvaluationRow",
+    "EvaluationTarget",
+    "MethodName",
+    "MethodNotFoundError",
+    "evaluate",
+]
+
+#: The CAM methods :func:`evaluate` builds from a name.
+MethodName = Literal["gradcam", "gradcam++", "xgradcam", "layercam", "scorecam", "eigencam"]
+
+#: Which class is explained: the model's prediction on the clean input, or the label ``y``.
+EvaluationTarget = Literal["predicted", "label"]
+
+_METHODS: dict[str, type[GradCAM]] = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "layercam": LayerCAM,
+    "scorecam": ScoreCAM,
+    "eigencam": EigenCAM,
+}
+_TARGETS = ("predicted", "label")
+_BASELINES = ("zeros", "blur", "mean")
+#: torchcam's ClassificationMetric divides the drop by ``Y + 1e-7``; so do we.
+_EPS = 1e-7
+#: The column headers of the tables, in the order of :class:`EvaluationRow`'s numbers.
+_HEADERS = (
+    "deletion AUC (lower is better)",
+    "insertion AUC (higher is better)",
+    "average drop % (lower is better)",
+    "increase in confidence % (higher is better)",
+)
+
+
+class MethodNotFoundError(InvalidArgumentError, KeyError):
+    """A method name that is not a known CAM method, or not in a result (a ``KeyError`` and a ``ValueError``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluationRow:
+    """One method's scores, each the mean over the evaluated examples.
+
+    Attributes:
+        method: The method's name: the string given, or the class name of a
+            CAM object (``"GradCAM(layer3)"`` where two objects share a class).
+        deletion: Mean deletion AUC of the softmax probability; lower is better.
+        insertion: Mean insertion AUC; higher is better.
+        average_drop: Average drop, in percent; lower is better.
+        increase_in_confidence: Increase in confidence, in percent; higher is better.
+    """
+
+    method: str
+    deletion: float
+    insertion: float
+    average_drop: float
+    increase_in_confidence: float
+
+    def values(self) -> tuple[float, float, float, float]:
+        """The four numbers, in the order of the table's columns."""
+        return (self.deletion, self.insertion, self.average_drop, self.increase_in_confidence)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EvaluationResult:
+    """What :func:`evaluate` returns: one row per method, and how it was measured.
+
+    Attributes:
+        rows: One :class:`EvaluationRow` per method, in the order given.
+        count: How many examples were evaluated (over every rank).
+        layer: The layer the maps come from (the methods' layers, joined by
+            ``", "``, where CAM objects on different layers were given).
+        steps: Deletion and insertion points after the first.
+        baseline: The deletion/insertion baseline: its name, or
+            ``"tensor [shape]"`` for a tensor.
+        target: ``"predicted"`` or ``"label"``.
+
+    Example:
+        >>> row = EvaluationRow(method="gradcam", deletion=0.1, insertion=0.6, average_drop=25.0,
+        ...                     increase_in_confidence=12.5)
+        >>> res = EvaluationResult(rows=(row,), count=8, layer="layer4", steps=50, baseline="zeros",
+        ...                        target="predicted")
+        >>> res["gradcam"].insertion
+        0.6
+        >>> print(res)  # doctest: +NORMALIZE_WHITESPACE
+        8 examples, layer 'layer4', target predicted, 50 steps, baseline zeros
+        method  deletion AUC (lower is better)  insertion AUC (higher is better)  average drop % (lower is better)  increase in confidence % (higher is better)
+        gradcam                         0.1000                            0.6000                             25.00                                        12.50
+        >>> res["gradcam++"]
+        Traceback (most recent call last):
+        ...
+        convlens.evaluation.MethodNotFoundError: no method 'gradcam++' in this result; it has 'gradcam'. Did you mean 'gradcam'?
+    """
+
+    rows: tuple[EvaluationRow, ...]
+    count: int
+    layer: str
+    steps: int
+    baseline: str
+    target: str = "predicted"
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The method names, in the order of :attr:`rows`."""
+        return tuple(row.method for row in self.rows)
+
+    def __getitem__(self, method: str) -> EvaluationRow:
+        """The row of one method, by its name.
+
+        Raises:
+            MethodNotFoundError: No such method in this result (the nearest is named).
+        """
+        for row in self.rows:
+            if row.method == method:
+                return row
+        names = self.methods
+        hint = did_you_mean(method, names) if isinstance(method, str) else ""
+        listed = ", ".join(repr(n) for n in names)
+        raise MethodNotFoundError(f"no method {method!r} in this result; it has {listed}.{hint}")
+
+    def _cells(self) -> list[list[str]]:
+        return [
+            [row.method, *(f"{v:.4f}" for v in row.values()[:2]), *(f"{v:.2f}" for v in row.values()[2:])]
+            for row in self.rows
+        ]
+
+    def _caption(self) -> str:
+        return (
+            f"{self.count} examples, layer {self.layer!r}, target {self.target}, "
+            f"{self.steps} steps, baseline {self.baseline}"
+        )
+
+    def __str__(self) -> str:
+        """A plain text table, numbers right-aligned under their headers."""
+        table = [["method", *_HEADERS], *self._cells()]
+        widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+        lines = [
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            )
+            for line in table
+        ]
+        return "\n".join([self._caption(), *(line.rstrip() for line in lines)])
+
+    def to_markdown(self) -> str:
+        """The rows as a GitHub Markdown table, with a caption line above it.
+
+        Example:
+            >>> row = EvaluationRow(method="layercam", deletion=0.125, insertion=0.5, average_drop=40.0,
+            ...                     increase_in_confidence=0.0)
+            >>> res = EvaluationResult(rows=(row,), count=2, layer="3", steps=8, baseline="blur")
+            >>> print(res.to_markdown())
+            2 examples, layer '3', target predicted, 8 steps, baseline blur
+            <BLANKLINE>
+            | method | deletion AUC (lower is better) | insertion AUC (higher is better) | average drop % (lower is better) | increase in confidence % (higher is better) |
+            |---|---:|---:|---:|---:|
+            | layercam | 0.1250 | 0.5000 | 40.00 | 0.00 |
+        """
+        lines = [
+            self._caption(),
+            "",
+            "| method | " + " | ".join(_HEADERS) + " |",
+            "|---|" + "---:|" * len(_HEADERS),
+        ]
+        lines += ["| " + " | ".join(cells) + " |" for cells in self._cells()]
+        return "\n".join(lines)
+
+
+def evaluate(
+    model: nn.Module,
+    methods: str | GradCAM | Sequence[str | GradCAM],
+    data: Dataset[Any] | DataLoader[Any] | Iterable[Any],
+    *,
+    layer: LayerSpec | None = None,
+    target: EvaluationTarget = "predicted",
+    steps: int = 50,
+    baseline: Baseline = "zeros",
+    batch_size: int = 32,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Score CAM methods over a dataset: deletion, insertion, average drop, increase in confidence.
+
+    For each batch, the class to explain is found once (one forward, no
+    autograd, eval mode); each method maps it; the masked input ``map * x``
+    runs once for the average drop and the increase in confidence, and
+    :func:`~convlens.faithfulness.deletion` and :func:`~convlens.faithfulness.insertion`
+    (softmax probability, ``steps + 1`` points each) give the AUCs. Only
+    float64 sums per method and a count outlive a batch. The model is left as
+    found (training flags, hooks, ``requires_grad``, weights, ``.grad``), also
+    when something raises.
+
+    The average drop and the increase in confidence follow torchcam's
+    ``ClassificationMetric`` exactly (masking, softmax, the ``1e-7`` in the
+    drop's denominator, a strict ``Y < O``); see the module docstring for
+    the one thing that differs, the maps themselves.
+
+    Args:
+        model: Any ``nn.Module`` returning ``(N, classes)`` scores.
+        methods: A method name (``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``,
+            ``"layercam"``, ``"scorecam"``, ``"eigencam"``), a CAM object built
+            on ``model`` (e.g. ``ScoreCAM(model, "layer4", chunk_size=8)``), or
+            a list of them. A name's row is called by the name; an object's
+            by its class name.
+        data: A Dataset (read in order, ``batch_size`` at a time, with
+            ``num_workers`` loader workers), a DataLoader as it is, or an
+            iterable of batches. Items or batches are ``x`` or ``(x, y, ...)``
+            with ``x`` ``(N, C, H, W)``; ``y`` (class indices) is read only
+            with ``target="label"``. Under ``torchrun`` each rank reads its
+            shard (see the module docstring).
+        layer: The layer for methods given by name, by qualified name or
+            module; CAM objects keep their own.
+        target: ``"predicted"``: the class the model predicts on the clean
+            input; ``"label"``: the label ``y`` of each example.
+        steps: Deletion and insertion points after the first (as in
+            :func:`~convlens.faithfulness.deletion`).
+        baseline: The deletion/insertion baseline: ``"zeros"``, ``"blur"``,
+            ``"mean"`` or a tensor (as in :func:`~convlens.faithfulness.deletion`).
+        batch_size: Examples per batch when ``data`` is a Dataset, and
+            perturbed inputs per forward in deletion and insertion.
+        num_workers: DataLoader workers when ``data`` is a Dataset.
+        progress: A progress bar over the batches, on rank 0 only, when tqdm
+            is installed and the output is a terminal; False: never.
+
+    Returns:
+        One row per method, in the order given, and the count of examples.
+
+    Raises:
+        MethodNotFoundError: An unknown method name (the nearest is named), an
+            :class:`~convlens.InvalidArgumentError`.
+        LayerNotFoundError: An unknown layer (the nearest are named).
+        InvalidArgumentError: No methods, a method name without ``layer``, a
+            name given twice, a CAM object built on another model, an unknown
+            ``target`` or baseline name, ``steps`` or ``batch_size`` below 1,
+            ``target="label"`` with batches that hold no ``y``, a label out of
+            range, or empty data.
+        InvalidTypeError: ``data`` that is not a Dataset, DataLoader or
+            iterable, an input ``x`` that is not a float tensor, or an
+            argument of the wrong type.
+        ShapeError: An input the model rejects (naming the layer), or an
+            ``x`` that is not ``(N, C, H, W)``.
+
+    Shape:
+        ``x`` ``(N, C, H, W)``, ``y`` ``(N,)``; the model's output ``(N, classes)``.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn as nn
+        >>> from torch.utils.data import TensorDataset
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        ...                     nn.Flatten(), nn.Linear(4, 5))
+        >>> data = TensorDataset(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
+        >>> res = evaluate(net, ["gradcam", "gradcam++"], data, layer="1", target="label", steps=4,
+        ...                batch_size=2, progress=False)
+        >>> res.methods, res.count, res.steps, res.baseline
+        (('gradcam', 'gradcam++'), 4, 4, 'zeros')
+        >>> print(res.to_markdown().splitlines()[2])
+        | method | deletion AUC (lower is better) | insertion AUC (higher is better) | average drop % (lower is better) | increase in confidence % (higher is better) |
+        >>> evaluate(net, ["gradcam", "gradcma"], data, layer="1")
+        Traceback (most recent call last):
+        ...
+        convlens.evaluation.MethodNotFoundError: unknown method 'gradcma'; methods are 'gradcam', 'gradcam++', 'xgradcam', 'layercam', 'scorecam', 'eigencam', or a CAM object. Did you mean 'gradcam' or 'xgradcam' or 'gradcam++'?
+
+    References:
+        Chattopadhyay et al., WACV 2018. https://arxiv.org/abs/1710.11063
+
+        Petsiuk et al., BMVC 2018. https://arxiv.org/abs/1806.07421
+    """
+    check_model(model)
+    chosen = check_choice("target", target, _TARGETS)
+    steps = check_int("steps", steps, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    num_workers = check_int("num_workers", num_workers, 0)
+    if not isinstance(progress, bool):
+        raise InvalidTypeError(f"progress must be a bool; got {type(progress).__name__} {progress!r}.")
+    described = _describe_baseline(baseline)
+    named = _methods(model, methods, layer)
+    part = shard(data, batch_size=batch_size, num_workers=num_workers)
+
+    module = unwrap(model)
+    dtype, device = model_dtype_device(module)
+    prober = Prober(module)
+    sums = torch.zeros(len(named), 4, dtype=torch.float64)
+    count = 0
+    chunks: Iterable[Chunk] = part
+    if progress and rank() == 0:
+        chunks = _progress(part, len(part.loader) if isinstance(part.loader, Sized) else None)
+    for chunk in chunks:
+        x, labels = _split(chunk, chosen)
+        if not len(x):  # a rank's padding, or an empty batch: nothing to score, but the sum below still runs
+            continue
+        x = x.to(device, dtype)
+        _check_baseline_fits(baseline, x)
+        sums += _batch_sums(
+            module, named, x, labels, chunk.positions, prober=prober, steps=steps, baseline=baseline,
+            batch_size=batch_size,
+        )  # fmt: skip
+        count += len(x)
+    # One collective per call, on every rank, whatever its shard held.
+    totals = all_sum(
+        torch.cat([sums.flatten(), torch.tensor([float(count)], dtype=torch.float64)]), part.merge
+    )
+    count = round(float(totals[-1]))
+    if count == 0:
+        raise InvalidArgumentError("data is empty: there are no examples to evaluate.")
+    means = (totals[:-1].view(len(named), 4) / count).tolist()
+    rows = tuple(
+        EvaluationRow(
+            method=name,
+            deletion=mean[0],
+            insertion=mean[1],
+            average_drop=mean[2] * 100.0,
+            increase_in_confidence=mean[3] * 100.0,
+        )
+        for (name, _), mean in zip(named, means, strict=True)
+    )
+    layers = list(dict.fromkeys(cam.ref.key for _, cam in named))
+    return EvaluationResult(
+        rows=rows, count=count, layer=", ".join(layers), steps=steps, baseline=described, target=chosen
+    )
+
+
+# -- before any work ---------------------------------------------------------------------------------
+
+
+def _methods(
+    model: nn.Module, methods: str | GradCAM | Sequence[str | GradCAM], layer: LayerSpec | None
+) -> list[tuple[str, GradCAM]]:
+    """``(name, CAM object)`` per method, every name and layer checked; nothing runs the model."""
+    given: list[object]
+    if isinstance(methods, str | GradCAM):
+        given = [methods]
+    elif isinstance(methods, Sequence):
+        given = list(methods)
+    else:
+        raise InvalidTypeError(
+            f"methods must be a method name, a CAM object or a list of them; got {type(methods).__name__}."
+        )
+    if not given:
+        raise InvalidArgumentError(
+            "methods is empty: give at least one, e.g. methods=['gradcam', 'gradcam++']."
+        )
+    choices = ", ".join(repr(n) for n in _METHODS)
+    for method in given:
+        if isinstance(method, str):
+            if method not in _METHODS:
+                hint = did_you_mean(method.lower(), list(_METHODS))
+                raise MethodNotFoundError(
+                    f"unknown method {method!r}; methods are {choices}, or a CAM object.{hint}"
+                )
+        elif isinstance(method, GradCAM):
+            if unwrap(method.model) is not unwrap(model):
+                raise InvalidArgumentError(
+                    f"{method!r} was built on another model ({type(method.model).__name__}); build it on "
+                    "the model you evaluate."
+                )
+        else:
+            raise InvalidTypeError(
+                f"methods must hold method names ({choices}) or CAM objects; got {type(method).__name__}."
+            )
+    by_name = [m for m in given if isinstance(m, str)]
+    if by_name and layer is None:
+        raise InvalidArgumentError(
+            f"layer= is needed for the methods given by name ({', '.join(repr(m) for m in by_name)}): "
+            "e.g. layer='layer4'. Call convlens.list_layers(model) to see them all."
+        )
+    cams: list[GradCAM] = []
+    if layer is not None:
+        resolve_layer(model, layer)  # an unknown layer fails here, even for CAM objects only
+    for method in given:
+        if isinstance(method, GradCAM):
+            cams.append(method)
+        elif layer is not None:
+            cams.append(_METHODS[str(method)](model, layer))
+    names = [method if isinstance(method, str) else type(method).__name__ for method in given]
+    clash = {n for n in names if names.count(n) > 1}
+    names = [
+        f"{n}({cam.ref.key})" if n in clash and not isinstance(m, str) else n
+        for n, cam, m in zip(names, cams, given, strict=True)
+    ]
+    for n in names:
+        if names.count(n) > 1:
+            raise InvalidArgumentError(f"method {n!r} is given {names.count(n)} times; give each once.")
+    return list(zip(names, cams, strict=True))
+
+
+def _describe_baseline(baseline: Baseline) -> str:
+    """The baseline as the result names it; an unknown name fails here (with the nearest)."""
+    if isinstance(baseline, Tensor):
+        if baseline.is_complex():
+            raise InvalidArgumentError(f"a baseline tensor must be real; got {baseline.dtype}.")
+        return f"tensor {format_shape(tuple(baseline.shape))}"
+    return check_choice("baseline", baseline, _BASELINES)
+
+
+def _check_baseline_fits(baseline: Baseline, x: Tensor) -> None:
+    """A baseline tensor must broadcast to ``x`` (checked before the batch's first forward)."""
+    if not isinstance(baseline, Tensor):
+        return
+    shape, target = tuple(baseline.shape), tuple(x.shape)
+    fits = len(shape) <= len(target) and all(
+        s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False)
+    )
+    if not fits:
+        raise InvalidArgumentError(
+            f"a baseline tensor must broadcast to x's shape {target}; got shape {shape}."
+        )
+
+
+# -- one batch ---------------------------------------------------------------------------------------
+
+
+def _split(chunk: Chunk, target: str) -> tuple[Tensor, Any]:
+    """The inputs ``x`` of a batch, and its labels ``y`` (None unless ``target="label"``)."""
+    batch = chunk.batch
+    parts = batch if isinstance(batch, tuple | list) else (batch,)
+    x = parts[0] if parts else None
+    if not isinstance(x, Tensor):
+        raise InvalidTypeError(
+            f"data items must be a tensor x or a tuple (x, y, ...); a batch gave {type(x).__name__}."
+        )
+    if x.dim() != 4:
+        raise ShapeError(
+            f"evaluate takes batches of 2-D images (N, C, H, W); a batch has x of shape "
+            f"{format_shape(tuple(x.shape))} ({x.dim()}-D)."
+        )
+    if not x.is_floating_point():
+        raise InvalidTypeError(f"x must be a float tensor (N, C, H, W); a batch has {x.dtype}.")
+    if target != "label":
+        return x, None
+    if len(parts) < 2:
+        raise InvalidArgumentError(
+            "target='label' needs batches (x, y, ...) with class labels y; these hold x only. "
+            "Use target='predicted' to explain the model's own predictions."
+        )
+    return x, parts[1]
+
+
+def _batch_sums(
+    model: nn.Module,
+    named: list[tuple[str, GradCAM]],
+    x: Tensor,
+    labels: Any,
+    positions: Tensor,
+    *,
+    prober: Prober,
+    steps: int,
+    baseline: Baseline,
+    batch_size: int,
+) -> Tensor:
+    """``(methods, 4)`` float64 sums over the batch: deletion AUC, insertion AUC, drop, increase."""
+    where = _where(positions)
+    seen = prober((x,))
+    seen.check()  # a model that rejects x says so here, before any real forward
+    fixed = None
+    if labels is not None:
+        try:
+            fixed = check_target(labels, len(x), seen.output_shape)
+        except ConvlensError as err:
+            err.add_note(f"convlens.evaluate: in the labels y of examples {where}.")
+            raise
+    logits = _forward(model, x, f"examples {where}")
+    targets = logits.argmax(1) if fixed is None else fixed.to(logits.device)
+    before = class_scores(_softmax(logits), targets)  # Y
+    sums = torch.zeros(len(named), 4, dtype=torch.float64)
+    for i, (name, cam) in enumerate(named):
+        maps = cam(x, targets).maps
+        if bool(maps.isnan().any()):
+            bad = positions[maps.isnan().flatten(1).any(1).cpu()].tolist()
+            raise InvalidArgumentError(
+                f"{name} gave maps with NaN for examples {bad} (non-finite activations?); they cannot "
+                "be scored."
+            )
+        masked = _forward(model, maps.unsqueeze(1).to(x.dtype) * x, f"{name}'s masked examples {where}")
+        after = class_scores(_softmax(masked), targets)  # O
+        drop = F.relu(before - after) / (before + _EPS)
+        increase = (before < after).to(drop.dtype)
+        removed = deletion(model, x, maps, targets, steps=steps, baseline=baseline, batch_size=batch_size)
+        revealed = insertion(model, x, maps, targets, steps=steps, baseline=baseline, batch_size=batch_size)
+        values = torch.stack([removed.auc.to(drop.dtype), revealed.auc.to(drop.dtype), drop, increase])
+        sums[i] = values.detach().to("cpu", torch.float64).sum(1)
+    return sums
+
+
+def _forward(model: nn.Module, x: Tensor, what: str) -> Tensor:
+    """The model's ``(N, classes)`` output for ``x``: eval mode, no autograd, flags restored after."""
+    try:
+        with preserved_modes(model, training=False), torch.no_grad(), internal():
+            output = model(x.clone())  # a model that writes into its input must not rewrite x
+    except Exception as err:
+        err.add_note(f"convlens.evaluate: raised on {what}, a batch of shape {tuple(x.shape)}.")
+        raise
+    if not isinstance(output, Tensor) or output.dim() != 2:
+        got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise InvalidArgumentError(f"evaluate needs a model output of shape (N, classes); got {got}.")
+    return output
+
+
+def _softmax(output: Tensor) -> Tensor:
+    """Class probabilities, in float32 at least (as :func:`~convlens.faithfulness.deletion` computes them)."""
+    return torch.softmax(output.to(torch.promote_types(output.dtype, torch.float32)), dim=1)
+
+
+def _where(positions: Tensor) -> str:
+    """Positions of a batch's examples, shortened: ``[0, 1, 2]`` or ``0 to 31``."""
+    values = positions.tolist()
+    if len(values) > 3 and values == list(range(values[0], values[0] + len(values))):
+        return f"{values[0]} to {values[-1]}"
+    if len(values) > 8:
+        return f"{', '.join(map(str, values[:4]))}, ... ({len(values)} examples)"
+    return str(values)
+
+
+def _progress(batches: Iterable[Any], total: int | None) -> Iterable[Any]:
+    """``batches`` under a tqdm bar when tqdm is installed (it hides itself off a terminal)."""
+    try:
+        tqdm = importlib.import_module("tqdm").tqdm
+    except ImportError:
+        return batches
+    bar: Iterable[Any] = tqdm(batches, total=total, desc="evaluate", unit="batch", disable=None, leave=False)
+    return bar
