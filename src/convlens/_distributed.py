@@ -14,6 +14,7 @@ examples in the full data, so that ranks can merge (:func:`all_sum`,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,12 @@ class Shard:
     merge: bool
     indices: Sequence[int] | None
     real: int | None
+
+    @property
+    def ordered(self) -> bool:
+        """Whether positions only ever increase, batch after batch (a sequential read)."""
+        indices = self.indices
+        return indices is None or all(a < b for a, b in itertools.pairwise(indices))
 
     def __iter__(self) -> Iterator[Chunk]:
         seen = 0
@@ -188,8 +195,17 @@ def share_rows(rows: dict[int, Tensor], wanted: Sequence[int], like: Tensor, mer
     return out.to(like.device, like.dtype)
 
 
-def ranked(values: Tensor, positions: Tensor, payloads: Sequence[Tensor] = ()) -> list[Tensor]:
-    """Each row of ``values``, ``positions`` and ``payloads`` sorted by value, highest first, ties to the lower position."""
+def ranked(
+    values: Tensor, positions: Tensor, payloads: Sequence[Tensor] = (), *, ordered: bool = False
+) -> list[Tensor]:
+    """Each row of ``values``, ``positions`` and ``payloads`` sorted by value, highest first, ties to the lower position.
+
+    ``ordered``: each row's positions already increase among equal values
+    (one stable sort by value is then enough).
+    """
+    if ordered:
+        order = torch.sort(values, dim=1, descending=True, stable=True).indices
+        return [part.gather(1, order) for part in (values, positions, *payloads)]
     by_position = torch.sort(positions, dim=1, stable=True).indices
     by_value = torch.sort(values.gather(1, by_position), dim=1, descending=True, stable=True).indices
     order = by_position.gather(1, by_value)

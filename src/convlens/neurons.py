@@ -350,7 +350,9 @@ class NeuronVisualizer:
                 else:
                     for unit in chosen:  # each names the layer and its size when out of range
                         channel(self.layer, unit).validate(shapes)
-                top = _RunningTop(chosen, k, keep_inputs=keep_inputs, spatial=out_shape[2:])
+                top = _RunningTop(
+                    chosen, k, keep_inputs=keep_inputs, spatial=out_shape[2:], ordered=part.ordered
+                )
                 sample = probe_x[0]
             if not len(x):
                 continue
@@ -425,8 +427,11 @@ class _RunningTop:
     lower position.
     """
 
-    def __init__(self, units: list[int], k: int, *, keep_inputs: bool, spatial: tuple[int, ...]) -> None:
+    def __init__(
+        self, units: list[int], k: int, *, keep_inputs: bool, spatial: tuple[int, ...], ordered: bool = False
+    ) -> None:
         self.units, self.k, self.keep_inputs, self.spatial = units, k, keep_inputs, spatial
+        self.ordered = ordered  # positions only increase: the kept ones precede the batch's
         self.index: Tensor | None = None  # the units as a tensor, on the data's device
         self.values: Tensor | None = None  # (units, <= k)
         self.positions: Tensor | None = None
@@ -458,7 +463,8 @@ class _RunningTop:
             at = torch.cat([self.positions, at], dim=1)
             local = torch.cat([torch.full_like(self.positions, -1), local], dim=1)
             where = torch.cat([self.argmax, where], dim=1)
-        values, at, local, where = (part[:, : self.k] for part in ranked(values, at, [local, where]))
+        ranking = ranked(values, at, [local, where], ordered=self.ordered)
+        values, at, local, where = (part[:, : self.k] for part in ranking)
         if maps is not None:
             index = torch.tensor(self.units, device=maps.device) if self.index is None else self.index
             new = local >= 0
