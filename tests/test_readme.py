@@ -21,6 +21,8 @@ def test_quickstart_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "floor((224 + 2*2 - 1*(11-1) - 1) / 4) + 1 = 55" in capsys.readouterr().out
     assert tuple(namespace["out"].maps.shape) == (1, 224, 224)  # type: ignore[attr-defined]
     assert tuple(namespace["res"].image.shape) == (1, 1, 28, 28)  # type: ignore[attr-defined]
+    assert tuple(namespace["best"].indices.shape) == (16, 9)  # type: ignore[attr-defined]
+    assert namespace["scores"].methods == ("gradcam", "layercam")  # type: ignore[attr-defined]
 
 
 def test_two_setup_commands() -> None:
