@@ -360,9 +360,11 @@ def test_top_examples_on_cuda_equal_the_cpu_result() -> None:
     expected = NeuronVisualizer(cpu, "features.3").top_examples(data, k=5)
     got = NeuronVisualizer(digits_cnn().cuda(), "features.3").top_examples(data, k=5)
     assert got.indices.device.type == "cuda"
-    assert got.inputs is not None and expected.inputs is not None
+    assert got.inputs is not None
+    assert expected.inputs is not None
     torch.testing.assert_close(got.activations.cpu(), expected.activations, rtol=1e-4, atol=1e-5)
     assert torch.equal(got.indices.cpu(), expected.indices)  # no near-ties in the digits at k=5
     torch.testing.assert_close(got.inputs.cpu(), expected.inputs)
-    assert got.boxes is not None and expected.boxes is not None
+    assert got.boxes is not None
+    assert expected.boxes is not None
     assert torch.equal(got.boxes.cpu(), expected.boxes)
