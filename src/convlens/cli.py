@@ -29,9 +29,8 @@ from torch.utils.data import TensorDataset
 from convlens import images, zoo
 from convlens._checks import check_choice
 from convlens._distributed import rank
-from convlens.cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
 from convlens.errors import ConvlensError, InvalidArgumentError, RandomWeightsWarning
-from convlens.evaluation import evaluate
+from convlens.evaluation import METHODS, evaluate
 from convlens.layers import list_layers
 from convlens.neurons import NeuronVisualizer
 from convlens.render import FilterRenderer, plot_cam, plot_feature_maps, plot_top_examples
@@ -42,14 +41,6 @@ from convlens.tour import _check_device, run_tour
 __all__ = ["main"]
 
 _MODEL_HELP = "torchvision:NAME, convlens:NAME or path/to/file.py:factory"
-_CAMS: dict[str, type[GradCAM]] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "layercam": LayerCAM,
-    "scorecam": ScoreCAM,
-    "eigencam": EigenCAM,
-}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     topk.add_argument("--crops", action="store_true", help="draw each receptive-field window alone")
     topk.add_argument("--out", required=True, type=Path, help="where to save the PNG")
     evaluation.add_argument(
-        "--methods", default="gradcam,gradcam++,layercam", help=f"comma-separated, of {', '.join(_CAMS)}"
+        "--methods", default="gradcam,gradcam++,layercam", help=f"comma-separated, of {', '.join(METHODS)}"
     )
     evaluation.add_argument("--steps", type=int, default=50, help="deletion/insertion points (default 50)")
     evaluation.add_argument(
@@ -139,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scale", default="symmetric", help="symmetric, lecture or minmax (default symmetric)"
     )
     gradcam.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
-    gradcam.add_argument("--method", default="gradcam", help=f"one of {', '.join(_CAMS)} (default gradcam)")
+    gradcam.add_argument("--method", default="gradcam", help=f"one of {', '.join(METHODS)} (default gradcam)")
     return parser
 
 
@@ -230,7 +221,7 @@ def _run(args: argparse.Namespace) -> None:
 
 
 def _gradcam(args: argparse.Namespace) -> None:
-    method = _CAMS[check_choice("--method", args.method, list(_CAMS))]
+    method = METHODS[check_choice("--method", args.method, list(METHODS))]
     model = _load(args)
     cam = method(model, args.layer)  # validates the layer name before any work
     x = _picture_input(args, model)

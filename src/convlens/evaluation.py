@@ -57,8 +57,9 @@ References:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
@@ -78,6 +79,7 @@ from convlens.layers import LayerSpec, resolve_layer, unwrap
 from convlens.targets import check_target, class_scores
 
 __all__ = [
+    "METHODS",
     "EvaluationResult",
     "EvaluationRow",
     "EvaluationTarget",
@@ -92,14 +94,17 @@ MethodName = Literal["gradcam", "gradcam++", "xgradcam", "layercam", "scorecam",
 #: Which class is explained: the model's prediction on the clean input, or the label ``y``.
 EvaluationTarget = Literal["predicted", "label"]
 
-_METHODS: dict[str, type[GradCAM]] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "layercam": LayerCAM,
-    "scorecam": ScoreCAM,
-    "eigencam": EigenCAM,
-}
+#: The CAM class behind each method name (the command line's too).
+METHODS: Mapping[str, type[GradCAM]] = MappingProxyType(
+    {
+        "gradcam": GradCAM,
+        "gradcam++": GradCAMPlusPlus,
+        "xgradcam": XGradCAM,
+        "layercam": LayerCAM,
+        "scorecam": ScoreCAM,
+        "eigencam": EigenCAM,
+    }
+)
 _TARGETS = ("predicted", "label")
 _BASELINES = ("zeros", "blur", "mean")
 #: torchcam's ClassificationMetric divides the drop by ``Y + 1e-7``; so do we.
@@ -421,11 +426,11 @@ def _methods(
         raise InvalidArgumentError(
             "methods is empty: give at least one, e.g. methods=['gradcam', 'gradcam++']."
         )
-    choices = ", ".join(repr(n) for n in _METHODS)
+    choices = ", ".join(repr(n) for n in METHODS)
     for method in given:
         if isinstance(method, str):
-            if method not in _METHODS:
-                hint = did_you_mean(method.lower(), list(_METHODS))
+            if method not in METHODS:
+                hint = did_you_mean(method.lower(), list(METHODS))
                 raise MethodNotFoundError(
                     f"unknown method {method!r}; methods are {choices}, or a CAM object.{hint}"
                 )
@@ -452,7 +457,7 @@ def _methods(
         if isinstance(method, GradCAM):
             cams.append(method)
         elif layer is not None:
-            cams.append(_METHODS[str(method)](model, layer))
+            cams.append(METHODS[str(method)](model, layer))
     names = [method if isinstance(method, str) else type(method).__name__ for method in given]
     clash = {n for n in names if names.count(n) > 1}
     names = [
