@@ -56,7 +56,9 @@ def test_every_rank_returns_the_one_process_result(ranks: list[dict[str, Any]], 
 def test_each_rank_reads_only_its_shard(ranks: list[dict[str, Any]], case: str) -> None:
     size = CASES[case]
     data = RecordingDataset(size)
-    shards = [set(DistributedSampler(data, num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
+    shards: list[set[int]] = [
+        set(DistributedSampler(data, num_replicas=2, rank=r, shuffle=False)) for r in range(2)
+    ]
     assert [set(saved[case]["read"]) for saved in ranks] == shards
     assert shards[0] | shards[1] == set(range(size))
 

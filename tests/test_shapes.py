@@ -113,9 +113,9 @@ def test_receptive_field_start_matches_the_gradient_support() -> None:
     size = (37, 41)
     report = cl.trace_shapes(net, (1, 1, *size))
     row = report["3"]
-    rf, jump, start = (
-        (v, v) if isinstance(v, int) else v for v in (row.receptive_field, row.jump, row.start)
-    )
+    fields = [(v, v) if isinstance(v, int) else v for v in (row.receptive_field, row.jump, row.start)]
+    assert all(isinstance(v, tuple) for v in fields)
+    rf, jump, start = (tuple(v) if v is not None else (0, 0) for v in fields)
     assert start != (0, 0)  # the padding moves it
     out_h, out_w = row.output_shape[2:]
     for i, j in [(0, 0), (1, 2), (out_h // 2, out_w // 3), (out_h - 1, out_w - 1)]:
