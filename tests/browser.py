@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from playwright.sync_api import ConsoleMessage, Error, Request, Route
+    from playwright.sync_api import BrowserContext, ConsoleMessage, Error, Request, Route
 
 __all__ = [
     "LOCAL_SCHEMES",
@@ -31,6 +32,7 @@ __all__ = [
     "chromium_path",
     "is_local",
     "open_page",
+    "open_pages",
 ]
 
 #: URL schemes a page may load from; anything else would leave the machine and is aborted.
@@ -111,6 +113,7 @@ class PageReport:
         console_errors: The text of every console message of type ``error``.
         page_errors: Uncaught JavaScript exceptions.
         screenshot: Where the full-page screenshot was saved, if one was asked for.
+        links: The ``href`` of every link, resolved to an absolute URL.
     """
 
     url: str
@@ -123,6 +126,7 @@ class PageReport:
     console_errors: tuple[str, ...]
     page_errors: tuple[str, ...]
     screenshot: Path | None
+    links: tuple[str, ...] = ()
 
     @property
     def broken_images(self) -> tuple[LoadedImage, ...]:
@@ -184,16 +188,45 @@ def open_page(
         RuntimeError: No browser can be had (see :func:`browser_unavailable`).
         FileNotFoundError: ``path`` is not a file.
     """
+    return open_pages([path], [screenshot], viewport=viewport, timeout_s=timeout_s)[0]
+
+
+def open_pages(
+    paths: Sequence[Path],
+    screenshots: Sequence[Path | None] | None = None,
+    *,
+    viewport: tuple[int, int] = (1280, 800),
+    timeout_s: float = 60.0,
+) -> list[PageReport]:
+    """:func:`open_page` for many pages in one browser (one launch, a fresh page each)."""
     reason = browser_unavailable()
     executable = chromium_path()
     if reason is not None or executable is None:
         raise RuntimeError(reason)
-    if not path.is_file():
-        raise FileNotFoundError(f"no page at {path}")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"no page at {path}")
     from playwright.sync_api import sync_playwright
 
-    url = path.resolve().as_uri()
+    shots = list(screenshots) if screenshots is not None else [None] * len(paths)
     timeout_ms = timeout_s * 1000
+    reports = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"], headless=True)
+        try:
+            for path, screenshot in zip(paths, shots, strict=True):
+                context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+                try:
+                    reports.append(_visit(context, path, screenshot, timeout_ms))
+                finally:
+                    context.close()
+        finally:
+            browser.close()
+    return reports
+
+
+def _visit(context: BrowserContext, path: Path, screenshot: Path | None, timeout_ms: float) -> PageReport:
+    url = path.resolve().as_uri()
     requests: list[str] = []
     blocked: list[str] = []
     failed: list[str] = []
@@ -218,29 +251,23 @@ def open_page(
     def on_page_error(error: Error) -> None:
         page_errors.append(str(error))
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"], headless=True)
-        try:
-            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-            context.set_default_timeout(timeout_ms)
-            context.route("**/*", route)
-            page = context.new_page()
-            page.on("request", lambda request: requests.append(request.url))
-            page.on("requestfailed", on_failed)
-            page.on("console", on_console)
-            page.on("pageerror", on_page_error)
-            page.goto(url, wait_until="load")
-            page.wait_for_load_state("networkidle")
-            raw: list[dict[str, Any]] = page.evaluate(_IMAGES_JS, timeout_ms)
-            page.wait_for_load_state("networkidle")
-            headings: list[dict[str, str]] = page.evaluate(_HEADINGS_JS)
-            title = page.title()
-            if screenshot is not None:
-                screenshot.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=screenshot, full_page=True)
-            context.close()
-        finally:
-            browser.close()
+    context.set_default_timeout(timeout_ms)
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("requestfailed", on_failed)
+    page.on("console", on_console)
+    page.on("pageerror", on_page_error)
+    page.goto(url, wait_until="load")
+    page.wait_for_load_state("networkidle")
+    raw: list[dict[str, Any]] = page.evaluate(_IMAGES_JS, timeout_ms)
+    page.wait_for_load_state("networkidle")
+    headings: list[dict[str, str]] = page.evaluate(_HEADINGS_JS)
+    links: list[str] = page.evaluate("() => Array.from(document.links).map((a) => a.href)")
+    title = page.title()
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=screenshot, full_page=True)
     return PageReport(
         url=url,
         title=title,
@@ -260,4 +287,5 @@ def open_page(
         console_errors=tuple(console_errors),
         page_errors=tuple(page_errors),
         screenshot=screenshot,
+        links=tuple(links),
     )

@@ -29,6 +29,7 @@ from torch.utils.data import TensorDataset
 from convlens import images, zoo
 from convlens._checks import check_choice
 from convlens._distributed import rank
+from convlens.atlas import build_atlas
 from convlens.errors import ConvlensError, InvalidArgumentError, RandomWeightsWarning
 from convlens.evaluation import METHODS, evaluate
 from convlens.layers import list_layers
@@ -118,6 +119,30 @@ def _parser() -> argparse.ArgumentParser:
     topk.add_argument("--rows", type=int, default=16, help="at most this many units drawn (default 16)")
     topk.add_argument("--crops", action="store_true", help="draw each receptive-field window alone")
     topk.add_argument("--out", required=True, type=Path, help="where to save the PNG")
+    atlas = commands.add_parser("atlas", help="an offline site: a page per layer and per unit of your model")
+    atlas.add_argument("model", help=_MODEL_HELP)
+    atlas.add_argument(
+        "--data", required=True, help="a picture folder (ImageFolder layout or flat), or 'digits'"
+    )
+    atlas.add_argument("--out", required=True, type=Path, help="the site's folder (index.html inside)")
+    atlas.add_argument("--layers", nargs="+", help="layer names (default: every conv and Linear layer)")
+    atlas.add_argument(
+        "--units", type=int, default=16, help="the first N units of each layer (default 16; 0: all)"
+    )
+    atlas.add_argument("--k", type=int, default=8, help="top dataset examples per unit (default 8)")
+    atlas.add_argument("--steps", type=int, default=128, help="feature visualization steps (default 128)")
+    atlas.add_argument(
+        "--size", type=int, default=128, help="feature visualization side in pixels (default 128)"
+    )
+    for option, default, text in (
+        ("--weights", "auto", "auto, imagenet, random or a state-dict path (default auto)"),
+        ("--preset", "imagenet", "preprocessing: imagenet or lecture (default imagenet)"),
+        ("--device", "cpu", "cpu, cuda (under torchrun: each rank's own GPU), cuda:N or mps"),
+    ):
+        atlas.add_argument(option, default=default, help=text)
+    atlas.add_argument("--seed", type=int, default=0, help="seed of random weights and pictures (default 0)")
+    atlas.add_argument("--batch-size", type=int, default=32, help="pictures per forward (default 32)")
+    atlas.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     evaluation.add_argument(
         "--methods", default="gradcam,gradcam++,layercam", help=f"comma-separated, of {', '.join(METHODS)}"
     )
@@ -208,6 +233,8 @@ def _run(args: argparse.Namespace) -> None:
         _topk(args)
     elif args.command == "evaluate":
         _evaluate(args)
+    elif args.command == "atlas":
+        _atlas(args)
     else:
         model = _load(args)
         tap = LayerTap(model, [args.layer])  # validates the layer name before any work
@@ -308,6 +335,33 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(result.to_markdown() if args.markdown else result)
 
 
+def _atlas(args: argparse.Namespace) -> None:
+    model = _on_device(args, _load(args))
+    data = _dataset(args, model)
+    pictures = not (isinstance(model, zoo.DigitsCNN) or args.data == "digits")
+    site = build_atlas(
+        model,
+        data,
+        args.out,
+        layers=args.layers,
+        units=args.units or None,
+        k=args.k,
+        steps=args.steps,
+        preset=args.preset if pictures else None,
+        picture_size=args.size if pictures else None,
+        title=args.model,
+        note=zoo.weights_note(model),
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        seed=args.seed,
+    )
+    if rank() == 0:
+        print(
+            f"wrote {site.index}: {len(site.layers)} layers, {site.units} units "
+            f"({site.reused} from the cache) in {site.seconds:.1f} s"
+        )
+
+
 def _init_distributed(device: str) -> bool:
     """Under ``torchrun`` (RANK and WORLD_SIZE set) join the process group: NCCL on CUDA, else gloo.
 
@@ -337,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     joined = False
     try:
-        if args.command in ("topk", "evaluate"):
+        if args.command in ("topk", "evaluate", "atlas"):
             joined = _init_distributed(args.device)
         _run(args)
     except (ConvlensError, OSError) as err:

@@ -1,0 +1,525 @@
+"""An atlas of your own model: a static, offline site with a page per layer and per unit.
+
+OpenAI Microscope showed every layer and unit of a few fixed models; :func:`build_atlas`
+builds the same for any network and data. The site has an index with the
+model's shape table (:func:`~convlens.trace_shapes`: shapes, parameters,
+MACs, receptive field, jump) and a link per layer; a page per layer with a
+grid of its units; and a page per unit with
+
+- its feature visualization (:meth:`~convlens.NeuronVisualizer.maximize`, the
+  recommended recipe for pictures with a preset, a bounded pixel image otherwise);
+- its top-k dataset examples (:meth:`~convlens.NeuronVisualizer.top_examples`,
+  one pass per layer for all its units), each with the receptive-field window
+  of its peak outlined, and those windows cut out;
+- for the first conv layer, the unit's filter weights;
+- for the classifier's output units, the class picture (its feature
+  visualization) and the top images with their Grad-CAM overlays.
+
+Everything is a PNG beside plain HTML with inline CSS: no script, nothing
+fetched. The work per unit is cached under ``out/_cache`` by a hash of the
+weights, the layer, the unit, the data and the options, so a second run with
+more layers or units reuses what is done. The dataset passes run under
+``torchrun`` as ``top_examples`` does (rank 0 writes the site).
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import convlens as cl
+    >>> digits = cl.zoo.digits_cnn()
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     site = build_atlas(digits, cl.zoo.digits_dataset("test"), out, layers=["classifier.2"],
+    ...                        units=2, steps=4, progress=False)
+    ...     site.index.name, site.units, site.reused
+    ('index.html', 2, 0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import sys
+import time
+from collections.abc import Iterable, Sequence, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image, ImageDraw
+from torch import Tensor, nn
+
+from convlens._checks import check_int
+from convlens._distributed import rank
+from convlens._forward import model_dtype_device
+from convlens.cam import GradCAM
+from convlens.errors import InvalidArgumentError, LayerNotFoundError, did_you_mean
+from convlens.images import PRESETS, deprocess
+from convlens.layers import unwrap
+from convlens.neurons import NeuronVisualizer, TopExamplesResult
+from convlens.render import FilterRenderer, overlay
+from convlens.report import LayerShape, ShapeReport
+from convlens.shapes import trace_shapes
+
+__all__ = ["AtlasResult", "build_atlas"]
+
+_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_THUMB = 96  # pixels: a unit's picture in a layer's grid
+_PANEL = 112  # pixels: an example on a unit's page
+_VERSION = 1  # bump when what a cache entry holds changes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AtlasResult:
+    """What :func:`build_atlas` wrote.
+
+    Attributes:
+        index: The site's ``index.html``.
+        layers: The layers with a page, in the model's order.
+        units: How many unit pages the site has.
+        reused: How many of them came from the cache (nothing recomputed).
+        seconds: The wall time of the whole build.
+    """
+
+    index: Path
+    layers: tuple[str, ...]
+    units: int
+    reused: int
+    seconds: float
+
+
+def build_atlas(
+    model: nn.Module,
+    data: Any,
+    out: str | Path,
+    *,
+    layers: Sequence[str] | None = None,
+    units: int | None = 16,
+    k: int = 8,
+    steps: int = 128,
+    preset: str | None = None,
+    input_shape: Sequence[int] | None = None,
+    picture_size: int | None = None,
+    title: str | None = None,
+    note: str | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    seed: int = 0,
+    progress: bool = True,
+) -> AtlasResult:
+    """Write a browsable, offline atlas of ``model`` over ``data`` to ``out``.
+
+    Args:
+        model: Any ``nn.Module``; left as found.
+        data: A Dataset, a DataLoader or an iterable of batches, as
+            :meth:`~convlens.NeuronVisualizer.top_examples` takes.
+        out: The site's folder (created); ``out/index.html`` is its front page.
+        layers: Qualified layer names; None: every conv and Linear layer.
+        units: The first this many units of each layer (None: all of them).
+        k: Top dataset examples per unit.
+        steps: Optimization steps of each feature visualization.
+        preset: The preprocessing the data went through (``"imagenet"`` or
+            ``"lecture"``): pictures are shown through it, and feature
+            visualizations use the recommended recipe in its colour space.
+            None: inputs are shown as they are (in [0, 1], like the digits)
+            and visualized as bounded pixel images in [0, 1].
+        input_shape: One input, ``(1, C, H, W)``, for the feature
+            visualizations; None: one example of the data, at ``picture_size``.
+        picture_size: The side of the feature visualizations when
+            ``input_shape`` is None (None: the data's own).
+        title: The site's title (default: the model's class name).
+        note: A line shown on every page (e.g. "random weights").
+        batch_size: Batch size when ``data`` is a Dataset.
+        num_workers: DataLoader workers when ``data`` is a Dataset.
+        seed: Seeds the feature visualizations.
+        progress: A line per layer on stderr, with its time.
+
+    Returns:
+        What was written, and how much of it came from the cache.
+
+    Raises:
+        LayerNotFoundError: A layer the model does not have (the nearest is named).
+        InvalidArgumentError: An unknown preset, ``units``, ``k`` or ``steps``
+            below 1, or empty data.
+    """
+    started = time.perf_counter()
+    root = Path(out)
+    k, steps = check_int("k", k, 1), check_int("steps", steps, 1)
+    count = None if units is None else check_int("units", units, 1)
+    if preset is not None and preset not in PRESETS:
+        raise InvalidArgumentError(
+            f"preset must be one of {', '.join(map(repr, PRESETS))} or None; got {preset!r}."
+            f"{did_you_mean(str(preset), list(PRESETS))}"
+        )
+    sample = _first_input(data)
+    shape = tuple(input_shape) if input_shape is not None else (1, *sample.shape)
+    if input_shape is None and picture_size is not None and len(shape) == 4:
+        shape = (1, shape[1], picture_size, picture_size)
+    report = trace_shapes(model, (1, *sample.shape))
+    rows = _layer_rows(model, report, layers)
+    fingerprint = _fingerprint(
+        model, data, sample, {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed}
+    )
+    output = report.rows[-1].name if report.rows else ""
+    cam_layer = next((r.name for r in reversed(report.rows) if len(r.output_shape) == 4), None)
+    first_conv = next((r.name for r in report.rows if r.type.startswith("Conv")), None)
+
+    cache = root / "_cache"
+    plan: list[tuple[LayerShape, list[int], list[int]]] = []  # row, units shown, units to compute
+    for row in rows:
+        size = row.output_shape[1] if len(row.output_shape) > 1 else 1
+        shown = list(range(size if count is None else min(count, size)))
+        missing = [u for u in shown if not (cache / _key(fingerprint, row.name, u) / "unit.json").is_file()]
+        plan.append((row, shown, missing))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # every rank has read the cache before rank 0 writes to it
+    writer = rank() == 0
+    reused = 0
+    for row, shown, missing in plan:
+        began = time.perf_counter()
+        if missing:
+            _compute_layer(
+                model, data, row, missing, cache=cache, fingerprint=fingerprint, writer=writer, k=k, steps=steps,
+                preset=preset, shape=shape, seed=seed, batch_size=batch_size, num_workers=num_workers,
+                filters=row.name == first_conv, classes=row.name == output and row.type == "Linear",
+                cam_layer=cam_layer,
+            )  # fmt: skip
+        reused += len(shown) - len(missing)
+        if progress and writer:
+            print(
+                f"[atlas] {row.name}: {len(shown)} units ({len(shown) - len(missing)} from the cache) "
+                f"in {time.perf_counter() - began:.1f} s",
+                file=sys.stderr,
+            )
+    index = root / "index.html"
+    if writer:
+        _write_site(
+            root,
+            report,
+            plan,
+            fingerprint=fingerprint,
+            title=title or type(unwrap(model)).__name__,
+            note=note,
+        )
+    return AtlasResult(
+        index=index,
+        layers=tuple(row.name for row, _, _ in plan),
+        units=sum(len(shown) for _, shown, _ in plan),
+        reused=reused,
+        seconds=time.perf_counter() - started,
+    )
+
+
+# -- what a unit needs -------------------------------------------------------------------------------
+
+
+def _compute_layer(
+    model: nn.Module,
+    data: Any,
+    row: LayerShape,
+    missing: list[int],
+    *,
+    cache: Path,
+    fingerprint: str,
+    writer: bool,
+    k: int,
+    steps: int,
+    preset: str | None,
+    shape: tuple[int, ...],
+    seed: int,
+    batch_size: int,
+    num_workers: int,
+    filters: bool,
+    classes: bool,
+    cam_layer: str | None,
+) -> None:
+    """One dataset pass for the layer's missing units, then (rank 0) their pictures and pages' data."""
+    nv = NeuronVisualizer(model, row.name, input_shape=shape)
+    best = nv.top_examples(
+        data, neuron=missing, k=k, batch_size=batch_size, num_workers=num_workers, progress=False
+    )
+    if not writer:
+        return
+    if preset is None:
+        viz = nv.maximize(missing, steps=steps, seed=seed, value_range=(0.0, 1.0), l1=0.0)
+        pictures = viz.image.detach().float().clamp(0, 1).cpu()
+    else:
+        viz = nv.maximize(missing, steps=steps, seed=seed, normalize=preset)  # type: ignore[arg-type]
+        assert viz.picture is not None  # with normalize, the picture in [0, 1]
+        pictures = viz.picture.detach().float().cpu()
+    weights = FilterRenderer(model, row.name).images() if filters else None
+    for j, unit in enumerate(missing):
+        folder = cache / _key(fingerprint, row.name, unit)
+        folder.mkdir(parents=True, exist_ok=True)
+        _png(_as_rgb(pictures[j], None), _THUMB * 2).save(folder / "viz.png")
+        meta: dict[str, Any] = {"layer": row.name, "unit": unit, "value": float(viz.values[j])}
+        examples = _unit_examples(best, j)
+        meta["examples"] = []
+        for i, (index, value, x, box) in enumerate(examples):
+            picture = _as_rgb(x, preset)
+            framed = _framed(picture, box)
+            framed.save(folder / f"example{i}.png")
+            entry: dict[str, Any] = {"index": index, "value": value, "box": box}
+            if box is not None:
+                top, left, bottom, right = box
+                _png(picture[top:bottom, left:right], _PANEL).save(folder / f"crop{i}.png")
+            meta["examples"].append(entry)
+        if weights is not None:
+            _png((weights[unit] * 255).round().astype(np.uint8), _PANEL).save(folder / "filter.png")
+            meta["filter"] = True
+        if classes and cam_layer is not None and examples:
+            xs = torch.stack([x for _, _, x, _ in examples])
+            dtype, device = model_dtype_device(unwrap(model))
+            maps = GradCAM(model, cam_layer)(xs.to(device, dtype), target=unit).maps.detach().cpu()
+            for i, (_, _, x, _) in enumerate(examples):
+                blended = overlay(_as_rgb(x, preset), maps[i], alpha=0.45)
+                _png(blended, _PANEL).save(folder / f"cam{i}.png")
+            meta["cam"] = cam_layer
+        (folder / "unit.json").write_text(json.dumps(meta))
+
+
+def _unit_examples(best: TopExamplesResult, j: int) -> list[tuple[int, float, Tensor, list[int] | None]]:
+    """Unit ``j``'s examples: index, activation, input and box (2-d boxes only)."""
+    if best.inputs is None:
+        return []
+    boxes = None if best.boxes is None or best.boxes.shape[-1] != 4 else best.boxes[j].tolist()
+    return [
+        (int(i), float(v), best.inputs[j, n].detach().float().cpu(), None if boxes is None else boxes[n])
+        for n, (i, v) in enumerate(zip(best.indices[j].tolist(), best.activations[j].tolist(), strict=True))
+    ]
+
+
+def _as_rgb(x: Tensor, preset: str | None) -> np.ndarray:
+    """A model input (``(C, H, W)``) as an ``(H, W, 3)`` uint8 picture."""
+    if preset is not None and x.shape[0] == 3:
+        return deprocess(x, preset=preset)  # type: ignore[arg-type]
+    low, high = float(x.min()), float(x.max())
+    if low < 0.0 or high > 1.0:
+        x = (x - low) / max(high - low, 1e-12)
+    grey = x.mean(0, keepdim=True) if x.shape[0] != 3 else x
+    rgb = grey.expand(3, *grey.shape[1:]) if grey.shape[0] == 1 else grey
+    return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def _png(picture: np.ndarray, size: int) -> Image.Image:
+    """``picture`` scaled (nearest for small ones, as pixels are meant to be seen) to ``size`` on its long side."""
+    img = Image.fromarray(np.ascontiguousarray(picture))
+    w, h = img.size
+    scale = size / max(w, h, 1)
+    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR
+    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+
+
+def _framed(picture: np.ndarray, box: list[int] | None) -> Image.Image:
+    img = _png(picture, _PANEL)
+    if box is not None:
+        scale = img.size[0] / picture.shape[1]
+        top, left, bottom, right = (v * scale for v in box)
+        ImageDraw.Draw(img).rectangle((left, top, right - 1, bottom - 1), outline=(255, 220, 0), width=2)
+    return img
+
+
+# -- keys, layers, data ------------------------------------------------------------------------------
+
+
+def _fingerprint(model: nn.Module, data: Any, sample: Tensor, options: dict[str, Any]) -> str:
+    """A hash of the weights (every parameter and buffer), the data and the options."""
+    digest = hashlib.sha256(f"v{_VERSION}".encode())
+    for name, tensor in unwrap(model).state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(type(data).__name__.encode())
+    digest.update(str(len(data) if isinstance(data, Sized) else "?").encode())
+    digest.update(sample.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(json.dumps(options, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _key(fingerprint: str, layer: str, unit: int) -> str:
+    return hashlib.sha256(f"{fingerprint}|{layer}|{unit}".encode()).hexdigest()[:20]
+
+
+def _layer_rows(model: nn.Module, report: ShapeReport, layers: Sequence[str] | None) -> list[LayerShape]:
+    """The report's rows of the layers asked for (default: every conv and Linear), in the model's order."""
+    by_name = {r.name: r for r in report.rows}
+    if layers is None:
+        modules = dict(unwrap(model).named_modules())
+        return [r for r in report.rows if isinstance(modules.get(r.name.split("#")[0]), _LAYER_TYPES)]
+    chosen = []
+    for name in layers:
+        if name not in by_name:
+            raise LayerNotFoundError(
+                f"layer {name!r} is not a layer call of {type(unwrap(model)).__name__} the atlas can draw."
+                f"{did_you_mean(name, list(by_name))}"
+            )
+        chosen.append(by_name[name])
+    order = {r.name: i for i, r in enumerate(report.rows)}
+    return sorted(dict.fromkeys(chosen), key=lambda r: order[r.name])
+
+
+def _first_input(data: Any) -> Tensor:
+    """One example's ``x`` (without its batch dimension), to size what the atlas draws."""
+    if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
+        if isinstance(data, Sized) and len(data) == 0:
+            raise InvalidArgumentError("data is empty: there are no examples for the atlas.")
+        item = data[0]
+        x = item[0] if isinstance(item, tuple | list) else item
+        if isinstance(x, Tensor):
+            return x
+    source: Iterable[Any] = data
+    for batch in source:
+        x = batch[0] if isinstance(batch, tuple | list) else batch
+        if isinstance(x, Tensor) and x.dim() >= 2:
+            return x[0]
+        break
+    raise InvalidArgumentError(
+        "the atlas needs data whose items (or batches) are a tensor x or a tuple (x, y, ...)."
+    )
+
+
+# -- the site ----------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1em 1.5em;color:#222}
+a{color:#0b5cad;text-decoration:none}a:hover{text-decoration:underline}
+nav{font-size:.9em;margin-bottom:1em}table{border-collapse:collapse;font-size:.85em}
+td,th{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left}td.n{text-align:right}
+.grid{display:flex;flex-wrap:wrap;gap:.6em}.cell{text-align:center;font-size:.8em}
+.cell img{display:block;border:1px solid #ccc;image-rendering:pixelated}
+.note{color:#b00;font-weight:bold}h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.4em}
+"""
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "layer"
+
+
+def _page(title: str, body: str, note: str | None, depth: int) -> str:
+    up = "../" * depth
+    warn = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width"><title>{html.escape(title)}</title>'
+        f'<style>{_CSS}</style></head><body><nav><a href="{up}index.html">atlas index</a></nav>'
+        f"{warn}{body}</body></html>\n"
+    )
+
+
+def _img(src: str, alt: str) -> str:
+    return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
+
+
+def _write_site(
+    root: Path,
+    report: ShapeReport,
+    plan: list[tuple[LayerShape, list[int], list[int]]],
+    *,
+    fingerprint: str,
+    title: str,
+    note: str | None,
+) -> None:
+    (root / "layers").mkdir(parents=True, exist_ok=True)
+    (root / "units").mkdir(parents=True, exist_ok=True)
+    drawn = {row.name for row, _, _ in plan}
+    head = "<tr><th>layer</th><th>type</th><th>in</th><th>out</th><th>params</th><th>MACs</th><th>RF</th><th>jump</th></tr>"
+    lines = []
+    for r in report.rows:
+        name = html.escape(r.name)
+        cell = f'<a href="layers/{_slug(r.name)}.html">{name}</a>' if r.name in drawn else name
+        lines.append(
+            f"<tr><td>{cell}</td><td>{html.escape(r.type)}</td><td>{list(r.input_shape)}</td>"
+            f'<td>{list(r.output_shape)}</td><td class="n">{r.params:,}</td><td class="n">{r.macs:,}</td>'
+            f'<td class="n">{"" if r.receptive_field is None else r.receptive_field}</td>'
+            f'<td class="n">{"" if r.jump is None else r.jump}</td></tr>'
+        )
+    links = " ".join(
+        f'<a href="layers/{_slug(row.name)}.html">{html.escape(row.name)}</a>' for row, _, _ in plan
+    )
+    body = (
+        f"<h1>{html.escape(title)}: an atlas</h1>"
+        f"<p>{report.params:,} parameters, {report.macs:,} multiply-accumulates for an input of "
+        f"{list(report.input_shape)}. Layers drawn: {links}</p>"
+        f"<h2>Layer by layer</h2><table>{head}{''.join(lines)}</table>"
+    )
+    (root / "index.html").write_text(_page(f"{title}: atlas", body, note, 0))
+    for li, (row, shown, _) in enumerate(plan):
+        slug = _slug(row.name)
+        cells = []
+        for unit in shown:
+            key = _key(fingerprint, row.name, unit)
+            cells.append(
+                f'<div class="cell"><a href="../units/{slug}/{unit}.html">'
+                f"{_img(f'../_cache/{key}/viz.png', f'unit {unit}')}unit {unit}</a></div>"
+            )
+        prev_next = _neighbours(plan, li, "../layers/", lambda r: f"{_slug(r.name)}.html")
+        body = (
+            f"<h1>{html.escape(row.name)} ({html.escape(row.type)}, output {list(row.output_shape)})</h1>"
+            f"<nav>{prev_next}</nav><p>Each unit's feature visualization; follow one for its dataset examples.</p>"
+            f'<div class="grid">{"".join(cells)}</div>'
+        )
+        (root / "layers" / f"{slug}.html").write_text(_page(row.name, body, note, 1))
+        (root / "units" / slug).mkdir(parents=True, exist_ok=True)
+        for ui, unit in enumerate(shown):
+            _write_unit(root, row, shown, ui=ui, unit=unit, fingerprint=fingerprint, note=note)
+
+
+def _neighbours(plan: list[tuple[LayerShape, list[int], list[int]]], i: int, base: str, href: Any) -> str:
+    parts = []
+    if i > 0:
+        parts.append(f'<a href="{base}{href(plan[i - 1][0])}">&larr; {html.escape(plan[i - 1][0].name)}</a>')
+    if i + 1 < len(plan):
+        parts.append(f'<a href="{base}{href(plan[i + 1][0])}">{html.escape(plan[i + 1][0].name)} &rarr;</a>')
+    return " &middot; ".join(parts)
+
+
+def _write_unit(
+    root: Path, row: LayerShape, shown: list[int], *, ui: int, unit: int, fingerprint: str, note: str | None
+) -> None:
+    slug = _slug(row.name)
+    key = _key(fingerprint, row.name, unit)
+    meta = json.loads((root / "_cache" / key / "unit.json").read_text())
+    src = f"../../_cache/{key}/"
+    nav = [f'<a href="../../layers/{slug}.html">{html.escape(row.name)}</a>']
+    if ui > 0:
+        nav.append(f'<a href="{shown[ui - 1]}.html">&larr; unit {shown[ui - 1]}</a>')
+    if ui + 1 < len(shown):
+        nav.append(f'<a href="{shown[ui + 1]}.html">unit {shown[ui + 1]} &rarr;</a>')
+    what = "class picture" if meta.get("cam") else "feature visualization"
+    parts = [
+        f"<h1>{html.escape(row.name)}, unit {unit}</h1><nav>{' &middot; '.join(nav)}</nav>",
+        f'<h2>Its {what}</h2><div class="grid"><div class="cell">{_img(src + "viz.png", what)}'
+        f"objective {meta['value']:.3g}</div>",
+    ]
+    if meta.get("filter"):
+        parts.append(
+            f'<div class="cell">{_img(src + "filter.png", "filter weights")}its filter weights</div>'
+        )
+    parts.append("</div>")
+    examples = meta["examples"]
+    parts.append(f'<h2>The {len(examples)} dataset examples that excite it most</h2><div class="grid">')
+    for i, e in enumerate(examples):
+        index, value = e["index"], e["value"]
+        picture = _img(f"{src}example{i}.png", f"example {index}")
+        parts.append(f'<div class="cell">{picture}#{index} &middot; {value:.3g}</div>')
+    parts.append("</div>")
+    if any(e["box"] is not None for e in examples):
+        parts.append('<h2>The window each one\'s peak sees (its receptive field)</h2><div class="grid">')
+        for i, e in enumerate(examples):
+            if e["box"] is not None:
+                picture = _img(f"{src}crop{i}.png", f"window {i}")
+                parts.append(f'<div class="cell">{picture}#{e["index"]}</div>')
+        parts.append("</div>")
+    if meta.get("cam"):
+        parts.append(f"<h2>Grad-CAM of this class on those examples (at {html.escape(meta['cam'])})</h2>")
+        parts.append('<div class="grid">')
+        for i, e in enumerate(examples):
+            picture = _img(f"{src}cam{i}.png", f"Grad-CAM {i}")
+            parts.append(f'<div class="cell">{picture}#{e["index"]}</div>')
+        parts.append("</div>")
+    (root / "units" / slug / f"{unit}.html").write_text(
+        _page(f"{row.name} unit {unit}", "".join(parts), note, 2)
+    )

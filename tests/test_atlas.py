@@ -1,0 +1,150 @@
+"""convlens atlas: an offline site for the user's own model, resumable, checked in a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pytest
+import torch
+
+import convlens as cl
+from convlens.atlas import AtlasResult, build_atlas
+from convlens.cli import main
+from invariants import assert_unchanged, snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_atlas(out: Path, **kwargs: object) -> AtlasResult:
+    options: dict[str, object] = {"units": 3, "k": 4, "steps": 4, "progress": False}
+    options.update(kwargs)
+    return build_atlas(cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test"), out, **options)  # type: ignore[arg-type]
+
+
+def pages(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.html"))
+
+
+def references(page: Path) -> list[str]:
+    text = page.read_text()
+    return re.findall(r'(?:href|src)="([^"]+)"', text)
+
+
+def test_every_page_link_and_picture_is_there(tmp_path: Path) -> None:
+    site = small_atlas(tmp_path)
+    assert site.layers == ("features.0", "features.3", "classifier.0", "classifier.2")
+    assert site.units == 12
+    assert site.reused == 0
+    everything = pages(tmp_path)
+    assert len(everything) == 1 + 4 + 12  # the index, a page per layer and per unit
+    for page in everything:
+        text = page.read_text()
+        assert "http:" not in text
+        assert "https:" not in text  # nothing fetched from elsewhere
+        for ref in references(page):
+            target = (page.parent / ref).resolve()
+            assert target.is_file(), f"{page.relative_to(tmp_path)} -> {ref}"
+            assert target.stat().st_size > 0
+    index = (tmp_path / "index.html").read_text()
+    assert "features.3" in index
+    assert "[1, 16, 8, 8]" in index  # the shape table
+    unit = (tmp_path / "units" / "classifier.2" / "1.html").read_text()
+    assert "Grad-CAM" in unit
+    assert "class picture" in unit
+    first = (tmp_path / "units" / "features.0" / "0.html").read_text()
+    assert "its filter weights" in first
+
+
+def test_unit_pages_show_what_top_examples_finds(tmp_path: Path) -> None:
+    small_atlas(tmp_path, layers=["features.3"], units=2, k=5)
+    best = cl.NeuronVisualizer(cl.zoo.digits_cnn(), "features.3").top_examples(
+        cl.zoo.digits_dataset("test"), neuron=[0, 1], k=5, progress=False
+    )
+    for unit in (0, 1):
+        text = (tmp_path / "units" / "features.3" / f"{unit}.html").read_text()
+        shown = [int(i) for i in re.findall(r'alt="example (\d+)"', text)]
+        assert shown == best.indices[unit].tolist()
+
+
+def test_a_second_run_reuses_what_is_done_and_new_weights_do_not(tmp_path: Path) -> None:
+    first = small_atlas(tmp_path, layers=["features.3"], units=2)
+    cached = sorted((tmp_path / "_cache").rglob("viz.png"))
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    second = small_atlas(tmp_path, layers=["features.3", "classifier.2"], units=3)
+    assert (first.reused, second.reused, second.units) == (0, 2, 6)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # not redrawn
+    model = cl.zoo.digits_cnn()
+    conv = model.features[3]
+    assert isinstance(conv, torch.nn.Conv2d)
+    with torch.no_grad():
+        conv.weight.mul_(1.5)
+    changed = build_atlas(
+        model, cl.zoo.digits_dataset("test"), tmp_path, layers=["features.3"], units=2, k=4, steps=4,
+        progress=False,
+    )  # fmt: skip
+    assert changed.reused == 0  # the cache is keyed by the weights
+
+
+def test_the_model_is_left_as_found_and_bad_input_fails_first(tmp_path: Path) -> None:
+    model = cl.zoo.digits_cnn().train()
+    before = snapshot(model)
+    build_atlas(model, cl.zoo.digits_dataset("test"), tmp_path, layers=["classifier.2"], units=1, steps=2,
+                k=2, progress=False)  # fmt: skip
+    assert_unchanged(model, before)
+    with pytest.raises(cl.LayerNotFoundError, match=r"Did you mean 'features\.3'"):
+        build_atlas(model, cl.zoo.digits_dataset("test"), tmp_path / "bad", layers=["feature.3"])
+    with pytest.raises(cl.InvalidArgumentError, match="Did you mean 'lecture'"):
+        build_atlas(model, cl.zoo.digits_dataset("test"), tmp_path / "bad", preset="lectur")
+    assert not (tmp_path / "bad").exists()  # nothing written before the error
+
+
+def test_the_command_writes_the_site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["atlas", "convlens:digits_cnn", "--data", "digits", "--out", str(tmp_path), "--units", "2"]
+    assert main([*argv, "--steps", "4", "--k", "3", "--layers", "features.0", "classifier.2"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'index.html'}: 2 layers, 4 units (0 from the cache)" in printed
+    assert (tmp_path / "units" / "classifier.2" / "1.html").is_file()
+
+
+def test_every_page_in_a_real_browser(tmp_path: Path) -> None:
+    from browser import browser_unavailable, is_local, open_pages
+
+    reason = browser_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    small_atlas(tmp_path, units=2)
+    everything = pages(tmp_path)
+    shots = ROOT / "build" / "screenshots"
+    wanted = {
+        Path("index.html"): "atlas_index.png",
+        Path("layers/features.3.html"): "atlas_layer.png",
+        Path("units/classifier.2/1.html"): "atlas_unit.png",
+    }
+    screenshots = [
+        shots / wanted[p.relative_to(tmp_path)] if p.relative_to(tmp_path) in wanted else None
+        for p in everything
+    ]
+    reports = open_pages(everything, screenshots)
+    for page, report in zip(everything, reports, strict=True):
+        where = page.relative_to(tmp_path)
+        assert not report.offsite_requests, where
+        assert not report.broken_images, (where, report.broken_images)
+        assert not report.console_errors, where
+        assert report.headings, where
+        for link in report.links:
+            assert is_local(link), (where, link)
+            assert Path(unquote(urlsplit(link).path)).is_file(), (where, link)
+    assert all((shots / name).stat().st_size > 0 for name in wanted.values())
+    unit_pages = [r for p, r in zip(everything, reports, strict=True) if "units" in p.parts]
+    assert all(len(r.images) >= 1 + 2 for r in unit_pages)  # a picture and the examples at least
+
+
+def test_cached_unit_data_is_plain_json(tmp_path: Path) -> None:
+    small_atlas(tmp_path, layers=["features.3"], units=1, k=3)
+    (entry,) = list((tmp_path / "_cache").rglob("unit.json"))
+    meta = json.loads(entry.read_text())
+    assert (meta["layer"], meta["unit"], len(meta["examples"])) == ("features.3", 0, 3)
+    assert all(len(e["box"]) == 4 for e in meta["examples"])
