@@ -31,6 +31,7 @@ def test_public_names_exist_and_errors_inherit_builtins() -> None:
 #: The public API, written out: adding or dropping a public name is a deliberate edit of this list.
 PUBLIC_NAMES = [
     "ActivationMaximizer",
+    "AtlasResult",
     "AmbiguousLayerError",
     "CAMResult",
     "ConvlensError",
@@ -64,6 +65,7 @@ PUBLIC_NAMES = [
     "WeightsUnavailableError",
     "XGradCAM",
     "__version__",
+    "build_atlas",
     "conv_output_size",
     "conv_transpose_output_size",
     "deletion",

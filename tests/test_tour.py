@@ -52,7 +52,27 @@ def test_every_section_writes_its_files(tour: TourResult) -> None:
     assert {"hw4_predictions.md", "alphago_policy_shapes.md", "digits_filters.png"} <= names
     assert {"learn_digits_classes.png", "learn_digits_classes_l1.png", "learn_alexnet_channels.png"} <= names
     assert all(path.exists() and path.stat().st_size > 0 for path in tour.files)
-    assert list(SECTIONS) == ["shapes", "convolution", "filters", "digits", "learn", "gradcam", "alphago"]
+    assert list(SECTIONS) == [
+        "shapes",
+        "convolution",
+        "filters",
+        "digits",
+        "learn",
+        "gradcam",
+        "alphago",
+        "atlas",
+    ]
+
+
+def test_the_last_section_links_to_an_atlas_of_every_digits_unit(tour: TourResult) -> None:
+    page = (tour.out / "index.html").read_text()
+    assert page.rindex('<h2 id="an-atlas-of-the-digits-cnn">') > page.rindex('<h2 id="alphago')
+    assert '<a href="atlas/index.html">Open the atlas</a>' in page
+    atlas = tour.out / "atlas"
+    assert (atlas / "index.html").is_file()
+    units = sorted(p.relative_to(atlas / "units").as_posix() for p in (atlas / "units").rglob("*.html"))
+    assert len(units) == 8 + 16 + 64 + 10  # every unit of features.0, features.3, classifier.0, classifier.2
+    assert "classifier.2/9.html" in units
 
 
 def test_the_lecture_numbers(tour: TourResult) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from convlens import images, objectives, zoo
+from convlens.atlas import AtlasResult, build_atlas
 from convlens.cam import (
     CAMResult,
     EigenCAM,
@@ -56,6 +57,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "ActivationMaximizer",
     "AmbiguousLayerError",
+    "AtlasResult",
     "CAMResult",
     "ConvlensError",
     "EigenCAM",
@@ -88,6 +90,7 @@ __all__ = [
     "WeightsUnavailableError",
     "XGradCAM",
     "__version__",
+    "build_atlas",
     "conv_output_size",
     "conv_transpose_output_size",
     "deletion",

@@ -32,6 +32,7 @@ from PIL import Image
 from torch import nn
 
 from convlens import images, zoo
+from convlens.atlas import build_atlas
 from convlens.cam import GradCAM
 from convlens.errors import InvalidArgumentError, RandomWeightsWarning, did_you_mean
 from convlens.maximize import ActivationMaximizer, MaximizationResult
@@ -128,6 +129,7 @@ LEARN = "7.2 What does CNN learn"
 CAM = "7.3 Grad-CAM"
 HW4 = "HW4: the class each network predicts"
 ALPHAGO = "AlphaGo's policy network"
+ATLAS = "An atlas of the digits CNN"
 
 
 def _alexnet_shapes(tour: _Tour) -> None:
@@ -440,6 +442,23 @@ def _alphago(tour: _Tour) -> None:
                "for k in (128, 192, 256, 384):\n    net = cl.zoo.alphago_policy(k)\n    sum(p.numel() for p in net.parameters())")  # fmt: skip
 
 
+def _atlas(tour: _Tour) -> None:
+    digits = tour.model("convlens:digits_cnn")
+    steps = 32 if tour.quick else 128
+    site = build_atlas(digits, zoo.digits_dataset("test"), tour.out / "atlas", units=None, steps=steps,
+                       seed=tour.seed, title="The digits CNN", progress=False)  # fmt: skip
+    tour.files.append(site.index)
+    text = (f"Every unit of every layer of the trained digits CNN ({site.units} units in {len(site.layers)} layers: "
+            f"{', '.join(site.layers)}), each with its feature visualization, the {8} test digits that excite it "
+            "most and the window each one's peak sees; the first conv layer's filters; each class's picture "
+            "and Grad-CAM on its best digits.")  # fmt: skip
+    tour.part(ATLAS).items.append(Item(
+        "Every unit, linked: the digits CNN's atlas", text=text, link=("atlas/index.html", "Open the atlas"),
+        call=f'cl.build_atlas(cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test"), "tour/atlas", units=None, steps={steps})',
+    ))  # fmt: skip
+    tour.echo(f"  wrote {site.index} ({site.units} units, {site.reused} from the cache)")
+
+
 #: The tour's sections, in lecture order.
 SECTIONS: dict[str, Callable[[_Tour], None]] = {
     "shapes": _alexnet_shapes,
@@ -449,6 +468,7 @@ SECTIONS: dict[str, Callable[[_Tour], None]] = {
     "learn": _learn,
     "gradcam": _gradcam,
     "alphago": _alphago,
+    "atlas": _atlas,
 }
 
 

@@ -54,6 +54,7 @@ class Item:
     checks: list[Check] = field(default_factory=list)
     note: str | None = None  # e.g. "random weights": shown on the item
     grids: list[tuple[str, list[list[int]]]] = field(default_factory=list)  # small integer grids, captioned
+    link: tuple[str, str] | None = None  # (href, text): a page the tour wrote beside it, e.g. an atlas
 
 
 @dataclass(slots=True)
@@ -139,6 +140,9 @@ def _item(item: Item) -> str:
         )
     if item.text and not item.grids:
         parts.append(_text(item.text))
+    if item.link:
+        href, words = item.link
+        parts.append(f'<p class="link"><a href="{_e(href)}">{_e(words)}</a></p>')
     if item.checks:
         rows = "".join(
             f"<tr><td>{_e(c.what)}</td><td>{_e(c.ours)}</td><td>{_e(c.lecture)}</td>"
