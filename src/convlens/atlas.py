@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import json
@@ -349,16 +350,26 @@ def _layer_rows(model: nn.Module, report: ShapeReport, layers: Sequence[str] | N
     if layers is None:
         modules = dict(unwrap(model).named_modules())
         return [r for r in report.rows if isinstance(modules.get(r.name.split("#")[0]), _LAYER_TYPES)]
+    modules = dict(unwrap(model).named_modules())
     chosen = []
     for name in layers:
-        if name not in by_name:
-            raise LayerNotFoundError(
-                f"layer {name!r} is not a layer call of {type(unwrap(model)).__name__} the atlas can draw."
-                f"{did_you_mean(name, list(by_name))}"
-            )
-        chosen.append(by_name[name])
+        if name in by_name:
+            chosen.append(by_name[name])
+            continue
+        inside = [r for r in report.rows if r.name.startswith(name + ".")]
+        if name in modules and inside:  # a container (a ResNet stage): what its last call returns
+            chosen.append(dataclasses.replace(inside[-1], name=name, type=type(modules[name]).__name__))
+            continue
+        raise LayerNotFoundError(
+            f"layer {name!r} is not a layer of {type(unwrap(model)).__name__} the atlas can draw."
+            f"{did_you_mean(name, [*by_name, *(m for m in modules if m)])}"
+        )
     order = {r.name: i for i, r in enumerate(report.rows)}
-    return sorted(dict.fromkeys(chosen), key=lambda r: order[r.name])
+    last = {
+        name: max(i for n, i in order.items() if n == name or n.startswith(name + ".")) for name in layers
+    }
+    unique = list({r.name: r for r in chosen}.values())
+    return sorted(unique, key=lambda r: (last[r.name], r.name))
 
 
 def _first_input(data: Any) -> Tensor:
