@@ -148,3 +148,49 @@ def test_cached_unit_data_is_plain_json(tmp_path: Path) -> None:
     meta = json.loads(entry.read_text())
     assert (meta["layer"], meta["unit"], len(meta["examples"])) == ("features.3", 0, 3)
     assert all(len(e["box"]) == 4 for e in meta["examples"])
+
+
+def test_under_torchrun_the_command_shards_the_pass_and_writes_the_same_site(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is needed")
+    argv = ["atlas", "convlens:digits_cnn", "--data", "digits", "--layers", "features.3", "classifier.2"]
+    argv += ["--units", "2", "--steps", "4", "--k", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*launch, "-m", "convlens.cli", *argv, "--out", str(tmp_path / "two")],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1  # rank 0 alone writes and prints
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    for page in ("units/features.3/1.html", "units/classifier.2/0.html", "index.html"):
+        one = (tmp_path / "one" / page).read_text()
+        two = (tmp_path / "two" / page).read_text()
+        assert re.findall(r'alt="example (\d+)"', one) == re.findall(r'alt="example (\d+)"', two), page
+        assert one == two, page  # the same site, cache keys included
+
+
+def test_grad_cam_is_read_from_a_grid_not_a_global_pool_and_stages_are_layers(tmp_path: Path) -> None:
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    stage = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU())
+    net = nn.Sequential(stage, nn.Conv2d(6, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))  # fmt: skip
+    data = TensorDataset(torch.rand(10, 3, 12, 12), torch.zeros(10, dtype=torch.long))
+    site = build_atlas(net, data, tmp_path, layers=["5", "0"], units=2, k=3, steps=2, progress=False)
+    assert site.layers == ("0", "5")  # a container is a layer too, in the model's order
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "_cache").rglob("unit.json")]
+    classes = [m for m in metas if m["layer"] == "5"]
+    assert classes
+    assert all(m["cam"] == "2" for m in classes)  # the ReLU's 12 x 12 grid, not the 1 x 1 pool
+    stage_pages = sorted((tmp_path / "units" / "0").glob("*.html"))
+    assert [p.name for p in stage_pages] == ["0.html", "1.html"]

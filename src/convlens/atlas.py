@@ -165,7 +165,10 @@ def build_atlas(
         model, data, sample, {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed}
     )
     output = report.rows[-1].name if report.rows else ""
-    cam_layer = next((r.name for r in reversed(report.rows) if len(r.output_shape) == 4), None)
+    cam_layer = next(  # the last spatial map that is still a grid (not a global pool's 1 x 1)
+        (r.name for r in reversed(report.rows) if len(r.output_shape) == 4 and max(r.output_shape[2:]) > 1),
+        None,
+    )
     first_conv = next((r.name for r in report.rows if r.type.startswith("Conv")), None)
 
     cache = root / "_cache"
