@@ -31,8 +31,8 @@ def test_public_names_exist_and_errors_inherit_builtins() -> None:
 #: The public API, written out: adding or dropping a public name is a deliberate edit of this list.
 PUBLIC_NAMES = [
     "ActivationMaximizer",
-    "AtlasResult",
     "AmbiguousLayerError",
+    "AtlasResult",
     "CAMResult",
     "ConvlensError",
     "EigenCAM",

@@ -548,3 +548,48 @@ def test_example_tensors_tuple_and_nothing_retained() -> None:
     del model
     gc.collect()
     assert ref() is None  # neither the report nor convlens keeps the model alive
+
+
+class _PaddedConv(nn.Conv2d):
+    """EfficientNet's Conv2dStaticSamePadding, in small: a conv that pads through a child ZeroPad2d."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, pad: tuple[int, int, int, int]) -> None:
+        super().__init__(cin, cout, k, stride=stride, bias=False)
+        self.static_padding = nn.ZeroPad2d(pad)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.conv2d(self.static_padding(x), self.weight, None, self.stride)
+
+
+def test_a_conv_that_pads_through_a_child_is_a_row_with_its_field_from_the_padding() -> None:
+    net = nn.Sequential(
+        _PaddedConv(1, 2, 3, 2, (0, 1, 0, 1)), nn.Identity(), _PaddedConv(2, 1, 5, 2, (1, 2, 2, 2))
+    )
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(1.0)
+    size = (23, 19)
+    report = cl.trace_shapes(net, (1, 1, *size))
+    assert report.names[:2] == ["0", "0.static_padding"]  # the conv, then the child it calls
+    row = report["2"]
+    assert row.macs == 1 * 2 * 25 * int(torch.tensor(row.output_shape).prod())
+    assert row.formula.startswith("floor((15 + 2*0")  # on what its padding made (12 + 1 + 2), not on 12
+    assert row.output_shape == (1, 1, 6, 4)
+
+    def pair(value: object) -> tuple[int, int]:
+        assert isinstance(value, int | tuple)
+        return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+    rf, jump, start = pair(row.receptive_field), pair(row.jump), pair(row.start)
+    for i, j in [(0, 0), (2, 3), (5, 3)]:
+        x = torch.zeros(1, 1, *size, requires_grad=True)
+        net(x)[0, 0, i, j].backward()
+        assert x.grad is not None
+        rows, cols = x.grad[0, 0].nonzero(as_tuple=True)
+        lo = (start[0] + i * jump[0], start[1] + j * jump[1])
+        expected = (max(lo[0], 0), max(lo[1], 0), min(lo[0] + rf[0], size[0]), min(lo[1] + rf[1], size[1]))
+        assert (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1) == expected, (
+            i,
+            j,
+        )

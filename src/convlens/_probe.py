@@ -174,8 +174,18 @@ class Probe:
 
 
 def leaf_names(model: nn.Module) -> dict[int, str]:
-    """``{id(module): name}`` of the modules without children, ``""`` for a childless root."""
-    return {id(m): n for n, m in model.named_modules() if next(m.children(), None) is None}
+    """``{id(module): name}`` of the layers: modules without children, and conv or Linear layers with some.
+
+    A conv subclass that pads through a child (EfficientNet's
+    ``Conv2dStaticSamePadding`` and its ``ZeroPad2d``) is a layer of its own:
+    its call is recorded after its child's, so the table has its shape, MACs
+    and receptive field. ``""`` names a childless root.
+    """
+    return {
+        id(m): n
+        for n, m in model.named_modules()
+        if next(m.children(), None) is None or isinstance(m, _ConvNd | nn.Linear)
+    }
 
 
 def is_script(model: nn.Module) -> bool:

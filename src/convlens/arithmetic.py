@@ -176,6 +176,15 @@ _ADAPTIVE: tuple[tuple[tuple[type[nn.Module], ...], int], ...] = (
     ((nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d), 3),
 )
 
+#: Padding layers: they move where a receptive field starts.
+_PADS = (
+    nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+    nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
+    nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
+    nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d,
+    nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d,
+)  # fmt: skip
+
 
 class Window(NamedTuple):
     """A sliding-window layer's numbers, one entry per spatial dimension."""
@@ -279,6 +288,9 @@ def rf_step(module: nn.Module, state: RF, in_shape: Shape, out_shape: Shape) -> 
         return None
     rf, jump, start = state
     nd = len(rf)
+    pads = _explicit_padding(module, nd)
+    if pads is not None:  # a padding layer: the field and jump stay, the start moves into the padding
+        return rf, jump, tuple(s0 - p * j for s0, p, j in zip(start, pads, jump, strict=True))
     w = window(module)
     adaptive = adaptive_dims(module)
     if w is None and not adaptive:
@@ -310,6 +322,16 @@ def rf_step(module: nn.Module, state: RF, in_shape: Shape, out_shape: Shape) -> 
         pad = (0,) * nd if isinstance(w.padding, str) else w.padding
     moved = tuple(s0 - p * j for s0, p, j in zip(start, pad, jump, strict=True))
     return grown, tuple(j * s for j, s in zip(jump, w.stride, strict=True)), moved
+
+
+def _explicit_padding(module: nn.Module, nd: int) -> Shape | None:
+    """The leading padding per spatial dimension of a padding layer (``nn.ZeroPad2d``, ...), else None."""
+    if not isinstance(module, _PADS):
+        return None
+    pad = ntuple(getattr(module, "padding", 0), 2 * nd)
+    if len(pad) != 2 * nd:
+        return None
+    return tuple(pad[2 * (nd - 1 - i)] for i in range(nd))  # PyTorch lists the last dimension first
 
 
 def extent(values: Shape | None) -> Extent:

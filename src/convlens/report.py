@@ -302,7 +302,19 @@ def build_report(
         state = states.get(call.source)
         if state is not None and (len(shape_in) <= nd or shape_in[-nd:] != src[len(src) - nd :]):
             state = None  # reshaped between layers (flatten, view, interpolate): no field
-        state = states[index] = arithmetic.rf_step(module, state, shape_in, shape_out)
+        seen_in = shape_in
+        inner = calls[index + 1] if index + 1 < len(calls) else None  # calls are in the order they start
+        if (
+            inner is not None
+            and inner.output_shape
+            and inner.module is not module
+            and any(inner.module is m for m in module.modules())
+        ):
+            # A layer that pads through a child (a conv with its own ZeroPad2d) works on what the
+            # child makes: its field and formula start from there.
+            state = arithmetic.rf_step(inner.module, state, inner.input_shape, inner.output_shape)
+            seen_in = inner.output_shape
+        state = states[index] = arithmetic.rf_step(module, state, seen_in, shape_out)
         rf, jump, start = (None, None, None) if state is None else state
         name = names[key] if counts[key] == 1 else f"{names[key]}#{seen[key]}"
         seen[key] += 1
@@ -314,7 +326,7 @@ def build_report(
                 output_shape=shape_out,
                 params=sum(p.numel() for p in module.parameters(recurse=False)),  # a leaf
                 macs=arithmetic.macs(module, shape_in, shape_out),
-                formula=arithmetic.formula(module, shape_in, shape_out),
+                formula=arithmetic.formula(module, seen_in, shape_out),
                 receptive_field=arithmetic.extent(rf),
                 jump=arithmetic.extent(jump),
                 start=arithmetic.extent(start),
