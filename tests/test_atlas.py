@@ -106,7 +106,9 @@ def test_the_command_writes_the_site(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main([*argv, "--steps", "4", "--k", "3", "--layers", "features.0", "classifier.2"]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {tmp_path / 'index.html'}: 2 layers, 4 units (0 from the cache)" in printed
-    assert (tmp_path / "units" / "classifier.2" / "1.html").is_file()
+    assert (
+        "classifier.2, unit 1: digit 1</h1>" in (tmp_path / "units" / "classifier.2" / "1.html").read_text()
+    )
 
 
 def test_every_page_in_a_real_browser(tmp_path: Path) -> None:

@@ -106,6 +106,7 @@ def build_atlas(
     picture_size: int | None = None,
     title: str | None = None,
     note: str | None = None,
+    class_names: Sequence[str] | None = None,
     batch_size: int = 64,
     num_workers: int = 0,
     seed: int = 0,
@@ -132,6 +133,8 @@ def build_atlas(
         picture_size: The side of the feature visualizations when
             ``input_shape`` is None (None: the data's own).
         title: The site's title (default: the model's class name).
+        class_names: Names of the output units (e.g.
+            :func:`~convlens.images.imagenet_classes`), shown on their pages.
         note: A line shown on every page (e.g. "random weights").
         batch_size: Batch size when ``data`` is a Dataset.
         num_workers: DataLoader workers when ``data`` is a Dataset.
@@ -181,6 +184,7 @@ def build_atlas(
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # every rank has read the cache before rank 0 writes to it
     writer = rank() == 0
+    names = {output: list(class_names)} if class_names is not None else {}
     reused = 0
     for row, shown, missing in plan:
         began = time.perf_counter()
@@ -207,6 +211,7 @@ def build_atlas(
             fingerprint=fingerprint,
             title=title or type(unwrap(model)).__name__,
             note=note,
+            names=names,
         )
     return AtlasResult(
         index=index,
@@ -435,6 +440,7 @@ def _write_site(
     fingerprint: str,
     title: str,
     note: str | None,
+    names: dict[str, list[str]],
 ) -> None:
     (root / "layers").mkdir(parents=True, exist_ok=True)
     (root / "units").mkdir(parents=True, exist_ok=True)
@@ -478,7 +484,9 @@ def _write_site(
         (root / "layers" / f"{slug}.html").write_text(_page(row.name, body, note, 1))
         (root / "units" / slug).mkdir(parents=True, exist_ok=True)
         for ui, unit in enumerate(shown):
-            _write_unit(root, row, shown, ui=ui, unit=unit, fingerprint=fingerprint, note=note)
+            labels = names.get(row.name, [])
+            label = labels[unit] if unit < len(labels) else None
+            _write_unit(root, row, shown, ui=ui, unit=unit, fingerprint=fingerprint, note=note, name=label)
 
 
 def _neighbours(plan: list[tuple[LayerShape, list[int], list[int]]], i: int, base: str, href: Any) -> str:
@@ -491,7 +499,15 @@ def _neighbours(plan: list[tuple[LayerShape, list[int], list[int]]], i: int, bas
 
 
 def _write_unit(
-    root: Path, row: LayerShape, shown: list[int], *, ui: int, unit: int, fingerprint: str, note: str | None
+    root: Path,
+    row: LayerShape,
+    shown: list[int],
+    *,
+    ui: int,
+    unit: int,
+    fingerprint: str,
+    note: str | None,
+    name: str | None,
 ) -> None:
     slug = _slug(row.name)
     key = _key(fingerprint, row.name, unit)
@@ -504,7 +520,8 @@ def _write_unit(
         nav.append(f'<a href="{shown[ui + 1]}.html">unit {shown[ui + 1]} &rarr;</a>')
     what = "class picture" if meta.get("cam") else "feature visualization"
     parts = [
-        f"<h1>{html.escape(row.name)}, unit {unit}</h1><nav>{' &middot; '.join(nav)}</nav>",
+        f"<h1>{html.escape(row.name)}, unit {unit}{': ' + html.escape(name) if name else ''}</h1>"
+        f"<nav>{' &middot; '.join(nav)}</nav>",
         f'<h2>Its {what}</h2><div class="grid"><div class="cell">{_img(src + "viz.png", what)}'
         f"objective {meta['value']:.3g}</div>",
     ]

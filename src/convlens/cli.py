@@ -351,6 +351,7 @@ def _atlas(args: argparse.Namespace) -> None:
         picture_size=args.size if pictures else None,
         title=args.model,
         note=zoo.weights_note(model),
+        class_names=_class_names(args.model),
         batch_size=args.batch_size,
         num_workers=args.workers,
         seed=args.seed,
@@ -360,6 +361,15 @@ def _atlas(args: argparse.Namespace) -> None:
             f"wrote {site.index}: {len(site.layers)} layers, {site.units} units "
             f"({site.reused} from the cache) in {site.seconds:.1f} s"
         )
+
+
+def _class_names(spec: str) -> list[str] | None:
+    """ImageNet's class names for a torchvision classifier, the digits for the digits CNN, else None."""
+    if spec == "convlens:digits_cnn":
+        return [f"digit {d}" for d in range(10)]
+    if spec.startswith("torchvision:"):
+        return images.imagenet_classes()
+    return None
 
 
 def _init_distributed(device: str) -> bool:
