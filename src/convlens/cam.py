@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from convlens import _display as display
 from convlens._checks import check_int
 from convlens._probe import Probe, Prober, check_inputs, require_hooks
 from convlens._recorder import Recorder, grad_mode_restored, internal, preserved_modes
@@ -90,6 +91,25 @@ class CAMResult:
     scores: Tensor
     targets: Tensor | None
     layer: str
+
+    def _repr_html_(self) -> str:
+        """The maps as small heat maps (jet: 0 blue, 1 red), each with its target and score, for Jupyter.
+
+        The result does not keep the input, so the maps are drawn alone (lay
+        one over its picture with :func:`convlens.overlay`). At most
+        ``MAX_ITEMS`` (32) maps are drawn, a line says how many were left out.
+
+        Example:
+            >>> import torch
+            >>> result = CAMResult(maps=torch.rand(2, 8, 8), raw=torch.rand(2, 4, 4),
+            ...                    scores=torch.tensor([1.5, 2.0]), targets=torch.tensor([3, 7]), layer="1")
+            >>> page = result._repr_html_()
+            >>> page.count("<img"), "target 7" in page
+            (2, True)
+        """
+        return display.map_gallery(
+            "CAMResult", f"layer {self.layer!r}", self.maps, self.scores, self.targets, cmap="jet"
+        )
 
 
 class GradCAM:

@@ -33,8 +33,10 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from convlens import _display as display
 from convlens._checks import check_choice, check_int, format_shape
 from convlens._probe import check_inputs, probe
 from convlens._recorder import internal, preserved_modes
@@ -72,6 +74,56 @@ class FaithfulnessResult:
     auc: Tensor
     targets: Tensor | None
     mode: Mode
+
+    def _repr_html_(self) -> str:
+        """The curves (score against fraction) as an inline PNG, and each sample's AUC, for Jupyter.
+
+        Drawn with a :class:`matplotlib.figure.Figure` on the Agg canvas
+        (pyplot is never touched): one line per sample (at most ``MAX_ITEMS``,
+        32), their mean dashed when there are several; then a table of the
+        targets and AUCs and the mean AUC.
+
+        Example:
+            >>> import torch
+            >>> import torch.nn as nn
+            >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+            >>> res = deletion(net, torch.randn(2, 1, 4, 4), torch.rand(2, 4, 4), steps=4)
+            >>> page = res._repr_html_()
+            >>> page.count("<img"), page.count("<tr>")  # the header, two samples, the mean
+            (1, 4)
+        """
+        n = int(self.curve.shape[0])
+        shown = display.cap(n)
+        fractions = self.fractions.detach().cpu().double().numpy()
+        curves = self.curve.detach().cpu().double().numpy()
+        aucs = self.auc.detach().cpu().double().tolist()
+        targets = None if self.targets is None else self.targets.tolist()
+        names = [f"#{i}" + ("" if targets is None else f" target {targets[i]}") for i in range(n)]
+        mean_auc = display.number(sum(aucs) / n) if n else "-"
+
+        legend = 0 < shown <= 8
+        fig = Figure(figsize=(6.0 if legend else 4.5, 3.0), dpi=72, layout="constrained", facecolor="white")
+        ax = fig.add_subplot()
+        for i in range(shown):
+            ax.plot(fractions, curves[i], linewidth=1.2, label=f"{names[i]}: AUC {display.number(aucs[i])}")
+        if n > 1:
+            ax.plot(fractions, curves.mean(axis=0), "k--", linewidth=1.6, label=f"mean: AUC {mean_auc}")
+        ax.set_xlabel(f"fraction of pixels {'deleted' if self.mode == 'deletion' else 'inserted'}")
+        ax.set_ylabel("score")
+        ax.set_title(f"{self.mode}: mean AUC {mean_auc}", fontsize=10)
+        ax.set_xlim(0.0, 1.0)
+        if legend:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+        picture = display.figure_tag(fig, alt=f"{self.mode} curves")
+
+        rows = [[names[i], display.number(aucs[i])] for i in range(shown)]
+        foot = [["mean", mean_auc]] if n > 1 else []
+        table = display.table(["sample", "AUC"], rows, align="lr", foot=foot)
+        title = display.heading(
+            "FaithfulnessResult",
+            f"{self.mode}: {n} sample{'s' if n != 1 else ''}, {len(fractions)} points, mean AUC {mean_auc}",
+        )
+        return display.block(title, picture, table, display.left_out(shown, n, "samples"))
 
 
 def deletion(

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from torch import nn
 
+from convlens import _display as display
 from convlens.errors import (
     AmbiguousLayerError,
     InvalidArgumentError,
@@ -30,7 +31,16 @@ from convlens.errors import (
     did_you_mean,
 )
 
-__all__ = ["LayerInfo", "LayerRef", "call_index", "list_layers", "resolve_layer", "resolve_layers", "unwrap"]
+__all__ = [
+    "LayerInfo",
+    "LayerList",
+    "LayerRef",
+    "call_index",
+    "list_layers",
+    "resolve_layer",
+    "resolve_layers",
+    "unwrap",
+]
 
 _CALL = re.compile(r"^(?P<name>.*)#(?P<call>\d+)$")
 
@@ -54,6 +64,44 @@ class LayerInfo(NamedTuple):
     module: nn.Module
     leaf: bool
     params: int
+
+
+class LayerList(list[LayerInfo]):
+    """What :func:`list_layers` returns: a plain ``list`` of :class:`LayerInfo` that Jupyter shows as a table.
+
+    It is a list in every way (indexing, slicing, ``==`` with a plain list,
+    ``repr``); only ``_repr_html_`` is added: a table of name (indented by
+    depth), type, parameters and whether the module is a leaf.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> import convlens as cl
+        >>> layers = cl.list_layers(nn.Sequential(nn.Linear(4, 2), nn.ReLU()))
+        >>> isinstance(layers, list), layers == list(layers), layers[1:][0].name
+        (True, True, '1')
+        >>> layers._repr_html_().count("<tr>")
+        3
+    """
+
+    __slots__ = ()
+
+    def _repr_html_(self) -> str:
+        """The layers as an HTML table (name, type, params, leaf), for Jupyter."""
+        rows = [
+            [
+                display.Html(
+                    f'<span style="padding-left:{1.5 * info.name.count(".")}em">'
+                    f"{display.escape(info.name)}</span>"
+                ),
+                info.type,
+                f"{info.params:,}",
+                "yes" if info.leaf else "no",
+            ]
+            for info in self
+        ]
+        leaves = sum(info.leaf for info in self)
+        title = display.heading("list_layers", f"{len(self)} layers, {leaves} of them leaves")
+        return display.block(title, display.table(["name", "type", "params", "leaf"], rows, align="llrl"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +191,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def list_layers(model: nn.Module) -> list[LayerInfo]:
+def list_layers(model: nn.Module) -> LayerList:
     """List every named submodule of ``model`` but the root, in ``named_modules()`` order.
 
     Args:
@@ -152,7 +200,8 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
             so the names are the wrapped model's.
 
     Returns:
-        One :class:`LayerInfo` per submodule.
+        One :class:`LayerInfo` per submodule, as a :class:`LayerList` (a
+        ``list`` that Jupyter shows as a table).
 
     Raises:
         InvalidTypeError: ``model`` is not an ``nn.Module``.
@@ -166,7 +215,7 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
     """
     _check_model(model)
     model = unwrap(model)
-    return [
+    return LayerList(
         LayerInfo(
             name=name,
             type=type(module).__name__,
@@ -176,7 +225,7 @@ def list_layers(model: nn.Module) -> list[LayerInfo]:
         )
         for name, module in model.named_modules()
         if name
-    ]
+    )
 
 
 def split_call(name: str) -> tuple[str, int | None]:

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from convlens import _augment as augment
+from convlens import _display as display
 from convlens._checks import check_choice, check_int, check_model, check_real, check_shape
 from convlens._forward import ObjectiveForward, model_dtype_device, probe_shapes
 from convlens._param import parameterize
@@ -109,6 +110,40 @@ class MaximizationResult:
     value: float
     objective: Objective
     picture: Tensor | None = None
+
+    def _repr_html_(self) -> str:
+        """The optimized pictures as small thumbnails, each with its final objective value, for Jupyter.
+
+        ``picture`` is drawn when there is one (it is in [0, 1]), else
+        ``image``, each stretched to [0, 1] (min-max) unless already inside it.
+        At most ``MAX_ITEMS`` (32) are drawn, a line says how many were left out.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> from convlens.objectives import channel
+            >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+            >>> res = ActivationMaximizer(net, channel("1", 2), input_shape=(2, 3, 12, 12), steps=2).run()
+            >>> page = res._repr_html_()
+            >>> page.count("<img"), "2 images of 3x12x12" in page
+            (2, True)
+        """
+        pictures = self.image if self.picture is None else self.picture
+        n = int(pictures.shape[0])
+        shown = display.cap(n)
+        cells = []
+        for i in range(shown):
+            value = display.number(float(self.values[i]))
+            tag = display.image_tag(display.picture(pictures[i]), alt=f"image {i}, value {value}")
+            cells.append(display.cell(tag, f"#{i}", f"value {value}"))
+        drawn = "picture" if self.picture is not None else "image"
+        scaled = "" if self.picture is not None else " (min-max scaled unless in [0, 1])"
+        size = "x".join(map(str, pictures.shape[1:]))
+        title = display.heading(
+            "MaximizationResult",
+            f"{self.objective!r}: {n} {drawn}{'s' if n != 1 else ''} of {size}{scaled}, "
+            f"{self.history.numel()} steps, value {display.number(self.value)}",
+        )
+        return display.block(title, display.gallery(cells), display.left_out(shown, n, "images"))
 
 
 class ActivationMaximizer:

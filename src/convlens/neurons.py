@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from convlens import _display as display
 from convlens._checks import as_int, check_indices, check_int, check_real, check_shape
 from convlens._distributed import Chunk, merge_top, rank, ranked, shard, share_rows
 from convlens._forward import model_dtype_device, probe_shapes
@@ -117,6 +118,75 @@ class TopExamplesResult:
             window = tuple(slice(a, b) for a, b in zip(box[:nd], box[nd:], strict=True))
             out.append(picture[(..., *window)])
         return out
+
+    def _repr_html_(self) -> str:
+        """The examples as a grid, for Jupyter: one row per unit, its ``k`` examples highest first.
+
+        Under each example its index in the data and its activation; with
+        ``boxes``, the receptive field of the peak is outlined in yellow.
+        Pictures are shown as they are when inside [0, 1], else each
+        stretched to [0, 1]. At most ``MAX_ITEMS`` (32) pictures are drawn
+        (whole rows), a line says how many were left out. Without inputs
+        (``keep_inputs=False``), a table of the indices and activations (at
+        most 64 rows).
+
+        Example:
+            >>> from torch.utils.data import TensorDataset
+            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())
+            >>> data = TensorDataset(torch.rand(6, 1, 8, 8))
+            >>> best = NeuronVisualizer(net, "1").top_examples(data, k=3)
+            >>> best._repr_html_().count("<img")
+            6
+            >>> NeuronVisualizer(net, "1").top_examples(data, neuron=0, k=3, keep_inputs=False)._repr_html_().count("<img")
+            0
+        """
+        single = self.indices.dim() == 1
+        units = [self.neuron] if isinstance(self.neuron, int) else list(self.neuron)
+        indices = (self.indices[None] if single else self.indices).tolist()
+        values = (self.activations[None] if single else self.activations).double().tolist()
+        kind = "channel" if self.positions is not None else "unit"
+        k = len(indices[0]) if indices else 0
+        title = display.heading(
+            "TopExamplesResult",
+            f"layer {self.layer!r}: the top {k} examples of {len(units)} {kind}{'s' if len(units) != 1 else ''}",
+        )
+        header = [kind, *(f"{j + 1}" for j in range(k))]
+        if self.inputs is None:
+            shown = display.cap(len(units), display.MAX_ROWS)
+            rows = [
+                [
+                    str(units[u]),
+                    *(
+                        display.Html(f"#{i}<br>{display.number(v)}")
+                        for i, v in zip(indices[u], values[u], strict=True)
+                    ),
+                ]
+                for u in range(shown)
+            ]
+            body = display.table(header, rows, align="l" + "r" * k, caption="index in the data, activation")
+            return display.block(title, body, display.left_out(shown, len(units), f"{kind}s"))
+        columns = display.cap(k)
+        shown = display.cap(len(units), max(1, display.MAX_ITEMS // max(columns, 1)))
+        inputs = self.inputs[None] if single else self.inputs
+        boxes = None if self.boxes is None else (self.boxes[None] if single else self.boxes)
+        rows = []
+        for u in range(shown):
+            row: list[str] = [str(units[u])]
+            for j in range(columns):
+                sample = inputs[u, j]
+                box = None if boxes is None else display.box_in_plane(boxes[u, j].tolist(), sample.shape[1:])
+                index, value = indices[u][j], display.number(values[u][j])
+                tag = display.image_tag(display.picture(sample), box=box, alt=f"example {index}")
+                row.append(display.cell(tag, f"#{index}", value))
+            rows.append(row)
+        outlined = "; the peak's receptive field in yellow" if boxes is not None else ""
+        body = display.table(header[: columns + 1], rows, caption=f"index in the data, activation{outlined}")
+        return display.block(
+            title,
+            body,
+            display.left_out(shown, len(units), f"{kind}s"),
+            display.left_out(columns, k, "examples of each row"),
+        )
 
 
 class NeuronVisualizer:

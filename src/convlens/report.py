@@ -37,6 +37,7 @@ from typing import Literal
 
 from torch import nn
 
+from convlens import _display as display
 from convlens import arithmetic
 from convlens.arithmetic import Extent, Shape
 from convlens.errors import (
@@ -112,7 +113,8 @@ class ShapeReport:
     """The layer-by-layer shapes of one forward, as :func:`~convlens.shapes.trace_shapes` returns them.
 
     Index it by name (``report["features.0"]``, ``report["layer1.0.relu#1"]``)
-    or position; iterate over its rows; ``print`` it for a table.
+    or position; iterate over its rows; ``print`` it for a table (in Jupyter
+    it shows as an HTML table).
 
     Attributes:
         model: The model's class name.
@@ -243,6 +245,31 @@ class ShapeReport:
             f"ShapeReport({self.model}, {len(self.rows)} rows, {_fmt_shape(self.input_shape)} -> "
             f"{_fmt_shape(self.output_shape)}, params={self.params:,}, traced={self.traced!r})"
         )
+
+    def _repr_html_(self) -> str:
+        """The table as HTML, for Jupyter: every row and column of ``str(report)``, the total row, the footer.
+
+        Numbers are right-aligned, the total row bold; the footer (how it was
+        traced, and the note) is the table's caption. ``str`` and ``repr``
+        are unchanged.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> import convlens as cl
+            >>> page = cl.trace_shapes(nn.Sequential(nn.Conv2d(1, 2, 3)), (1, 1, 5, 5))._repr_html_()
+            >>> page.count("<tr>"), "floor((5 + 2*0 - 1*(3-1) - 1) / 1) + 1 = 3" in page
+            (3, True)
+        """
+        cells = self._cells()
+        title = display.heading(
+            "ShapeReport",
+            f"{self.model}, {len(self.rows)} leaf calls, {_fmt_shape(self.input_shape)} -> "
+            f"{_fmt_shape(self.output_shape)}",
+        )
+        body = display.table(
+            _COLUMNS, cells[:-1], align="llllrrrrl", foot=cells[-1:], caption=self._footer(), monospace=True
+        )
+        return display.block(title, body)
 
     def to_markdown(self) -> str:
         """The table as GitHub-flavoured markdown, numbers right-aligned, a bold total row.

@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.overrides import TorchFunctionMode
 
+from convlens import _display as display
 from convlens._probe import Prober, check_inputs, require_hooks
 from convlens._recorder import grad_mode_restored, internal, preserved_modes
 from convlens.cam import GradCAM, min_max
@@ -84,6 +85,22 @@ class SaliencyResult:
     scores: Tensor
     targets: Tensor | None
     cam: Tensor | None = None
+
+    def _repr_html_(self) -> str:
+        """The maps as small grey pictures (white: most salient), each with its target and score, for Jupyter.
+
+        At most ``MAX_ITEMS`` (32) maps are drawn, a line says how many were left out.
+
+        Example:
+            >>> import torch
+            >>> result = SaliencyResult(gradients=torch.randn(2, 3, 8, 8), maps=torch.rand(2, 8, 8),
+            ...                         scores=torch.tensor([1.5, 2.0]), targets=torch.tensor([3, 7]))
+            >>> page = result._repr_html_()
+            >>> page.count("<img"), "target 7" in page
+            (2, True)
+        """
+        what = "guided Grad-CAM" if self.cam is not None else "largest |gradient| over channels"
+        return display.map_gallery("SaliencyResult", what, self.maps, self.scores, self.targets, cmap="gray")
 
 
 class Saliency:
