@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import nbformat
 from matplotlib.figure import Figure
 from sphinx_gallery.scrapers import figure_rst
 
@@ -20,6 +21,7 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
+    "myst_nb",  # renders the lecture's notebooks (docs/_notebooks/*.ipynb); needs no pandoc
 ]
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
@@ -32,7 +34,11 @@ html_theme = "furo"
 html_title = f"convlens {release}"
 html_static_path = ["_static"]
 html_css_files = ["convlens.css"]
-exclude_patterns = ["_build", "_tour"]
+exclude_patterns = ["_build", "_tour", "auto_examples/*.ipynb", "**/.ipynb_checkpoints"]
+# The notebooks are run by scripts/run_notebooks.py (CI runs it before this build), never here.
+nb_execution_mode = "off"
+myst_enable_extensions = ["dollarmath"]  # the notebooks' $x^* = \arg\max_x a^k$
+nb_render_markdown_format = "gfm"  # a cell's Markdown output (HW4's table) may be a table
 
 #: Where ``convlens tour --out docs/_tour --quick`` writes the lecture tour. When the folder
 #: exists, the build copies it to ``<html output>/tour/`` (see :func:`copy_tour`), and the tag
@@ -40,6 +46,59 @@ exclude_patterns = ["_build", "_tour"]
 TOUR = Path(__file__).parent / "_tour"
 if (TOUR / "index.html").is_file():
     tags.add("tour")  # noqa: F821 - Sphinx puts `tags` in this namespace
+
+
+#: The lecture's notebooks, written by ``scripts/make_notebooks.py`` and committed without outputs,
+#: and the folder the docs render them from (gitignored). ``scripts/run_notebooks.py`` writes the
+#: executed copies there; myst-nb only renders them. See :func:`stage_notebooks` for a notebook
+#: without an up-to-date executed copy.
+NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
+RENDERED = Path(__file__).parent / "_notebooks"
+NOT_RUN = (
+    "**Not run for these docs:** this page shows the notebook without its outputs, because the "
+    "docs were built without running it (or after it changed). `python scripts/run_notebooks.py` "
+    "writes the executed copies to `docs/_notebooks/`, and the next docs build shows them."
+)
+
+
+def _cells(nb: Any) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source) for cell in nb.cells]
+
+
+def stage_notebooks() -> list[str]:
+    """Make sure ``docs/_notebooks/`` has a page for every notebook; return those not run.
+
+    An executed copy is kept when every code cell ran and its cells are the committed
+    notebook's. Otherwise (no copy, a copy from before the notebook changed) the committed
+    notebook goes there instead, with a note that it was not run: the docs show every
+    notebook either way, and never outputs of code other than the cells on the page. The folder
+    is a build product, like ``auto_examples/``; a file is rewritten only when it changes.
+    """
+    RENDERED.mkdir(exist_ok=True)
+    not_run = []
+    for source in sorted(NOTEBOOKS.glob("*.ipynb")):
+        committed = nbformat.read(source, as_version=4)
+        target = RENDERED / source.name
+        if target.is_file():
+            copy = nbformat.read(target, as_version=4)
+            ran = all(c.get("execution_count") is not None for c in copy.cells if c.cell_type == "code")
+            if ran and _cells(copy) == _cells(committed):
+                continue
+        committed.cells.insert(1, nbformat.v4.new_markdown_cell(NOT_RUN, id="not-run"))
+        text = nbformat.writes(committed) + "\n"
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+        not_run.append(source.name)
+    # Anything else there (a renamed notebook's old copy) is no page of these docs.
+    known = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
+    exclude_patterns.extend(f"_notebooks/{p.name}" for p in RENDERED.glob("*.ipynb") if p.name not in known)
+    return not_run
+
+
+#: The tag ``notebooks`` says every notebook page shows its executed copy (``.. only:: notebooks``).
+NOT_RUN_NOTEBOOKS = stage_notebooks()
+if not NOT_RUN_NOTEBOOKS:
+    tags.add("notebooks")  # noqa: F821 - Sphinx puts `tags` in this namespace
 
 
 def figure_scraper(
@@ -102,6 +161,13 @@ def copy_tour(app: Any, exception: Exception | None) -> None:
         shutil.copytree(TOUR, Path(app.outdir) / "tour", dirs_exist_ok=True)
 
 
+def reread_notebooks(app: Any, env: Any, added: set[str], changed: set[str], removed: set[str]) -> list[str]:
+    """Read the notebook pages on every build (a second or so): a copy there can change without
+    getting newer (moved back, restored from a cache), which Sphinx would not notice."""
+    return [f"_notebooks/{p.stem}" for p in NOTEBOOKS.glob("*.ipynb")]
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.connect("build-finished", copy_tour)
+    app.connect("env-get-outdated", reread_notebooks)
     return {"parallel_read_safe": True}

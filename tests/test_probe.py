@@ -292,7 +292,7 @@ def test_a_features_mismatch_later_in_the_model_lists_the_calls_before_it() -> N
     assert (p.count("0"), p.count("3")) == (1, 0)
     message = (
         "3 expects 100 input features, got 144 (Linear, input shape [1, 144]). "
-        "The 3 layer calls before it are in err.report."
+        "The 3 layer calls traced before the failure are in err.report."
     )
     with pytest.raises(cl.ShapeError, match=exact(message)) as info:
         p.check()
@@ -342,7 +342,7 @@ def test_an_input_without_its_batch_dimension_says_so() -> None:
     assert not p.complete
     message = (
         "conv (Conv2d) got an input without a batch dimension, shape [3, 8, 8]; Net takes a batch "
-        "[N, 3, H, W]: add one with x.unsqueeze(0). The 1 layer calls before it are in err.report."
+        "[N, 3, H, W]: add one with x.unsqueeze(0). The 1 layer calls traced before the failure are in err.report."
     )
     with pytest.raises(cl.ShapeError, match=exact(message)):
         p.check()

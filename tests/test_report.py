@@ -108,7 +108,10 @@ def test_shape_error_carries_the_rows_before_the_failure() -> None:
     err = shape_error(
         net, names, calls, "1 expects 4 input features, got 3.", input_shape=(1, 1, 5, 5), real=False
     )
-    assert str(err) == "1 expects 4 input features, got 3. The 1 layer calls before it are in err.report."
+    assert (
+        str(err)
+        == "1 expects 4 input features, got 3. The 1 layer calls traced before the failure are in err.report."
+    )
     rows: TracedRows | None = err.report
     assert rows is not None
     assert (rows.names, rows.traced, len(rows)) == (["0"], "meta", 1)

@@ -41,7 +41,7 @@ Example:
     >>> probe(net, (torch.zeros(1, 1, 9, 9),)).check()
     Traceback (most recent call last):
     ...
-    convlens.errors.ShapeError: 0 expects 3 input channels, got 1 (Conv2d, input shape [1, 1, 9, 9]). The 0 layer calls before it are in err.report.
+    convlens.errors.ShapeError: 0 expects 3 input channels, got 1 (Conv2d, input shape [1, 1, 9, 9]). The 0 layer calls traced before the failure are in err.report.
 """
 
 from __future__ import annotations

@@ -387,5 +387,6 @@ def shape_error(
         model, names, calls, input_shape=input_shape, output_shape=(), traced=traced, note=note
     )
     return ShapeError(
-        f"{message.rstrip('.')}. The {len(report)} layer calls before it are in err.report.", report=report
+        f"{message.rstrip('.')}. The {len(report)} layer calls traced before the failure are in err.report.",
+        report=report,
     )
