@@ -168,6 +168,13 @@ def test_imagenet_fails_clearly_when_unavailable(tmp_path: Path, monkeypatch: py
     ):
         zoo.load("torchvision:alexnet", weights="imagenet")
     assert len(attempts) == 1
+    # Offline, one failed download per process and cache is enough: the next model does not wait again.
+    with pytest.raises(cl.WeightsUnavailableError, match="earlier in this process"):
+        zoo.load("torchvision:resnet18", weights="imagenet")
+    assert len(attempts) == 1
+    with pytest.warns(cl.RandomWeightsWarning):
+        zoo.load("torchvision:vgg11", weights="auto")
+    assert len(attempts) == 1
 
 
 def test_auto_falls_back_to_seeded_random_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import torch
 from torch import nn
@@ -200,6 +201,10 @@ def _load_state_dict(model: nn.Module, path: Path) -> nn.Module:
     return model.eval()
 
 
+#: (host, hub cache folder) -> why a download from there failed, so that offline a process tries once.
+_UNREACHABLE: dict[tuple[str, str], str] = {}
+
+
 def _pretrained(spec: str, model: nn.Module) -> nn.Module:
     kind, _, name = spec.rpartition(":")
     if kind == "convlens":
@@ -215,14 +220,21 @@ def _pretrained(spec: str, model: nn.Module) -> nn.Module:
     enum = models.get_model_weights(name).DEFAULT
     hub = importlib.import_module("torch.hub")
     cached = Path(hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    where = (urlsplit(enum.url).netloc, str(cached.parent))
+    missing = (
+        f"pretrained ImageNet weights {type(enum).__name__}.{enum.name} are not in the torch hub cache "
+        f"({cached}) and could not be downloaded"
+    )
+    advice = "Put the file there, pass weights='random', or the path of a saved state dict."
+    if not cached.is_file() and where in _UNREACHABLE:  # offline: one failed try per process is enough
+        raise WeightsUnavailableError(f"{missing} ({_UNREACHABLE[where]}, earlier in this process). {advice}")
     try:
         state = enum.get_state_dict(progress=False, check_hash=True)
     except Exception as err:
-        raise WeightsUnavailableError(
-            f"pretrained ImageNet weights {type(enum).__name__}.{enum.name} are not in the torch hub cache "
-            f"({cached}) and could not be downloaded ({type(err).__name__}: {err}). Put the file "
-            "there, pass weights='random', or the path of a saved state dict."
-        ) from err
+        reason = f"{type(err).__name__}: {err}"
+        if isinstance(err, OSError) and not cached.is_file():
+            _UNREACHABLE[where] = reason
+        raise WeightsUnavailableError(f"{missing} ({reason}). {advice}") from err
     model.load_state_dict(state)
     return model.eval()
 
