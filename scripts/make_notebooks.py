@@ -157,7 +157,7 @@ CNN: list[Cell] = [
     code(
         """
         print(model)
-        [(i.name, i.type, i.params) for i in cl.list_layers(model)][:3]
+        cl.list_layers(model)  # every named layer, its type and parameters: a table in a notebook
         """
     ),
     md(
@@ -563,9 +563,13 @@ CNN: list[Cell] = [
         """
         print(report["features.12"].output_shape, report["avgpool"].output_shape)
         print(report["classifier.1"].input_shape, "= 256 x 6 x 6")
-        print(report)  # every layer: shapes, parameters, receptive field, formula
         acts = cl.LayerTap(model, ["features.12", "avgpool"]).run(x)  # the real values
         {name: tuple(value.shape) for name, value in acts.items()}
+        """
+    ),
+    code(
+        """
+        report  # every layer: shapes, parameters, MACs, receptive field, formula
         """
     ),
 ]
@@ -721,7 +725,7 @@ LEARN: list[Cell] = [
     code(
         """
         top = nv.top_examples(zoo.digits_dataset("test"), neuron=3, k=9)
-        plot_images(top.inputs, [f"a = {float(a):.1f}" for a in top.activations], cols=9)
+        top  # the grid: each digit's index in the test set and its activation
         """
     ),
     md(
@@ -835,6 +839,11 @@ GRADCAM: list[Cell] = [
         plot_cam(images.deprocess(x), out.maps[0], title=f"{names[index]} ({index})", note=note)
         """
     ),
+    code(
+        """
+        out  # the result itself: each map with its target and score
+        """
+    ),
     md(
         """
         `target=` explains another class, here "tabby".
@@ -894,8 +903,8 @@ GRADCAM: list[Cell] = [
         """
         policy = zoo.alphago_policy(k=192)
         go = cl.trace_shapes(policy, (1, 48, 19, 19))
-        print(go)  # 19x19 at every layer
-        go.output_shape  # a probability per point
+        print(go.output_shape)  # a probability per point
+        go  # 19x19 at every layer
         """
     ),
 ]

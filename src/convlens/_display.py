@@ -16,7 +16,7 @@ Example:
     >>> tag.startswith('<img src="data:image/png;base64,'), 'width="77"' in tag
     (True, True)
     >>> print(display.table(["name", "n"], [["<b>", "3"]], align="lr"))
-    <table style="border-collapse:collapse"><thead><tr><th style="text-align:left;padding:1px 6px">name</th><th style="text-align:right;padding:1px 6px">n</th></tr></thead><tbody><tr><td style="text-align:left;padding:1px 6px">&lt;b&gt;</td><td style="text-align:right;padding:1px 6px">3</td></tr></tbody></table>
+    <div style="overflow-x:auto"><table style="border-collapse:collapse"><thead><tr><th style="text-align:left;padding:1px 6px;white-space:nowrap">name</th><th style="text-align:right;padding:1px 6px;white-space:nowrap">n</th></tr></thead><tbody><tr><td style="text-align:left;padding:1px 6px;white-space:nowrap">&lt;b&gt;</td><td style="text-align:right;padding:1px 6px;white-space:nowrap">3</td></tr></tbody></table></div>
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ _MAP_LEVELS = 64
 #: A strip (a 1-D map or signal) is at least this many pixels high.
 _STRIP = 12
 _BOX_COLOUR = (255, 255, 0)  # the receptive-field outline, yellow as in render.plot_top_examples
-_CELL = "padding:1px 6px"
+_CELL = "padding:1px 6px;white-space:nowrap"
 
 Float = npt.NDArray[np.float64]
 
@@ -183,7 +183,7 @@ def table(
         )
 
     font = ";font-family:monospace" if monospace else ""
-    parts = [f'<table style="border-collapse:collapse{font}">']
+    parts = [f'<div style="overflow-x:auto"><table style="border-collapse:collapse{font}">']
     if caption:
         parts.append(f'<caption style="caption-side:bottom;text-align:left">{escape(caption)}</caption>')
     parts.append("<thead>" + row(header, "th") + "</thead>")
@@ -191,7 +191,7 @@ def table(
     footer = "".join(row(r, "td", bold=True) for r in foot)
     if footer:
         parts.append("<tfoot>" + footer + "</tfoot>")
-    return Html("".join(parts) + "</table>")
+    return Html("".join(parts) + "</table></div>")
 
 
 def cell(picture: str, *lines: str) -> Html:
