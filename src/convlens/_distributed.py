@@ -14,8 +14,9 @@ examples in the full data, so that ranks can merge (:func:`all_sum`,
 
 from __future__ import annotations
 
+import importlib
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,21 @@ class Shard:
         """Whether positions only ever increase, batch after batch (a sequential read)."""
         indices = self.indices
         return indices is None or all(a < b for a, b in itertools.pairwise(indices))
+
+    def chunks(self, *, progress: bool, desc: str) -> Iterable[Chunk]:
+        """This shard's chunks, under a tqdm bar on rank 0 when ``progress`` and tqdm is installed.
+
+        tqdm hides the bar itself when the output is not a terminal.
+        """
+        if not progress or rank() != 0:
+            return self
+        try:
+            tqdm = importlib.import_module("tqdm").tqdm
+        except ImportError:
+            return self
+        total = len(self.loader) if isinstance(self.loader, Sized) else None
+        bar: Iterable[Chunk] = tqdm(self, total=total, desc=desc, unit="batch", disable=None, leave=False)
+        return bar
 
     def __iter__(self) -> Iterator[Chunk]:
         seen = 0

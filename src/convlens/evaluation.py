@@ -56,8 +56,7 @@ References:
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
@@ -68,7 +67,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from convlens._checks import check_choice, check_int, check_model, format_shape
-from convlens._distributed import Chunk, all_sum, rank, shard
+from convlens._distributed import Chunk, all_sum, shard
 from convlens._forward import model_dtype_device
 from convlens._probe import Prober
 from convlens._recorder import internal, preserved_modes
@@ -368,9 +367,7 @@ def evaluate(
     prober = Prober(module)
     sums = torch.zeros(len(named), 4, dtype=torch.float64)
     count = 0
-    chunks: Iterable[Chunk] = part
-    if progress and rank() == 0:
-        chunks = _progress(part, len(part.loader) if isinstance(part.loader, Sized) else None)
+    chunks = part.chunks(progress=progress, desc="evaluate")
     for chunk in chunks:
         x, labels = _split(chunk, chosen)
         if not len(x):  # a rank's padding, or an empty batch: nothing to score, but the sum below still runs
@@ -595,13 +592,3 @@ def _where(positions: Tensor) -> str:
     if len(values) > 8:
         return f"{', '.join(map(str, values[:4]))}, ... ({len(values)} examples)"
     return str(values)
-
-
-def _progress(batches: Iterable[Any], total: int | None) -> Iterable[Any]:
-    """``batches`` under a tqdm bar when tqdm is installed (it hides itself off a terminal)."""
-    try:
-        tqdm = importlib.import_module("tqdm").tqdm
-    except ImportError:
-        return batches
-    bar: Iterable[Any] = tqdm(batches, total=total, desc="evaluate", unit="batch", disable=None, leave=False)
-    return bar

@@ -24,8 +24,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from convlens import _display as display
 from convlens._checks import as_int, check_indices, check_int, check_real, check_shape
-from convlens._distributed import Chunk, merge_top, rank, ranked, shard, share_rows
+from convlens._distributed import Chunk, merge_top, ranked, shard, share_rows
 from convlens._forward import model_dtype_device, probe_shapes
 from convlens._probe import require_hooks
 from convlens.arithmetic import Shape
@@ -396,9 +395,7 @@ class NeuronVisualizer:
         dtype, device = model_dtype_device(tap._module)
         top: _RunningTop | None = None
         sample: Tensor | None = None
-        chunks: Iterable[Chunk] = part
-        if progress and rank() == 0:
-            chunks = _progress(part, len(part.loader) if isinstance(part.loader, Sized) else None)
+        chunks = part.chunks(progress=progress, desc="top_examples")
         for batch, positions in _inputs(chunks):
             x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
             if top is None:  # before any work: are the neurons in range? (the tap's own probe)
@@ -475,18 +472,6 @@ def _neuron_list(neurons: object) -> list[int]:
         neurons = list(neurons)
     chosen = check_indices("neurons", neurons, item="neuron")
     return [chosen] if isinstance(chosen, int) else list(chosen)
-
-
-def _progress(batches: Iterable[Any], total: int | None) -> Iterable[Any]:
-    """``batches`` under a tqdm bar when tqdm is installed (it hides itself off a terminal)."""
-    try:
-        tqdm = importlib.import_module("tqdm").tqdm
-    except ImportError:
-        return batches
-    bar: Iterable[Any] = tqdm(
-        batches, total=total, desc="top_examples", unit="batch", disable=None, leave=False
-    )
-    return bar
 
 
 class _RunningTop:
