@@ -98,6 +98,27 @@ def test_alexnet_receptive_field_and_jump(alexnet_report: cl.ShapeReport) -> Non
     assert (rows["classifier.1"].receptive_field, rows["classifier.1"].jump) == (None, None)
 
 
+def assert_fields_match_the_gradient(
+    net: nn.Module, row: cl.LayerShape, size: tuple[int, int], positions: list[tuple[int, int]]
+) -> None:
+    """Each output position's gradient support is start + i * jump .. + receptive_field, clipped to the input."""
+
+    def pair(value: object) -> tuple[int, int]:
+        assert isinstance(value, int | tuple)
+        return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+    rf, jump, start = pair(row.receptive_field), pair(row.jump), pair(row.start)
+    for i, j in positions:
+        x = torch.zeros(1, 1, *size, requires_grad=True)
+        net(x)[0, 0, i, j].backward()
+        assert x.grad is not None
+        rows, cols = x.grad[0, 0].nonzero(as_tuple=True)
+        lo = (start[0] + i * jump[0], start[1] + j * jump[1])
+        expected = (max(lo[0], 0), max(lo[1], 0), min(lo[0] + rf[0], size[0]), min(lo[1] + rf[1], size[1]))
+        got = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
+        assert got == expected, (i, j)
+
+
 def test_receptive_field_start_matches_the_gradient_support() -> None:
     """Every output position sees exactly start + i * jump .. + receptive_field (clipped): checked by autograd."""
     net = nn.Sequential(
@@ -113,20 +134,11 @@ def test_receptive_field_start_matches_the_gradient_support() -> None:
     size = (37, 41)
     report = cl.trace_shapes(net, (1, 1, *size))
     row = report["3"]
-    fields = [(v, v) if isinstance(v, int) else v for v in (row.receptive_field, row.jump, row.start)]
-    assert all(isinstance(v, tuple) for v in fields)
-    rf, jump, start = (tuple(v) if v is not None else (0, 0) for v in fields)
-    assert start != (0, 0)  # the padding moves it
+    assert row.start not in (0, (0, 0))  # the padding moves it
     out_h, out_w = row.output_shape[2:]
-    for i, j in [(0, 0), (1, 2), (out_h // 2, out_w // 3), (out_h - 1, out_w - 1)]:
-        x = torch.zeros(1, 1, *size, requires_grad=True)
-        net(x)[0, 0, i, j].backward()
-        assert x.grad is not None
-        rows, cols = x.grad[0, 0].nonzero(as_tuple=True)
-        lo = (start[0] + i * jump[0], start[1] + j * jump[1])
-        expected = (max(lo[0], 0), max(lo[1], 0), min(lo[0] + rf[0], size[0]), min(lo[1] + rf[1], size[1]))
-        got = (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
-        assert got == expected, (i, j)
+    assert_fields_match_the_gradient(
+        net, row, size, [(0, 0), (1, 2), (out_h // 2, out_w // 3), (out_h - 1, out_w - 1)]
+    )
 
 
 def test_alexnet_macs_by_hand(alexnet_report: cl.ShapeReport) -> None:
@@ -577,19 +589,4 @@ def test_a_conv_that_pads_through_a_child_is_a_row_with_its_field_from_the_paddi
     assert row.formula.startswith("floor((15 + 2*0")  # on what its padding made (12 + 1 + 2), not on 12
     assert row.output_shape == (1, 1, 6, 4)
 
-    def pair(value: object) -> tuple[int, int]:
-        assert isinstance(value, int | tuple)
-        return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-    rf, jump, start = pair(row.receptive_field), pair(row.jump), pair(row.start)
-    for i, j in [(0, 0), (2, 3), (5, 3)]:
-        x = torch.zeros(1, 1, *size, requires_grad=True)
-        net(x)[0, 0, i, j].backward()
-        assert x.grad is not None
-        rows, cols = x.grad[0, 0].nonzero(as_tuple=True)
-        lo = (start[0] + i * jump[0], start[1] + j * jump[1])
-        expected = (max(lo[0], 0), max(lo[1], 0), min(lo[0] + rf[0], size[0]), min(lo[1] + rf[1], size[1]))
-        assert (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1) == expected, (
-            i,
-            j,
-        )
+    assert_fields_match_the_gradient(net, row, size, [(0, 0), (2, 3), (5, 3)])
