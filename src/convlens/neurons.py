@@ -492,13 +492,14 @@ class _RunningTop:
         self.positions: Tensor | None = None
         self.argmax: Tensor | None = None  # (units, <= k) flat position in the layer's grid
         self.kept: dict[int, Tensor] = {}  # position -> input, for every position in the top
-        self.seen = 0
+        self.every = False  # the units are every unit of the layer, in order
 
     def pick(self, per_unit: Tensor) -> Tensor:
         """The columns of ``per_unit`` (``(B, all units)``) that are ranked, ``(B, units)``."""
         if self.index is None or self.index.device != per_unit.device:
             self.index = torch.tensor(self.units, device=per_unit.device)
-        if len(self.units) == per_unit.shape[1] and self.units == list(range(len(self.units))):
+            self.every = self.units == list(range(per_unit.shape[1]))
+        if self.every:
             return per_unit  # every unit, in order: no copy
         return per_unit.index_select(1, self.index)
 
@@ -509,7 +510,6 @@ class _RunningTop:
         argmax is taken for the new winners only.
         """
         units, batch = values.shape
-        self.seen += batch
         at = positions.expand(units, batch)
         local = torch.arange(batch, device=values.device).expand(units, batch)  # -1: kept from before
         where = torch.zeros_like(at)
