@@ -7,7 +7,7 @@ downloaded), the layer its head activation: the model-level ``_swish`` module
 second call ``_swish#1``; torchcam hooks ``_swish`` and keeps the last call's
 output, the same tensor. The data: five photographs that ship offline
 (scikit-image's astronaut, chelsea, coffee and rocket, and convlens's sample
-image, Grace Hopper), each ``convlens.images.preprocess(..., preset="lecture")``
+image, Grace Hopper), each ``convlens.models.images.preprocess(..., preset="lecture")``
 (resize 224, centre crop 224, mean = std = 0.5, this model's preprocessing).
 The class explained is each photograph's predicted class.
 
@@ -73,8 +73,8 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 import convlens as cl
-from convlens.evaluation import EvaluationResult, evaluate
-from convlens.images import preprocess, sample_image
+from convlens.attribution.evaluation import EvaluationResult, evaluate
+from convlens.models.images import preprocess, sample_image
 
 OURS_LAYER, THEIR_LAYER = "_swish#1", "_swish"
 METHODS = {"gradcam": "GradCAM", "gradcam++": "GradCAMpp", "layercam": "LayerCAM"}

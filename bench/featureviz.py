@@ -95,9 +95,9 @@ from common import (
 from PIL import Image
 from torch import Tensor, nn
 
-from convlens.images import imagenet_classes
-from convlens.maximize import ActivationMaximizer, Normalize, Param, TransformName
-from convlens.objectives import Objective, channel, class_logit
+from convlens.featureviz.maximize import ActivationMaximizer, Normalize, Param, TransformName
+from convlens.featureviz.objectives import Objective, channel, class_logit
+from convlens.models.images import imagenet_classes
 
 SIZE = 224
 #: ImageNet classes: goldfinch, peacock, jellyfish, flamingo, monarch, sports car, strawberry, volcano.

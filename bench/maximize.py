@@ -34,8 +34,8 @@ import torchvision
 from common import alias_kornia_for_lucent, fix_lucent_kornia_version, interleaved, load_line
 from torch import nn
 
-from convlens.maximize import ActivationMaximizer
-from convlens.objectives import channel
+from convlens.featureviz.maximize import ActivationMaximizer
+from convlens.featureviz.objectives import channel
 
 SIZE = 224
 

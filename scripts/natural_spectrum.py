@@ -3,7 +3,7 @@
 MACO-style feature visualization (Fel et al., NeurIPS 2023) optimizes only the
 Fourier *phase* of a picture and fixes its amplitude to that of natural images.
 This script measures that amplitude and writes ``src/convlens/data/natural_spectrum.npz``,
-which :func:`convlens._picture.natural_spectrum` loads.
+which :func:`convlens.featureviz.colour.natural_spectrum` loads.
 
 It reads eight RGB photographs that ship inside installed packages (nothing is
 downloaded): matplotlib's ``grace_hopper.jpg``, scikit-learn's ``china.jpg`` and
@@ -18,7 +18,7 @@ The steps:
    positions, at several scales: the photo at native resolution and downscaled
    (PIL Lanczos) so that its short side is 256 or 384 pixels;
 3. each crop minus the mean colour, in decorrelated colour coordinates
-   (:func:`convlens._picture.decorrelate`), its edge discontinuities removed by
+   (:func:`convlens.featureviz.colour.decorrelate`), its edge discontinuities removed by
    Moisan's periodic-plus-smooth decomposition (the periodic component is kept),
    then ``torch.fft.rfft2(..., norm="ortho")``;
 4. the amplitude is the root mean square of ``|F|`` over the crops, per channel
@@ -59,7 +59,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from convlens._picture import decorrelate
+from convlens.featureviz.colour import decorrelate
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "src" / "convlens" / "data"
 

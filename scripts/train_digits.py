@@ -2,7 +2,7 @@
 
 Reads scikit-learn's 1797 handwritten 8x8 digits, makes a stratified 80/20
 train/test split, writes ``src/convlens/data/digits.npz`` (raw images, labels,
-the test mask), trains :class:`convlens._digits.DigitsCNN` on the training
+the test mask), trains :class:`convlens.models.digits.DigitsCNN` on the training
 part and writes its state dict to ``src/convlens/data/digits_cnn.pt``.
 The test part is never used for training; its accuracy is printed at the end.
 
@@ -31,7 +31,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from convlens._digits import DigitsCNN, upsample_digits
+from convlens.models.digits import DigitsCNN, upsample_digits
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "src" / "convlens" / "data"
 

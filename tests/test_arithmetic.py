@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import convlens as cl
-from convlens import arithmetic
+from convlens.core import arithmetic
 
 # -- arithmetic --------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import convlens as cl
-from convlens.atlas import AtlasResult, build_atlas
-from convlens.cli import main
+from convlens.apps.atlas import AtlasResult, build_atlas
+from convlens.apps.cli import main
 from invariants import assert_unchanged, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -166,7 +166,7 @@ def test_under_torchrun_the_command_shards_the_pass_and_writes_the_same_site(tmp
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     done = subprocess.run(
-        [*launch, "-m", "convlens.cli", *argv, "--out", str(tmp_path / "two")],
+        [*launch, "-m", "convlens.apps.cli", *argv, "--out", str(tmp_path / "two")],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""The random views of a feature visualization (convlens._augment), checked through their geometry.
+"""The random views of a feature visualization (convlens.featureviz.transforms), checked through their geometry.
 
 Both transforms are one bilinear resampling per image by an affine map. A picture whose channels
 are the pixel coordinates themselves (an x ramp and a y ramp, in pixels from the centre) is mapped
@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from convlens._augment import CROP_FRACTION, NOISE, crops, standard
+from convlens.featureviz.transforms import CROP_FRACTION, NOISE, crops, standard
 
 F64 = torch.float64
 SCALES = [1 + (i - 5) / 50 for i in range(11)]

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import convlens as cl
-from convlens.cam import GradCAM
+from convlens.attribution.cam import GradCAM
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import InplaceNet, ReusedNet
 

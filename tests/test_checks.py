@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import convlens as cl
-from convlens._checks import (
+from convlens.core.checks import (
     as_int,
     check_choice,
     check_indices,

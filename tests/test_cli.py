@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convlens.cli import main
+from convlens.apps.cli import main
 
 
 def test_shapes_prints_the_lecture_alexnet_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,7 +62,7 @@ def test_console_script_runs(tmp_path: Path) -> None:
     source = tmp_path / "tiny.py"
     source.write_text("import torch.nn as nn\ndef build():\n    return nn.Sequential(nn.Conv1d(2, 4, 3))\n")
     done = subprocess.run(
-        [sys.executable, "-m", "convlens.cli", "shapes", f"{source}:build", "--input", "1,2,10"],
+        [sys.executable, "-m", "convlens.apps.cli", "shapes", f"{source}:build", "--input", "1,2,10"],
         capture_output=True,
         text=True,
         check=False,
@@ -70,7 +70,7 @@ def test_console_script_runs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "1, 4, 8" in done.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "convlens.cli", "shapes", f"{source}:nope"],
+        [sys.executable, "-m", "convlens.apps.cli", "shapes", f"{source}:nope"],
         capture_output=True,
         text=True,
         check=False,

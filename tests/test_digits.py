@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import convlens as cl
-from convlens._digits import (
+from convlens.models.digits import (
     DigitsCNN,
     load_digits_cnn,
     load_digits_dataset,
@@ -64,7 +64,7 @@ def test_package_data_exists_and_is_small() -> None:
 def test_loading_does_not_import_scikit_learn() -> None:
     code = (
         "import sys\n"
-        "from convlens._digits import load_digits_cnn, load_digits_dataset\n"
+        "from convlens.models.digits import load_digits_cnn, load_digits_dataset\n"
         "load_digits_cnn(); load_digits_dataset('all')\n"
         "print(sorted(m for m in sys.modules if m == 'sklearn' or m.startswith('sklearn.')))\n"
     )

@@ -18,15 +18,15 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 import convlens as cl
-from convlens import _display as display
-from convlens.cam import CAMResult, GradCAM
-from convlens.faithfulness import FaithfulnessResult, deletion, insertion
-from convlens.layers import LayerInfo, LayerList
-from convlens.maximize import ActivationMaximizer, MaximizationResult
-from convlens.neurons import NeuronVisualizer
-from convlens.objectives import channel, class_logit
-from convlens.saliency import Saliency, SaliencyResult
-from convlens.zoo import DigitsCNN, digits_cnn, digits_dataset
+from convlens.attribution.cam import CAMResult, GradCAM
+from convlens.attribution.faithfulness import FaithfulnessResult, deletion, insertion
+from convlens.attribution.saliency import Saliency, SaliencyResult
+from convlens.core import display
+from convlens.core.layers import LayerInfo, LayerList
+from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
+from convlens.featureviz.neurons import NeuronVisualizer
+from convlens.featureviz.objectives import channel, class_logit
+from convlens.models.zoo import DigitsCNN, digits_cnn, digits_dataset
 from invariants import assert_unchanged, snapshot
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}

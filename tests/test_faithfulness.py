@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from torch import Tensor, nn
 
 import convlens as cl
-from convlens.cam import GradCAM
+from convlens.attribution.cam import GradCAM
+from convlens.attribution.faithfulness import FaithfulnessResult, deletion, insertion
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
-from convlens.faithfulness import FaithfulnessResult, deletion, insertion
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import InplaceNet
 
@@ -417,7 +417,7 @@ def test_model_left_as_found_after_an_exception_inside_the_forward(method: Metho
     before, hooks_before, grad_mode = snapshot(model), global_hook_counts(), torch.is_grad_enabled()
     with pytest.raises(RuntimeError, match="boom inside the forward") as info:
         method(model, x, random_maps(2, 8), steps=4, batch_size=2)
-    assert any("convlens.faithfulness" in note for note in getattr(info.value, "__notes__", []))
+    assert any("convlens.attribution.faithfulness" in note for note in getattr(info.value, "__notes__", []))
     assert_unchanged(model, before)
     assert global_hook_counts() == hooks_before
     assert torch.is_grad_enabled() == grad_mode

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 import convlens as cl
-from convlens import objectives as ob
+from convlens.featureviz import objectives as ob
 from invariants import assert_unchanged, global_hook_counts, snapshot
 
 

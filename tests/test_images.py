@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import convlens as cl
-from convlens import images
+from convlens.models import images
 
 
 def photo() -> Image.Image:

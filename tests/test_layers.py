@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import convlens as cl
-from convlens.layers import resolve_layers, split_call
+from convlens.core.layers import resolve_layers, split_call
 from models import InplaceNet, ReusedNet
 
 

@@ -15,9 +15,9 @@ from convlens.errors import (
     LayerNotFoundError,
     ShapeError,
 )
-from convlens.maximize import ActivationMaximizer, MaximizationResult
-from convlens.objectives import Objective, channel, class_logit, l1, neuron
-from convlens.zoo import digits_cnn
+from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
+from convlens.featureviz.objectives import Objective, channel, class_logit, l1, neuron
+from convlens.models.zoo import digits_cnn
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import InplaceNet, ReusedNet, seeded
 
@@ -424,7 +424,7 @@ def test_l1_penalty_means_no_ink(digits: nn.Module) -> None:
 
 
 def test_standard_transforms_are_differentiable_and_stay_in_range() -> None:
-    from convlens._augment import standard
+    from convlens.featureviz.transforms import standard
 
     image = torch.rand(4, 3, 20, 30, generator=torch.Generator().manual_seed(0), requires_grad=True)
     generator = torch.Generator().manual_seed(1)
@@ -442,7 +442,7 @@ def test_standard_transforms_are_differentiable_and_stay_in_range() -> None:
 
 
 def test_spectrum_scale_is_one_over_frequency() -> None:
-    from convlens._param import spectrum_scale as _spectrum_scale
+    from convlens.featureviz.param import spectrum_scale as _spectrum_scale
 
     scale = _spectrum_scale((8, 10), decay_power=1.0)
     assert scale.shape == (8, 6)  # rfft keeps 10 // 2 + 1 columns
@@ -485,7 +485,7 @@ def test_building_the_maximizer_does_not_run_past_the_objective() -> None:
     res = ActivationMaximizer(net, channel("0", 1), input_shape=(1, 3, 8, 8), steps=2).run()
     assert res.image.shape == (1, 3, 8, 8)
     # The digits CNN's head cannot take 32x32, but an objective on features.3 never reaches it.
-    from convlens.zoo import digits_cnn
+    from convlens.models.zoo import digits_cnn
 
     ActivationMaximizer(digits_cnn(), channel("features.3", 1), input_shape=(1, 1, 32, 32), steps=1).run()
     with pytest.raises(RuntimeError, match="must not run"):  # the model's own error, as it is
@@ -656,7 +656,7 @@ def test_a_whole_layer_of_64_channels_in_one_run() -> None:
 
 
 def test_the_recommended_defaults() -> None:
-    from convlens.maximize import RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS
+    from convlens.featureviz.maximize import RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS
 
     assert (RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS) == ("fft", "maco")
     am = ActivationMaximizer(picture_net(), channel("1", 0), input_shape=PICTURE, normalize="imagenet")

@@ -7,8 +7,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import convlens as cl
 from convlens.errors import InvalidArgumentError, InvalidTypeError, LayerNotFoundError
-from convlens.neurons import NeuronVisualizer, TopExamplesResult
-from convlens.zoo import DigitsCNN, digits_cnn, digits_dataset
+from convlens.featureviz.neurons import NeuronVisualizer, TopExamplesResult
+from convlens.models.zoo import DigitsCNN, digits_cnn, digits_dataset
 from invariants import assert_unchanged, snapshot
 
 
@@ -185,7 +185,7 @@ def test_top_examples_errors_and_hygiene(digits: DigitsCNN, test_set: TensorData
 def test_integer_like_neurons_and_the_global_rng_untouched() -> None:
     import numpy as np
 
-    from convlens.zoo import digits_cnn, digits_dataset
+    from convlens.models.zoo import digits_cnn, digits_dataset
 
     model = digits_cnn()
     nv = NeuronVisualizer(model, "classifier.0")
@@ -341,7 +341,7 @@ def test_a_linear_layer_has_no_positions_and_no_crops() -> None:
 
 def test_kept_inputs_stay_bounded_by_the_winners() -> None:
     """Only the current winners' inputs are held while streaming, never every batch."""
-    from convlens.neurons import _RunningTop
+    from convlens.featureviz.neurons import _RunningTop
 
     top = _RunningTop([0, 1], 2, keep_inputs=True, spatial=())
     for start in range(0, 40, 8):

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from convlens.errors import InvalidArgumentError, InvalidTypeError
-from convlens.objectives import (
+from convlens.featureviz.objectives import (
     OUTPUT,
     Objective,
     channel,
@@ -298,7 +298,7 @@ def test_diversity_repr_and_layers() -> None:
 
 
 def test_diversity_makes_a_batch_of_images_differ_in_style() -> None:
-    from convlens.maximize import ActivationMaximizer
+    from convlens.featureviz.maximize import ActivationMaximizer
 
     net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU())
     gen = torch.Generator().manual_seed(0)

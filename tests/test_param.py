@@ -1,9 +1,9 @@
-"""The parameterizations of a feature visualization (convlens._param), checked analytically.
+"""The parameterizations of a feature visualization (convlens.featureviz.param), checked analytically.
 
 ``"maco"``: only the Fourier phase is a parameter; the picture is
 ``sigmoid(logit(m) + field / (m (1 - m)))`` with ``field = recorrelate(irfft2(A exp(i phase)))``,
 so undoing the sigmoid and the colour map gives back a spectrum whose amplitude is exactly the
-photographs' ``A`` (:func:`convlens._picture.natural_spectrum`), at every frequency, including the
+photographs' ``A`` (:func:`convlens.featureviz.colour.natural_spectrum`), at every frequency, including the
 columns ``kx = 0`` and Nyquist whose phases are antisymmetrized.
 """
 
@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from convlens._param import Parameterization, parameterize
-from convlens._picture import decorrelate, natural_spectrum, recorrelate
 from convlens.errors import InvalidArgumentError
-from convlens.images import PRESETS
-from convlens.maximize import ActivationMaximizer
-from convlens.objectives import channel
+from convlens.featureviz.colour import decorrelate, natural_spectrum, recorrelate
+from convlens.featureviz.maximize import ActivationMaximizer
+from convlens.featureviz.objectives import channel
+from convlens.featureviz.param import Parameterization, parameterize
+from convlens.models.images import PRESETS
 from models import seeded
 
 CPU = torch.device("cpu")

@@ -1,4 +1,4 @@
-"""convlens._picture: colour decorrelation, the shipped natural-image spectrum, normalize presets."""
+"""convlens.featureviz.colour: colour decorrelation, the shipped natural-image spectrum, normalize presets."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from convlens._picture import (
+from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.featureviz.colour import (
     COLOR_CORRELATION_SVD_SQRT,
     SPECTRUM_FILE,
     decorrelate,
@@ -20,7 +21,6 @@ from convlens._picture import (
     recorrelate,
     resolve_normalize,
 )
-from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 CPU = torch.device("cpu")
 

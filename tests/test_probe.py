@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 import convlens as cl
-from convlens._probe import (
+from convlens.core.probe import (
     Prober,
     Seen,
     check_inputs,
@@ -24,8 +24,8 @@ from convlens._probe import (
     probe,
     require_hooks,
 )
-from convlens._recorder import PROBING
-from convlens._values import tensors
+from convlens.core.recorder import PROBING
+from convlens.core.values import tensors
 from invariants import assert_unchanged, snapshot
 from models import DictNet, InplaceNet, ReusedNet, seeded
 from wild import jit
@@ -458,7 +458,7 @@ def test_numpy_and_pil_inputs_are_refused() -> None:
             check_inputs((), {"x": array})
         pil_message = (
             "the model's input must be a torch tensor; got a PIL image (Image). "
-            "Turn it into a normalized batch with convlens.images.preprocess(image)."
+            "Turn it into a normalized batch with convlens.models.images.preprocess(image)."
         )
         with pytest.raises(cl.InvalidTypeError, match=exact(pil_message)):
             probe(net, (Image.new("RGB", (8, 8)),))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from convlens._recorder import PROBING, Recorder, StopForward, grad_mode_restored, hooks, preserved_modes
+from convlens.core.recorder import PROBING, Recorder, StopForward, grad_mode_restored, hooks, preserved_modes
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import ReusedNet
 

@@ -9,8 +9,8 @@ import pytest
 from torch import nn
 
 import convlens as cl
+from convlens.core.report import TracedCall, build_report, shape_error
 from convlens.errors import TracedRows
-from convlens.report import TracedCall, build_report, shape_error
 from models import ReusedNet
 
 GOLDEN = Path(__file__).parent / "golden"

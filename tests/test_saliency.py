@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import convlens as cl
-from convlens.cam import GradCAM
+from convlens.attribution.cam import GradCAM
+from convlens.attribution.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult, _GuidedReLU
 from convlens.errors import InvalidArgumentError, InvalidTypeError, LayerNotFoundError
-from convlens.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult, _GuidedReLU
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import InplaceNet, seeded
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 import convlens as cl
-from convlens import tap as tap_module
+from convlens.core import tap as tap_module
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import DictNet, InplaceNet, ReusedNet
 
@@ -88,7 +88,7 @@ def test_resnet_out_plus_identity() -> None:
 def test_the_residual_tests_fail_on_a_tap_that_never_copies(
     inplace_net: InplaceNet, image: Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from convlens._probe import Probe
+    from convlens.core.probe import Probe
 
     monkeypatch.setattr(Probe, "rewritten", lambda _self, _name, _call: False)
     with pytest.raises(AssertionError):

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 import convlens as cl
-from convlens.targets import callable_scores, check_target, class_scores, target_scores
+from convlens.attribution.targets import callable_scores, check_target, class_scores, target_scores
 
 
 def exact(message: str) -> str:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import convlens as cl
-from convlens.tour import SECTIONS, TourResult, run_tour
+from convlens.apps.tour import SECTIONS, TourResult, run_tour
 
 
 def offline(monkeypatch: pytest.MonkeyPatch, hub: Path) -> None:

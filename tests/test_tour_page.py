@@ -91,7 +91,7 @@ def test_the_harness_sees_broken_images_and_offsite_requests(chromium: None, tmp
 def tour_page(chromium: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PageReport]:
     """Run the quick tour offline (random ImageNet weights) and open the index.html it writes."""
     pytest.importorskip("torchvision")
-    from convlens.tour import run_tour
+    from convlens.apps.tour import run_tour
 
     out = tmp_path_factory.mktemp("tour_page")
     monkeypatch = pytest.MonkeyPatch()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from convlens._values import first_tensor, meta_like, signature, tensors, to_meta, with_first_tensor
+from convlens.core.values import first_tensor, meta_like, signature, tensors, to_meta, with_first_tensor
 
 
 class Pair(NamedTuple):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import convlens as cl
-from convlens import zoo
+from convlens.models import zoo
 from invariants import assert_unchanged, snapshot
 
 

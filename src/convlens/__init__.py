@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from convlens import images, objectives, zoo
-from convlens.atlas import AtlasResult, build_atlas
-from convlens.cam import (
+from convlens import images, objectives, shapes, tap, zoo  # noqa: F401  (cl.tap and cl.shapes, as before)
+from convlens.apps.atlas import AtlasResult, build_atlas
+from convlens.attribution.cam import (
     CAMResult,
     EigenCAM,
     GradCAM,
@@ -21,33 +21,42 @@ from convlens.cam import (
     ScoreCAM,
     XGradCAM,
 )
-from convlens.errors import (
-    AmbiguousLayerError,
-    ConvlensError,
-    InvalidArgumentError,
-    InvalidTypeError,
-    LayerNotFoundError,
-    RandomWeightsWarning,
-    ShapeError,
-    UnsupportedModelError,
-    WeightsUnavailableError,
-)
-from convlens.evaluation import EvaluationResult, EvaluationRow, evaluate
-from convlens.faithfulness import FaithfulnessResult, deletion, insertion
-from convlens.layers import LayerInfo, list_layers, resolve_layer
-from convlens.maximize import ActivationMaximizer, MaximizationResult
-from convlens.neurons import NeuronVisualizer, TopExamplesResult
-from convlens.objectives import Objective
-from convlens.render import FilterRenderer, overlay, plot_feature_maps, plot_top_examples
-from convlens.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult
-from convlens.shapes import (
+from convlens.attribution.evaluation import EvaluationResult, EvaluationRow, evaluate
+from convlens.attribution.faithfulness import FaithfulnessResult, deletion, insertion
+from convlens.attribution.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult
+from convlens.core.layers import LayerInfo, list_layers, resolve_layer
+from convlens.core.shapes import (
     LayerShape,
     ShapeReport,
     conv_output_size,
     conv_transpose_output_size,
     trace_shapes,
 )
-from convlens.tap import LayerTap
+from convlens.core.tap import LayerTap
+from convlens.errors import (
+    AmbiguousLayerError,
+    ConvlensError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LayerNotFoundError,
+    MethodNotFoundError,
+    RandomWeightsWarning,
+    ShapeError,
+    UnsupportedModelError,
+    WeightsUnavailableError,
+)
+from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
+from convlens.featureviz.neurons import NeuronVisualizer, TopExamplesResult
+from convlens.featureviz.objectives import Objective
+from convlens.render import (
+    FilterRenderer,
+    figure_grid,
+    overlay,
+    plot_cam,
+    plot_feature_maps,
+    plot_images,
+    plot_top_examples,
+)
 
 try:
     __version__ = version("convlens")
@@ -77,6 +86,7 @@ __all__ = [
     "LayerShape",
     "LayerTap",
     "MaximizationResult",
+    "MethodNotFoundError",
     "NeuronVisualizer",
     "Objective",
     "RandomWeightsWarning",
@@ -95,12 +105,15 @@ __all__ = [
     "conv_transpose_output_size",
     "deletion",
     "evaluate",
+    "figure_grid",
     "images",
     "insertion",
     "list_layers",
     "objectives",
     "overlay",
+    "plot_cam",
     "plot_feature_maps",
+    "plot_images",
     "plot_top_examples",
     "resolve_layer",
     "trace_shapes",

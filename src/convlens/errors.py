@@ -25,6 +25,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTypeError",
     "LayerNotFoundError",
+    "MethodNotFoundError",
     "RandomWeightsWarning",
     "ShapeError",
     "UnsupportedModelError",
@@ -51,7 +52,7 @@ class AmbiguousLayerError(ConvlensError, KeyError):
 class TracedRows(Protocol):
     """The rows traced before a failure, as :class:`ShapeError` carries them.
 
-    :class:`~convlens.report.ShapeReport` is one; errors.py names no higher module, so
+    :class:`~convlens.core.report.ShapeReport` is one; errors.py names no higher module, so
     the report is described here by the parts a caller reads.
     """
 
@@ -101,6 +102,10 @@ class RandomWeightsWarning(UserWarning):
 
 class InvalidArgumentError(ConvlensError, ValueError):
     """An argument with a value outside its valid range or choices."""
+
+
+class MethodNotFoundError(InvalidArgumentError, KeyError):
+    """A method name that is not a known CAM method, or not in a result (a ``KeyError`` and a ``ValueError``)."""
 
 
 class InvalidTypeError(ConvlensError, TypeError):

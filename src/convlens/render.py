@@ -35,13 +35,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
-from convlens._checks import check_choice, check_int
+from convlens.core.checks import check_choice, check_int
+from convlens.core.layers import LayerSpec, resolve_layer
 from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
-from convlens.images import ImageSource, deprocess, to_rgb_array
-from convlens.layers import LayerSpec, resolve_layer
+from convlens.models.images import ImageSource, deprocess, to_rgb_array
 
 if TYPE_CHECKING:
-    from convlens.neurons import TopExamplesResult
+    from convlens.featureviz.neurons import TopExamplesResult
 
 __all__ = [
     "FilterRenderer",
@@ -349,7 +349,7 @@ def plot_images(
     Args:
         images: A batch ``(N, C, H, W)`` tensor of pictures in [0, 1] (C = 1 or 3;
             values outside are clipped), or a sequence of anything
-            :func:`~convlens.images.to_rgb_array` takes.
+            :func:`~convlens.models.images.to_rgb_array` takes.
         titles: One title per picture.
         cols: Panels per row.
         title: The figure's title.
@@ -488,7 +488,7 @@ def overlay(
 
     Args:
         image: A PIL image, an ``(H, W, 3|4)`` or ``(H, W)`` uint8 array, or a
-            ``(3, H, W)`` float tensor in [0, 1] (see :func:`convlens.images.to_rgb_array`).
+            ``(3, H, W)`` float tensor in [0, 1] (see :func:`convlens.models.images.to_rgb_array`).
         heatmap: An ``(H', W')`` tensor or array with values in [0, 1].
         alpha: The heat map's weight, in [0, 1]: 0 gives the picture back unchanged.
         cmap: A matplotlib colormap or its name.

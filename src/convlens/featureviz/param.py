@@ -10,7 +10,7 @@ from it to the image:
   (``f`` in cycles per pixel), orthonormal inverse FFT, divided by 4.
 - ``"maco"``: MACO's magnitude-constrained picture: only the Fourier phase is
   a parameter (uniform in [-pi, pi) at the start); the amplitude is the
-  photographs' (:func:`convlens._picture.natural_spectrum`), in decorrelated
+  photographs' (:func:`convlens.featureviz.colour.natural_spectrum`), in decorrelated
   colours. The field this makes, mapped to RGB, becomes the picture through a
   sigmoid centred on the photographs' mean colour ``m`` with slope 1 there,
   ``sigmoid(logit(m) + field / (m (1 - m)))``: where the field is small the
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from convlens._picture import natural_spectrum, recorrelate
+from convlens.featureviz.colour import natural_spectrum, recorrelate
 
 __all__ = ["Parameterization", "parameterize", "spectrum_scale"]
 

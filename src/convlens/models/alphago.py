@@ -1,11 +1,11 @@
-"""AlphaGo's policy network as the lecture describes it (re-exported by :mod:`convlens.zoo`)."""
+"""AlphaGo's policy network as the lecture describes it (re-exported by :mod:`convlens.models.zoo`)."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from convlens._checks import check_int
+from convlens.core.checks import check_int
 
 __all__ = ["AlphaGoPolicy", "PositionBias", "alphago_policy"]
 

@@ -11,7 +11,7 @@ deletion AUC (the score falls fast) and a high insertion AUC (it rises fast).
 Example:
     >>> import torch
     >>> import torch.nn as nn
-    >>> from convlens.faithfulness import deletion, insertion
+    >>> from convlens.attribution.faithfulness import deletion, insertion
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
     ...                     nn.Flatten(), nn.Linear(4, 10))
     >>> x, maps = torch.randn(2, 3, 8, 8), torch.rand(2, 8, 8)
@@ -36,13 +36,13 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from convlens import _display as display
-from convlens._checks import check_choice, check_int, format_shape
-from convlens._probe import check_inputs, probe
-from convlens._recorder import internal, preserved_modes
+from convlens.attribution.targets import Target, callable_scores, check_target, class_scores, target_scores
+from convlens.core import display
+from convlens.core.checks import check_choice, check_int, format_shape
+from convlens.core.layers import unwrap
+from convlens.core.probe import check_inputs, probe
+from convlens.core.recorder import internal, preserved_modes
 from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
-from convlens.layers import unwrap
-from convlens.targets import Target, callable_scores, check_target, class_scores, target_scores
 
 __all__ = ["Baseline", "FaithfulnessResult", "deletion", "insertion"]
 
@@ -406,5 +406,7 @@ def _forward(model: nn.Module, batch: Tensor, what: str) -> Any:
         with internal():
             return model(batch)
     except Exception as err:
-        err.add_note(f"convlens.faithfulness: raised on {what}, a batch of shape {tuple(batch.shape)}.")
+        err.add_note(
+            f"convlens.attribution.faithfulness: raised on {what}, a batch of shape {tuple(batch.shape)}."
+        )
         raise

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from convlens._checks import check_choice
+from convlens.core.checks import check_choice
 from convlens.errors import InvalidTypeError, ShapeError
 
 __all__ = [

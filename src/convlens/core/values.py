@@ -28,9 +28,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["first_tensor", "meta_like", "signature", "tensors", "to_meta", "with_first_tensor"]
+__all__ = [
+    "first_tensor",
+    "meta_like",
+    "model_dtype_device",
+    "signature",
+    "tensors",
+    "to_meta",
+    "with_first_tensor",
+]
 
 
 def _is_dataclass(value: object) -> bool:
@@ -127,3 +135,11 @@ def signature(value: Any) -> object:
     except TypeError:
         return ("object", id(value))
     return ("value", value)
+
+
+def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
+    """The dtype and device of the model's first floating-point parameter or buffer (float32, CPU if none)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            return tensor.dtype, tensor.device
+    return torch.float32, torch.device("cpu")

@@ -35,19 +35,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens import _display as display
-from convlens._checks import check_int
-from convlens._probe import Probe, Prober, check_inputs, require_hooks
-from convlens._recorder import Recorder, grad_mode_restored, internal, preserved_modes
-from convlens._values import first_tensor, with_first_tensor
+from convlens.attribution.targets import Target, callable_scores, check_target, class_scores, target_scores
+from convlens.core import display
+from convlens.core.checks import check_int, check_ran, require_autograd
+from convlens.core.layers import LayerSpec, call_index, resolve_layer, unwrap
+from convlens.core.probe import Probe, Prober, check_inputs, require_hooks
+from convlens.core.recorder import Recorder, grad_mode_restored, internal, preserved_modes
+from convlens.core.values import first_tensor, with_first_tensor
 from convlens.errors import (
     ConvlensError,
     InvalidArgumentError,
     InvalidTypeError,
-    LayerNotFoundError,
 )
-from convlens.layers import LayerSpec, call_index, resolve_layer, unwrap
-from convlens.targets import Target, callable_scores, check_target, class_scores, target_scores
 
 __all__ = [
     "CAMResult",
@@ -210,11 +209,7 @@ class GradCAM:
         if not isinstance(x, Tensor) or x.dim() < 2:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise InvalidTypeError(f"x must be a batch tensor (N, ...); got {got}.")
-        if torch.is_inference_mode_enabled():
-            raise ConvlensError(
-                f"{type(self).__name__} needs autograd, which torch.inference_mode() turns off; "
-                "call it outside inference_mode (torch.no_grad() is fine)."
-            )
+        require_autograd(type(self).__name__)
         probe = self._probe(x)
         fixed = check_target(target, x.shape[0], probe.output_shape)
         with preserved_modes(self._module, training=False), grad_mode_restored():
@@ -298,11 +293,7 @@ class GradCAM:
 
     def _check_calls(self, calls: int) -> None:
         """The layer must run, and a reused one must be named per call (``name#i``)."""
-        if calls == 0:
-            raise LayerNotFoundError(
-                f"Layer {self.ref.name!r} does not run in the forward of {type(self._module).__name__}."
-            )
-        call_index(self.ref, calls)
+        check_ran(self.ref, calls, model=type(self._module).__name__)
 
     def _forward(self, x: Tensor, probe: Probe) -> tuple[Tensor, Any]:
         """One forward, autograd off until the layer; returns (activation leaf, model output)."""

@@ -18,7 +18,7 @@ through at positive inputs. Only ReLU is guided: ``relu6``, ``hardtanh``,
 Example:
     >>> import torch
     >>> import torch.nn as nn
-    >>> from convlens.saliency import GuidedBackprop, Saliency
+    >>> from convlens.attribution.saliency import GuidedBackprop, Saliency
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
     ...                     nn.Flatten(), nn.Linear(4, 10))
     >>> out = Saliency(net)(torch.randn(2, 3, 16, 16), target=[3, 7])
@@ -52,13 +52,14 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.overrides import TorchFunctionMode
 
-from convlens import _display as display
-from convlens._probe import Prober, check_inputs, require_hooks
-from convlens._recorder import grad_mode_restored, internal, preserved_modes
-from convlens.cam import GradCAM, min_max
-from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
-from convlens.layers import LayerSpec, unwrap
-from convlens.targets import Target, check_target, target_scores
+from convlens.attribution.cam import GradCAM, min_max
+from convlens.attribution.targets import Target, check_target, target_scores
+from convlens.core import display
+from convlens.core.checks import require_autograd
+from convlens.core.layers import LayerSpec, unwrap
+from convlens.core.probe import Prober, check_inputs, require_hooks
+from convlens.core.recorder import grad_mode_restored, internal, preserved_modes
+from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "Saliency", "SaliencyResult"]
 
@@ -117,7 +118,7 @@ class Saliency:
     Example:
         >>> import torch
         >>> import torch.nn as nn
-        >>> from convlens.saliency import Saliency
+        >>> from convlens.attribution.saliency import Saliency
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(72, 5))
         >>> out = Saliency(net)(torch.randn(3, 1, 8, 8))
         >>> out.gradients.shape, out.maps.shape, out.scores.shape, out.targets.shape
@@ -166,11 +167,7 @@ class Saliency:
                 wrong length, or a score that does not depend on the input.
         """
         _check_input(x)
-        if torch.is_inference_mode_enabled():
-            raise ConvlensError(
-                f"{type(self).__name__} needs autograd, which torch.inference_mode() turns off; "
-                "call it outside inference_mode (torch.no_grad() is fine)."
-            )
+        require_autograd(type(self).__name__)
         probe = self._prober((x,))
         probe.check()
         fixed = check_target(target, x.shape[0], None if _decided_later(target) else probe.output_shape)
@@ -213,7 +210,7 @@ class GuidedBackprop(Saliency):
     Example:
         >>> import torch
         >>> import torch.nn as nn
-        >>> from convlens.saliency import GuidedBackprop
+        >>> from convlens.attribution.saliency import GuidedBackprop
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(72, 5))
         >>> out = GuidedBackprop(net)(torch.randn(2, 1, 8, 8), target=torch.tensor([0, 4]))
         >>> out.gradients.shape, out.maps.shape, out.targets.tolist()
@@ -230,14 +227,14 @@ class GuidedGradCAM:
     """Guided Grad-CAM: the guided gradient weighted by the Grad-CAM map.
 
     ``gradients = guided_gradient * cam`` where ``cam`` is the
-    :class:`~convlens.cam.GradCAM` map of ``layer``, upsampled to the input
+    :class:`~convlens.attribution.cam.GradCAM` map of ``layer``, upsampled to the input
     and min-max scaled; ``maps`` as :class:`Saliency`. Both passes explain
     the same targets (with ``target=None``, the classes Grad-CAM found).
 
     Args:
         model: As :class:`Saliency`.
         layer: The Grad-CAM layer, by name or module (see
-            :class:`~convlens.cam.GradCAM`).
+            :class:`~convlens.attribution.cam.GradCAM`).
 
     Raises:
         LayerNotFoundError: No such layer (the message names the nearest).
@@ -249,7 +246,7 @@ class GuidedGradCAM:
     Example:
         >>> import torch
         >>> import torch.nn as nn
-        >>> from convlens.saliency import GuidedGradCAM
+        >>> from convlens.attribution.saliency import GuidedGradCAM
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
         >>> out = GuidedGradCAM(net, "1")(torch.randn(2, 3, 8, 8), target=1)
         >>> out.gradients.shape, out.maps.shape, out.cam.shape, out.targets.tolist()
@@ -282,7 +279,7 @@ class GuidedGradCAM:
             InvalidTypeError: ``x`` not a floating-point batch tensor, or a
                 target of the wrong type.
             InvalidArgumentError: As :meth:`Saliency.__call__` and
-                :meth:`~convlens.cam.GradCAM.__call__`.
+                :meth:`~convlens.attribution.cam.GradCAM.__call__`.
         """
         _check_input(x)
         cam = self.gradcam(x, target)

@@ -53,17 +53,17 @@ import torch.distributed as dist
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from convlens._checks import check_int
-from convlens._distributed import rank
-from convlens._forward import model_dtype_device
-from convlens.cam import GradCAM
+from convlens.attribution.cam import GradCAM
+from convlens.core.checks import check_int
+from convlens.core.distributed import rank
+from convlens.core.layers import unwrap
+from convlens.core.report import LayerShape, ShapeReport
+from convlens.core.shapes import trace_shapes
+from convlens.core.values import model_dtype_device
 from convlens.errors import InvalidArgumentError, LayerNotFoundError, did_you_mean
-from convlens.images import PRESETS, deprocess
-from convlens.layers import unwrap
-from convlens.neurons import NeuronVisualizer, TopExamplesResult
+from convlens.featureviz.neurons import NeuronVisualizer, TopExamplesResult
+from convlens.models.images import PRESETS, deprocess
 from convlens.render import FilterRenderer, overlay
-from convlens.report import LayerShape, ShapeReport
-from convlens.shapes import trace_shapes
 
 __all__ = ["AtlasResult", "build_atlas"]
 
@@ -134,7 +134,7 @@ def build_atlas(
             ``input_shape`` is None (None: the data's own).
         title: The site's title (default: the model's class name).
         class_names: Names of the output units (e.g.
-            :func:`~convlens.images.imagenet_classes`), shown on their pages.
+            :func:`~convlens.models.images.imagenet_classes`), shown on their pages.
         note: A line shown on every page (e.g. "random weights").
         batch_size: Batch size when ``data`` is a Dataset.
         num_workers: DataLoader workers when ``data`` is a Dataset.

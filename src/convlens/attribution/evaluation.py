@@ -7,7 +7,7 @@ and reports four numbers per method, each a mean over the examples:
   the area under the softmax probability of the explained class as the most
   salient pixels are removed from the input, or revealed on a baseline
   (Petsiuk et al., RISE, BMVC 2018), computed by
-  :func:`convlens.faithfulness.deletion` and :func:`~convlens.faithfulness.insertion`;
+  :func:`convlens.attribution.faithfulness.deletion` and :func:`~convlens.attribution.faithfulness.insertion`;
 - **average drop %** (lower is better) and **increase in confidence %**
   (higher is better) of Chattopadhyay et al. (Grad-CAM++, WACV 2018): with
   ``Y`` the class's softmax probability on the input and ``O`` on the input
@@ -34,7 +34,7 @@ Example:
     >>> import torch
     >>> import torch.nn as nn
     >>> from torch.utils.data import TensorDataset
-    >>> from convlens.evaluation import evaluate
+    >>> from convlens.attribution.evaluation import evaluate
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
     ...                     nn.Flatten(), nn.Linear(4, 5))
@@ -66,16 +66,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from convlens._checks import check_choice, check_int, check_model, format_shape
-from convlens._distributed import Chunk, all_sum, shard
-from convlens._forward import model_dtype_device
-from convlens._probe import Prober
-from convlens._recorder import internal, preserved_modes
-from convlens.cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
-from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError, ShapeError, did_you_mean
-from convlens.faithfulness import Baseline, deletion, insertion
-from convlens.layers import LayerSpec, resolve_layer, unwrap
-from convlens.targets import check_target, class_scores
+from convlens.attribution.cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
+from convlens.attribution.faithfulness import Baseline, deletion, insertion
+from convlens.attribution.targets import check_target, class_scores
+from convlens.core.checks import check_choice, check_int, check_model, format_shape
+from convlens.core.distributed import Chunk, all_sum, shard
+from convlens.core.layers import LayerSpec, resolve_layer, unwrap
+from convlens.core.probe import Prober
+from convlens.core.recorder import internal, preserved_modes
+from convlens.core.values import model_dtype_device
+from convlens.errors import (
+    ConvlensError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    MethodNotFoundError,
+    ShapeError,
+    did_you_mean,
+)
 
 __all__ = [
     "METHODS",
@@ -83,7 +90,6 @@ __all__ = [
     "EvaluationRow",
     "EvaluationTarget",
     "MethodName",
-    "MethodNotFoundError",
     "evaluate",
 ]
 
@@ -115,10 +121,6 @@ _HEADERS = (
     "average drop % (lower is better)",
     "increase in confidence % (higher is better)",
 )
-
-
-class MethodNotFoundError(InvalidArgumentError, KeyError):
-    """A method name that is not a known CAM method, or not in a result (a ``KeyError`` and a ``ValueError``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,7 +175,7 @@ class EvaluationResult:
         >>> res["gradcam++"]
         Traceback (most recent call last):
         ...
-        convlens.evaluation.MethodNotFoundError: no method 'gradcam++' in this result; it has 'gradcam'. Did you mean 'gradcam'?
+        convlens.errors.MethodNotFoundError: no method 'gradcam++' in this result; it has 'gradcam'. Did you mean 'gradcam'?
     """
 
     rows: tuple[EvaluationRow, ...]
@@ -269,7 +271,7 @@ def evaluate(
     For each batch, the class to explain is found once (one forward, no
     autograd, eval mode); each method maps it; the masked input ``map * x``
     runs once for the average drop and the increase in confidence, and
-    :func:`~convlens.faithfulness.deletion` and :func:`~convlens.faithfulness.insertion`
+    :func:`~convlens.attribution.faithfulness.deletion` and :func:`~convlens.attribution.faithfulness.insertion`
     (softmax probability, ``steps + 1`` points each) give the AUCs. Only
     float64 sums per method and a count outlive a batch. The model is left as
     found (training flags, hooks, ``requires_grad``, weights, ``.grad``), also
@@ -298,9 +300,9 @@ def evaluate(
         target: ``"predicted"``: the class the model predicts on the clean
             input; ``"label"``: the label ``y`` of each example.
         steps: Deletion and insertion points after the first (as in
-            :func:`~convlens.faithfulness.deletion`).
+            :func:`~convlens.attribution.faithfulness.deletion`).
         baseline: The deletion/insertion baseline: ``"zeros"``, ``"blur"``,
-            ``"mean"`` or a tensor (as in :func:`~convlens.faithfulness.deletion`).
+            ``"mean"`` or a tensor (as in :func:`~convlens.attribution.faithfulness.deletion`).
         batch_size: Examples per batch when ``data`` is a Dataset, and
             perturbed inputs per forward in deletion and insertion.
         num_workers: DataLoader workers when ``data`` is a Dataset.
@@ -344,7 +346,7 @@ def evaluate(
         >>> evaluate(net, ["gradcam", "gradcma"], data, layer="1")
         Traceback (most recent call last):
         ...
-        convlens.evaluation.MethodNotFoundError: unknown method 'gradcma'; methods are 'gradcam', 'gradcam++', 'xgradcam', 'layercam', 'scorecam', 'eigencam', or a CAM object. Did you mean 'gradcam' or 'xgradcam' or 'gradcam++'?
+        convlens.errors.MethodNotFoundError: unknown method 'gradcma'; methods are 'gradcam', 'gradcam++', 'xgradcam', 'layercam', 'scorecam', 'eigencam', or a CAM object. Did you mean 'gradcam' or 'xgradcam' or 'gradcam++'?
 
     References:
         Chattopadhyay et al., WACV 2018. https://arxiv.org/abs/1710.11063
@@ -580,7 +582,7 @@ def _forward(model: nn.Module, x: Tensor, what: str) -> Tensor:
 
 
 def _softmax(output: Tensor) -> Tensor:
-    """Class probabilities, in float32 at least (as :func:`~convlens.faithfulness.deletion` computes them)."""
+    """Class probabilities, in float32 at least (as :func:`~convlens.attribution.faithfulness.deletion` computes them)."""
     return torch.softmax(output.to(torch.promote_types(output.dtype, torch.float32)), dim=1)
 
 

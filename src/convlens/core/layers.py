@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from convlens import _display as display
+from convlens.core import display
 from convlens.errors import (
     AmbiguousLayerError,
     InvalidArgumentError,

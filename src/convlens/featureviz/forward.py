@@ -1,9 +1,8 @@
 """The maximizer's forward: record an objective's layers, stop right after the last of them.
 
-Also what :mod:`convlens.maximize` and :mod:`convlens.neurons` learn before
+Also what :mod:`convlens.featureviz.maximize` and :mod:`convlens.featureviz.neurons` learn before
 they optimize: the output shapes of the layers an objective reads (from the
-probe, or one real forward where the probe cannot see), and the model's
-dtype and device.
+probe, or one real forward where the probe cannot see).
 """
 
 from __future__ import annotations
@@ -15,14 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from convlens._probe import Probe, Prober
-from convlens._recorder import Recorder, StopForward, preserved_modes
-from convlens._values import first_tensor
+from convlens.core.layers import LayerRef, call_index
+from convlens.core.probe import Probe, Prober
+from convlens.core.recorder import Recorder, StopForward, preserved_modes
+from convlens.core.values import first_tensor
 from convlens.errors import InvalidArgumentError, LayerNotFoundError
-from convlens.layers import LayerRef, call_index
-from convlens.objectives import OUTPUT
+from convlens.featureviz.objectives import OUTPUT
 
-__all__ = ["ObjectiveForward", "model_dtype_device", "probe_shapes"]
+__all__ = ["ObjectiveForward", "probe_shapes"]
 
 
 class ObjectiveForward:
@@ -46,6 +45,7 @@ class ObjectiveForward:
 
     @contextlib.contextmanager
     def hooked(self) -> Iterator[None]:
+        """The recorder's hooks on the model for the ``with`` block, removed after."""
         with self.recorder.attached():
             yield
 
@@ -62,6 +62,7 @@ class ObjectiveForward:
             self.acts[key] = kept
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        """Run the model on ``x``; the activations of the objective's layers (and the output where read)."""
         self.acts = {}
         self.recorder.start(None if self.needs_output else self.recorder.events)
         try:
@@ -153,11 +154,3 @@ def probe_shapes(
     if output_shape is not None:
         shapes[OUTPUT] = output_shape
     return shapes
-
-
-def model_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    """The dtype and device of the model's first floating-point parameter or buffer (float32, CPU if none)."""
-    for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.is_floating_point():
-            return tensor.dtype, tensor.device
-    return torch.float32, torch.device("cpu")

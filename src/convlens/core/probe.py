@@ -58,13 +58,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
-from convlens._checks import format_shape
-from convlens._fastpath import SkipShapePreserving
-from convlens._recorder import PROBING, Recorder, preserved_modes
-from convlens._values import first_tensor, meta_like, signature, tensors, to_meta
-from convlens.arithmetic import mismatch
+from convlens.core.arithmetic import mismatch
+from convlens.core.checks import format_shape
+from convlens.core.fastpath import SkipShapePreserving
+from convlens.core.recorder import PROBING, Recorder, preserved_modes
+from convlens.core.report import TracedCall, shape_error
+from convlens.core.values import first_tensor, meta_like, signature, tensors, to_meta
 from convlens.errors import InvalidTypeError, UnsupportedModelError
-from convlens.report import TracedCall, shape_error
 
 __all__ = [
     "Probe",
@@ -222,7 +222,7 @@ def check_inputs(args: Sequence[Any], kwargs: Mapping[str, Any] | None = None) -
         if type(value).__module__.startswith("PIL."):
             raise InvalidTypeError(
                 f"the model's input must be a torch tensor; got a PIL image ({type(value).__name__}). "
-                "Turn it into a normalized batch with convlens.images.preprocess(image)."
+                "Turn it into a normalized batch with convlens.models.images.preprocess(image)."
             )
 
 
@@ -294,7 +294,7 @@ def meta_forward(model: nn.Module, args: Sequence[Any], kwargs: Mapping[str, Any
 
     Parameters and buffers are swapped for meta tensors for the duration of
     the call only; the inputs get meta twins. Shape-preserving functions take
-    the fast path of :class:`~convlens._fastpath.SkipShapePreserving`.
+    the fast path of :class:`~convlens.core.fastpath.SkipShapePreserving`.
     """
     with _on_meta(model), torch.no_grad():
         meta_args, meta_kwargs = to_meta(tuple(args)), to_meta(dict(kwargs or {}))
@@ -553,6 +553,7 @@ class Prober:
     def __call__(
         self, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None, *, training: bool | None = False
     ) -> Probe:
+        """The probe of the model for these inputs, from the cache when the signature was seen."""
         mode = self.model.training if training is None else training
         key = (signature(tuple(args)), signature(dict(kwargs or {})), mode, structure(self.model))
         try:

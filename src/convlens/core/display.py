@@ -11,7 +11,7 @@ says how many were left out.
 
 Example:
     >>> import torch
-    >>> from convlens import _display as display
+    >>> from convlens.core import display
     >>> tag = display.image_tag(display.plane(torch.rand(7, 7)), cmap="jet", alt="a map")
     >>> tag.startswith('<img src="data:image/png;base64,'), 'width="77"' in tag
     (True, True)

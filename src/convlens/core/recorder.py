@@ -40,8 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from convlens._values import first_tensor
-from convlens.report import TracedCall
+from convlens.core.report import TracedCall
+from convlens.core.values import first_tensor
 
 __all__ = [
     "PROBING",

@@ -12,8 +12,8 @@ activation the channel's mean over positions, ``a^k / (H * W)``; both
 use that same activation.
 
 Example:
-    >>> from convlens.neurons import NeuronVisualizer
-    >>> from convlens.zoo import digits_cnn, digits_dataset
+    >>> from convlens.featureviz.neurons import NeuronVisualizer
+    >>> from convlens.models.zoo import digits_cnn, digits_dataset
     >>> nv = NeuronVisualizer(digits_cnn(), "classifier.0")
     >>> nv.maximize(range(4), steps=5).image.shape
     torch.Size([4, 1, 28, 28])
@@ -33,19 +33,26 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from convlens import _display as display
-from convlens._checks import as_int, check_indices, check_int, check_real, check_shape
-from convlens._distributed import Chunk, merge_top, ranked, shard, share_rows
-from convlens._forward import model_dtype_device, probe_shapes
-from convlens._probe import require_hooks
-from convlens.arithmetic import Shape
+from convlens.core import display
+from convlens.core.arithmetic import Shape
+from convlens.core.checks import as_int, check_indices, check_int, check_real, check_shape
+from convlens.core.distributed import Chunk, merge_top, ranked, shard, share_rows
+from convlens.core.layers import LayerSpec, resolve_layer, unwrap
+from convlens.core.probe import require_hooks
+from convlens.core.shapes import trace_shapes
+from convlens.core.tap import LayerTap
+from convlens.core.values import model_dtype_device
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError, ShapeError
-from convlens.layers import LayerSpec, resolve_layer, unwrap
-from convlens.maximize import ActivationMaximizer, MaximizationResult, Normalize, Param, TransformName
-from convlens.objectives import Objective, channel
-from convlens.objectives import l1 as l1_penalty
-from convlens.shapes import trace_shapes
-from convlens.tap import LayerTap
+from convlens.featureviz.forward import probe_shapes
+from convlens.featureviz.maximize import (
+    ActivationMaximizer,
+    MaximizationResult,
+    Normalize,
+    Param,
+    TransformName,
+)
+from convlens.featureviz.objectives import Objective, channel
+from convlens.featureviz.objectives import l1 as l1_penalty
 
 __all__ = ["NeuronVisualizer", "TopExamplesResult"]
 
@@ -268,14 +275,14 @@ class NeuronVisualizer:
                 ``(mean, std)``), with the recommended recipe by default; the
                 result's ``picture`` holds them.
             param: ``"pixel"``, ``"fft"`` or ``"maco"``; None: the default of
-                the space (see :class:`~convlens.maximize.ActivationMaximizer`).
+                the space (see :class:`~convlens.featureviz.maximize.ActivationMaximizer`).
             value_range: ``(lo, hi)`` to keep pixel values in range, e.g.
                 ``(0, 1)`` for the digits; None for unbounded.
             transforms: The random views at each step (``"standard"``,
                 ``"maco"``, True for the recommended, False); None: the default of the space.
 
         Returns:
-            A :class:`~convlens.maximize.MaximizationResult` whose ``image``
+            A :class:`~convlens.featureviz.maximize.MaximizationResult` whose ``image``
             holds one image per neuron, ``values`` each image's final
             objective (``a_j - l1 * mean |x_j|``), and ``history`` the batch
             mean of the objective per step.

@@ -1,7 +1,7 @@
 """Activation maximization: the input that a channel, a neuron or a class likes best.
 
 The lecture's ``x* = argmax_x a^k`` by gradient ascent. An
-:class:`ActivationMaximizer` ascends an :class:`~convlens.objectives.Objective`
+:class:`ActivationMaximizer` ascends an :class:`~convlens.featureviz.objectives.Objective`
 with Adam, on the pixels or on a 1/f-scaled spectrum, optionally squashed into
 a value range and seen through small random jitter, scale and rotation.
 
@@ -16,8 +16,8 @@ parameters, buffers, training and ``requires_grad`` flags), also after an error.
 
 Example:
     >>> import torch.nn as nn
-    >>> from convlens.maximize import ActivationMaximizer
-    >>> from convlens.objectives import channel, l1
+    >>> from convlens.featureviz.maximize import ActivationMaximizer
+    >>> from convlens.featureviz.objectives import channel, l1
     >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(inplace=True), nn.Conv2d(8, 4, 3))
     >>> am = ActivationMaximizer(net, channel("1", 5) - 0.01 * l1(), input_shape=(1, 3, 16, 16), steps=8)
     >>> res = am.run()
@@ -42,17 +42,25 @@ from typing import Literal, cast
 import torch
 from torch import Tensor, nn
 
-from convlens import _augment as augment
-from convlens import _display as display
-from convlens._checks import check_choice, check_int, check_model, check_real, check_shape
-from convlens._forward import ObjectiveForward, model_dtype_device, probe_shapes
-from convlens._param import parameterize
-from convlens._picture import resolve_normalize
-from convlens._probe import Prober, require_hooks
-from convlens._recorder import grad_mode_restored, preserved_modes
-from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
-from convlens.layers import resolve_layer, unwrap
-from convlens.objectives import Objective
+from convlens.core import display
+from convlens.core.checks import (
+    check_choice,
+    check_int,
+    check_model,
+    check_real,
+    check_shape,
+    require_autograd,
+)
+from convlens.core.layers import resolve_layer, unwrap
+from convlens.core.probe import Prober, require_hooks
+from convlens.core.recorder import grad_mode_restored, preserved_modes
+from convlens.core.values import model_dtype_device
+from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.featureviz import transforms as augment
+from convlens.featureviz.colour import resolve_normalize
+from convlens.featureviz.forward import ObjectiveForward, probe_shapes
+from convlens.featureviz.objectives import Objective
+from convlens.featureviz.param import parameterize
 
 __all__ = [
     "NATURAL_DECAY",
@@ -120,7 +128,7 @@ class MaximizationResult:
 
         Example:
             >>> import torch.nn as nn
-            >>> from convlens.objectives import channel
+            >>> from convlens.featureviz.objectives import channel
             >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
             >>> res = ActivationMaximizer(net, channel("1", 2), input_shape=(2, 3, 12, 12), steps=2).run()
             >>> page = res._repr_html_()
@@ -171,7 +179,7 @@ class ActivationMaximizer:
             3-D inputs work with ``param="pixel"`` or ``"fft"`` and no transforms).
             Each of the N images is optimized on its own (the loss is the sum
             of their objectives) unless the objective couples them
-            (:func:`~convlens.objectives.diversity`).
+            (:func:`~convlens.featureviz.objectives.diversity`).
         steps: Adam steps.
         lr: Adam's learning rate; None: 0.05 for ``"pixel"`` and ``"fft"``,
             0.1 (radians) for ``"maco"``.
@@ -218,8 +226,8 @@ class ActivationMaximizer:
 
     Example:
         >>> import torch
-        >>> from convlens.objectives import class_logit
-        >>> from convlens.zoo import digits_cnn
+        >>> from convlens.featureviz.objectives import class_logit
+        >>> from convlens.models.zoo import digits_cnn
         >>> model = digits_cnn()
         >>> am = ActivationMaximizer(model, class_logit(3), input_shape=(1, 1, 28, 28), steps=30,
         ...                          value_range=(0, 1), seed=0)
@@ -232,7 +240,7 @@ class ActivationMaximizer:
         In picture space, with the recommended recipe:
 
         >>> import torch.nn as nn
-        >>> from convlens.objectives import channel
+        >>> from convlens.featureviz.objectives import channel
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
         >>> am = ActivationMaximizer(net, channel("1", 2), input_shape=(1, 3, 32, 32), normalize="imagenet", steps=4)
         >>> am.param, am.transforms, am.decorrelate, am.decay_power
@@ -365,17 +373,13 @@ class ActivationMaximizer:
 
         Example:
             >>> import torch.nn as nn
-            >>> from convlens.objectives import neuron
+            >>> from convlens.featureviz.objectives import neuron
             >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Tanh())
             >>> res = ActivationMaximizer(net, neuron("1", 0), input_shape=(1, 1, 7, 7), steps=20, lr=0.1).run()
             >>> res.image.requires_grad, bool(res.history[-1] > res.history[0])
             (False, True)
         """
-        if torch.is_inference_mode_enabled():
-            raise ConvlensError(
-                "ActivationMaximizer needs autograd, which torch.inference_mode() turns off; call run() "
-                "outside inference_mode."
-            )
+        require_autograd("ActivationMaximizer", call="call run()", no_grad_ok=False)
         generator = torch.Generator().manual_seed(self.seed)
         work = torch.promote_types(self.dtype, torch.float32)
         made = parameterize(

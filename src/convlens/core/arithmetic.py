@@ -6,7 +6,7 @@ pooling module's geometry and is what the shape table is built from.
 
 Example:
     >>> from torch import nn
-    >>> from convlens.arithmetic import conv_output_size, formula, window
+    >>> from convlens.core.arithmetic import conv_output_size, formula, window
     >>> conv_output_size(224, kernel_size=11, stride=4, padding=2)
     55
     >>> conv_transpose_output_size(7, kernel_size=4, stride=2, padding=1)
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from convlens._checks import check_int, format_shape, layer_mismatch
+from convlens.core.checks import check_int, format_shape, layer_mismatch
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["conv_output_size", "conv_transpose_output_size"]

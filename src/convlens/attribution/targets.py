@@ -2,8 +2,8 @@
 
 A target is None (each sample's predicted class), a class index, one index per
 sample (a list or an integer tensor), or a function of the model output that
-returns one score per sample. Shared by :mod:`convlens.cam`,
-:mod:`convlens.saliency` and :mod:`convlens.faithfulness`.
+returns one score per sample. Shared by :mod:`convlens.attribution.cam`,
+:mod:`convlens.attribution.saliency` and :mod:`convlens.attribution.faithfulness`.
 
 Example:
     >>> import numpy as np

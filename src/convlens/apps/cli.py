@@ -1,7 +1,7 @@
 """The ``convlens`` command.
 
 Example:
-    >>> from convlens.cli import main
+    >>> from convlens.apps.cli import main
     >>> main(["layers", "convlens:alphago_policy"])  # doctest: +ELLIPSIS
     name            type         params  leaf
     features        Sequential  3882240  no
@@ -26,18 +26,18 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from convlens import images, zoo
-from convlens._checks import check_choice
-from convlens._distributed import rank
-from convlens.atlas import build_atlas
+from convlens.apps.atlas import build_atlas
+from convlens.apps.tour import run_tour
+from convlens.attribution.evaluation import METHODS, evaluate
+from convlens.core.checks import check_choice, check_device
+from convlens.core.distributed import rank
+from convlens.core.layers import list_layers
+from convlens.core.shapes import trace_shapes
+from convlens.core.tap import LayerTap
 from convlens.errors import ConvlensError, InvalidArgumentError, RandomWeightsWarning
-from convlens.evaluation import METHODS, evaluate
-from convlens.layers import list_layers
-from convlens.neurons import NeuronVisualizer
+from convlens.featureviz.neurons import NeuronVisualizer
+from convlens.models import images, zoo
 from convlens.render import FilterRenderer, plot_cam, plot_feature_maps, plot_top_examples
-from convlens.shapes import trace_shapes
-from convlens.tap import LayerTap
-from convlens.tour import _check_device, run_tour
 
 __all__ = ["main"]
 
@@ -293,7 +293,7 @@ def _on_device(args: argparse.Namespace, model: nn.Module) -> nn.Module:
     device = args.device
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return model.to(_check_device(device))
+    return model.to(check_device(device))
 
 
 def _topk(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from numbers import Integral, Real
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -29,18 +30,30 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
+from convlens.core.layers import LayerRef, call_index
+from convlens.errors import (
+    ConvlensError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    LayerNotFoundError,
+    did_you_mean,
+)
 
 __all__ = [
     "as_int",
+    "check_bool",
     "check_choice",
+    "check_device",
     "check_indices",
     "check_int",
     "check_model",
+    "check_ran",
     "check_real",
     "check_shape",
+    "choices",
     "format_shape",
     "layer_mismatch",
+    "require_autograd",
 ]
 
 
@@ -238,3 +251,111 @@ def layer_mismatch(name: str, module: nn.Module, shape: tuple[int, ...]) -> str 
         if len(shape) < 2 or shape[1] != want:
             return f"{name} expects {want} channels, got {shape[1] if len(shape) >= 2 else 'none'}{where}"
     return None
+
+
+def choices(literal: Any) -> tuple[str, ...]:
+    """The choices of a string ``Literal`` type, in order: the one list a check and a signature share.
+
+    Example:
+        >>> from typing import Literal
+        >>> choices(Literal["zeros", "blur"])
+        ('zeros', 'blur')
+    """
+    return tuple(str(c) for c in get_args(literal))
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Validate a flag: ``True`` or ``False``, nothing truthy in their place.
+
+    Raises:
+        InvalidTypeError: ``value`` is not a bool.
+
+    Example:
+        >>> check_bool("progress", 1)
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidTypeError: progress must be True or False; got int 1.
+    """
+    if not isinstance(value, bool):
+        raise InvalidTypeError(f"{name} must be True or False; got {type(value).__name__} {value!r}.")
+    return value
+
+
+def require_autograd(who: str, *, call: str = "call it", no_grad_ok: bool = True) -> None:
+    """Fail before any work where ``torch.inference_mode()`` has turned autograd off.
+
+    ``who`` names the entry point. ``torch.no_grad()`` is fine for entry points
+    that switch autograd on themselves (all of them, where ``no_grad_ok``).
+
+    Raises:
+        ConvlensError: inference mode is on.
+
+    Example:
+        >>> import torch
+        >>> with torch.inference_mode():
+        ...     require_autograd("GradCAM")
+        Traceback (most recent call last):
+        ...
+        convlens.errors.ConvlensError: GradCAM needs autograd, which torch.inference_mode() turns off; call it outside inference_mode (torch.no_grad() is fine).
+    """
+    if torch.is_inference_mode_enabled():
+        hint = " (torch.no_grad() is fine)" if no_grad_ok else ""
+        raise ConvlensError(
+            f"{who} needs autograd, which torch.inference_mode() turns off; {call} outside inference_mode{hint}."
+        )
+
+
+def check_ran(ref: LayerRef, calls: int, *, model: str, tense: str = "runs") -> int:
+    """The layer must run, and a reused one must be named per call (``name#i``); returns the call.
+
+    ``calls`` is how many times the layer ran (or runs, from the probe) in one
+    forward of the model named ``model``.
+
+    Raises:
+        LayerNotFoundError: The layer never runs, or ``#i`` is past its last call.
+        AmbiguousLayerError: A bare name of a module that runs more than once.
+
+    Example:
+        >>> from torch import nn
+        >>> check_ran(LayerRef("fc", nn.Linear(1, 1)), 0, model="Net")
+        Traceback (most recent call last):
+        ...
+        convlens.errors.LayerNotFoundError: "Layer 'fc' does not run in the forward of Net."
+    """
+    if calls == 0:
+        raise LayerNotFoundError(f"Layer {ref.name!r} does not run in the forward of {model}.")
+    return call_index(ref, calls, tense=tense)
+
+
+def check_device(device: object) -> torch.device:
+    """A device string or object that this machine has: ``'cpu'``, ``'cuda'``, ``'cuda:N'``, ``'mps'``.
+
+    Raises:
+        InvalidArgumentError: not a device, or not available here (the available ones are listed).
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+        >>> check_device("gpu")
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got 'gpu'.
+    """
+    message = f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}."
+    if not isinstance(device, str | torch.device):
+        raise InvalidArgumentError(message)
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InvalidArgumentError(message) from err
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (where.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(where.type, False):
+        raise InvalidArgumentError(
+            f"device {str(where)!r} is not available on this machine; choose from "
+            f"{', '.join(repr(name) for name, ok in available.items() if ok)}."
+        )
+    return where

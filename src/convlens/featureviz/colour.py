@@ -1,6 +1,6 @@
 """Pictures in [0, 1] RGB: colour decorrelation, the natural-image spectrum, normalization.
 
-The feature visualizations of :mod:`convlens.maximize` optimize, when asked to
+The feature visualizations of :mod:`convlens.featureviz.maximize` optimize, when asked to
 (``normalize=...``), a *picture* that a person looks at, and show the model
 ``(picture - mean) / std``. This module holds what that needs and nothing that
 runs a model:
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
-from convlens.images import PRESETS
+from convlens.models.images import PRESETS
 
 __all__ = [
     "COLOR_CORRELATION_SVD_SQRT",

@@ -1,14 +1,14 @@
 """The shape table: one row per leaf call of a traced forward, printed or as markdown.
 
 :class:`ShapeReport` holds the rows (:class:`LayerShape`) that
-:func:`~convlens.shapes.trace_shapes` records; ``build_report`` makes one
+:func:`~convlens.core.shapes.trace_shapes` records; ``build_report`` makes one
 from plain ``TracedCall`` records (module, input shape, output shape,
 which call made the input), working out parameters, MACs, formulas and the
-receptive field with :mod:`convlens.arithmetic`. Nothing here runs a model.
+receptive field with :mod:`convlens.core.arithmetic`. Nothing here runs a model.
 
 Example:
     >>> from torch import nn
-    >>> from convlens.report import TracedCall, build_report
+    >>> from convlens.core.report import TracedCall, build_report
     >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
     >>> calls = [  # the conv read the model input (-1), the ReLU the conv's output (call 0)
     ...     TracedCall(net[0], (1, 1, 5, 5), -1, (1, 2, 3, 3)),
@@ -37,9 +37,9 @@ from typing import Literal
 
 from torch import nn
 
-from convlens import _display as display
-from convlens import arithmetic
-from convlens.arithmetic import Extent, Shape
+from convlens.core import arithmetic, display
+from convlens.core.arithmetic import Extent, Shape
+from convlens.core.layers import split_call
 from convlens.errors import (
     AmbiguousLayerError,
     InvalidTypeError,
@@ -47,7 +47,6 @@ from convlens.errors import (
     ShapeError,
     did_you_mean,
 )
-from convlens.layers import split_call
 
 __all__ = ["LayerShape", "ShapeReport"]
 
@@ -110,7 +109,7 @@ def _fmt_extent(value: Extent) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShapeReport:
-    """The layer-by-layer shapes of one forward, as :func:`~convlens.shapes.trace_shapes` returns them.
+    """The layer-by-layer shapes of one forward, as :func:`~convlens.core.shapes.trace_shapes` returns them.
 
     Index it by name (``report["features.0"]``, ``report["layer1.0.relu#1"]``)
     or position; iterate over its rows; ``print`` it for a table (in Jupyter

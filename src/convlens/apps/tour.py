@@ -10,7 +10,7 @@ seeded random weights and says so on every figure.
 
 Example:
     >>> import tempfile
-    >>> from convlens.tour import run_tour
+    >>> from convlens.apps.tour import run_tour
     >>> with tempfile.TemporaryDirectory() as out:
     ...     result = run_tour(out, sections=["alphago"], echo=lambda line: None)
     ...     [path.name for path in result.files]
@@ -31,17 +31,18 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
-from convlens import images, zoo
-from convlens.atlas import build_atlas
-from convlens.cam import GradCAM
+from convlens.apps.atlas import build_atlas
+from convlens.apps.page import Check, Item, Part, write_page
+from convlens.attribution.cam import GradCAM
+from convlens.core.checks import check_device
+from convlens.core.shapes import trace_shapes
+from convlens.core.tap import LayerTap
 from convlens.errors import InvalidArgumentError, RandomWeightsWarning, did_you_mean
-from convlens.maximize import ActivationMaximizer, MaximizationResult
-from convlens.neurons import NeuronVisualizer
-from convlens.objectives import channel, class_logit, l1
+from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
+from convlens.featureviz.neurons import NeuronVisualizer
+from convlens.featureviz.objectives import channel, class_logit, l1
+from convlens.models import images, zoo
 from convlens.render import FilterRenderer, plot_cam, plot_feature_maps, plot_images
-from convlens.shapes import trace_shapes
-from convlens.tap import LayerTap
-from convlens.tourpage import Check, Item, Part, write_page
 
 __all__ = ["SECTIONS", "TourResult", "run_tour"]
 
@@ -488,7 +489,7 @@ def run_tour(
     Args:
         out: Folder to write into (created if missing).
         sections: Which sections, by name (default: all, in order): see :data:`SECTIONS`.
-        weights: As :func:`convlens.zoo.load` (``"auto"``: pretrained when cached).
+        weights: As :func:`convlens.models.zoo.load` (``"auto"``: pretrained when cached).
         seed: Seed of random weights and of every optimization.
         quick: Fewer optimization steps (for a fast look or a test).
         image: The user's own picture, through the whole tour (default: the sample photo).
@@ -511,7 +512,7 @@ def run_tour(
                 f"the tour has no section {name!r}; choose from {', '.join(map(repr, SECTIONS))}."
                 f"{did_you_mean(name, SECTIONS)}"
             )
-    where = _check_device(device)
+    where = check_device(device)
     picture = None if image is None else Path(image)
     if picture is not None:
         images.load_image(picture)  # a missing or unreadable picture fails here, before any work
@@ -535,23 +536,3 @@ def run_tour(
     tour.files.append(page)
     echo(f"the tour wrote {len(tour.files)} files into {path}; open {page}")
     return TourResult(out=path, files=tuple(tour.files), warnings=tuple(tour.warnings))
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    try:
-        where = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InvalidArgumentError(
-            f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}."
-        ) from err
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available() and (where.index or 0) < torch.cuda.device_count(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available.get(where.type, False):
-        raise InvalidArgumentError(
-            f"device {str(where)!r} is not available on this machine; choose from "
-            f"{', '.join(repr(name) for name, ok in available.items() if ok)}."
-        )
-    return where

@@ -1,6 +1,6 @@
 r"""The tour's report: one self-contained, offline HTML page in the lecture's order.
 
-:func:`write_page` turns what :mod:`convlens.tour` made into ``index.html``:
+:func:`write_page` turns what :mod:`convlens.apps.tour` made into ``index.html``:
 a heading per part of the lecture, and per item its figure (an image file
 beside the page), table or text, the convlens call that made it (copyable),
 and the lecture's own numbers beside ours with a tick where they agree. The

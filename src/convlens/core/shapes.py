@@ -1,0 +1,201 @@
+"""A layer-by-layer shape table traced on the meta device.
+
+:func:`trace_shapes` runs a model on PyTorch's ``meta`` device (shapes only,
+no arithmetic, no weight copied) and lists every leaf call with its input and
+output shapes, parameter count, multiply-accumulates, the formula behind its
+output size, and the receptive field of the spatial stack so far. The table
+is a :class:`~convlens.core.report.ShapeReport`; the arithmetic behind it lives in
+:mod:`convlens.core.arithmetic` (both re-exported here).
+
+Example:
+    >>> import torch.nn as nn
+    >>> import convlens as cl
+    >>> report = cl.trace_shapes(nn.Sequential(nn.Conv2d(3, 8, 5, stride=2), nn.Flatten()), (1, 3, 32, 32))
+    >>> report.names, report.output_shape
+    (['0', '1'], (1, 1568))
+    >>> cl.conv_output_size(224, kernel_size=11, stride=4, padding=2)
+    55
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
+
+from convlens.core.arithmetic import Shape, conv_output_size, conv_transpose_output_size, mismatch
+from convlens.core.checks import format_shape
+from convlens.core.layers import unwrap
+from convlens.core.probe import check_inputs, probe, require_hooks
+from convlens.core.recorder import Recorder, preserved_modes
+from convlens.core.report import LayerShape, ShapeReport, build_report, shape_error
+from convlens.core.values import first_tensor
+from convlens.errors import InvalidArgumentError, InvalidTypeError
+
+__all__ = ["LayerShape", "ShapeReport", "conv_output_size", "conv_transpose_output_size", "trace_shapes"]
+
+
+def _failure(model: nn.Module, names: Mapping[int, str], rec: Recorder, err: Exception) -> str:
+    """Where and why a real forward failed."""
+    first = (str(err).strip().splitlines() or [""])[0]
+    call = rec.culprit(err)
+    if call is not None:
+        return mismatch(names[id(call.module)], call.module, call.input_shape) or (
+            f"{names[id(call.module)]} ({type(call.module).__name__}) failed on an input of shape "
+            f"{format_shape(call.input_shape)}: {type(err).__name__}: {first}"
+        )
+    after = (
+        f"after layer {names[id(rec.calls[rec.last].module)]!r}" if rec.last >= 0 else "before any layer ran"
+    )
+    return f"The forward of {type(model).__name__} failed {after}: {type(err).__name__}: {first}"
+
+
+def _inputs(inputs: object, dtype: object, model: nn.Module) -> tuple[Shape | None, tuple[Tensor, ...]]:
+    """Validate ``inputs``, a size (ints) or example tensors, before any work."""
+    check_inputs([inputs])
+    if isinstance(inputs, Tensor):
+        return None, (inputs,)
+    if isinstance(inputs, tuple | list) and inputs and all(isinstance(t, Tensor) for t in inputs):
+        return None, tuple(inputs)
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise InvalidTypeError(f"dtype must be a torch.dtype or None; got {type(dtype).__name__} {dtype!r}.")
+    if not isinstance(inputs, tuple | list):
+        raise InvalidTypeError(
+            f"input must be a size such as (1, 3, 224, 224) or an example tensor; got {type(inputs).__name__}."
+        )
+    if not inputs:
+        raise InvalidArgumentError(
+            "input size is empty; give the full shape with batch, e.g. (1, 3, 224, 224)."
+        )
+    for i, v in enumerate(inputs):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise InvalidTypeError(
+                f"input size must hold ints (or pass example tensors); got {type(v).__name__} {v!r} at "
+                f"position {i} of {tuple(inputs)!r}."
+            )
+        if v < 1:
+            raise InvalidArgumentError(
+                f"input size must hold ints >= 1; got {v} at position {i} of {tuple(inputs)}."
+            )
+    if dtype is None:
+        floats = (t.dtype for t in [*model.parameters(), *model.buffers()] if t.is_floating_point())
+        dtype = next(floats, torch.float32)
+    return tuple(inputs), (torch.empty(inputs, dtype=dtype, device="meta"),)
+
+
+def trace_shapes(
+    model: nn.Module,
+    input: Sequence[int] | Tensor | Sequence[Tensor],
+    *,
+    dtype: torch.dtype | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> ShapeReport:
+    """Trace the shapes of every leaf call of one forward, without arithmetic.
+
+    The model runs once on the meta device (parameters swapped for meta twins
+    for the call only; nothing is copied or computed), in eval mode, with hooks
+    on its leaf modules that are removed afterwards: the same probe every
+    convlens entry point runs before real work, so a model that rejects the
+    input gets the same :class:`~convlens.ShapeError` here as everywhere.
+    Shape-preserving functions (BatchNorm, LayerNorm, GroupNorm, activations,
+    whose meta kernels are slow) answer with a tensor like their input once
+    checked that the real function would accept it; this goes through a
+    thread-local :class:`~torch.overrides.TorchFunctionMode`, so no module is
+    patched. Wrappers (``nn.DataParallel``, ``torch.compile``) are looked
+    through. A forward that cannot run on meta (``.item()``,
+    ``if x.sum() > 0``, ``nonzero``, numpy) falls back to one real forward
+    without autograd on the model's device, on zeros or on a copy of the
+    example input; the report says so (``traced="real"``).
+
+    The receptive field follows each tensor from the layer that made it; a
+    tensor made between layers (``torch.cat``, ``a * b``) takes the field of
+    the last layer that ran, so for branching networks it is an approximation
+    (an in-place residual sum keeps the main path's field).
+
+    Args:
+        model: Any ``nn.Module``; left exactly as found (no hooks, same
+            parameters, buffers, training and ``requires_grad`` flags).
+        input: The input size with batch (``(1, 3, 224, 224)``), an example
+            tensor, or a tuple of tensors for several inputs.
+        dtype: Dtype of the input made from a size; defaults to the model's
+            first floating-point parameter's, else float32.
+        kwargs: Keyword inputs of the model's forward, if it needs any.
+
+    Returns:
+        A :class:`~convlens.core.report.ShapeReport`; ``print`` it for a table.
+
+    Raises:
+        InvalidTypeError: ``model`` is not a module, ``input`` not a size or
+            tensors, or inputs that do not fit the model's ``forward`` (a
+            required keyword argument missing from ``kwargs``).
+        UnsupportedModelError: A TorchScript model (hooks cannot see inside it).
+        InvalidArgumentError: A size entry below 1, an empty size, or lazy modules
+            not yet initialized.
+        ShapeError: A layer rejects what it receives; the message names it,
+            what it expected and what it got, ``err.report`` holds the rows
+            traced before it, and the original error is the ``__cause__``.
+
+    Shape:
+        ``input``: whatever the model takes, e.g. :math:`(N, C, H, W)`.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> import convlens as cl
+        >>> net = nn.Sequential(nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2))
+        >>> report = cl.trace_shapes(net, (1, 3, 224, 224))
+        >>> report["0"].output_shape, report["2"].output_shape
+        ((1, 64, 55, 55), (1, 64, 27, 27))
+        >>> report["0"].formula
+        'floor((224 + 2*2 - 1*(11-1) - 1) / 4) + 1 = 55'
+        >>> cl.trace_shapes(net, (1, 1, 224, 224))
+        Traceback (most recent call last):
+        ...
+        convlens.errors.ShapeError: 0 expects 3 input channels, got 1 (Conv2d, input shape [1, 1, 224, 224]). ...
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    lazy = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)]
+    if lazy:
+        raise InvalidArgumentError(
+            f"{type(model).__name__} has uninitialized lazy parameters ({', '.join(repr(n) for n in lazy[:3])}); "
+            "run one forward first: trace_shapes leaves the model as found, so it cannot initialize them."
+        )
+    model = unwrap(model)
+    require_hooks(model, "trace_shapes")
+    size, args = _inputs(input, dtype, model)
+    kwargs = dict(kwargs or {})
+    input_shape = tuple(args[0].shape)
+    seen = probe(model, args, kwargs, trace=True)
+    seen.check()
+    if seen.complete:
+        return build_report(
+            model,
+            seen.names,
+            seen.calls,
+            input_shape=input_shape,
+            output_shape=seen.output_shape or (),
+            traced="meta",
+        )
+    names = seen.names
+    leaves = [m for m in model.modules() if id(m) in names]
+    device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
+    real = (
+        (torch.zeros(size, dtype=args[0].dtype, device=device),)
+        if size
+        else tuple(t.detach().to(device, copy=True) for t in args)
+    )
+    rec = Recorder(model, {}, trace=leaves)
+    try:
+        with rec.attached(), rec.owned(), preserved_modes(model, training=False), torch.no_grad():
+            output = first_tensor(model(*real, **kwargs))
+    except Exception as err:
+        message = _failure(model, names, rec, err)
+        raise shape_error(model, names, rec.calls, message, input_shape=input_shape, real=True) from err
+    note = f"{seen.failure}; ran on {device}"
+    output_shape = () if output is None else tuple(output.shape)
+    return build_report(
+        model, names, rec.calls, input_shape=input_shape, output_shape=output_shape, traced="real", note=note
+    )

@@ -1,0 +1,26 @@
+"""Helpers the tests share: float tolerances derived from the dtype's precision.
+
+Float results depend on how a batch is split (over ranks, batches or chunks) and on the CPU's kernels
+(which vectorize sums differently): compare them with tolerances derived from the dtype's machine
+epsilon and the size of the values, never with a fixed number that happened to pass on one machine.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: How many roundings a result may carry (a few sums, a softmax, a division): the tolerance is this
+#: many machine epsilons of the dtype, relative to the values' size.
+ROUNDINGS = 64
+
+
+def tolerance(
+    dtype: torch.dtype = torch.float32, *, scale: float = 1.0, roundings: int = ROUNDINGS
+) -> dict[str, float]:
+    """``rtol`` and ``atol`` for values of about ``scale`` computed in ``dtype``.
+
+    ``atol`` covers values near zero that are differences of numbers of size ``scale`` (a drop in
+    confidence in percent is ``100 * (Y - O) / Y``: its error is that of ``100 * Y``, not of itself).
+    """
+    eps = torch.finfo(dtype).eps
+    return {"rtol": roundings * eps, "atol": roundings * eps * scale}
