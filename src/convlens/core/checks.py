@@ -320,7 +320,7 @@ def check_ran(ref: LayerRef, calls: int, *, model: str, tense: str = "runs") -> 
         >>> check_ran(LayerRef("fc", nn.Linear(1, 1)), 0, model="Net")
         Traceback (most recent call last):
         ...
-        convlens.errors.LayerNotFoundError: "Layer 'fc' does not run in the forward of Net."
+        convlens.errors.LayerNotFoundError: Layer 'fc' does not run in the forward of Net.
     """
     if calls == 0:
         raise LayerNotFoundError(f"Layer {ref.name!r} does not run in the forward of {model}.")
