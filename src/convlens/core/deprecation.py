@@ -61,7 +61,7 @@ def renamed(
     """
     if isinstance(old_value, Unset):
         return new_value
-    if new_value != default and new_value != old_value:
+    if new_value not in (default, old_value):
         raise InvalidArgumentError(
             f"{old}= is the old spelling of {new}=; give one of them, not both (got {old}={old_value!r} "
             f"and {new}={new_value!r})."
