@@ -59,7 +59,7 @@ def close(actual: Tensor, expected: list[float] | list[list[float]] | float) -> 
 
 
 def test_deletion_of_the_quadrant_first_drops_by_one_per_step_then_stays_at_the_baseline() -> None:
-    res = logits(deletion, quadrant_first(), steps=16)
+    res = logits(deletion, quadrant_first(), intervals=16)
     close(res.fractions, [k / 16 for k in range(17)])
     close(res.curve, [[4.0, 3.0, 2.0, 1.0] + [0.0] * 13])
     close(res.auc, [(3.5 + 2.5 + 1.5 + 0.5) / 16])  # 0.5
@@ -69,21 +69,23 @@ def test_deletion_of_the_quadrant_first_drops_by_one_per_step_then_stays_at_the_
 
 
 def test_deletion_reaches_the_baseline_exactly_when_the_last_quadrant_pixel_goes() -> None:
-    close(logits(deletion, quadrant_first(), steps=4).curve, [[4.0, 0.0, 0.0, 0.0, 0.0]])
-    close(logits(deletion, quadrant_first(), steps=8).curve, [[4.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    close(logits(deletion, quadrant_first(), intervals=4).curve, [[4.0, 0.0, 0.0, 0.0, 0.0]])
+    close(
+        logits(deletion, quadrant_first(), intervals=8).curve, [[4.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    )
 
 
 def test_a_reversed_map_gives_a_higher_deletion_auc() -> None:
-    good = logits(deletion, quadrant_first(), steps=16)
-    bad = logits(deletion, quadrant_last(), steps=16)
+    good = logits(deletion, quadrant_first(), intervals=16)
+    bad = logits(deletion, quadrant_last(), intervals=16)
     close(bad.curve, [[4.0] * 13 + [3.0, 2.0, 1.0, 0.0]])
     close(bad.auc, [(12 * 4 + 8) / 16])  # 3.5
     assert float(bad.auc) > float(good.auc)
 
 
 def test_insertion_is_the_mirror() -> None:
-    good = logits(insertion, quadrant_first(), steps=16)
-    bad = logits(insertion, quadrant_last(), steps=16)
+    good = logits(insertion, quadrant_first(), intervals=16)
+    bad = logits(insertion, quadrant_last(), intervals=16)
     close(good.curve, [[0.0, 1.0, 2.0, 3.0] + [4.0] * 13])
     close(bad.curve, [[0.0] * 13 + [1.0, 2.0, 3.0, 4.0]])
     close(good.auc, [3.5])
@@ -93,34 +95,38 @@ def test_insertion_is_the_mirror() -> None:
 
 def test_ties_keep_raster_order() -> None:
     # A flat map removes pixels 0, 1 (quadrant), 2, 3 (not), 4, 5 (quadrant), ...
-    close(logits(deletion, torch.zeros(4, 4), steps=16).curve, [[4.0, 3.0, 2.0, 2.0, 2.0, 1.0] + [0.0] * 11])
+    close(
+        logits(deletion, torch.zeros(4, 4), intervals=16).curve, [[4.0, 3.0, 2.0, 2.0, 2.0, 1.0] + [0.0] * 11]
+    )
 
 
-def test_steps_that_do_not_divide_the_pixels_take_the_floor() -> None:
-    # 16 pixels in 3 steps: 0, 5, 10, 16 pixels removed.
-    close(logits(deletion, quadrant_first(), steps=3).curve, [[4.0, 0.0, 0.0, 0.0]])
-    close(logits(insertion, quadrant_last(), steps=3).curve, [[0.0, 0.0, 0.0, 4.0]])
+def test_intervals_that_do_not_divide_the_pixels_take_the_floor() -> None:
+    # 16 pixels in 3 intervals: 0, 5, 10, 16 pixels removed.
+    close(logits(deletion, quadrant_first(), intervals=3).curve, [[4.0, 0.0, 0.0, 0.0]])
+    close(logits(insertion, quadrant_last(), intervals=3).curve, [[0.0, 0.0, 0.0, 4.0]])
 
 
-def test_more_steps_than_pixels() -> None:
-    # 4 pixels in 8 steps: floor(k / 2) pixels removed at point k.
+def test_more_intervals_than_pixels() -> None:
+    # 4 pixels in 8 intervals: floor(k / 2) pixels removed at point k.
     x = torch.ones(1, 1, 2, 2)
     linear = nn.Linear(4, 1, bias=False)
     nn.init.ones_(linear.weight)
     model = nn.Sequential(nn.Flatten(), linear)
-    res = deletion(model, x, torch.zeros(1, 2, 2), 0, steps=8, probability=False)
+    res = deletion(model, x, torch.zeros(1, 2, 2), 0, intervals=8, probability=False)
     close(res.curve, [[4.0, 4.0, 3.0, 3.0, 2.0, 2.0, 1.0, 1.0, 0.0]])
 
 
 def test_mean_and_tensor_baselines() -> None:
     x = torch.arange(16.0).view(1, 1, 4, 4)  # quadrant holds 0 + 1 + 4 + 5 = 10, mean 7.5
     maps = quadrant_first().unsqueeze(0)
-    mean = deletion(quadrant_net(), x, maps, 0, steps=4, baseline="mean", probability=False)
+    mean = deletion(quadrant_net(), x, maps, 0, intervals=4, baseline="mean", probability=False)
     close(mean.curve, [[10.0, 30.0, 30.0, 30.0, 30.0]])
-    minus_one = insertion(quadrant_net(), x, maps, 0, steps=4, baseline=torch.tensor(-1.0), probability=False)
+    minus_one = insertion(
+        quadrant_net(), x, maps, 0, intervals=4, baseline=torch.tensor(-1.0), probability=False
+    )
     close(minus_one.curve, [[-4.0, 10.0, 10.0, 10.0, 10.0]])
     per_pixel = torch.arange(16.0).flip(0).view(1, 4, 4)  # broadcast over batch and channels
-    res = deletion(quadrant_net(), x, maps, 0, steps=4, baseline=per_pixel, probability=False)
+    res = deletion(quadrant_net(), x, maps, 0, intervals=4, baseline=per_pixel, probability=False)
     close(res.curve, [[10.0, 15.0 + 14 + 11 + 10, 50.0, 50.0, 50.0]])
 
 
@@ -168,8 +174,8 @@ def test_the_curve_starts_at_x_and_ends_at_the_baseline_for_deletion_and_reverse
         on_x, on_base = model(x).softmax(1), model(base).softmax(1)
     targets = on_x.argmax(1)
     expected_x, expected_base = on_x.gather(1, targets.view(-1, 1)), on_base.gather(1, targets.view(-1, 1))
-    dele = deletion(model, x, random_maps(), steps=6, baseline=baseline)  # type: ignore[arg-type]
-    ins = insertion(model, x, random_maps(), steps=6, baseline=baseline)  # type: ignore[arg-type]
+    dele = deletion(model, x, random_maps(), intervals=6, baseline=baseline)  # type: ignore[arg-type]
+    ins = insertion(model, x, random_maps(), intervals=6, baseline=baseline)  # type: ignore[arg-type]
     for res in (dele, ins):
         assert res.targets is not None
         assert torch.equal(res.targets, targets)
@@ -183,7 +189,7 @@ def test_blur_of_a_constant_image_is_the_image() -> None:
     x = torch.full((1, 3, 6, 6), 0.25)
     maps = torch.zeros(1, 6, 6)
     model = tiny_cnn()
-    a = insertion(model, x, maps, steps=2, baseline="blur")
+    a = insertion(model, x, maps, intervals=2, baseline="blur")
     torch.testing.assert_close(a.curve[:, 0], a.curve[:, -1])
 
 
@@ -193,12 +199,12 @@ def test_blur_of_a_constant_image_is_the_image() -> None:
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 2**16),
-    steps=st.integers(1, 20),
+    intervals=st.integers(1, 20),
     levels=st.integers(1, 5),
     batch_size=st.integers(1, 40),
 )
 def test_deletion_plus_insertion_is_the_score_of_x_plus_that_of_the_baseline_for_a_linear_model(
-    seed: int, steps: int, levels: int, batch_size: int
+    seed: int, intervals: int, levels: int, batch_size: int
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -207,7 +213,7 @@ def test_deletion_plus_insertion_is_the_score_of_x_plus_that_of_the_baseline_for
     base = torch.randn(2, 2, 5, 5, generator=generator, dtype=torch.float64)
     maps = torch.randint(0, levels, (2, 5, 5), generator=generator)  # integer maps with many ties
     kwargs: dict[str, Any] = {
-        "steps": steps,
+        "intervals": intervals,
         "baseline": base,
         "batch_size": batch_size,
         "probability": False,
@@ -215,7 +221,7 @@ def test_deletion_plus_insertion_is_the_score_of_x_plus_that_of_the_baseline_for
     dele, ins = deletion(model, x, maps, 1, **kwargs), insertion(model, x, maps, 1, **kwargs)
     with torch.no_grad():
         total = model(x)[:, 1] + model(base)[:, 1]
-    torch.testing.assert_close(dele.curve + ins.curve, total.view(-1, 1).expand(-1, steps + 1))
+    torch.testing.assert_close(dele.curve + ins.curve, total.view(-1, 1).expand(-1, intervals + 1))
     assert dele.curve.dtype == torch.float64
 
 
@@ -225,7 +231,7 @@ def test_deletion_plus_insertion_is_the_score_of_x_plus_that_of_the_baseline_for
 @pytest.mark.parametrize("method", METHODS)
 def test_batch_size_does_not_change_the_result(method: Method) -> None:
     model, x, maps = tiny_cnn(), batch(), random_maps()
-    results = [method(model, x, maps, steps=5, batch_size=b, baseline="blur") for b in (1, 4, 7, 1000)]
+    results = [method(model, x, maps, intervals=5, batch_size=b, baseline="blur") for b in (1, 4, 7, 1000)]
     for res in results[1:]:
         torch.testing.assert_close(res.curve, results[0].curve)
         torch.testing.assert_close(res.auc, results[0].auc)
@@ -234,9 +240,9 @@ def test_batch_size_does_not_change_the_result(method: Method) -> None:
 @pytest.mark.parametrize("method", METHODS)
 def test_samples_are_independent(method: Method) -> None:
     model, x, maps = tiny_cnn(), batch(), random_maps()
-    together = method(model, x, maps, steps=5, baseline="mean", batch_size=5)
+    together = method(model, x, maps, intervals=5, baseline="mean", batch_size=5)
     for i in range(len(x)):
-        alone = method(model, x[i : i + 1], maps[i : i + 1], steps=5, baseline="mean")
+        alone = method(model, x[i : i + 1], maps[i : i + 1], intervals=5, baseline="mean")
         torch.testing.assert_close(alone.curve, together.curve[i : i + 1])
         assert alone.targets is not None
         assert together.targets is not None
@@ -249,7 +255,7 @@ def test_samples_are_independent(method: Method) -> None:
 def test_target_none_is_the_prediction_on_x_and_stays_fixed_along_the_curve() -> None:
     x = torch.cat([ones(), torch.zeros(1, 1, 4, 4)])  # predicted: class 0 (4 > 2), class 1 (0 < 2)
     maps = quadrant_first().expand(2, 4, 4)
-    res = deletion(quadrant_net(), x, maps, steps=4, probability=False)
+    res = deletion(quadrant_net(), x, maps, intervals=4, probability=False)
     assert res.targets is not None
     assert res.targets.tolist() == [0, 1]
     close(res.curve, [[4.0, 0.0, 0.0, 0.0, 0.0], [2.0] * 5])  # class 0 kept though class 1 wins after step 0
@@ -258,14 +264,14 @@ def test_target_none_is_the_prediction_on_x_and_stays_fixed_along_the_curve() ->
 @pytest.mark.parametrize("target", [[1, 0], torch.tensor([1, 0])], ids=["list", "tensor"])
 def test_targets_per_sample(target: list[int] | Tensor) -> None:
     maps = quadrant_first().expand(2, 4, 4)
-    res = deletion(quadrant_net(), ones(2), maps, target, steps=4, probability=False)
+    res = deletion(quadrant_net(), ones(2), maps, target, intervals=4, probability=False)
     assert res.targets is not None
     assert res.targets.tolist() == [1, 0]
     close(res.curve, [[2.0] * 5, [4.0, 0.0, 0.0, 0.0, 0.0]])
 
 
 def test_probability_is_the_softmax_of_the_target() -> None:
-    res = deletion(quadrant_net(), ones(), quadrant_first().unsqueeze(0), 0, steps=4)
+    res = deletion(quadrant_net(), ones(), quadrant_first().unsqueeze(0), 0, intervals=4)
     expected = [1 / (1 + math.exp(2.0 - v)) for v in (4.0, 0.0, 0.0, 0.0, 0.0)]
     close(res.curve, [expected])
     assert bool(((res.auc >= 0) & (res.auc <= 1)).all())
@@ -275,7 +281,7 @@ def test_callable_target_scores_are_used_as_returned() -> None:
     def margin(output: Tensor) -> Tensor:
         return output[:, 0] - output[:, 1]
 
-    res = deletion(quadrant_net(), ones(), quadrant_first().unsqueeze(0), margin, steps=4)
+    res = deletion(quadrant_net(), ones(), quadrant_first().unsqueeze(0), margin, intervals=4)
     assert res.targets is None
     close(res.curve, [[2.0, -2.0, -2.0, -2.0, -2.0]])
 
@@ -318,11 +324,12 @@ ERRORS: list[tuple[dict[str, Any], type[Exception], str]] = [
         InvalidArgumentError,
         "at least one sample",
     ),
-    ({"steps": 0}, InvalidArgumentError, "steps must be an int >= 1; got 0"),
-    ({"steps": 2.5}, InvalidTypeError, "steps must be an int"),
-    ({"steps": True}, InvalidTypeError, "steps must be an int"),
+    ({"intervals": 0}, InvalidArgumentError, "intervals must be an int >= 1; got 0"),
+    ({"intervals": 2.5}, InvalidTypeError, "intervals must be an int"),
+    ({"intervals": True}, InvalidTypeError, "intervals must be an int"),
+    ({"steps": 2, "intervals": 3}, InvalidArgumentError, "steps= is the old spelling of intervals="),
     ({"batch_size": 0}, InvalidArgumentError, "batch_size must be an int >= 1"),
-    ({"probability": "yes"}, InvalidTypeError, "probability must be a bool"),
+    ({"probability": "yes"}, InvalidTypeError, "probability must be True or False"),
     ({"baseline": "blurr"}, InvalidArgumentError, r"baseline must be one of .*Did you mean 'blur'\?"),
     ({"baseline": "none"}, InvalidArgumentError, r"'zeros', 'blur', 'mean'; got 'none'"),
     (
@@ -358,12 +365,12 @@ def test_bad_arguments_raise_before_any_forward(
 def test_a_model_output_without_classes_is_explained() -> None:
     model = nn.Sequential(nn.Flatten(0))
     with pytest.raises(InvalidArgumentError, match=r"\(N, classes\).*callable"):
-        deletion(model, ones(2), torch.zeros(2, 4, 4), steps=2)
+        deletion(model, ones(2), torch.zeros(2, 4, 4), intervals=2)
 
 
 def test_a_callable_returning_the_wrong_shape_is_explained() -> None:
     with pytest.raises(InvalidArgumentError, match=r"one score per sample, shape \(3,\); got \(3, 2\)"):
-        deletion(quadrant_net(), ones(), torch.zeros(1, 4, 4), lambda out: out, steps=2)
+        deletion(quadrant_net(), ones(), torch.zeros(1, 4, 4), lambda out: out, intervals=2)
 
 
 # -- the model is left as found ---------------------------------------------------------------
@@ -376,7 +383,7 @@ def test_model_left_as_found_and_train_mode_restored(method: Method, inplace_net
     x.requires_grad_(True)
     maps = torch.rand(2, 8, 8, requires_grad=True)
     before, hooks_before, grad_mode = snapshot(inplace_net), global_hook_counts(), torch.is_grad_enabled()
-    res = method(inplace_net, x, maps, steps=4, baseline="blur", batch_size=3)
+    res = method(inplace_net, x, maps, intervals=4, baseline="blur", batch_size=3)
     assert_unchanged(inplace_net, before)
     assert global_hook_counts() == hooks_before
     assert torch.is_grad_enabled() == grad_mode
@@ -384,7 +391,7 @@ def test_model_left_as_found_and_train_mode_restored(method: Method, inplace_net
     for tensor in (res.curve, res.auc, res.fractions):
         assert not tensor.requires_grad
     reference = copy.deepcopy(inplace_net).eval()
-    torch.testing.assert_close(res.curve, method(reference, x, maps, steps=4, baseline="blur").curve)
+    torch.testing.assert_close(res.curve, method(reference, x, maps, intervals=4, baseline="blur").curve)
 
 
 class FailsOnCall(nn.Module):
@@ -416,7 +423,7 @@ def test_model_left_as_found_after_an_exception_inside_the_forward(method: Metho
     model.train()
     before, hooks_before, grad_mode = snapshot(model), global_hook_counts(), torch.is_grad_enabled()
     with pytest.raises(RuntimeError, match="boom inside the forward") as info:
-        method(model, x, random_maps(2, 8), steps=4, batch_size=2)
+        method(model, x, random_maps(2, 8), intervals=4, batch_size=2)
     assert any("convlens.attribution.faithfulness" in note for note in getattr(info.value, "__notes__", []))
     assert_unchanged(model, before)
     assert global_hook_counts() == hooks_before
@@ -433,7 +440,7 @@ def test_model_left_as_found_after_an_exception_inside_the_forward(method: Metho
 )
 def test_dtypes(dtype: torch.dtype, curve_dtype: torch.dtype) -> None:
     model = tiny_cnn().to(dtype)
-    res = deletion(model, batch().to(dtype), random_maps(), steps=3, baseline="blur")
+    res = deletion(model, batch().to(dtype), random_maps(), intervals=3, baseline="blur")
     assert res.curve.dtype == curve_dtype
     assert res.fractions.dtype == curve_dtype
     assert res.auc.dtype == curve_dtype
@@ -444,12 +451,12 @@ def test_dtypes(dtype: torch.dtype, curve_dtype: torch.dtype) -> None:
 def test_cuda_results_on_the_model_device() -> None:
     model = tiny_cnn().cuda()
     x = batch().cuda()
-    res = insertion(model, x, random_maps(), steps=3, baseline="blur")  # maps on the CPU are moved
+    res = insertion(model, x, random_maps(), intervals=3, baseline="blur")  # maps on the CPU are moved
     assert res.curve.device.type == "cuda"
     assert res.auc.device.type == "cuda"
     assert res.targets is not None
     assert res.targets.device.type == "cuda"
-    cpu = insertion(tiny_cnn(), x.cpu(), random_maps(), steps=3, baseline="blur")
+    cpu = insertion(tiny_cnn(), x.cpu(), random_maps(), intervals=3, baseline="blur")
     torch.testing.assert_close(res.curve.cpu(), cpu.curve, atol=1e-4, rtol=1e-4)
 
 
@@ -461,7 +468,7 @@ def test_gradcam_maps_and_random_maps_on_a_seeded_cnn(method: Method) -> None:
     model, x = tiny_cnn(seed=4, classes=10), batch(4, 16, seed=5)
     cam = GradCAM(model, "2")(x)
     for maps in (cam.maps, random_maps(4, 16, seed=6)):
-        res = method(model, x, maps, steps=8, baseline="blur", batch_size=16)
+        res = method(model, x, maps, intervals=8, baseline="blur", batch_size=16)
         assert res.curve.shape == (4, 9)
         assert res.auc.shape == (4,)
         assert res.fractions.shape == (9,)
@@ -475,7 +482,7 @@ def test_gradcam_maps_and_random_maps_on_a_seeded_cnn(method: Method) -> None:
 def test_a_channel_mismatch_names_the_layer() -> None:
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
     with pytest.raises(cl.ShapeError, match=r"0 expects 1 input channels, got 3 \(Conv2d"):
-        deletion(net, torch.randn(2, 3, 6, 6), torch.rand(2, 6, 6), steps=2)
+        deletion(net, torch.randn(2, 3, 6, 6), torch.rand(2, 6, 6), intervals=2)
 
 
 def test_a_model_writing_into_its_input_leaves_the_callers_x_alone() -> None:
@@ -492,5 +499,89 @@ def test_a_model_writing_into_its_input_leaves_the_callers_x_alone() -> None:
     torch.manual_seed(0)
     x = torch.rand(2, 1, 4, 4)
     before = x.clone()
-    deletion(Normalizes(), x, torch.rand(2, 4, 4), steps=2)
+    deletion(Normalizes(), x, torch.rand(2, 4, 4), intervals=2)
     assert torch.equal(x, before)
+
+
+# -- the old spelling steps= -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_old_steps_keyword_warns_and_gives_the_same_result(method: Method) -> None:
+    torch.manual_seed(0)
+    model, x, maps = tiny_cnn(), batch(), random_maps()
+    new = method(model, x, maps, intervals=6, baseline="blur")
+    with pytest.warns(DeprecationWarning, match=r"steps= is deprecated, use intervals=") as caught:
+        old = method(model, x, maps, steps=6, baseline="blur")
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    torch.testing.assert_close(old.curve, new.curve, rtol=0, atol=0)
+    torch.testing.assert_close(old.auc, new.auc, rtol=0, atol=0)
+    assert old.fractions.shape == (7,)
+    with pytest.warns(DeprecationWarning, match="steps="):  # both spellings, the same value: allowed, still warns
+        same = method(model, x, maps, steps=6, intervals=6, baseline="blur")
+    torch.testing.assert_close(same.curve, new.curve, rtol=0, atol=0)
+
+
+def test_the_default_is_50_intervals() -> None:
+    res = deletion(quadrant_net(), ones(), quadrant_first().unsqueeze(0))
+    assert res.curve.shape == (1, 51)
+    assert res.fractions.shape == (51,)
+
+
+# -- the perturbation core --------------------------------------------------------------------
+
+
+def test_the_core_equals_deletion_and_insertion_given_the_targets() -> None:
+    from convlens.attribution import perturbation
+
+    torch.manual_seed(0)
+    model, x, maps = tiny_cnn(), batch(), random_maps()
+    targets = torch.tensor([1, 0, 2, 1])[: x.shape[0]]
+    for mode, method in (("deletion", deletion), ("insertion", insertion)):
+        public = method(model, x, maps, targets, intervals=5, baseline="mean", batch_size=3)
+        fractions, curve, auc = perturbation.perturbation_curve(
+            model, x, maps, perturbation.baseline_tensor("mean", x), targets, mode=mode,  # type: ignore[arg-type]
+            intervals=5, batch_size=3, probability=True, who="test",
+        )  # fmt: skip
+        torch.testing.assert_close(curve, public.curve, rtol=0, atol=0)
+        torch.testing.assert_close(auc, public.auc, rtol=0, atol=0)
+        torch.testing.assert_close(fractions, public.fractions, rtol=0, atol=0)
+
+
+def test_the_core_ranking_and_baselines() -> None:
+    from convlens.attribution import perturbation
+
+    # Descending, ties in raster order.
+    rank = perturbation.ranking(torch.tensor([[[1.0, 3.0], [3.0, 0.0]]]), torch.device("cpu"))
+    assert rank.tolist() == [[2, 0, 1, 3]]
+    assert perturbation.BASELINES == ("zeros", "blur", "mean")
+    x = torch.arange(8.0).view(1, 2, 2, 2)
+    assert perturbation.baseline_tensor("mean", x).flatten().tolist() == [1.5, 5.5]
+    assert perturbation.baseline_tensor(torch.tensor(-1.0), x).shape == x.shape
+    assert perturbation.check_baseline(torch.zeros(1, 2, 1, 1)) == "tensor [1, 2, 1, 1]"
+    with pytest.raises(InvalidArgumentError, match="must be real"):
+        perturbation.check_baseline(torch.zeros(1, dtype=torch.complex64))
+    with pytest.raises(InvalidArgumentError, match=r"broadcast to x's shape \(1, 2, 2, 2\)"):
+        perturbation.check_baseline_fits(torch.zeros(3, 1, 1), x)
+    # The softmax of a low-precision output is computed in float32.
+    probabilities = perturbation.softmax(torch.zeros(2, 4, dtype=torch.bfloat16))
+    assert probabilities.dtype == torch.float32
+    torch.testing.assert_close(probabilities, torch.full((2, 4), 0.25))
+
+
+def test_the_core_note_names_the_caller_and_the_points() -> None:
+    from convlens.attribution import perturbation
+
+    class Fails(nn.Module):
+        def forward(self, x: Tensor) -> Tensor:
+            raise RuntimeError("boom")
+
+    x = torch.ones(2, 1, 2, 2)
+    with pytest.raises(RuntimeError, match="boom") as info:
+        perturbation.perturbation_curve(
+            Fails(), x, torch.rand(2, 2, 2), torch.zeros_like(x), torch.tensor([0, 0]), mode="insertion",
+            intervals=2, batch_size=4, probability=False, who="caller",
+        )  # fmt: skip
+    assert info.value.__notes__ == [
+        "caller: raised on insertion points 0 to 1, a batch of shape (4, 1, 2, 2)."
+    ]

@@ -4,7 +4,7 @@ Each sample's pixels are ranked by its saliency map, most salient first (ties
 keep raster order). *Deletion* starts from the input and replaces the
 top-ranked pixels (all channels of a pixel) with a baseline, a growing
 fraction at a time; *insertion* starts from the baseline and reveals the
-input's pixels in the same order. The target's score is read at each step;
+input's pixels in the same order. The target's score is read at each point;
 the area under the curve (AUC) summarises it: a faithful map gives a low
 deletion AUC (the score falls fast) and a high insertion AUC (it rises fast).
 
@@ -15,7 +15,7 @@ Example:
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
     ...                     nn.Flatten(), nn.Linear(4, 10))
     >>> x, maps = torch.randn(2, 3, 8, 8), torch.rand(2, 8, 8)
-    >>> res = deletion(net, x, maps, steps=16)
+    >>> res = deletion(net, x, maps, intervals=16)
     >>> res.mode, res.fractions.shape, res.curve.shape, res.auc.shape, res.targets.shape
     ('deletion', torch.Size([17]), torch.Size([2, 17]), torch.Size([2]), torch.Size([2]))
     >>> insertion(net, x, maps, target=[3, 7], baseline="blur").targets.tolist()
@@ -29,31 +29,33 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from convlens.attribution.targets import Target, callable_scores, check_target, class_scores, target_scores
+from convlens.attribution.perturbation import (
+    Baseline,
+    Mode,
+    baseline_tensor,
+    check_baseline,
+    check_baseline_fits,
+    forward,
+    perturbation_curve,
+)
+from convlens.attribution.targets import Target, check_target, target_scores
 from convlens.core import display
-from convlens.core.checks import check_choice, check_int, format_shape
+from convlens.core.checks import check_bool, check_int, format_shape
+from convlens.core.deprecation import UNSET, Unset, renamed
 from convlens.core.layers import unwrap
 from convlens.core.probe import check_inputs, probe
-from convlens.core.recorder import internal, preserved_modes
+from convlens.core.recorder import preserved_modes
 from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
 
 __all__ = ["Baseline", "FaithfulnessResult", "deletion", "insertion"]
 
-#: What ``baseline=`` accepts: a named baseline or a tensor broadcastable to ``x``.
-Baseline = Literal["zeros", "blur", "mean"] | Tensor
-
-Mode = Literal["deletion", "insertion"]
-
-_BASELINES = ("zeros", "blur", "mean")
-_BLUR_SIGMA = 5.0  # pixels; with an 11-tap kernel, as in RISE's released code
-_BLUR_RADIUS = 5
+#: Where a failing forward's note says it failed.
+_WHO = "convlens.attribution.faithfulness"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,9 +63,9 @@ class FaithfulnessResult:
     """What :func:`deletion` and :func:`insertion` return; tensors on the model's device, detached.
 
     Attributes:
-        fractions: ``(steps + 1,)`` the fraction of pixels deleted or inserted
-            at each point, ``0, 1/steps, ..., 1``.
-        curve: ``(N, steps + 1)`` the target's score at each point.
+        fractions: ``(intervals + 1,)`` the fraction of pixels deleted or inserted
+            at each point, ``0, 1/intervals, ..., 1``.
+        curve: ``(N, intervals + 1)`` the target's score at each point.
         auc: ``(N,)`` the trapezoid area under ``curve`` over ``fractions``.
         targets: ``(N,)`` int64 class indices scored, or None for a callable target.
         mode: ``"deletion"`` or ``"insertion"``.
@@ -87,7 +89,7 @@ class FaithfulnessResult:
             >>> import torch
             >>> import torch.nn as nn
             >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-            >>> res = deletion(net, torch.randn(2, 1, 4, 4), torch.rand(2, 4, 4), steps=4)
+            >>> res = deletion(net, torch.randn(2, 1, 4, 4), torch.rand(2, 4, 4), intervals=4)
             >>> page = res._repr_html_()
             >>> page.count("<img"), page.count("<tr>")  # the header, two samples, the mean
             (1, 4)
@@ -132,17 +134,18 @@ def deletion(
     maps: Tensor,
     target: Target = None,
     *,
-    steps: int = 50,
+    intervals: int = 50,
     baseline: Baseline = "zeros",
     batch_size: int = 64,
     probability: bool = True,
+    steps: int | Unset = UNSET,
 ) -> FaithfulnessResult:
     """Deletion curve: remove the most salient pixels first and watch the score fall.
 
-    At point ``k`` of ``steps + 1``, the first ``floor(k * H * W / steps)``
+    At point ``k`` of ``intervals + 1``, the first ``floor(k * H * W / intervals)``
     pixels in each sample's ranking (descending saliency, ties in raster
     order) are replaced, in every channel, by the baseline. All
-    ``(steps + 1) * N`` perturbed inputs run in chunks of ``batch_size``
+    ``(intervals + 1) * N`` perturbed inputs run in chunks of ``batch_size``
     under :func:`torch.no_grad`, the model in eval mode (its flags restored
     after). Lower AUC is better.
 
@@ -157,7 +160,8 @@ def deletion(
             one per sample (list or integer tensor), or a callable mapping the
             model output to one score per row; it is called on chunks of
             perturbed inputs, so it must score each row on its own.
-        steps: Points after the first; ``steps + 1`` in all.
+        intervals: How many equal parts the pixels are perturbed in: points
+            after the first, ``intervals + 1`` in all.
         baseline: ``"zeros"`` (zero in the input's own, e.g. normalized,
             space), ``"blur"`` (a Gaussian blur of ``x``, sigma 5 pixels,
             11 taps, separable, replicate padding), ``"mean"`` (each
@@ -166,25 +170,28 @@ def deletion(
         probability: Score a class target by its softmax probability (True)
             or by its raw logit (False). A callable target's score is used as
             returned, whatever this says.
+        steps: The old spelling of ``intervals`` (same meaning); it warns
+            with a ``DeprecationWarning`` and goes in the next release.
 
     Returns:
         The fractions, curve, AUC and targets.
 
     Raises:
         InvalidArgumentError: ``maps`` not ``(N, H, W)`` for ``x`` ``(N, C, H, W)``,
-            NaN in ``maps``, ``steps`` or ``batch_size`` below 1, an unknown
+            NaN in ``maps``, ``intervals`` or ``batch_size`` below 1, an unknown
             baseline name (with the nearest), a baseline tensor that does not
             broadcast to ``x``, a target out of range or of the wrong length.
         InvalidTypeError: ``x`` not a float tensor, or an argument of the wrong type.
 
     Shape:
         ``x`` ``(N, C, H, W)``, ``maps`` ``(N, H, W)``; ``curve``
-        ``(N, steps + 1)``, ``auc`` ``(N,)``, ``fractions`` ``(steps + 1,)``.
+        ``(N, intervals + 1)``, ``auc`` ``(N,)``, ``fractions`` ``(intervals + 1,)``.
 
     Example:
         >>> import torch, torch.nn as nn
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-        >>> res = deletion(net, torch.randn(4, 1, 4, 4), torch.rand(4, 4, 4), steps=8, probability=False)
+        >>> res = deletion(net, torch.randn(4, 1, 4, 4), torch.rand(4, 4, 4), intervals=8,
+        ...                probability=False)
         >>> res.curve.shape, res.auc.shape
         (torch.Size([4, 9]), torch.Size([4]))
         >>> deletion(net, torch.randn(1, 1, 4, 4), torch.rand(1, 4, 4), baseline="blurr")
@@ -195,13 +202,13 @@ def deletion(
     References:
         Petsiuk et al., BMVC 2018. https://arxiv.org/abs/1806.07421
     """
-    return _evaluate(
+    return _curve(
         "deletion",
         model,
         x,
         maps,
         target,
-        steps=steps,
+        intervals=renamed("steps", steps, "intervals", intervals, default=50),
         baseline=baseline,
         batch_size=batch_size,
         probability=probability,
@@ -214,15 +221,16 @@ def insertion(
     maps: Tensor,
     target: Target = None,
     *,
-    steps: int = 50,
+    intervals: int = 50,
     baseline: Baseline = "zeros",
     batch_size: int = 64,
     probability: bool = True,
+    steps: int | Unset = UNSET,
 ) -> FaithfulnessResult:
     """Insertion curve: reveal the most salient pixels first and watch the score rise.
 
     The mirror of :func:`deletion`: at point ``k`` the first
-    ``floor(k * H * W / steps)`` pixels of each sample's ranking show ``x``,
+    ``floor(k * H * W / intervals)`` pixels of each sample's ranking show ``x``,
     the rest the baseline. Higher AUC is better. RISE starts insertion from a
     blurred image: pass ``baseline="blur"`` to match it.
 
@@ -231,10 +239,11 @@ def insertion(
         x: As :func:`deletion`.
         maps: As :func:`deletion`.
         target: As :func:`deletion` (None: the class predicted on ``x``).
-        steps: As :func:`deletion`.
+        intervals: As :func:`deletion`.
         baseline: As :func:`deletion`.
         batch_size: As :func:`deletion`.
         probability: As :func:`deletion`.
+        steps: As :func:`deletion` (deprecated: use ``intervals``).
 
     Returns:
         The fractions, curve, AUC and targets.
@@ -249,96 +258,68 @@ def insertion(
     Example:
         >>> import torch, torch.nn as nn
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-        >>> res = insertion(net, torch.randn(2, 1, 4, 4), torch.rand(2, 4, 4), target=1, steps=4)
+        >>> res = insertion(net, torch.randn(2, 1, 4, 4), torch.rand(2, 4, 4), target=1, intervals=4)
         >>> res.mode, res.curve.shape, bool(((res.auc >= 0) & (res.auc <= 1)).all())
         ('insertion', torch.Size([2, 5]), True)
 
     References:
         Petsiuk et al., BMVC 2018. https://arxiv.org/abs/1806.07421
     """
-    return _evaluate(
+    return _curve(
         "insertion",
         model,
         x,
         maps,
         target,
-        steps=steps,
+        intervals=renamed("steps", steps, "intervals", intervals, default=50),
         baseline=baseline,
         batch_size=batch_size,
         probability=probability,
     )
 
 
-def _evaluate(
+def _curve(
     mode: Mode,
     model: nn.Module,
     x: Tensor,
     maps: Tensor,
     target: Target,
     *,
-    steps: int,
+    intervals: int,
     baseline: Baseline,
     batch_size: int,
     probability: bool,
 ) -> FaithfulnessResult:
-    """The one implementation behind :func:`deletion` and :func:`insertion`."""
+    """Validate, probe and resolve the targets, then run the perturbation core: :func:`deletion` and :func:`insertion`."""
     if isinstance(x, Tensor) and x.dim() == 3:  # one image: the model's own diagnosis says so best
         probe(unwrap(model), (x,)).check()
     _check_inputs(x, maps)
-    check_int("steps", steps, 1)
+    check_int("intervals", intervals, 1)
     check_int("batch_size", batch_size, 1)
-    if not isinstance(probability, bool):
-        raise InvalidTypeError(f"probability must be a bool; got {probability!r}.")
-    n, _, h, w = x.shape
-    if not isinstance(baseline, Tensor):
-        check_choice("baseline", baseline, _BASELINES)
-    elif baseline.is_complex() or not _broadcasts(tuple(baseline.shape), tuple(x.shape)):
-        raise InvalidArgumentError(
-            f"a baseline tensor must be real and broadcast to x's shape {tuple(x.shape)}; "
-            f"got {baseline.dtype} of shape {tuple(baseline.shape)}."
-        )
+    check_bool("probability", probability)
+    check_baseline(baseline)
+    check_baseline_fits(baseline, x)
+    n = x.shape[0]
     x = x.detach()
     model = unwrap(model)
     seen = probe(model, (x,))
     seen.check()
     class_target = target is not None and (isinstance(target, Tensor) or not callable(target))
     fixed = check_target(target, n, seen.output_shape if class_target else None)
-    device, hw = x.device, h * w
-
-    keys = maps.detach().to(device).reshape(n, hw)
-    keys = keys.to(torch.uint8) if keys.dtype == torch.bool else keys
-    order = torch.sort(keys, dim=1, descending=True, stable=True)
-    rank = torch.argsort(order.indices, dim=1)  # rank[i, p]: position of pixel p in sample i's order
-    counts = torch.arange(steps + 1, device=device) * hw // steps
-    base = _baseline(baseline, x)
-    first, second = (base, x) if mode == "deletion" else (x, base)  # where the mask is set, else
-
-    with preserved_modes(model, training=False), torch.no_grad():
-        if target is None:
+    if target is None:
+        with preserved_modes(model, training=False), torch.no_grad():
             # Clones: a model that writes into its input must not rewrite the caller's x.
-            chunks_x = [x[i : i + batch_size] for i in range(0, n, batch_size)]
-            found = [target_scores(_forward(model, c.clone(), "x"), None, None, len(c))[0] for c in chunks_x]
-            fixed = torch.cat([t for t in found if t is not None])
-        targets = None if fixed is None else fixed.to(device)
-        total, chunks = (steps + 1) * n, []
-        for start in range(0, total, batch_size):
-            stop = min(start + batch_size, total)
-            index = torch.arange(start, stop, device=device)
-            step, sample = index // n, index % n
-            mask = (rank[sample] < counts[step].unsqueeze(1)).view(-1, 1, h, w)
-            batch = torch.where(mask, first[sample], second[sample])
-            output = _forward(model, batch, f"{mode} steps {start // n} to {(stop - 1) // n}")
-            if targets is None:
-                score = callable_scores(target, output, len(index))  # type: ignore[arg-type]
-            else:
-                if probability and isinstance(output, Tensor) and output.dim() == 2:
-                    output = torch.softmax(output.to(torch.promote_types(output.dtype, torch.float32)), 1)
-                score = class_scores(output, targets[sample])
-            chunks.append(score.detach())
-    scores = torch.cat(chunks)
-    curve = scores.to(torch.promote_types(scores.dtype, torch.float32)).view(steps + 1, n).T.contiguous()
-    fractions = torch.arange(steps + 1, dtype=curve.dtype, device=curve.device) / steps
-    auc = torch.trapezoid(curve, fractions, dim=1)
+            found = [
+                target_scores(forward(model, c.clone(), who=_WHO, what="x"), None, None, len(c))[0]
+                for c in (x[i : i + batch_size] for i in range(0, n, batch_size))
+            ]
+        fixed = torch.cat([t for t in found if t is not None])
+    scored = target if fixed is None else fixed.to(x.device)
+    fractions, curve, auc = perturbation_curve(
+        model, x, maps, baseline_tensor(baseline, x), scored,  # type: ignore[arg-type]
+        mode=mode, intervals=intervals, batch_size=batch_size, probability=probability, who=_WHO,
+    )  # fmt: skip
+    targets = None if fixed is None else fixed.to(x.device)
     return FaithfulnessResult(fractions=fractions, curve=curve, auc=auc, targets=targets, mode=mode)
 
 
@@ -369,44 +350,3 @@ def _check_inputs(x: Tensor, maps: Tensor) -> None:
         )
     if maps.is_floating_point() and bool(maps.isnan().any()):
         raise InvalidArgumentError("maps contain NaN; the pixels cannot be ranked.")
-
-
-def _broadcasts(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
-    """Whether ``shape`` broadcasts to ``target`` (without changing ``target``)."""
-    if len(shape) > len(target):
-        return False
-    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
-
-
-def _baseline(baseline: Baseline, x: Tensor) -> Tensor:
-    """The baseline, broadcastable to ``x`` with the batch dimension present."""
-    if isinstance(baseline, Tensor):
-        return baseline.detach().to(dtype=x.dtype, device=x.device).expand(x.shape)
-    if baseline == "zeros":
-        return torch.zeros_like(x)
-    if baseline == "mean":
-        return x.mean(dim=(2, 3), keepdim=True)
-    return _blur(x)
-
-
-def _blur(x: Tensor) -> Tensor:
-    """Separable Gaussian blur (sigma ``_BLUR_SIGMA``, ``2 * _BLUR_RADIUS + 1`` taps), replicate padding."""
-    r, c = _BLUR_RADIUS, x.shape[1]
-    taps = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
-    kernel = torch.exp(-(taps**2) / (2 * _BLUR_SIGMA**2))
-    kernel = (kernel / kernel.sum()).to(x.dtype)
-    padded = F.pad(x, (r, r, r, r), mode="replicate")
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def _forward(model: nn.Module, batch: Tensor, what: str) -> Any:
-    """Run the model; an exception from it gets a note saying which inputs it failed on."""
-    try:
-        with internal():
-            return model(batch)
-    except Exception as err:
-        err.add_note(
-            f"convlens.attribution.faithfulness: raised on {what}, a batch of shape {tuple(batch.shape)}."
-        )
-        raise
