@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
-from convlens.core.checks import check_choice, check_int
+from convlens.core.checks import check_choice, check_int, choices
 from convlens.core.layers import LayerSpec, resolve_layer
 from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
 from convlens.models.images import ImageSource, deprocess, to_rgb_array
@@ -150,7 +150,7 @@ class FilterRenderer:
                 "run one forward pass to initialize the lazy module first."
             )
         self.module = module
-        self.scale: FilterScale = check_choice("scale", scale, get_args(FilterScale))  # type: ignore[assignment]
+        self.scale: FilterScale = check_choice("scale", scale, choices(FilterScale))  # type: ignore[assignment]
         shape = tuple(module.weight.shape)
         self._channels = shape[1]
         if isinstance(channel, bool) or not isinstance(channel, int | str):

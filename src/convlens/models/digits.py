@@ -29,13 +29,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from convlens.core.checks import check_choice
+from convlens.core.checks import check_choice, choices
 from convlens.errors import InvalidTypeError, ShapeError
 
 __all__ = [
     "DIGITS_INK_MAX",
     "DIGITS_SIZE",
     "DigitsCNN",
+    "Split",
     "load_digits_cnn",
     "load_digits_dataset",
     "upsample_digits",
@@ -48,7 +49,8 @@ DIGITS_INK_MAX = 16
 
 _DATA = "data/digits.npz"
 _WEIGHTS = "data/digits_cnn.pt"
-_SPLITS = ("train", "test", "all")
+Split = Literal["train", "test", "all"]
+_SPLITS = choices(Split)
 
 
 class DigitsCNN(nn.Module):
@@ -153,7 +155,7 @@ def load_digits_cnn() -> DigitsCNN:
     return model.eval()
 
 
-def load_digits_dataset(split: Literal["train", "test", "all"] = "test") -> TensorDataset:
+def load_digits_dataset(split: Split = "test") -> TensorDataset:
     """scikit-learn's 1797 handwritten digits, upsampled as the model was trained.
 
     The split is the one the shipped model was trained and evaluated on: a

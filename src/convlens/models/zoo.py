@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from convlens.core.checks import choices
 from convlens.errors import (
     InvalidArgumentError,
     InvalidTypeError,
@@ -37,7 +38,7 @@ from convlens.errors import (
     did_you_mean,
 )
 from convlens.models.alphago import AlphaGoPolicy, PositionBias, alphago_policy
-from convlens.models.digits import DigitsCNN, load_digits_cnn, load_digits_dataset
+from convlens.models.digits import DigitsCNN, Split, load_digits_cnn, load_digits_dataset
 
 __all__ = [
     "AlphaGoPolicy",
@@ -54,7 +55,7 @@ __all__ = [
 
 #: What ``weights=`` accepts besides a path to a state dict.
 WeightsMode = Literal["auto", "imagenet", "random"]
-_MODES = ("auto", "imagenet", "random")
+_MODES = choices(WeightsMode)
 #: The attribute :func:`load` sets on a model whose pretrained weights were unavailable.
 _NOTE = "convlens_weights_note"
 
@@ -72,7 +73,7 @@ def digits_cnn() -> DigitsCNN:
     return load_digits_cnn()
 
 
-def digits_dataset(split: Literal["train", "test", "all"] = "test") -> TensorDataset:
+def digits_dataset(split: Split = "test") -> TensorDataset:
     """The digits the digits CNN was trained (``"train"``) and tested (``"test"``) on.
 
     Items are ``(image (1, 28, 28) float in [0, 1], label)``; ink is bright.
