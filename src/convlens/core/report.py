@@ -39,6 +39,7 @@ from torch import nn
 
 from convlens.core import arithmetic, display
 from convlens.core.arithmetic import Extent, Shape
+from convlens.core.checks import format_shape
 from convlens.core.layers import split_call
 from convlens.errors import (
     AmbiguousLayerError,
@@ -97,10 +98,6 @@ class LayerShape:
 
 
 _COLUMNS = ("name", "type", "in", "out", "params", "MACs", "RF", "jump", "formula")
-
-
-def _fmt_shape(shape: Shape) -> str:
-    return "[" + ", ".join(map(str, shape)) + "]"
 
 
 def _fmt_extent(value: Extent) -> str:
@@ -210,8 +207,8 @@ class ShapeReport:
             [
                 r.name or "(root)",
                 r.type,
-                _fmt_shape(r.input_shape),
-                _fmt_shape(r.output_shape),
+                format_shape(r.input_shape),
+                format_shape(r.output_shape),
                 f"{r.params:,}",
                 f"{r.macs:,}",
                 _fmt_extent(r.receptive_field),
@@ -220,7 +217,7 @@ class ShapeReport:
             ]
             for r in self.rows
         ]
-        total = ["total", self.model, _fmt_shape(self.input_shape), _fmt_shape(self.output_shape)]
+        total = ["total", self.model, format_shape(self.input_shape), format_shape(self.output_shape)]
         return [*cells, [*total, f"{self.params:,}", f"{self.macs:,}", "", "", ""]]
 
     def _footer(self) -> str:
@@ -241,8 +238,8 @@ class ShapeReport:
 
     def __repr__(self) -> str:
         return (
-            f"ShapeReport({self.model}, {len(self.rows)} rows, {_fmt_shape(self.input_shape)} -> "
-            f"{_fmt_shape(self.output_shape)}, params={self.params:,}, traced={self.traced!r})"
+            f"ShapeReport({self.model}, {len(self.rows)} rows, {format_shape(self.input_shape)} -> "
+            f"{format_shape(self.output_shape)}, params={self.params:,}, traced={self.traced!r})"
         )
 
     def _repr_html_(self) -> str:
@@ -262,8 +259,8 @@ class ShapeReport:
         cells = self._cells()
         title = display.heading(
             "ShapeReport",
-            f"{self.model}, {len(self.rows)} leaf calls, {_fmt_shape(self.input_shape)} -> "
-            f"{_fmt_shape(self.output_shape)}",
+            f"{self.model}, {len(self.rows)} leaf calls, {format_shape(self.input_shape)} -> "
+            f"{format_shape(self.output_shape)}",
         )
         body = display.table(
             _COLUMNS, cells[:-1], align="llllrrrrl", foot=cells[-1:], caption=self._footer(), monospace=True
