@@ -4,6 +4,7 @@ import copy
 import itertools
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 
 import pytest
@@ -555,3 +556,21 @@ def test_a_channels_last_layer_is_refused_before_work_and_explained_with_a_permu
     torch.testing.assert_close(out.raw, raw)
     # An ordinary CNN layer is channels first, even with a Linear elsewhere in the model.
     assert cl.GradCAM(model, "embed")(x).raw.shape == (2, 4, 4)
+
+
+def test_guided_gradcam_passes_reshape_to_its_gradcam() -> None:
+    torch.manual_seed(0)
+    model = ChannelsLast().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(cl.InvalidArgumentError, match="channels last"):
+        cl.GuidedGradCAM(model, "block")(x)
+    with pytest.raises(cl.InvalidTypeError, match="reshape must be a callable"):
+        cl.GuidedGradCAM(model, "block", reshape="permute")  # type: ignore[arg-type]
+    permute = partial(Tensor.permute, dims=(0, 3, 1, 2))
+    out = cl.GuidedGradCAM(model, "block", reshape=permute)(x, target=1)
+    cam = cl.GradCAM(model, "block", reshape=permute)(x, target=1)
+    guided = cl.GuidedBackprop(model)(x, target=1)  # no ReLU in the model: the plain gradient
+    torch.testing.assert_close(out.cam, cam.maps)
+    torch.testing.assert_close(out.gradients, guided.gradients * cam.maps.unsqueeze(1))
+    assert out.targets is not None
+    assert out.targets.tolist() == [1, 1]

@@ -126,7 +126,7 @@ def brute_force(
     layer: str,
     *,
     y: Tensor | None = None,
-    steps: int = 6,
+    intervals: int = 6,
     baseline: Any = "zeros",
 ) -> tuple[float, float, float, float]:
     """The four numbers over the whole dataset as one tensor, in plain torch (faithfulness for the curves)."""
@@ -141,8 +141,8 @@ def brute_force(
     big_o = q[torch.arange(len(x)), target]
     drop = (torch.clamp(big_y - big_o, min=0) / (big_y + 1e-7)).double().mean() * 100
     increase = (big_o > big_y).double().mean() * 100
-    removed = deletion(model, x, maps, target, steps=steps, baseline=baseline).auc.double().mean()
-    revealed = insertion(model, x, maps, target, steps=steps, baseline=baseline).auc.double().mean()
+    removed = deletion(model, x, maps, target, intervals=intervals, baseline=baseline).auc.double().mean()
+    revealed = insertion(model, x, maps, target, intervals=intervals, baseline=baseline).auc.double().mean()
     return float(removed), float(revealed), float(drop), float(increase)
 
 
@@ -152,7 +152,7 @@ def brute_force(
 @pytest.mark.parametrize("method", sorted(CLASSES))
 def test_each_method_equals_a_brute_force_pass_over_the_whole_dataset(method: str) -> None:
     model, x = small_net(), images()
-    res = evaluate(model, method, TensorDataset(x), layer="3", steps=6, batch_size=4, progress=False)
+    res = evaluate(model, method, TensorDataset(x), layer="3", intervals=6, batch_size=4, progress=False)
     assert res.count == 10
     assert res.methods == (method,)
     assert_numbers(res, [brute_force(model, method, x, "3")])
@@ -163,10 +163,10 @@ def test_the_baseline_reaches_deletion_and_insertion(baseline: str) -> None:
     model, x = small_net(), images()
     base: Any = torch.full((1, 3, 1, 1), 0.5) if baseline == "tensor" else baseline
     res = evaluate(
-        model, ["gradcam"], list(torch.split(x, 3)), layer="4", steps=5, baseline=base, progress=False
+        model, ["gradcam"], list(torch.split(x, 3)), layer="4", intervals=5, baseline=base, progress=False
     )
-    assert_numbers(res, [brute_force(model, "gradcam", x, "4", steps=5, baseline=base)])
-    zeros = evaluate(model, ["gradcam"], list(torch.split(x, 3)), layer="4", steps=5, progress=False)
+    assert_numbers(res, [brute_force(model, "gradcam", x, "4", intervals=5, baseline=base)])
+    zeros = evaluate(model, ["gradcam"], list(torch.split(x, 3)), layer="4", intervals=5, progress=False)
     assert res["gradcam"].deletion != zeros["gradcam"].deletion
     assert res.baseline == ("tensor [1, 3, 1, 1]" if baseline == "tensor" else baseline)
 
@@ -199,11 +199,11 @@ def test_average_drop_and_increase_in_confidence_by_hand() -> None:
     y0, o0 = 1 / (1 + math.exp(-6)), 1 / (1 + math.exp(2))  # class 0 on x and on the masked x
     y1, o1 = 1 / (1 + math.exp(6)), 1 / (1 + math.exp(-2))  # class 1: it gains
     cam = FixedCAM(model, "0")
-    res = evaluate(model, [cam], [(x, torch.tensor([0, 1]))], target="label", steps=4, progress=False)
+    res = evaluate(model, [cam], [(x, torch.tensor([0, 1]))], target="label", intervals=4, progress=False)
     row = res["FixedCAM"]
     assert row.average_drop == pytest.approx(100 * ((y0 - o0) / (y0 + 1e-7) + 0.0) / 2, rel=1e-6)
     assert row.increase_in_confidence == 50.0
-    predicted = evaluate(model, [cam], [x], steps=4, progress=False)  # both predict class 0
+    predicted = evaluate(model, [cam], [x], intervals=4, progress=False)  # both predict class 0
     assert predicted["FixedCAM"].average_drop == pytest.approx(100 * (y0 - o0) / (y0 + 1e-7), rel=1e-6)
     assert predicted["FixedCAM"].increase_in_confidence == 0.0
     assert o1 > y1
@@ -217,7 +217,7 @@ def test_an_unchanged_score_is_no_increase() -> None:
             return 1.0 - super().raw_map(activation, gradient, context)
 
     model = half_net()
-    res = evaluate(model, [LeftCAM(model, "0")], [torch.ones(3, 1, 4, 4)], steps=4, progress=False)
+    res = evaluate(model, [LeftCAM(model, "0")], [torch.ones(3, 1, 4, 4)], intervals=4, progress=False)
     assert res["LeftCAM"].average_drop == 0.0
     assert res["LeftCAM"].increase_in_confidence == 0.0
 
@@ -240,7 +240,7 @@ def test_equals_torchcam_where_the_maps_are_the_same(ours: str, theirs: str) -> 
     metrics = pytest.importorskip("torchcam.metrics")
     # gain 3: spans of the maps far above the 1e-8 torchcam adds to their denominator
     model, x = small_net(log_softmax=True, gain=3.0), images(12)
-    res = evaluate(model, [ours], TensorDataset(x), layer="3", steps=8, batch_size=5, progress=False)
+    res = evaluate(model, [ours], TensorDataset(x), layer="3", intervals=8, batch_size=5, progress=False)
 
     extractor = getattr(methods, theirs)(model, target_layer="3")
     try:
@@ -249,7 +249,7 @@ def test_equals_torchcam_where_the_maps_are_the_same(ours: str, theirs: str) -> 
         theirs_maps = extractor(scores.argmax(1).tolist(), scores)[0]
         torch.testing.assert_close(theirs_maps, CLASSES[ours](model, "3")(x).maps, atol=1e-5, rtol=0)
         classification = metrics.ClassificationMetric(extractor, probabilities)
-        # 8 x 8 pixels in 8 steps: torchcam's grid (a ceil'd step) is ours (floor(k * 64 / 8)).
+        # 8 x 8 pixels in 8 intervals: torchcam's grid (a ceil'd step) is ours (floor(k * 64 / 8)).
         curves = metrics.DeletionInsertionMetric(extractor, probabilities, steps=8, batch_size=7)
         for batch in torch.split(x, 5):
             classification.update(batch)
@@ -272,7 +272,7 @@ def test_batch_size_does_not_change_the_result() -> None:
     model, x, y = small_net(), images(), labels()
     data = TensorDataset(x, y)
     results = [
-        evaluate(model, ["gradcam", "scorecam"], data, layer="4", steps=4, batch_size=b, progress=False)
+        evaluate(model, ["gradcam", "scorecam"], data, layer="4", intervals=4, batch_size=b, progress=False)
         for b in (1, 3, 10, 64)
     ]
     for res in results[1:]:
@@ -282,7 +282,7 @@ def test_batch_size_does_not_change_the_result() -> None:
 
 def test_a_dataset_a_loader_and_a_list_of_batches_agree() -> None:
     model, x, y = small_net(), images(), labels()
-    run = partial(evaluate, model, ["gradcam++", "layercam"], layer="3", steps=4, progress=False)
+    run = partial(evaluate, model, ["gradcam++", "layercam"], layer="3", intervals=4, progress=False)
     base = run(TensorDataset(x, y), batch_size=4)
     others = [
         run(DataLoader(TensorDataset(x, y), batch_size=3)),
@@ -306,7 +306,7 @@ def test_only_sums_and_a_count_outlive_a_batch() -> None:
             alive.append(sum(1 for obj in _tensors() if obj.shape[-2:] == (8, 8) and obj.dim() == 3))
             yield chunk
 
-    evaluate(model, ["gradcam"], batches(), layer="3", steps=3, progress=False)
+    evaluate(model, ["gradcam"], batches(), layer="3", intervals=3, progress=False)
     assert alive[1:] == [alive[0]] * 2  # no (N, 8, 8) maps pile up
 
 
@@ -326,17 +326,19 @@ def test_label_explains_the_labels() -> None:
         predicted = model(x).argmax(1)
     y = (predicted + 1) % 5  # never the prediction
     data = TensorDataset(x, y)
-    res = evaluate(model, ["gradcam", "layercam"], data, layer="3", target="label", steps=5, progress=False)
+    res = evaluate(
+        model, ["gradcam", "layercam"], data, layer="3", target="label", intervals=5, progress=False
+    )
     assert res.target == "label"
-    expected = [brute_force(model, m, x, "3", y=y, steps=5) for m in ("gradcam", "layercam")]
+    expected = [brute_force(model, m, x, "3", y=y, intervals=5) for m in ("gradcam", "layercam")]
     assert_numbers(res, expected)
-    by_prediction = evaluate(model, ["gradcam", "layercam"], data, layer="3", steps=5, progress=False)
-    assert by_prediction.target == "predicted"
+    by_prediction = evaluate(model, ["gradcam", "layercam"], data, layer="3", intervals=5, progress=False)
+    assert by_prediction.target is None
     assert not torch.allclose(torch.tensor(numbers(by_prediction)), torch.tensor(numbers(res)), atol=1e-3)
     as_lists = [(x[:4], y[:4].tolist()), (x[4:], y[4:].tolist())]  # labels as a list of ints
     assert_numbers(
         evaluate(
-            model, ["gradcam", "layercam"], as_lists, layer="3", target="label", steps=5, progress=False
+            model, ["gradcam", "layercam"], as_lists, layer="3", target="label", intervals=5, progress=False
         ),
         expected,
     )
@@ -411,14 +413,15 @@ def test_empty_data_raises_before_any_forward(forwards: tuple[nn.Module, list[st
         (
             {"target": "labels"},
             InvalidArgumentError,
-            "target must be one of 'predicted', 'label'; got 'labels'. Did you mean 'label'",
+            "target must be one of 'label'; got 'labels'. Did you mean 'label'",
         ),
-        ({"steps": 0}, InvalidArgumentError, "steps must be an int >= 1; got 0"),
+        ({"intervals": 0}, InvalidArgumentError, "intervals must be an int >= 1; got 0"),
+        ({"steps": 2, "intervals": 3}, InvalidArgumentError, "steps= is the old spelling of intervals="),
         ({"batch_size": 0}, InvalidArgumentError, "batch_size must be an int >= 1"),
         ({"num_workers": -1}, InvalidArgumentError, "num_workers must be an int >= 0"),
         ({"baseline": "blurr"}, InvalidArgumentError, "Did you mean 'blur'"),
         ({"baseline": torch.zeros(2, 3, 3)}, InvalidArgumentError, "must broadcast to x's shape"),
-        ({"progress": "yes"}, InvalidTypeError, "progress must be a bool"),
+        ({"progress": "yes"}, InvalidTypeError, "progress must be True or False"),
         ({"data": 3}, InvalidTypeError, "data must be a torch Dataset"),
         ({"data": [images(2).long()]}, InvalidTypeError, "x must be a float tensor"),
         ({"data": [torch.randn(2, 3, 8)]}, ShapeError, r"batches of 2-D images \(N, C, H, W\)"),
@@ -503,14 +506,14 @@ def test_the_model_is_left_as_found_after_success() -> None:
     model = prepared(Tripwire())
     before, global_hooks = snapshot(model), global_hook_counts()
     res = evaluate(
-        model, list(CLASSES), [images(4), images(3, seed=5)], layer="relu", steps=2, progress=False
+        model, list(CLASSES), [images(4), images(3, seed=5)], layer="relu", intervals=2, progress=False
     )
     assert res.count == 7
     assert_unchanged(model, before)
     assert global_hook_counts() == global_hooks
     # Every forward ran in eval mode: Dropout was off, so a second pass gives the same numbers.
     again = evaluate(
-        model, list(CLASSES), [images(4), images(3, seed=5)], layer="relu", steps=2, progress=False
+        model, list(CLASSES), [images(4), images(3, seed=5)], layer="relu", intervals=2, progress=False
     )
     assert numbers(again) == numbers(res)
 
@@ -521,7 +524,7 @@ def test_the_model_is_left_as_found_when_a_forward_raises_midway(fail_at: int) -
     before, global_hooks = snapshot(model), global_hook_counts()
     with pytest.raises(RuntimeError, match="tripwire"):
         evaluate(
-            model, ["gradcam", "layercam"], [images(4), images(4)], layer="relu", steps=2, progress=False
+            model, ["gradcam", "layercam"], [images(4), images(4)], layer="relu", intervals=2, progress=False
         )
     assert len(model.real) == fail_at
     assert_unchanged(model, before)
@@ -533,7 +536,7 @@ def test_a_failing_forward_says_which_examples() -> None:
         fail_at=6
     )  # batch 2's clean forward: 1 clean + CAM + masked + deletion + insertion before it
     with pytest.raises(RuntimeError, match="tripwire") as info:
-        evaluate(model, ["gradcam"], [images(4), images(4)], layer="relu", steps=2, progress=False)
+        evaluate(model, ["gradcam"], [images(4), images(4)], layer="relu", intervals=2, progress=False)
     assert "convlens.evaluate: raised on examples 4 to 7" in "\n".join(info.value.__notes__)
 
 
@@ -547,20 +550,20 @@ def test_cam_objects_are_named_by_class_and_told_apart_by_layer() -> None:
         [GradCAM(model, "3"), GradCAM(model, model[4]), "layercam", ScoreCAM(model, "3", chunk_size=2)],
         [x],
         layer="3",
-        steps=2,
+        intervals=2,
         progress=False,
     )
     assert res.methods == ("GradCAM(3)", "GradCAM(4)", "layercam", "ScoreCAM")
     assert res.layer == "3, 4"
     assert res["GradCAM(3)"] != res["GradCAM(4)"]
     assert_numbers(
-        evaluate(model, ["gradcam"], [x], layer=model[3], steps=2, progress=False),
+        evaluate(model, ["gradcam"], [x], layer=model[3], intervals=2, progress=False),
         [res["GradCAM(3)"].values()],
     )
 
 
 def test_getitem_names_the_nearest_method() -> None:
-    res = evaluate(small_net(), ["gradcam", "gradcam++"], [images(3)], layer="3", steps=2, progress=False)
+    res = evaluate(small_net(), ["gradcam", "gradcam++"], [images(3)], layer="3", intervals=2, progress=False)
     assert res["gradcam++"].method == "gradcam++"
     with pytest.raises(
         MethodNotFoundError,
@@ -584,9 +587,9 @@ def test_str_and_markdown_hold_every_method_and_its_numbers() -> None:
             method="ScoreCAM", deletion=0.5, insertion=0.25, average_drop=3.14159, increase_in_confidence=0.0
         ),
     )
-    res = EvaluationResult(rows=rows, count=10, layer="layer4", steps=50, baseline="blur", target="label")
+    res = EvaluationResult(rows=rows, count=10, layer="layer4", intervals=50, baseline="blur", target="label")
     text, markdown = str(res), res.to_markdown()
-    assert text.splitlines()[0] == "10 examples, layer 'layer4', target label, 50 steps, baseline blur"
+    assert text.splitlines()[0] == "10 examples, layer 'layer4', target label, 50 intervals, baseline blur"
     header, first, second = text.splitlines()[1:]
     assert first.split() == ["gradcam", "0.1235", "0.6789", "12.35", "40.00"]
     assert second.split() == ["ScoreCAM", "0.5000", "0.2500", "3.14", "0.00"]
@@ -604,7 +607,7 @@ def test_str_and_markdown_hold_every_method_and_its_numbers() -> None:
 
 
 def test_a_real_result_prints_its_own_numbers() -> None:
-    res = evaluate(small_net(), ["gradcam", "eigencam"], [images(5)], layer="3", steps=3, progress=True)
+    res = evaluate(small_net(), ["gradcam", "eigencam"], [images(5)], layer="3", intervals=3, progress=True)
     for row in res.rows:
         line = next(line for line in str(res).splitlines() if line.startswith(row.method))
         assert f"{row.average_drop:.2f}" in line
@@ -615,14 +618,14 @@ def test_a_real_result_prints_its_own_numbers() -> None:
 # -- under torchrun: two ranks, each its shard, every rank the one-process result ---------------------------
 
 #: (dataset size, target); 1 example leaves rank 1 nothing but DistributedSampler's padding.
-DISTRIBUTED = {"odd": (7, "predicted"), "labels": (6, "label"), "one": (1, "predicted")}
+DISTRIBUTED = {"odd": (7, None), "labels": (6, "label"), "one": (1, None), "old": (3, "predicted")}
 
 
-def distributed_case(size: int, target: str) -> dict[str, Any]:
+def distributed_case(size: int, target: str | None) -> dict[str, Any]:
     x, y = images(size, seed=size), labels(size, seed=size)
     res = evaluate(
         small_net(), ["gradcam", "layercam"], TensorDataset(x, y), layer="3", target=target,  # type: ignore[arg-type]
-        steps=3, batch_size=2, progress=False,
+        intervals=3, batch_size=2, progress=False,
     )  # fmt: skip
     return {"count": res.count, "numbers": numbers(res)}
 
@@ -669,7 +672,7 @@ def test_evaluate_on_cuda_equals_the_cpu_result() -> None:
     import convlens as cl
 
     data = cl.zoo.digits_dataset("test")
-    kwargs: dict[str, Any] = {"layer": "features.3", "steps": 8, "progress": False}
+    kwargs: dict[str, Any] = {"layer": "features.3", "intervals": 8, "progress": False}
     expected = cl.evaluate(cl.zoo.digits_cnn(), ["gradcam", "layercam"], data, **kwargs)
     got = cl.evaluate(cl.zoo.digits_cnn().cuda(), ["gradcam", "layercam"], data, **kwargs)
     assert got.count == expected.count == 360
@@ -679,3 +682,133 @@ def test_evaluate_on_cuda_equals_the_cpu_result() -> None:
         assert ours.average_drop == pytest.approx(reference.average_drop, abs=0.01)
         # a count of O > Y: a float near-tie may flip one digit in 360 (0.28 points)
         assert ours.increase_in_confidence == pytest.approx(reference.increase_in_confidence, abs=0.3)
+
+
+# -- (6) one vocabulary: intervals=, target=None, one batch_size default, reshape= ------------------------
+
+
+def test_the_old_steps_keyword_warns_and_gives_the_same_result() -> None:
+    model, x = small_net(), images(6)
+    new = evaluate(model, ["gradcam"], TensorDataset(x), layer="3", intervals=5, progress=False)
+    with pytest.warns(DeprecationWarning, match=r"steps= is deprecated, use intervals=") as caught:
+        old = evaluate(model, ["gradcam"], TensorDataset(x), layer="3", steps=5, progress=False)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
+    assert numbers(old) == numbers(new)
+    assert old.intervals == new.intervals == 5
+    with pytest.warns(DeprecationWarning, match=r"steps= is deprecated"):
+        assert old.steps == 5  # the result's old attribute name reads the same number
+
+
+def test_target_predicted_is_the_old_spelling_of_none() -> None:
+    model, x = small_net(), images(6)
+    new = evaluate(model, ["gradcam"], [x], layer="3", target=None, intervals=4, progress=False)
+    with pytest.warns(DeprecationWarning, match=r"target='predicted' is deprecated, use target=None"):
+        old = evaluate(model, ["gradcam"], [x], layer="3", target="predicted", intervals=4, progress=False)
+    assert numbers(old) == numbers(new)
+    assert old.target is None
+    assert new.target is None
+    assert "target predicted" in str(new).splitlines()[0]
+
+
+def test_target_none_is_the_default_and_explains_the_prediction() -> None:
+    model, x = small_net(), images(8)
+    res = evaluate(model, ["gradcam", "layercam"], TensorDataset(x), layer="3", intervals=5, progress=False)
+    assert res.target is None
+    assert_numbers(res, [brute_force(model, m, x, "3", intervals=5) for m in ("gradcam", "layercam")])
+
+
+def test_target_a_class_for_every_example_and_one_per_example() -> None:
+    model, x = small_net(), images(7)
+    run = partial(evaluate, model, ["gradcam"], layer="3", intervals=4, batch_size=3, progress=False)
+    one = run(TensorDataset(x), target=2)
+    assert one.target == 2
+    assert str(one).splitlines()[0].startswith("7 examples, layer '3', target class 2, 4 intervals")
+    assert_numbers(one, [brute_force(model, "gradcam", x, "3", y=torch.full((7,), 2), intervals=4)])
+    y = labels(7)
+    for given in (y, y.tolist(), y.numpy()):
+        each = run(TensorDataset(x), target=given)
+        assert each.target == "per-example"
+        assert_numbers(each, [brute_force(model, "gradcam", x, "3", y=y, intervals=4)])
+    # The same as the labels, read from the data.
+    assert numbers(run(TensorDataset(x, y), target="label")) == numbers(run(TensorDataset(x), target=y))
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "match"),
+    [
+        ([0, 1, 2], InvalidArgumentError, "target has 3 entries for data of 4 examples"),
+        (lambda out: out[:, 0], InvalidTypeError, "got a callable"),
+        (5, InvalidArgumentError, "target 5 is out of range"),
+        (-1, InvalidArgumentError, "target -1 is out of range"),
+        (True, InvalidTypeError, "target must be None"),
+        (torch.tensor([0.0, 1.0, 0.0, 1.0]), InvalidTypeError, "class indices"),
+    ],
+)
+def test_bad_targets_raise_before_any_real_forward(
+    forwards: tuple[nn.Module, list[str]], target: Any, error: type[Exception], match: str
+) -> None:
+    model, calls = forwards
+    with pytest.raises(error, match=match):
+        evaluate(model, ["gradcam"], TensorDataset(images(4)), layer="3", target=target, progress=False)
+    assert "cpu" not in calls
+
+
+def test_per_example_targets_that_miss_an_example_of_an_iterable_say_so() -> None:
+    with pytest.raises(InvalidArgumentError, match="data has an example at position 3"):
+        evaluate(
+            small_net(), ["gradcam"], [images(2), images(2)], layer="3", target=[0, 1, 2], progress=False
+        )
+
+
+def test_batch_size_defaults_to_64() -> None:
+    import inspect
+
+    assert inspect.signature(evaluate).parameters["batch_size"].default == 64
+    assert inspect.signature(deletion).parameters["batch_size"].default == 64
+
+
+def test_reshape_reaches_the_methods_given_by_name() -> None:
+    class ChannelsLast(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(3, 8, 2, stride=2)
+            self.block = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x: Tensor) -> Tensor:
+            out: Tensor = self.head(self.block(self.embed(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
+            return out
+
+    torch.manual_seed(0)
+    model, x = ChannelsLast().eval(), images(4)
+    permute = partial(Tensor.permute, dims=(0, 3, 1, 2))
+    with pytest.raises(InvalidArgumentError, match="channels last"):
+        evaluate(model, ["gradcam"], [x], layer="block", intervals=3, progress=False)
+    res = evaluate(
+        model, ["gradcam", "layercam"], [x], layer="block", reshape=permute, intervals=3, progress=False
+    )
+    objects = [GradCAM(model, "block", reshape=permute), LayerCAM(model, "block", reshape=permute)]
+    assert numbers(res) == numbers(evaluate(model, objects, [x], intervals=3, progress=False))
+
+
+def test_each_batch_runs_the_core_twice_per_method_and_the_public_curves_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from convlens.attribution import evaluation, faithfulness
+
+    calls: list[str] = []
+    core = evaluation.perturbation_curve
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["mode"])
+        return core(*args, **kwargs)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("evaluate must not call the public deletion/insertion")
+
+    monkeypatch.setattr(evaluation, "perturbation_curve", counted)
+    monkeypatch.setattr(faithfulness, "_curve", refuse)
+    evaluate(
+        small_net(), ["gradcam", "layercam"], [images(3), images(2)], layer="3", intervals=2, progress=False
+    )
+    assert calls == ["deletion", "insertion"] * 4  # 2 batches x 2 methods

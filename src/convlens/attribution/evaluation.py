@@ -6,8 +6,9 @@ and reports four numbers per method, each a mean over the examples:
 - **deletion AUC** (lower is better) and **insertion AUC** (higher is better):
   the area under the softmax probability of the explained class as the most
   salient pixels are removed from the input, or revealed on a baseline
-  (Petsiuk et al., RISE, BMVC 2018), computed by
-  :func:`convlens.attribution.faithfulness.deletion` and :func:`~convlens.attribution.faithfulness.insertion`;
+  (Petsiuk et al., RISE, BMVC 2018), computed as
+  :func:`convlens.attribution.faithfulness.deletion` and :func:`~convlens.attribution.faithfulness.insertion`
+  compute them (by the same core, :mod:`convlens.attribution.perturbation`);
 - **average drop %** (lower is better) and **increase in confidence %**
   (higher is better) of Chattopadhyay et al. (Grad-CAM++, WACV 2018): with
   ``Y`` the class's softmax probability on the input and ``O`` on the input
@@ -39,7 +40,7 @@ Example:
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
     ...                     nn.Flatten(), nn.Linear(4, 5))
     >>> data = TensorDataset(torch.randn(6, 3, 8, 8), torch.randint(0, 5, (6,)))
-    >>> res = evaluate(net, ["gradcam", "layercam"], data, layer="1", steps=8, progress=False)
+    >>> res = evaluate(net, ["gradcam", "layercam"], data, layer="1", intervals=8, progress=False)
     >>> res.count, [row.method for row in res.rows], res.layer
     (6, ['gradcam', 'layercam'], '1')
     >>> 0 <= res["gradcam"].average_drop <= 100
@@ -58,22 +59,41 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from types import MappingProxyType
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from convlens.attribution.cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
-from convlens.attribution.faithfulness import Baseline, deletion, insertion
+from convlens.attribution.cam import (
+    EigenCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    LayerCAM,
+    Reshape,
+    ScoreCAM,
+    XGradCAM,
+)
+from convlens.attribution.perturbation import (
+    Baseline,
+    baseline_tensor,
+    check_baseline,
+    check_baseline_fits,
+    forward,
+    perturbation_curve,
+    softmax,
+)
 from convlens.attribution.targets import check_target, class_scores
-from convlens.core.checks import check_choice, check_int, check_model, format_shape
+from convlens.core.checks import check_bool, check_choice, check_int, check_model, choices, format_shape
+from convlens.core.deprecation import UNSET, Unset, deprecated_value, renamed
 from convlens.core.distributed import Chunk, all_sum, shard
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
 from convlens.core.probe import Prober
-from convlens.core.recorder import internal, preserved_modes
+from convlens.core.recorder import preserved_modes
 from convlens.core.values import model_dtype_device
 from convlens.errors import (
     ConvlensError,
@@ -90,14 +110,20 @@ __all__ = [
     "EvaluationRow",
     "EvaluationTarget",
     "MethodName",
+    "TargetName",
     "evaluate",
 ]
 
 #: The CAM methods :func:`evaluate` builds from a name.
 MethodName = Literal["gradcam", "gradcam++", "xgradcam", "layercam", "scorecam", "eigencam"]
 
-#: Which class is explained: the model's prediction on the clean input, or the label ``y``.
-EvaluationTarget = Literal["predicted", "label"]
+#: The one named target of :func:`evaluate`: each example's label ``y``.
+TargetName = Literal["label"]
+
+#: Which class :func:`evaluate` explains: None (the class the model predicts on the clean input),
+#: ``"label"`` (the label ``y``), a class index for every example, or one per example (a list,
+#: 1-D integer tensor or array, by position in the data). ``"predicted"`` is the old spelling of None.
+EvaluationTarget = TargetName | Literal["predicted"] | int | Sequence[int] | Tensor | np.ndarray | None
 
 #: The CAM class behind each method name (the command line's too).
 METHODS: Mapping[str, type[GradCAM]] = MappingProxyType(
@@ -110,8 +136,8 @@ METHODS: Mapping[str, type[GradCAM]] = MappingProxyType(
         "eigencam": EigenCAM,
     }
 )
-_TARGETS = ("predicted", "label")
-_BASELINES = ("zeros", "blur", "mean")
+#: Where a failing forward's note says it failed.
+_WHO = "convlens.evaluate"
 #: torchcam's ClassificationMetric divides the drop by ``Y + 1e-7``; so do we.
 _EPS = 1e-7
 #: The column headers of the tables, in the order of :class:`EvaluationRow`'s numbers.
@@ -156,20 +182,25 @@ class EvaluationResult:
         count: How many examples were evaluated (over every rank).
         layer: The layer the maps come from (the methods' layers, joined by
             ``", "``, where CAM objects on different layers were given).
-        steps: Deletion and insertion points after the first.
+        intervals: Deletion and insertion points after the first (``intervals + 1`` in all).
         baseline: The deletion/insertion baseline: its name, or
             ``"tensor [shape]"`` for a tensor.
-        target: ``"predicted"`` or ``"label"``.
+        target: The class explained, as :func:`evaluate`'s ``target=`` says
+            it in its current spelling: None (the class predicted on the clean
+            input; also for the old ``"predicted"``), ``"label"``, an int (that
+            class for every example), or ``"per-example"`` (one class index per
+            example was given). The caption says ``target predicted``,
+            ``target label``, ``target class 3`` or ``target per-example``.
 
     Example:
         >>> row = EvaluationRow(method="gradcam", deletion=0.1, insertion=0.6, average_drop=25.0,
         ...                     increase_in_confidence=12.5)
-        >>> res = EvaluationResult(rows=(row,), count=8, layer="layer4", steps=50, baseline="zeros",
-        ...                        target="predicted")
+        >>> res = EvaluationResult(rows=(row,), count=8, layer="layer4", intervals=50, baseline="zeros",
+        ...                        target=None)
         >>> res["gradcam"].insertion
         0.6
         >>> print(res)  # doctest: +NORMALIZE_WHITESPACE
-        8 examples, layer 'layer4', target predicted, 50 steps, baseline zeros
+        8 examples, layer 'layer4', target predicted, 50 intervals, baseline zeros
         method  deletion AUC (lower is better)  insertion AUC (higher is better)  average drop % (lower is better)  increase in confidence % (higher is better)
         gradcam                         0.1000                            0.6000                             25.00                                        12.50
         >>> res["gradcam++"]
@@ -181,9 +212,14 @@ class EvaluationResult:
     rows: tuple[EvaluationRow, ...]
     count: int
     layer: str
-    steps: int
+    intervals: int
     baseline: str
-    target: str = "predicted"
+    target: str | int | None = None
+
+    @property
+    def steps(self) -> int:
+        """The old name of :attr:`intervals` (same value); reading it warns with a ``DeprecationWarning``."""
+        return renamed("steps", self.intervals, "intervals", self.intervals, default=self.intervals)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -211,9 +247,16 @@ class EvaluationResult:
         ]
 
     def _caption(self) -> str:
+        target = (
+            "predicted"
+            if self.target is None
+            else f"class {self.target}"
+            if isinstance(self.target, int)
+            else self.target
+        )
         return (
-            f"{self.count} examples, layer {self.layer!r}, target {self.target}, "
-            f"{self.steps} steps, baseline {self.baseline}"
+            f"{self.count} examples, layer {self.layer!r}, target {target}, "
+            f"{self.intervals} intervals, baseline {self.baseline}"
         )
 
     def __str__(self) -> str:
@@ -235,9 +278,9 @@ class EvaluationResult:
         Example:
             >>> row = EvaluationRow(method="layercam", deletion=0.125, insertion=0.5, average_drop=40.0,
             ...                     increase_in_confidence=0.0)
-            >>> res = EvaluationResult(rows=(row,), count=2, layer="3", steps=8, baseline="blur")
+            >>> res = EvaluationResult(rows=(row,), count=2, layer="3", intervals=8, baseline="blur")
             >>> print(res.to_markdown())
-            2 examples, layer '3', target predicted, 8 steps, baseline blur
+            2 examples, layer '3', target predicted, 8 intervals, baseline blur
             <BLANKLINE>
             | method | deletion AUC (lower is better) | insertion AUC (higher is better) | average drop % (lower is better) | increase in confidence % (higher is better) |
             |---|---:|---:|---:|---:|
@@ -259,21 +302,26 @@ def evaluate(
     data: Dataset[Any] | DataLoader[Any] | Iterable[Any],
     *,
     layer: LayerSpec | None = None,
-    target: EvaluationTarget = "predicted",
-    steps: int = 50,
+    reshape: Reshape | None = None,
+    target: EvaluationTarget = None,
+    intervals: int = 50,
     baseline: Baseline = "zeros",
-    batch_size: int = 32,
+    batch_size: int = 64,
     num_workers: int = 0,
     progress: bool = True,
+    steps: int | Unset = UNSET,
 ) -> EvaluationResult:
     """Score CAM methods over a dataset: deletion, insertion, average drop, increase in confidence.
 
     For each batch, the class to explain is found once (one forward, no
     autograd, eval mode); each method maps it; the masked input ``map * x``
-    runs once for the average drop and the increase in confidence, and
-    :func:`~convlens.attribution.faithfulness.deletion` and :func:`~convlens.attribution.faithfulness.insertion`
-    (softmax probability, ``steps + 1`` points each) give the AUCs. Only
-    float64 sums per method and a count outlive a batch. The model is left as
+    runs once for the average drop and the increase in confidence, and the
+    deletion and insertion curves (softmax probability, ``intervals + 1``
+    points each, exactly as :func:`~convlens.attribution.faithfulness.deletion`
+    and :func:`~convlens.attribution.faithfulness.insertion` give them) give
+    the AUCs. Arguments are checked once per call, before any work; the
+    model is probed once per input shape. Only float64 sums per method and a
+    count outlive a batch. The model is left as
     found (training flags, hooks, ``requires_grad``, weights, ``.grad``), also
     when something raises.
 
@@ -297,9 +345,17 @@ def evaluate(
             shard (see the module docstring).
         layer: The layer for methods given by name, by qualified name or
             module; CAM objects keep their own.
-        target: ``"predicted"``: the class the model predicts on the clean
-            input; ``"label"``: the label ``y`` of each example.
-        steps: Deletion and insertion points after the first (as in
+        reshape: For methods given by name, a callable from ``layer``'s
+            output to ``(N, C, H, W)`` (as :class:`~convlens.attribution.cam.GradCAM`'s
+            ``reshape=``); CAM objects keep their own.
+        target: None: the class the model predicts on the clean input;
+            ``"label"``: the label ``y`` of each example; an int: that class
+            for every example; a list, 1-D integer tensor or array: one class
+            per example, by position in the data (as given; under
+            ``torchrun`` too). Not a callable: the average drop and the
+            increase in confidence are about a class's probability.
+            ``"predicted"`` is the old spelling of None (it warns).
+        intervals: Deletion and insertion points after the first (as in
             :func:`~convlens.attribution.faithfulness.deletion`).
         baseline: The deletion/insertion baseline: ``"zeros"``, ``"blur"``,
             ``"mean"`` or a tensor (as in :func:`~convlens.attribution.faithfulness.deletion`).
@@ -308,6 +364,8 @@ def evaluate(
         num_workers: DataLoader workers when ``data`` is a Dataset.
         progress: A progress bar over the batches, on rank 0 only, when tqdm
             is installed and the output is a terminal; False: never.
+        steps: The old spelling of ``intervals`` (same meaning); it warns
+            with a ``DeprecationWarning`` and goes in the next release.
 
     Returns:
         One row per method, in the order given, and the count of examples.
@@ -318,9 +376,10 @@ def evaluate(
         LayerNotFoundError: An unknown layer (the nearest are named).
         InvalidArgumentError: No methods, a method name without ``layer``, a
             name given twice, a CAM object built on another model, an unknown
-            ``target`` or baseline name, ``steps`` or ``batch_size`` below 1,
-            ``target="label"`` with batches that hold no ``y``, a label out of
-            range, or empty data.
+            ``target`` or baseline name, ``intervals`` or ``batch_size`` below 1,
+            ``target="label"`` with batches that hold no ``y``, a label or
+            target out of range, per-example targets that do not cover an
+            example, or empty data.
         InvalidTypeError: ``data`` that is not a Dataset, DataLoader or
             iterable, an input ``x`` that is not a float tensor, or an
             argument of the wrong type.
@@ -337,10 +396,10 @@ def evaluate(
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
         ...                     nn.Flatten(), nn.Linear(4, 5))
         >>> data = TensorDataset(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3]))
-        >>> res = evaluate(net, ["gradcam", "gradcam++"], data, layer="1", target="label", steps=4,
-        ...                batch_size=2, progress=False)
-        >>> res.methods, res.count, res.steps, res.baseline
-        (('gradcam', 'gradcam++'), 4, 4, 'zeros')
+        >>> res = evaluate(net, ["gradcam", "gradcam++"], data, layer="1", target="label",
+        ...                intervals=4, batch_size=2, progress=False)
+        >>> res.methods, res.count, res.intervals, res.baseline, res.target
+        (('gradcam', 'gradcam++'), 4, 4, 'zeros', 'label')
         >>> print(res.to_markdown().splitlines()[2])
         | method | deletion AUC (lower is better) | insertion AUC (higher is better) | average drop % (lower is better) | increase in confidence % (higher is better) |
         >>> evaluate(net, ["gradcam", "gradcma"], data, layer="1")
@@ -354,14 +413,16 @@ def evaluate(
         Petsiuk et al., BMVC 2018. https://arxiv.org/abs/1806.07421
     """
     check_model(model)
-    chosen = check_choice("target", target, _TARGETS)
-    steps = check_int("steps", steps, 1)
+    intervals = check_int("intervals", renamed("steps", steps, "intervals", intervals, default=50), 1)
+    if isinstance(target, str):  # only a name can be the old one (an array's == is elementwise)
+        deprecated_value("target", target, "predicted", None)
+        target = None if target == "predicted" else target
+    reported, given = _check_evaluation_target(target, data)
     batch_size = check_int("batch_size", batch_size, 1)
     num_workers = check_int("num_workers", num_workers, 0)
-    if not isinstance(progress, bool):
-        raise InvalidTypeError(f"progress must be a bool; got {type(progress).__name__} {progress!r}.")
-    described = _describe_baseline(baseline)
-    named = _methods(model, methods, layer)
+    check_bool("progress", progress)
+    described = check_baseline(baseline)
+    named = _methods(model, methods, layer, reshape)
     part = shard(data, batch_size=batch_size, num_workers=num_workers)
 
     module = unwrap(model)
@@ -371,13 +432,17 @@ def evaluate(
     count = 0
     chunks = part.chunks(progress=progress, desc="evaluate")
     for chunk in chunks:
-        x, labels = _split(chunk, chosen)
+        x, labels = _split(chunk, isinstance(target, str) and target == "label")
         if not len(x):  # a rank's padding, or an empty batch: nothing to score, but the sum below still runs
             continue
         x = x.to(device, dtype)
-        _check_baseline_fits(baseline, x)
+        check_baseline_fits(baseline, x)
+        if given is not None:
+            labels = _per_example(given, chunk.positions)
+        elif target is not None and target != "label":
+            labels = target
         sums += _batch_sums(
-            module, named, x, labels, chunk.positions, prober=prober, steps=steps, baseline=baseline,
+            module, named, x, labels, chunk.positions, prober=prober, intervals=intervals, baseline=baseline,
             batch_size=batch_size,
         )  # fmt: skip
         count += len(x)
@@ -401,7 +466,12 @@ def evaluate(
     )
     layers = list(dict.fromkeys(cam.ref.key for _, cam in named))
     return EvaluationResult(
-        rows=rows, count=count, layer=", ".join(layers), steps=steps, baseline=described, target=chosen
+        rows=rows,
+        count=count,
+        layer=", ".join(layers),
+        intervals=intervals,
+        baseline=described,
+        target=reported,
     )
 
 
@@ -409,7 +479,10 @@ def evaluate(
 
 
 def _methods(
-    model: nn.Module, methods: str | GradCAM | Sequence[str | GradCAM], layer: LayerSpec | None
+    model: nn.Module,
+    methods: str | GradCAM | Sequence[str | GradCAM],
+    layer: LayerSpec | None,
+    reshape: Reshape | None,
 ) -> list[tuple[str, GradCAM]]:
     """``(name, CAM object)`` per method, every name and layer checked; nothing runs the model."""
     given: list[object]
@@ -456,7 +529,7 @@ def _methods(
         if isinstance(method, GradCAM):
             cams.append(method)
         elif layer is not None:
-            cams.append(METHODS[str(method)](model, layer))
+            cams.append(METHODS[str(method)](model, layer, reshape=reshape))
     names = [method if isinstance(method, str) else type(method).__name__ for method in given]
     clash = {n for n in names if names.count(n) > 1}
     names = [
@@ -469,34 +542,54 @@ def _methods(
     return list(zip(names, cams, strict=True))
 
 
-def _describe_baseline(baseline: Baseline) -> str:
-    """The baseline as the result names it; an unknown name fails here (with the nearest)."""
-    if isinstance(baseline, Tensor):
-        if baseline.is_complex():
-            raise InvalidArgumentError(f"a baseline tensor must be real; got {baseline.dtype}.")
-        return f"tensor {format_shape(tuple(baseline.shape))}"
-    return check_choice("baseline", baseline, _BASELINES)
+def _check_evaluation_target(target: object, data: object) -> tuple[str | int | None, Tensor | None]:
+    """How the result reports ``target``, and the per-example classes (None unless given per example).
 
-
-def _check_baseline_fits(baseline: Baseline, x: Tensor) -> None:
-    """A baseline tensor must broadcast to ``x`` (checked before the batch's first forward)."""
-    if not isinstance(baseline, Tensor):
-        return
-    shape, target = tuple(baseline.shape), tuple(x.shape)
-    fits = len(shape) <= len(target) and all(
-        s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False)
-    )
-    if not fits:
-        raise InvalidArgumentError(
-            f"a baseline tensor must broadcast to x's shape {target}; got shape {shape}."
+    ``target`` is None, a name, a class index or one per example; the indices
+    are checked to be >= 0 here, against the model's classes per batch.
+    """
+    if target is None:
+        return None, None
+    if isinstance(target, str):
+        return check_choice("target", target, choices(TargetName)), None
+    if callable(target) and not isinstance(target, Tensor | np.ndarray):
+        raise InvalidTypeError(
+            "evaluate explains a class (the average drop is about its probability): target must be None, "
+            "'label', a class index or one per example; got a callable."
         )
+    if isinstance(target, Integral | bool) or (isinstance(target, Tensor | np.ndarray) and target.ndim == 0):
+        one = check_target(target, 1, None)  # type: ignore[arg-type]  # an int >= 0, or the type message
+        assert one is not None
+        return int(one[0]), None
+    if isinstance(target, Tensor | np.ndarray | Sequence) and not isinstance(target, bytes):
+        size = len(target)
+        given = check_target(target, size, None)
+        assert given is not None
+        total = len(data) if isinstance(data, Dataset) and hasattr(data, "__len__") else None
+        if total is not None and size != total:
+            raise InvalidArgumentError(
+                f"target has {size} entries for data of {total} examples; give one per example."
+            )
+        return "per-example", given
+    check_target(target, 1, None)  # type: ignore[arg-type]  # raises the type message
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _per_example(given: Tensor, positions: Tensor) -> Tensor:
+    """The classes given for the examples at ``positions`` in the data."""
+    if len(positions) and int(positions.max()) >= len(given):
+        raise InvalidArgumentError(
+            f"target has {len(given)} entries, but the data has an example at position {int(positions.max())}; "
+            "give one per example."
+        )
+    return given[positions.cpu()]
 
 
 # -- one batch ---------------------------------------------------------------------------------------
 
 
-def _split(chunk: Chunk, target: str) -> tuple[Tensor, Any]:
-    """The inputs ``x`` of a batch, and its labels ``y`` (None unless ``target="label"``)."""
+def _split(chunk: Chunk, labelled: bool) -> tuple[Tensor, Any]:
+    """The inputs ``x`` of a batch, and its labels ``y`` (None unless ``labelled``: ``target="label"``)."""
     batch = chunk.batch
     parts = batch if isinstance(batch, tuple | list) else (batch,)
     x = parts[0] if parts else None
@@ -511,12 +604,12 @@ def _split(chunk: Chunk, target: str) -> tuple[Tensor, Any]:
         )
     if not x.is_floating_point():
         raise InvalidTypeError(f"x must be a float tensor (N, C, H, W); a batch has {x.dtype}.")
-    if target != "label":
+    if not labelled:
         return x, None
     if len(parts) < 2:
         raise InvalidArgumentError(
             "target='label' needs batches (x, y, ...) with class labels y; these hold x only. "
-            "Use target='predicted' to explain the model's own predictions."
+            "Use target=None to explain the model's own predictions."
         )
     return x, parts[1]
 
@@ -529,24 +622,29 @@ def _batch_sums(
     positions: Tensor,
     *,
     prober: Prober,
-    steps: int,
+    intervals: int,
     baseline: Baseline,
     batch_size: int,
 ) -> Tensor:
-    """``(methods, 4)`` float64 sums over the batch: deletion AUC, insertion AUC, drop, increase."""
+    """``(methods, 4)`` float64 sums over the batch: deletion AUC, insertion AUC, drop, increase.
+
+    ``labels``: the classes to explain (labels ``y``, a class index or the
+    per-example targets), or None for the prediction.
+    """
     where = _where(positions)
-    seen = prober((x,))
+    seen = prober((x,))  # cached per input signature: one meta pass per call and shape
     seen.check()  # a model that rejects x says so here, before any real forward
     fixed = None
     if labels is not None:
         try:
             fixed = check_target(labels, len(x), seen.output_shape)
         except ConvlensError as err:
-            err.add_note(f"convlens.evaluate: in the labels y of examples {where}.")
+            err.add_note(f"convlens.evaluate: in the targets (labels y) of examples {where}.")
             raise
-    logits = _forward(model, x, f"examples {where}")
+    logits = _classes(model, x, f"examples {where}")
     targets = logits.argmax(1) if fixed is None else fixed.to(logits.device)
-    before = class_scores(_softmax(logits), targets)  # Y
+    before = class_scores(softmax(logits), targets)  # Y
+    base = baseline_tensor(baseline, x)  # once per batch, for every method and both curves
     sums = torch.zeros(len(named), 4, dtype=torch.float64)
     for i, (name, cam) in enumerate(named):
         maps = cam(x, targets).maps
@@ -556,34 +654,32 @@ def _batch_sums(
                 f"{name} gave maps with NaN for examples {bad} (non-finite activations?); they cannot "
                 "be scored."
             )
-        masked = _forward(model, maps.unsqueeze(1).to(x.dtype) * x, f"{name}'s masked examples {where}")
-        after = class_scores(_softmax(masked), targets)  # O
+        masked = _classes(model, maps.unsqueeze(1).to(x.dtype) * x, f"{name}'s masked examples {where}")
+        after = class_scores(softmax(masked), targets)  # O
         drop = F.relu(before - after) / (before + _EPS)
         increase = (before < after).to(drop.dtype)
-        removed = deletion(model, x, maps, targets, steps=steps, baseline=baseline, batch_size=batch_size)
-        revealed = insertion(model, x, maps, targets, steps=steps, baseline=baseline, batch_size=batch_size)
-        values = torch.stack([removed.auc.to(drop.dtype), revealed.auc.to(drop.dtype), drop, increase])
+        aucs = [
+            perturbation_curve(
+                model, x, maps, base, targets, mode=mode, intervals=intervals, batch_size=batch_size,
+                probability=True, who=_WHO,
+            )[2].to(drop.dtype)
+            for mode in ("deletion", "insertion")
+        ]  # fmt: skip
+        values = torch.stack([*aucs, drop, increase])
         sums[i] = values.detach().to("cpu", torch.float64).sum(1)
     return sums
 
 
-def _forward(model: nn.Module, x: Tensor, what: str) -> Tensor:
+def _classes(model: nn.Module, x: Tensor, what: str) -> Tensor:
     """The model's ``(N, classes)`` output for ``x``: eval mode, no autograd, flags restored after."""
-    try:
-        with preserved_modes(model, training=False), torch.no_grad(), internal():
-            output = model(x.clone())  # a model that writes into its input must not rewrite x
-    except Exception as err:
-        err.add_note(f"convlens.evaluate: raised on {what}, a batch of shape {tuple(x.shape)}.")
-        raise
+    with preserved_modes(model, training=False), torch.no_grad():
+        output = forward(
+            model, x.clone(), who=_WHO, what=what
+        )  # a model writing into its input leaves x alone
     if not isinstance(output, Tensor) or output.dim() != 2:
         got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise InvalidArgumentError(f"evaluate needs a model output of shape (N, classes); got {got}.")
     return output
-
-
-def _softmax(output: Tensor) -> Tensor:
-    """Class probabilities, in float32 at least (as :func:`~convlens.attribution.faithfulness.deletion` computes them)."""
-    return torch.softmax(output.to(torch.promote_types(output.dtype, torch.float32)), dim=1)
 
 
 def _where(positions: Tensor) -> str:

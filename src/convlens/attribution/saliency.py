@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.overrides import TorchFunctionMode
 
-from convlens.attribution.cam import GradCAM, min_max
+from convlens.attribution.cam import GradCAM, Reshape, min_max
 from convlens.attribution.targets import Target, check_target, target_scores
 from convlens.core import display
 from convlens.core.checks import require_autograd
@@ -235,9 +235,13 @@ class GuidedGradCAM:
         model: As :class:`Saliency`.
         layer: The Grad-CAM layer, by name or module (see
             :class:`~convlens.attribution.cam.GradCAM`).
+        reshape: For a layer whose output is not ``(N, C, *spatial)``: a
+            callable to that layout, passed to the Grad-CAM part (as
+            :class:`~convlens.attribution.cam.GradCAM`'s ``reshape=``).
 
     Raises:
         LayerNotFoundError: No such layer (the message names the nearest).
+        InvalidTypeError: ``reshape`` is not callable.
 
     Shape:
         Input ``(N, C, H, W)``; ``gradients`` like the input, ``maps`` and
@@ -256,9 +260,9 @@ class GuidedGradCAM:
         Selvaraju et al., ICCV 2017. https://arxiv.org/abs/1610.02391
     """
 
-    def __init__(self, model: nn.Module, layer: LayerSpec) -> None:
+    def __init__(self, model: nn.Module, layer: LayerSpec, *, reshape: Reshape | None = None) -> None:
         self.model = model
-        self.gradcam = GradCAM(model, layer)
+        self.gradcam = GradCAM(model, layer, reshape=reshape)
         self.guided_backprop = GuidedBackprop(model)
 
     def __repr__(self) -> str:
