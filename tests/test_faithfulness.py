@@ -517,7 +517,9 @@ def test_the_old_steps_keyword_warns_and_gives_the_same_result(method: Method) -
     torch.testing.assert_close(old.curve, new.curve, rtol=0, atol=0)
     torch.testing.assert_close(old.auc, new.auc, rtol=0, atol=0)
     assert old.fractions.shape == (7,)
-    with pytest.warns(DeprecationWarning, match="steps="):  # both spellings, the same value: allowed, still warns
+    with pytest.warns(
+        DeprecationWarning, match="steps="
+    ):  # both spellings, the same value: allowed, still warns
         same = method(model, x, maps, steps=6, intervals=6, baseline="blur")
     torch.testing.assert_close(same.curve, new.curve, rtol=0, atol=0)
 
