@@ -1,4 +1,4 @@
-"""The one probe (src/convlens/_probe.py): what a meta pass learns, the failure policy, leaving models as found."""
+"""The one probe (src/convlens/core/probe.py): what a meta pass learns, the failure policy, leaving models as found."""
 
 from __future__ import annotations
 
@@ -805,3 +805,146 @@ def test_a_numpy_array_inside_a_list_of_inputs_is_refused() -> None:
     net = nn.Sequential(nn.Conv2d(3, 2, 3))
     with pytest.raises(cl.InvalidTypeError, match=r"numpy array.*torch\.from_numpy"):
         probe(net, ([np.zeros((3, 8, 8), np.float32)],))
+
+
+# -- one probe per model and input signature, across fresh objects ---------------------------------
+
+
+class ProbeCount:
+    """Counts the meta passes the Probers run (a spy on the module's ``probe``)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from convlens.core import probe as probe_module
+
+        self.count = 0
+        real = probe_module.probe
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(probe_module, "probe", counted)
+
+
+def _net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3)).eval()
+
+
+def test_fresh_taps_and_maximizers_on_one_model_share_one_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = _net(), _x(2, 3, 8, 8)
+    passes = ProbeCount(monkeypatch)
+    before = snapshot(model)
+    attributes = set(vars(model))
+    for _ in range(3):  # a fresh tap per forward, as in a loop
+        with cl.LayerTap(model, ["0", "2"]) as tap, torch.no_grad():
+            model(x)
+        assert tap.copied == {"0"}  # what the shared probe says: the ReLU rewrites conv 0's output
+    assert passes.count == 1
+    for _ in range(3):
+        assert cl.LayerTap(model, ["0", "2"]).run(_x(2, 3, 8, 8, seed=1))["0"].shape == (2, 4, 6, 6)
+    assert passes.count == 1  # eval mode, same layers, same signature: the same probe
+    cl.LayerTap(model, ["0", "2"]).run(_x(1, 3, 8, 8))  # another signature: probed once
+    cl.LayerTap(model, ["0", "2"]).run(_x(1, 3, 8, 8))
+    assert passes.count == 2
+    cl.LayerTap(model, ["2"]).run(x)  # other layers watched: probed once
+    assert passes.count == 3
+    objective = cl.objectives.channel("2", 1)
+    for _ in range(2):
+        cl.ActivationMaximizer(model, objective, input_shape=(1, 3, 8, 8), steps=1)
+    assert passes.count == 4
+    assert_unchanged(model, before)
+    assert set(vars(model)) == attributes  # nothing written onto the model
+
+
+@pytest.mark.parametrize(
+    "edit", ["replace a layer", "toggle training", "add a user hook", "change a setting"]
+)
+def test_an_edit_between_fresh_taps_is_probed_again(monkeypatch: pytest.MonkeyPatch, edit: str) -> None:
+    model, x = _net(), _x(2, 3, 8, 8)
+    passes = ProbeCount(monkeypatch)
+
+    def tapped() -> LayerTapResult:
+        with cl.LayerTap(model, ["0", "2"]) as tap, torch.no_grad():
+            model(x)
+        return LayerTapResult(tap.copied, {k: v.shape for k, v in tap.activations.items()})
+
+    first = tapped()
+    assert tapped() == first
+    assert passes.count == 1
+    if edit == "replace a layer":
+        model[1] = nn.ReLU()  # no longer in place: conv 0's output need not be copied
+    elif edit == "toggle training":
+        model.train()
+    elif edit == "add a user hook":
+        model[2].register_forward_hook(lambda _m, _i, out: out[:, :1])
+    else:
+        relu = model[1]
+        assert isinstance(relu, nn.ReLU)
+        relu.inplace = False
+    again = tapped()
+    assert passes.count == 2
+    if edit in ("replace a layer", "change a setting"):
+        assert again.copied == frozenset()
+    if edit == "add a user hook":
+        assert again.shapes["2"] == (2, 1, 4, 4)
+    assert tapped() == again
+    assert passes.count == 2
+
+
+@dataclass(frozen=True)
+class LayerTapResult:
+    copied: frozenset[str]
+    shapes: dict[str, tuple[int, ...]]
+
+
+def test_the_shared_probes_keep_no_model_alive() -> None:
+    import gc
+    import weakref
+
+    model, x = _net(), _x(2, 3, 8, 8)
+    cl.LayerTap(model, ["0"]).run(x)
+    with cl.LayerTap(model, ["2"]), torch.no_grad():
+        model(x)
+    cl.ActivationMaximizer(model, cl.objectives.channel("2", 0), input_shape=(1, 3, 8, 8), steps=1)
+    with pytest.raises(cl.ShapeError):  # a rejected input: its probe names the model
+        cl.LayerTap(model, ["0"]).run(_x(2, 1, 8, 8))
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
+
+
+def test_the_shared_probes_are_bounded_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _net()
+    passes = ProbeCount(monkeypatch)
+    for size in range(8, 40):  # 32 signatures: more than a model keeps
+        Prober(model, {"0": model[0]})((_x(1, 3, size, size),))
+    assert passes.count == 32
+    Prober(model, {"0": model[0]})((_x(1, 3, 39, 39),))  # the latest is kept
+    assert passes.count == 32
+    Prober(model, {"0": model[0]})((_x(1, 3, 8, 8),))  # the oldest went
+    assert passes.count == 33
+
+
+def test_inputs_with_objects_of_the_user_are_not_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 3)
+
+        def forward(self, x: Tensor, scale: object = None) -> Tensor:
+            out: Tensor = self.conv(x)
+            return out
+
+    class Setting:  # hashable by identity: a key holding it would keep it alive
+        pass
+
+    model, x = Scaled(), _x(1, 3, 6, 6)
+    passes = ProbeCount(monkeypatch)
+    Prober(model)((x,), {"scale": Setting()})
+    Prober(model)((x,), {"scale": Setting()})
+    assert passes.count == 2
+    Prober(model)((x,), {"scale": 2.0})
+    Prober(model)((x,), {"scale": 2.0})
+    assert passes.count == 3

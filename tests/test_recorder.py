@@ -9,7 +9,15 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from convlens.core.recorder import PROBING, Recorder, StopForward, grad_mode_restored, hooks, preserved_modes
+from convlens.core.recorder import (
+    PROBING,
+    Recorder,
+    StopForward,
+    grad_mode_restored,
+    hooks,
+    is_recorder_hook,
+    preserved_modes,
+)
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import ReusedNet
 
@@ -427,3 +435,37 @@ def test_grad_mode_restored_even_on_exception(enabled: bool) -> None:
         with pytest.raises(ValueError, match=r"^inside$"):
             flip_then_raise()
         assert torch.is_grad_enabled() is enabled
+
+
+def test_stop_after_and_unwound_set_the_stop_and_leave_the_record() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    kept: list[str] = []
+    rec = Recorder(
+        net, {"0": net[0], "1": net[1]}, keep=lambda name, call, out: kept.append(name), forwards_only=True
+    )
+    with rec.attached():
+        rec.stop_after(1)
+        with pytest.raises(StopForward):
+            net(torch.zeros(1, 1, 7, 7))
+        assert kept == ["0"]
+        assert rec.counts == {"0": 1, "1": 0}  # the record stays
+        rec.unwound()
+        assert (rec.remaining, rec.depth, rec.counts) == (None, 0, {"0": 1, "1": 0})
+        net(torch.zeros(1, 1, 7, 7))  # a fresh forward, never stopped
+        assert kept == ["0", "0", "1"]
+
+
+def test_is_recorder_hook_tells_convlens_hooks_from_a_users() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    user = net[1].register_forward_hook(lambda _m, _i, _o: None)
+    rec = Recorder(net, {"1": net[1]}, trace=[net[0]], forwards_only=True)
+    with rec.attached():
+        found = [
+            is_recorder_hook(hook)
+            for m in net.modules()
+            for hooks in (m._forward_hooks, m._forward_pre_hooks)
+            for hook in hooks.values()
+        ]
+    user.remove()
+    assert found.count(False) == 1
+    assert found.count(True) == 5  # watch, trace pre and post, the model's pre and post

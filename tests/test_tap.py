@@ -623,3 +623,20 @@ def test_convlens_own_forwards_inside_a_users_block_leave_its_record_alone() -> 
         with torch.no_grad():
             model(x2)  # the user's own forward is recorded, as always
         assert not torch.equal(tap["2"], mine)
+
+
+def test_module_and_probe_are_the_taps_public_pieces() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3))
+    tap = cl.LayerTap(nn.DataParallel(net), ["0", "2"])
+    assert tap.module is net
+    assert cl.LayerTap(net, ["0"]).module is net
+    x = torch.randn(2, 3, 8, 8)
+    seen = tap.probe(x)
+    assert seen.complete
+    assert (seen.count("0"), seen.count("2")) == (1, 1)
+    assert seen.seen["0"][0].shape == (2, 4, 6, 6)
+    assert seen.rewritten("0", 0)
+    assert not seen.rewritten("2", 0)
+    assert cl.LayerTap(net, ["0", "2"]).probe(torch.zeros(2, 3, 8, 8)) is seen  # shared, same signature
+    with pytest.raises(cl.ShapeError, match="expects 3 input channels"):
+        tap.probe(torch.zeros(2, 1, 8, 8)).check()

@@ -29,7 +29,8 @@ The probe leaves every module exactly as found: hooks, parameters, buffers,
 training flags, and the plain attributes a module sets during its forward
 (torchvision's ``AnchorGenerator`` caches anchors that way), which are
 snapshotted and restored, one level into lists and dicts. A :class:`Prober`
-caches probes per input signature for one entry point object.
+caches probes per model, input signature and structure, shared by every entry
+point object on the same model.
 
 Example:
     >>> import torch
@@ -49,8 +50,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
+import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +64,7 @@ from torch.nn.modules.conv import _ConvNd
 from convlens.core.arithmetic import mismatch
 from convlens.core.checks import format_shape
 from convlens.core.fastpath import SkipShapePreserving
-from convlens.core.recorder import PROBING, Recorder, preserved_modes
+from convlens.core.recorder import PROBING, Recorder, is_recorder_hook, preserved_modes
 from convlens.core.report import TracedCall, shape_error
 from convlens.core.values import first_tensor, meta_like, signature, tensors, to_meta
 from convlens.errors import InvalidTypeError, UnsupportedModelError
@@ -75,6 +78,8 @@ __all__ = [
     "leaf_names",
     "meta_forward",
     "probe",
+    "recall",
+    "remember",
     "require_hooks",
     "structure",
 ]
@@ -512,25 +517,119 @@ def _unbatched(
 
 _SETTING = frozenset({bool, int, float, str, tuple, type(None)})
 _BOOKKEEPING = frozenset(vars(nn.Module())) | {"training"}
+#: The hook dictionaries a probe runs through (a user's hooks run on meta tensors too).
+_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
 
 
 def structure(model: nn.Module) -> object:
-    """A key that changes when the model is edited: its modules, and their plain settings.
+    """A key that changes when the model is edited: its modules, their settings, hooks and parameters.
 
-    Each module's identity and its attributes of plain types (``inplace``,
-    ``stride``, ``padding``, a flag its forward reads, ...), so a probe cached
-    before ``relu.inplace = True`` or a swapped submodule is not reused after
-    it. nn.Module's own bookkeeping and ``training`` (the mode, keyed apart)
-    are left out.
+    Each module's identity and class, its attributes of plain types
+    (``inplace``, ``stride``, ``padding``, a flag its forward reads, ...), the
+    handles of the hooks a user put on it (convlens's own recorders are left
+    out: they never act during a probe) and its parameters' shapes and dtypes,
+    so a probe cached before ``relu.inplace = True``, a swapped submodule or a
+    new hook is not reused after it. nn.Module's own bookkeeping and
+    ``training`` (the mode, keyed apart) are left out.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+        >>> before = structure(net)
+        >>> before == structure(net)
+        True
+        >>> handle = net[1].register_forward_hook(lambda m, i, o: None)
+        >>> structure(net) == before
+        False
+        >>> handle.remove()
+        >>> structure(net) == before
+        True
     """
-    return tuple(
-        (id(m), *((k, v) for k, v in vars(m).items() if type(v) in _SETTING and k not in _BOOKKEEPING))
-        for m in model.modules()
-    )
+    key: list[object] = []
+    for m in model.modules():
+        attrs = vars(m)
+        hooks = tuple(
+            handle
+            for name in _HOOKS
+            for handle, hook in attrs.get(name, {}).items()
+            if not is_recorder_hook(hook)
+        )
+        found = attrs.get("_parameters", {})
+        params = tuple((k, tuple(p.shape), p.dtype) for k, p in found.items() if p is not None)
+        settings = tuple((k, v) for k, v in attrs.items() if type(v) in _SETTING and k not in _BOOKKEEPING)
+        key.append((id(m), type(m), settings, hooks, params))
+    return tuple(key)
+
+
+#: What is learned about a model and kept beyond one object (probes, receptive fields): the one cache
+#: of this package that outlives a call. Safe because the keys are weak (a model that dies takes its
+#: entries with it), every entry is keyed by the model's structure (an edit is learned again), each
+#: model keeps at most _PER_MODEL (the least recently used goes first), and an entry holds shapes,
+#: dtypes, ids and plain values only: no module, no tensor, no value of the user (see :func:`remember`).
+_SHARED: weakref.WeakKeyDictionary[nn.Module, collections.OrderedDict[object, object]] = (
+    weakref.WeakKeyDictionary()
+)
+_PER_MODEL = 16
+_LOCK = threading.Lock()
+
+
+def recall(model: nn.Module, key: object) -> object | None:
+    """What :func:`remember` kept for ``model`` under ``key``, or None.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Linear(2, 3)
+        >>> remember(net, ("out", structure(net)), (3,))
+        >>> recall(net, ("out", structure(net))), recall(net, "other")
+        ((3,), None)
+    """
+    with _LOCK:
+        try:
+            kept = _SHARED.get(model)
+        except TypeError:  # a model class that is not hashable: nothing kept
+            return None
+        if kept is None or key not in kept:
+            return None
+        kept.move_to_end(key)
+        return kept[key]
+
+
+def remember(model: nn.Module, key: object, value: object) -> None:
+    """Keep ``value`` for ``model`` under ``key`` (hashable), for as long as the model lives.
+
+    ``key`` should hold :func:`structure` (so an edited model misses), and
+    neither ``key`` nor ``value`` may hold a module, a tensor or any other
+    object of the user's: they would keep the model alive or leak its data.
+    At most 16 entries per model are kept, the least recently used dropped.
+    Nothing is written onto the model.
+    """
+    with _LOCK:
+        try:
+            kept = _SHARED.setdefault(model, collections.OrderedDict())
+        except TypeError:
+            return
+        kept[key] = value
+        kept.move_to_end(key)
+        while len(kept) > _PER_MODEL:
+            kept.popitem(last=False)
 
 
 class Prober:
-    """Probes of one entry point, cached per input signature, mode and model structure.
+    """Probes of a model, cached per watched layers, input signature, mode and model structure.
+
+    The cache is shared: a fresh Prober on the same model (a fresh LayerTap,
+    GradCAM, ActivationMaximizer, ...) finds what an earlier one probed, so a
+    new object per forward pays no meta pass. It lives in one weak-keyed map
+    of the package (:func:`remember`), per model object, a few entries per
+    model (the least recently used goes first). That is safe: nothing is
+    written onto the model and nothing keeps it alive (weak keys; a shared probe holds shapes only,
+    neither modules nor tensors, and its key only shapes, dtypes, ids and
+    plain values); an edit of the model between calls (a layer replaced, a
+    setting changed, a hook added, a parameter of another shape) changes
+    :func:`structure` and is probed again, as is another mode. What is not
+    shared, kept by this Prober only: a probe of a model that rejects the
+    input (it holds the model, to report it), and one of inputs with values
+    that are not plain (an object passed to ``forward``).
 
     Example:
         >>> import torch
@@ -540,6 +639,8 @@ class Prober:
         >>> prober((torch.zeros(1, 1, 5, 5),)) is prober((torch.ones(1, 1, 5, 5),))
         True
         >>> first = prober((torch.zeros(1, 1, 5, 5),))
+        >>> Prober(net, {"0": net[0]})((torch.zeros(1, 1, 5, 5),)) is first  # a fresh Prober shares it
+        True
         >>> net[0].stride = (2, 2)  # an edited model is probed again
         >>> prober((torch.zeros(1, 1, 5, 5),)) is first
         False
@@ -548,18 +649,43 @@ class Prober:
     def __init__(self, model: nn.Module, watched: Mapping[str, nn.Module] | None = None) -> None:
         self.model = model
         self.watched = dict(watched or {})
+        self._watching = tuple((name, id(m)) for name, m in self.watched.items())
         self._cache: dict[object, Probe] = {}
 
     def __call__(
         self, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None, *, training: bool | None = False
     ) -> Probe:
         """The probe of the model for these inputs, from the cache when the signature was seen."""
-        mode = self.model.training if training is None else training
-        key = (signature(tuple(args)), signature(dict(kwargs or {})), mode, structure(self.model))
+        modes: object = training
+        if training is None:  # as the model is: every module's flag counts (one when all agree)
+            flags = tuple(m.training for m in self.model.modules())
+            modes = flags[0] if len(set(flags)) == 1 else flags
+        inputs = (signature(tuple(args)), signature(dict(kwargs or {})))
+        key = (self._watching, inputs, modes, structure(self.model))
         try:
             hash(key)
         except TypeError:  # a setting that holds a list: no cache, a probe each time
             return probe(self.model, args, kwargs, watched=self.watched, training=training)
-        if key not in self._cache:
-            self._cache[key] = probe(self.model, args, kwargs, watched=self.watched, training=training)
-        return self._cache[key]
+        found = self._cache.get(key)
+        shareable = _plain(inputs)
+        if found is None and shareable:
+            shared = recall(self.model, ("probe", key))
+            found = shared if isinstance(shared, Probe) else None
+        if found is None:
+            found = probe(self.model, args, kwargs, watched=self.watched, training=training)
+            if shareable and not found.rejected:  # shapes only: no module (a complete pass traced none)
+                light = replace(found, calls=(), names={}) if found.calls or found.names else found
+                remember(self.model, ("probe", key), light)
+        self._cache[key] = found
+        return found
+
+
+def _plain(sig: object) -> bool:
+    """Whether an input signature holds nothing but shapes, dtypes and plain values (nothing of the user's)."""
+    if isinstance(sig, tuple):
+        if len(sig) == 2 and sig[0] == "object":
+            return False
+        if len(sig) == 2 and sig[0] == "value":
+            return type(sig[1]) in _SETTING and _plain(sig[1])
+        return all(_plain(part) for part in sig)
+    return isinstance(sig, str | int | float | bool | torch.dtype | type(None))

@@ -50,6 +50,7 @@ __all__ = [
     "grad_mode_restored",
     "hooks",
     "internal",
+    "is_recorder_hook",
     "preserved_modes",
 ]
 
@@ -197,6 +198,19 @@ class Recorder:
         sizes = [len(w) for w in self.wanted.values() if w is not None]
         return sum(sizes) if len(sizes) == len(self.wanted) else None
 
+    def stop_after(self, remaining: int | None) -> None:
+        """Stop the forward after ``remaining`` more wanted calls (None: never); the record is kept."""
+        self.remaining = remaining
+
+    def unwound(self) -> None:
+        """Forget where the last forward stood: no stop pending, outside any forward of the model.
+
+        For the end of a forward that :class:`StopForward` cut short, which skips the
+        model's own forward hooks (so :attr:`depth` would stay raised).
+        """
+        self.remaining = None
+        self.depth = 0
+
     def start(self, remaining: int | None = None) -> None:
         """Forget the last forward; stop after ``remaining`` wanted calls (None: never)."""
         self.counts = dict.fromkeys(self.watched, 0)
@@ -259,22 +273,23 @@ class Recorder:
             self.depth = max(self.depth - 1, 0)
 
     def _watch(self, name: str) -> ForwardHook:
-        def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
-            if not self._active():
-                return None
-            call = self.counts[name]
-            self.counts[name] = call + 1
-            wanted = self.wanted[name]
-            if wanted is not None and call not in wanted:
-                return None
-            replaced = None if self.keep is None else self.keep(name, call, output)
-            if self.remaining is not None and self.remaining > 0:
-                self.remaining -= 1
-                if self.remaining == 0:
-                    raise StopForward
-            return replaced
+        return _Watch(self, name)
 
-        return hook
+    def watched_call(self, name: str, output: Any) -> Any:
+        """One call of the watched module ``name`` returned ``output``: count, keep, maybe stop."""
+        if not self._active():
+            return None
+        call = self.counts[name]
+        self.counts[name] = call + 1
+        wanted = self.wanted[name]
+        if wanted is not None and call not in wanted:
+            return None
+        replaced = None if self.keep is None else self.keep(name, call, output)
+        if self.remaining is not None and self.remaining > 0:
+            self.remaining -= 1
+            if self.remaining == 0:
+                raise StopForward
+        return replaced
 
     def _pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if not self._active():
@@ -310,3 +325,37 @@ class Recorder:
             if any(raised is e for e in chain):
                 return self.calls[index]
         return self.calls[self.open[-1]] if self.open else None
+
+
+class _Watch:
+    """The forward hook of one watched module; ``__self__`` names its recorder, as a bound method's does."""
+
+    __slots__ = ("__self__", "name")
+
+    def __init__(self, recorder: Recorder, name: str) -> None:
+        self.__self__ = recorder
+        self.name = name
+
+    def __call__(self, _module: nn.Module, _args: tuple[Any, ...], output: Any) -> Any:
+        return self.__self__.watched_call(self.name, output)
+
+
+def is_recorder_hook(hook: object) -> bool:
+    """Whether a hook found on a module is one of a :class:`Recorder`'s (convlens's own).
+
+    Every hook convlens puts on a model is a recorder's (registered by
+    :func:`hooks`), and a recorder acts only on its own passes and on a user's
+    forward, never on a probe of another entry point: so a probe need not be
+    run again because a tap's hooks came or went (a user's own hooks, which do
+    run during the probe, are another matter).
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> rec = Recorder(net, {"": net})
+        >>> with rec.attached():
+        ...     [is_recorder_hook(h) for h in net._forward_hooks.values()]
+        [True]
+        >>> is_recorder_hook(print)
+        False
+    """
+    return isinstance(getattr(hook, "__self__", None), Recorder)

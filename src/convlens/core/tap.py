@@ -111,7 +111,7 @@ class LayerTap:
             self._modules[ref.name] = ref.module
             kept = self._wanted.get(ref.name, set())
             self._wanted[ref.name] = None if ref.call is None or kept is None else kept | {ref.call}
-        self._prober = Prober(self._module, self._modules)
+        self._prober = Prober(self._module, self._modules)  # shared with every entry point on the model
         self._recorder = Recorder(
             self._module,
             self._modules,
@@ -267,7 +267,7 @@ class LayerTap:
             self._in_run, self._probe = True, probe
             if self.grads:
                 stack.enter_context(torch.enable_grad())
-                self._recorder.remaining = None
+                self._recorder.stop_after(None)
                 # A leaf per input, and a clone of it into the model: a model that writes into its
                 # input must not write into a leaf that requires grad (nor into the caller's tensor).
                 inputs = tuple(
@@ -279,7 +279,7 @@ class LayerTap:
                 self._backward(self._forward(inputs, kwargs))
             else:
                 stack.enter_context(torch.no_grad())
-                self._recorder.remaining = self._expected_events(probe)
+                self._recorder.stop_after(self._expected_events(probe))
                 with contextlib.suppress(StopForward):
                     self._forward(inputs, kwargs)
             return self.activations
@@ -290,8 +290,7 @@ class LayerTap:
 
     def _finish_run(self) -> None:
         # An early stop skips the model's forward hooks: reset the bookkeeping here.
-        self._recorder.remaining = None
-        self._recorder.depth = 0
+        self._recorder.unwound()
         self._in_run = False
         self._probe = None
         self._live.clear()
@@ -335,6 +334,40 @@ class LayerTap:
         self._live.clear()
 
     # -- reading -------------------------------------------------------------
+
+    @property
+    def module(self) -> nn.Module:
+        """The model the hooks go on: ``model`` itself, or the module a wrapper holds.
+
+        Wrappers (``nn.DataParallel``, ``DistributedDataParallel``,
+        ``torch.compile``) are looked through, as layer names are.
+
+        Example:
+            >>> import torch.nn as nn
+            >>> import convlens as cl
+            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3))
+            >>> cl.LayerTap(nn.DataParallel(net), ["0"]).module is net
+            True
+        """
+        return self._module
+
+    def probe(self, *inputs: Any, **kwargs: Any) -> Probe:
+        """What the meta-device pass learns of a forward on these inputs, as :meth:`run` runs it.
+
+        Nothing real runs: the pass is on the meta device, in eval mode, and
+        cached per model and input signature (a second LayerTap on the same
+        model reuses it; see :class:`~convlens.core.probe.Prober`).
+
+        Example:
+            >>> import torch
+            >>> import torch.nn as nn
+            >>> import convlens as cl
+            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(inplace=True))
+            >>> seen = cl.LayerTap(net, ["0"]).probe(torch.zeros(1, 1, 5, 5))
+            >>> seen.count("0"), seen.seen["0"][0].shape, seen.rewritten("0", 0)
+            (1, (1, 2, 3, 3), True)
+        """
+        return self._prober(inputs, kwargs)
 
     @property
     def activations(self) -> dict[str, Tensor]:
