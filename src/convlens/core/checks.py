@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from numbers import Integral, Real
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-from convlens.core.layers import LayerRef, call_index
 from convlens.errors import (
+    AmbiguousLayerError,
     ConvlensError,
     InvalidArgumentError,
     InvalidTypeError,
@@ -39,8 +39,12 @@ from convlens.errors import (
     did_you_mean,
 )
 
+if TYPE_CHECKING:
+    from convlens.core.layers import LayerRef
+
 __all__ = [
     "as_int",
+    "call_index",
     "check_bool",
     "check_choice",
     "check_device",
@@ -317,6 +321,7 @@ def check_ran(ref: LayerRef, calls: int, *, model: str, tense: str = "runs") -> 
 
     Example:
         >>> from torch import nn
+        >>> from convlens.core.layers import LayerRef
         >>> check_ran(LayerRef("fc", nn.Linear(1, 1)), 0, model="Net")
         Traceback (most recent call last):
         ...
@@ -359,3 +364,38 @@ def check_device(device: object) -> torch.device:
             f"{', '.join(repr(name) for name, ok in available.items() if ok)}."
         )
     return where
+
+
+def call_index(ref: LayerRef, calls: int, *, tense: str = "runs") -> int:
+    """Which call of a layer that ran ``calls`` (>= 1) times ``ref`` names.
+
+    The bare name of a module that ran more than once is ambiguous; ``#i``
+    must be one of its calls. ``tense`` words the message ("runs" when the
+    count comes from a probe, "ran" when it was recorded).
+
+    Raises:
+        AmbiguousLayerError: A bare name of a module that ran more than once.
+        LayerNotFoundError: ``#i`` past the last call.
+
+    Example:
+        >>> from torch import nn
+        >>> from convlens.core.layers import LayerRef
+        >>> call_index(LayerRef("relu", nn.ReLU(), 1), 3)
+        1
+        >>> call_index(LayerRef("relu", nn.ReLU()), 2)
+        Traceback (most recent call last):
+        ...
+        convlens.errors.AmbiguousLayerError: Layer 'relu' runs 2 times in one forward; name the call: 'relu#0', 'relu#1'.
+    """
+    if ref.call is None and calls > 1:
+        named = ", ".join(f"'{ref.name}#{i}'" for i in range(calls))
+        raise AmbiguousLayerError(
+            f"Layer {ref.name!r} {tense} {calls} times in one forward; name the call: {named}."
+        )
+    call = ref.call or 0
+    if call >= calls:
+        raise LayerNotFoundError(
+            f"Layer {ref.key!r} does not exist: {ref.name!r} {tense} {calls} time"
+            f"{'s' if calls > 1 else ''} (#0 to #{calls - 1})."
+        )
+    return call

@@ -23,8 +23,8 @@ from typing import NamedTuple
 from torch import nn
 
 from convlens.core import display
+from convlens.core.checks import call_index
 from convlens.errors import (
-    AmbiguousLayerError,
     InvalidArgumentError,
     InvalidTypeError,
     LayerNotFoundError,
@@ -127,40 +127,6 @@ class LayerRef:
     def key(self) -> str:
         """The name as written by the user: ``name`` or ``name#call``."""
         return self.name if self.call is None else f"{self.name}#{self.call}"
-
-
-def call_index(ref: LayerRef, calls: int, *, tense: str = "runs") -> int:
-    """Which call of a layer that ran ``calls`` (>= 1) times ``ref`` names.
-
-    The bare name of a module that ran more than once is ambiguous; ``#i``
-    must be one of its calls. ``tense`` words the message ("runs" when the
-    count comes from a probe, "ran" when it was recorded).
-
-    Raises:
-        AmbiguousLayerError: A bare name of a module that ran more than once.
-        LayerNotFoundError: ``#i`` past the last call.
-
-    Example:
-        >>> from torch import nn
-        >>> call_index(LayerRef("relu", nn.ReLU(), 1), 3)
-        1
-        >>> call_index(LayerRef("relu", nn.ReLU()), 2)
-        Traceback (most recent call last):
-        ...
-        convlens.errors.AmbiguousLayerError: Layer 'relu' runs 2 times in one forward; name the call: 'relu#0', 'relu#1'.
-    """
-    if ref.call is None and calls > 1:
-        choices = ", ".join(f"'{ref.name}#{i}'" for i in range(calls))
-        raise AmbiguousLayerError(
-            f"Layer {ref.name!r} {tense} {calls} times in one forward; name the call: {choices}."
-        )
-    call = ref.call or 0
-    if call >= calls:
-        raise LayerNotFoundError(
-            f"Layer {ref.key!r} does not exist: {ref.name!r} {tense} {calls} time"
-            f"{'s' if calls > 1 else ''} (#0 to #{calls - 1})."
-        )
-    return call
 
 
 def _wrapped(model: nn.Module) -> tuple[str, nn.Module] | None:
