@@ -259,14 +259,16 @@ def test_evaluate_prints_the_library_table(capsys: pytest.CaptureFixture[str]) -
     import convlens as cl
 
     argv = ["evaluate", "convlens:digits_cnn", "--layer", "features.3", "--data", "digits"]
-    assert main([*argv, "--methods", "gradcam,layercam", "--steps", "4", "--markdown"]) == 0
+    assert main([*argv, "--methods", "gradcam,layercam", "--intervals", "4", "--markdown"]) == 0
     printed = capsys.readouterr().out
     expected = cl.evaluate(
         cl.zoo.digits_cnn(), ["gradcam", "layercam"], cl.zoo.digits_dataset("test"),
-        layer="features.3", steps=4, progress=False,
+        layer="features.3", intervals=4, progress=False,
     )  # fmt: skip
     assert printed.strip() == expected.to_markdown().strip()
     assert expected.count == 360
+    assert main([*argv, "--methods", "gradcam,layercam", "--steps", "4", "--markdown"]) == 0  # the old flag
+    assert capsys.readouterr().out == printed
 
 
 def test_evaluate_unknown_method_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,7 +30,7 @@ from convlens.apps.atlas import build_atlas
 from convlens.apps.tour import run_tour
 from convlens.attribution.evaluation import METHODS, evaluate
 from convlens.core.checks import check_choice, check_device
-from convlens.core.distributed import rank
+from convlens.core.distributed import BATCH_SIZE, rank
 from convlens.core.layers import list_layers
 from convlens.core.shapes import trace_shapes
 from convlens.core.tap import LayerTap
@@ -109,7 +109,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--preset", default="imagenet", help="preprocessing: imagenet or lecture (default imagenet)"
         )
-        sub.add_argument("--batch-size", type=int, default=32, help="pictures per forward (default 32)")
+        sub.add_argument(
+            "--batch-size", type=int, default=BATCH_SIZE, help=f"pictures per forward (default {BATCH_SIZE})"
+        )
         sub.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
         sub.add_argument(
             "--device", default="cpu", help="cpu, cuda (under torchrun: each rank's own GPU), cuda:N or mps"
@@ -141,12 +143,21 @@ def _parser() -> argparse.ArgumentParser:
     ):
         atlas.add_argument(option, default=default, help=text)
     atlas.add_argument("--seed", type=int, default=0, help="seed of random weights and pictures (default 0)")
-    atlas.add_argument("--batch-size", type=int, default=32, help="pictures per forward (default 32)")
+    atlas.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help=f"pictures per forward (default {BATCH_SIZE})"
+    )
     atlas.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     evaluation.add_argument(
         "--methods", default="gradcam,gradcam++,layercam", help=f"comma-separated, of {', '.join(METHODS)}"
     )
-    evaluation.add_argument("--steps", type=int, default=50, help="deletion/insertion points (default 50)")
+    evaluation.add_argument(
+        "--intervals",
+        "--steps",  # the old spelling, kept for one release
+        dest="intervals",
+        type=int,
+        default=50,
+        help="deletion/insertion curves have intervals + 1 points (default 50; --steps is the old name)",
+    )
     evaluation.add_argument(
         "--target", default="predicted", help="class explained: predicted or label (default predicted)"
     )
@@ -302,7 +313,7 @@ def _topk(args: argparse.Namespace) -> None:
     visualizer = NeuronVisualizer(model, args.layer)  # validates the layer name before any work
     data = _dataset(args, model)
     best = visualizer.top_examples(
-        data, neuron=units, k=args.k, batch_size=args.batch_size, num_workers=args.workers
+        data, unit=units, k=args.k, batch_size=args.batch_size, num_workers=args.workers
     )
     if rank() == 0:
         preset = None if isinstance(model, zoo.DigitsCNN) or args.data == "digits" else args.preset
@@ -311,7 +322,7 @@ def _topk(args: argparse.Namespace) -> None:
             best, preset=preset, crops=args.crops, rows=args.rows, title=title, note=zoo.weights_note(model)
         )
         _save(figure, args.out)
-        units_ranked = best.neuron if isinstance(best.neuron, list) else [best.neuron]
+        units_ranked = best.unit if isinstance(best.unit, list) else [best.unit]
         kind = "channel" if best.positions is not None else "unit"
         for unit, row in list(zip(units_ranked, best.indices.tolist(), strict=True))[: args.rows]:
             print(f"{kind} {unit}: " + " ".join(f"#{i}" for i in row))
@@ -326,8 +337,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         methods,
         data,
         layer=args.layer,
-        target=args.target,
-        steps=args.steps,
+        target=None if args.target == "predicted" else args.target,
+        intervals=args.intervals,
         batch_size=args.batch_size,
         num_workers=args.workers,
     )

@@ -18,7 +18,7 @@ import importlib
 import itertools
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import torch
 import torch.distributed as dist
@@ -27,7 +27,22 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 
 from convlens.errors import InvalidTypeError
 
-__all__ = ["Chunk", "Shard", "all_sum", "merge_top", "rank", "ranked", "shard", "share_rows", "world_size"]
+__all__ = [
+    "BATCH_SIZE",
+    "Chunk",
+    "Shard",
+    "all_sum",
+    "merge_top",
+    "rank",
+    "ranked",
+    "shard",
+    "share_rows",
+    "world_size",
+]
+
+#: How many examples run at once, wherever reading data takes a ``batch_size``: one default for the
+#: whole package (top examples, deletion and insertion, evaluate, the atlas, the command line).
+BATCH_SIZE: Final = 64
 
 _LAST = torch.iinfo(torch.int64).max  # the position of a padding entry: after every real one
 
