@@ -115,7 +115,7 @@ def ours(model: nn.Module, method: str, x: Tensor, steps: int, batch_size: int) 
         [method],
         TensorDataset(x),
         layer=OURS_LAYER,
-        steps=steps,
+        intervals=steps,
         batch_size=batch_size,
         progress=False,
     )
@@ -256,7 +256,7 @@ def main() -> None:
     ))  # fmt: skip
     print("ratio = convlens time / torchcam time in the same round (below 1: convlens is faster)")
     print()
-    every = evaluate(model, list(METHODS), TensorDataset(x), layer=OURS_LAYER, steps=args.steps,
+    every = evaluate(model, list(METHODS), TensorDataset(x), layer=OURS_LAYER, intervals=args.steps,
                      batch_size=args.batch_size, progress=False)  # fmt: skip
     print("convlens, the three methods in one call (one pass over the data):")
     print(every.to_markdown())

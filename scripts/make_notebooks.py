@@ -724,7 +724,7 @@ LEARN: list[Cell] = [
     ),
     code(
         """
-        top = nv.top_examples(zoo.digits_dataset("test"), neuron=3, k=9)
+        top = nv.top_examples(zoo.digits_dataset("test"), unit=3, k=9)
         top  # the grid: each digit's index in the test set and its activation
         """
     ),
