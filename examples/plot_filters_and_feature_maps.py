@@ -10,7 +10,7 @@ same for AlexNet and a photo).
 import argparse
 
 import convlens as cl
-from convlens.models import zoo
+from convlens import zoo
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--out", help="save the figures with this prefix")

@@ -12,7 +12,7 @@ import argparse
 import torch
 
 import convlens as cl
-from convlens.models import zoo
+from convlens import zoo
 from convlens.render import plot_images
 
 parser = argparse.ArgumentParser()

@@ -605,8 +605,8 @@ LEARN: list[Cell] = [
         import torch
 
         import convlens as cl
-        from convlens.featureviz import objectives as ob
-        from convlens.models import zoo
+        from convlens import objectives as ob
+        from convlens import zoo
         from convlens.render import plot_images
         """
     ),
