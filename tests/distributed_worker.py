@@ -34,7 +34,7 @@ def main(out: Path) -> None:
     data = RecordingDataset(23)
     sampler: DistributedSampler[Any] = DistributedSampler(data, shuffle=True, seed=3)
     loader: DataLoader[Any] = DataLoader(data, batch_size=3, sampler=sampler)
-    best = NeuronVisualizer(model, layer).top_examples(loader, neuron=[1, 2], k=4, progress=False)
+    best = NeuronVisualizer(model, layer).top_examples(loader, unit=[1, 2], k=4, progress=False)
     saved["loader"] = {
         "result": _plain(best),
         "read": sorted(data.read),

@@ -73,7 +73,7 @@ def test_the_padding_duplicate_is_not_counted_twice(ranks: list[dict[str, Any]])
 
 
 def test_a_dataloader_keeps_its_own_distributed_sampler(ranks: list[dict[str, Any]]) -> None:
-    expected = one_process(23, neuron=[1, 2], k=4)
+    expected = one_process(23, unit=[1, 2], k=4)
     for saved in ranks:
         assert set(saved["loader"]["read"]) == set(
             saved["loader"]["own"]

@@ -49,7 +49,7 @@ def brute_force(model: nn.Module, layer: str, neuron: int, images: Tensor) -> li
 
 def test_each_image_specializes_in_its_neuron(digits: DigitsCNN) -> None:
     nv = NeuronVisualizer(digits, "classifier.0")
-    res = nv.maximize(neurons=range(4), steps=30, value_range=(0, 1))
+    res = nv.maximize(units=range(4), steps=30, value_range=(0, 1))
     assert res.image.shape == (4, 1, 28, 28)
     assert res.values.shape == (4,)
     assert res.history.shape == (30,)
@@ -89,11 +89,11 @@ def test_maximize_errors(digits: DigitsCNN) -> None:
         InvalidArgumentError, match=r"channel 64 is out of range: layer 'classifier\.0' has 64 units"
     ):
         nv.maximize([0, 64])
-    with pytest.raises(InvalidArgumentError, match="neurons is empty"):
+    with pytest.raises(InvalidArgumentError, match="units is empty"):
         nv.maximize([])
     with pytest.raises(InvalidArgumentError, match="l1 must be a finite number >= 0"):
         nv.maximize(0, l1=-1.0)
-    with pytest.raises(InvalidTypeError, match="neurons must be"):
+    with pytest.raises(InvalidTypeError, match="units must be"):
         nv.maximize("0")  # type: ignore[arg-type]
     with pytest.raises(LayerNotFoundError, match=r"Did you mean 'classifier\.2'"):
         NeuronVisualizer(digits, "classifier.3")
@@ -129,14 +129,14 @@ def test_top_examples_match_brute_force(digits: DigitsCNN, test_set: TensorDatas
         DataLoader(ImagesOnly(images), batch_size=7),
     ]
     for data in sources:
-        best = nv.top_examples(data, neuron=6, k=9)
+        best = nv.top_examples(data, unit=6, k=9)
         assert isinstance(best, TopExamplesResult)
         assert best.indices.tolist() == [i for _, i in want]
         torch.testing.assert_close(best.activations, torch.tensor([v for v, _ in want]))
         assert best.inputs is not None
         assert torch.equal(best.inputs, images[best.indices])
         assert bool((best.activations[:-1] >= best.activations[1:]).all())
-        assert (best.layer, best.neuron) == ("features.3", 6)
+        assert (best.layer, best.unit) == ("features.3", 6)
 
 
 def test_top_examples_linear_unit(digits: DigitsCNN, test_set: TensorDataset) -> None:
@@ -166,16 +166,16 @@ def test_top_examples_errors_and_hygiene(digits: DigitsCNN, test_set: TensorData
     with pytest.raises(
         InvalidArgumentError, match=r"channel 16 is out of range: layer 'features\.3' has 16 channels"
     ):
-        nv.top_examples(test_set, neuron=16)
+        nv.top_examples(test_set, unit=16)
     with pytest.raises(InvalidArgumentError, match="k must be an int >= 1"):
-        nv.top_examples(test_set, neuron=0, k=0)
+        nv.top_examples(test_set, unit=0, k=0)
     with pytest.raises(InvalidArgumentError, match="data is empty"):
-        nv.top_examples(TensorDataset(torch.zeros(0, 1, 28, 28)), neuron=0)
+        nv.top_examples(TensorDataset(torch.zeros(0, 1, 28, 28)), unit=0)
     with pytest.raises(InvalidTypeError, match="a DataLoader or an iterable of batches; got int"):
-        nv.top_examples(42, neuron=0)  # type: ignore[arg-type]
+        nv.top_examples(42, unit=0)  # type: ignore[arg-type]
     digits.train()
     try:
-        nv.top_examples(test_set, neuron=2, k=3)
+        nv.top_examples(test_set, unit=2, k=3)
         assert digits.training
     finally:
         digits.eval()
@@ -191,15 +191,15 @@ def test_integer_like_neurons_and_the_global_rng_untouched() -> None:
     nv = NeuronVisualizer(model, "classifier.0")
     assert nv.maximize(torch.arange(2), steps=1).image.shape[0] == 2
     assert nv.maximize(np.array([0, 1, 2]), steps=1).image.shape[0] == 3
-    with pytest.raises(InvalidArgumentError, match="neuron -1 is out of range"):
+    with pytest.raises(InvalidArgumentError, match="unit -1 is out of range"):
         nv.maximize([-1], steps=1)
     data = digits_dataset("test")
     state = torch.random.get_rng_state()
-    by_int = nv.top_examples(data, neuron=3, k=4)
+    by_int = nv.top_examples(data, unit=3, k=4)
     assert torch.equal(torch.random.get_rng_state(), state)  # no draw from the global RNG
-    assert torch.equal(nv.top_examples(data, neuron=np.int64(3), k=4).indices, by_int.indices)
-    assert torch.equal(nv.top_examples(data, neuron=torch.tensor(3), k=4).indices, by_int.indices)
-    double = NeuronVisualizer(digits_cnn().double(), "classifier.0").top_examples(data, neuron=3, k=4)
+    assert torch.equal(nv.top_examples(data, unit=np.int64(3), k=4).indices, by_int.indices)
+    assert torch.equal(nv.top_examples(data, unit=torch.tensor(3), k=4).indices, by_int.indices)
+    double = NeuronVisualizer(digits_cnn().double(), "classifier.0").top_examples(data, unit=3, k=4)
     assert torch.equal(double.indices, by_int.indices)  # float32 data into a float64 model
     assert double.activations.dtype == torch.float64
 
@@ -219,20 +219,20 @@ def test_every_unit_in_one_pass_equals_one_unit_at_a_time() -> None:
     data = digits_dataset("test")
     nv = NeuronVisualizer(digits, "features.3")
     every = nv.top_examples(data, k=5, batch_size=50)
-    assert isinstance(every.neuron, list)
+    assert isinstance(every.unit, list)
     assert every.inputs is not None
-    units = len(every.neuron)
+    units = len(every.unit)
     assert every.indices.shape == (units, 5)
     assert every.inputs.shape == (units, 5, 1, 28, 28)
     for u in (0, 3, units - 1):
-        one = nv.top_examples(data, neuron=u, k=5)
+        one = nv.top_examples(data, unit=u, k=5)
         assert every.indices[u].tolist() == one.indices.tolist()
         torch.testing.assert_close(every.activations[u], one.activations.float())
         assert one.inputs is not None
         assert torch.equal(every.inputs[u], one.inputs)
     # A list ranks those units, in its order; keep_inputs=False keeps no inputs.
-    some = nv.top_examples(data, neuron=[5, 2], k=3, keep_inputs=False)
-    assert some.neuron == [5, 2]
+    some = nv.top_examples(data, unit=[5, 2], k=3, keep_inputs=False)
+    assert some.unit == [5, 2]
     assert some.inputs is None
     assert some.indices.tolist() == every.indices[[5, 2], :3].tolist()
 
@@ -316,7 +316,7 @@ def test_conv_channels_report_their_peak_and_the_window_it_sees() -> None:
     assert len(crops) == 12
     top_, left_, bottom, right = best.boxes[0, 0].tolist()
     torch.testing.assert_close(crops[0], images[int(best.indices[0, 0])][:, top_:bottom, left_:right])
-    one = NeuronVisualizer(net, "2").top_examples(TensorDataset(images), neuron=2, k=3)
+    one = NeuronVisualizer(net, "2").top_examples(TensorDataset(images), unit=2, k=3)
     assert one.positions is not None
     assert one.boxes is not None
     assert torch.equal(one.positions, best.positions[2])
@@ -368,3 +368,63 @@ def test_top_examples_on_cuda_equal_the_cpu_result() -> None:
     assert got.boxes is not None
     assert expected.boxes is not None
     assert torch.equal(got.boxes.cpu(), expected.boxes)
+
+
+# -- vocabulary: units; the old keywords warn for one release and give the same result ------------------
+
+
+def test_old_keywords_warn_and_give_the_same_results(digits: DigitsCNN, test_set: TensorDataset) -> None:
+    nv = NeuronVisualizer(digits, "classifier.0")
+    new = nv.maximize(units=range(3), l1=1e-3, steps=4)
+    with pytest.warns(DeprecationWarning, match=r"neurons= is deprecated, use units="):
+        old = nv.maximize(neurons=range(3), l1=1e-3, steps=4)
+    assert torch.equal(old.image, new.image)
+    assert torch.equal(old.values, new.values)
+    assert torch.equal(nv.maximize(range(3), l1=1e-3, steps=4).image, new.image)  # positional unchanged
+    best = nv.top_examples(test_set, unit=3, k=9)
+    with pytest.warns(DeprecationWarning, match=r"neuron= is deprecated, use unit="):
+        before = nv.top_examples(test_set, neuron=3, k=9)
+    assert torch.equal(before.indices, best.indices)
+    assert torch.equal(before.activations, best.activations)
+    assert before.inputs is not None
+    assert best.inputs is not None
+    assert torch.equal(before.inputs, best.inputs)
+    assert torch.equal(nv.top_examples(test_set, 3, 9).indices, best.indices)  # positional unchanged
+    assert best.unit == best.neuron == 3  # the old attribute name still reads
+    every = nv.top_examples(test_set, k=2, keep_inputs=False)
+    assert every.neuron == every.unit == list(range(64))
+    with pytest.raises(InvalidArgumentError, match=r"neuron= is the old spelling of unit="):
+        nv.top_examples(test_set, unit=2, neuron=3)
+    with pytest.raises(InvalidTypeError, match="maximize needs the units"):
+        nv.maximize()
+
+
+def test_the_receptive_field_is_traced_once_per_model_and_input(
+    monkeypatch: pytest.MonkeyPatch, test_set: TensorDataset
+) -> None:
+    from convlens.core.shapes import trace_shapes
+
+    traced: list[tuple[int, ...]] = []
+
+    def counted(model: nn.Module, input_shape: tuple[int, ...]) -> cl.ShapeReport:
+        traced.append(input_shape)
+        return trace_shapes(model, input_shape)
+
+    monkeypatch.setattr("convlens.featureviz.neurons.trace_shapes", counted)
+    model = digits_cnn()
+    data = TensorDataset(test_set.tensors[0][:20])
+    first = NeuronVisualizer(model, "features.3").top_examples(data, unit=2, k=3)
+    second = NeuronVisualizer(model, "features.3").top_examples(data, unit=2, k=3)  # a fresh visualizer
+    assert len(traced) == 1
+    assert first.boxes is not None
+    assert second.boxes is not None
+    assert torch.equal(first.boxes, second.boxes)
+    NeuronVisualizer(model, "features.0").top_examples(data, unit=2, k=3)  # another layer: traced
+    assert len(traced) == 2
+    conv = model.features[3]
+    assert isinstance(conv, nn.Conv2d)
+    conv.padding = (2, 2)  # an edit: traced again, and the boxes follow it
+    edited = NeuronVisualizer(model, "features.3").top_examples(data, unit=2, k=3)
+    assert len(traced) == 3
+    assert edited.positions is not None
+    assert edited.boxes is None  # the classifier no longer fits: no trace, no field (not the old one)

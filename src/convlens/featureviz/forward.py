@@ -21,7 +21,7 @@ from convlens.core.values import first_tensor
 from convlens.errors import InvalidArgumentError, LayerNotFoundError
 from convlens.featureviz.objectives import OUTPUT
 
-__all__ = ["ObjectiveForward", "probe_shapes"]
+__all__ = ["ObjectiveForward", "layer_shapes"]
 
 
 class ObjectiveForward:
@@ -84,7 +84,7 @@ class ObjectiveForward:
         return self.acts
 
 
-def probe_shapes(
+def layer_shapes(
     model: nn.Module,
     refs: Mapping[str, LayerRef],
     input_shape: tuple[int, ...],
@@ -108,7 +108,7 @@ def probe_shapes(
     """
     modules = {ref.name: ref.module for ref in refs.values()}
     if probe is None:
-        probe = Prober(model, modules)((torch.empty(input_shape, dtype=dtype, device="meta"),))
+        probe = Prober(model, modules)((torch.empty(input_shape, dtype=dtype, device="meta"),))  # shared
     waits: dict[str, int] = {}
     for ref in refs.values():
         waits[ref.name] = max(waits.get(ref.name, 0), (ref.call or 0) + 1)

@@ -58,7 +58,7 @@ from convlens.core.values import model_dtype_device
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz import transforms as augment
 from convlens.featureviz.colour import resolve_normalize
-from convlens.featureviz.forward import ObjectiveForward, probe_shapes
+from convlens.featureviz.forward import ObjectiveForward, layer_shapes
 from convlens.featureviz.objectives import Objective
 from convlens.featureviz.param import parameterize
 
@@ -324,7 +324,7 @@ class ActivationMaximizer:
         modules = {ref.name: ref.module for ref in self.refs.values()}
         meta = torch.empty(self.input_shape, dtype=self.dtype, device="meta")
         self._probe = Prober(self._module, modules)((meta,))
-        self.shapes = probe_shapes(
+        self.shapes = layer_shapes(
             self._module,
             self.refs,
             self.input_shape,

@@ -1,15 +1,20 @@
-"""What a neuron likes: the image it likes best, and the dataset images that excite it most.
+"""What a unit likes: the image it likes best, and the dataset images that excite it most.
 
 The lecture's "find an image maximizing the output of neuron ``j``",
 ``x* = argmax_x a_j`` (with an L1 penalty for "no ink",
-``x* = argmax_x a_j - l1 * mean |x|``), one image per neuron in one batched
+``x* = argmax_x a_j - l1 * mean |x|``), one image per unit in one batched
 optimization; and its data-driven counterpart, the top-k dataset examples.
 
-A neuron of a Linear layer is one unit, its activation the unit's value. A
-neuron of a conv layer is one channel (the lecture's filter ``k``), its
-activation the channel's mean over positions, ``a^k / (H * W)``; both
-:meth:`NeuronVisualizer.maximize` and :meth:`NeuronVisualizer.top_examples`
-use that same activation.
+The vocabulary (docs/architecture.md): a *unit* is what a layer has one of per
+output feature: a feature of a Linear layer, its activation the feature's
+value, or a *channel* of a conv layer (one feature map, the lecture's filter
+``k``), its activation the channel's mean over positions, ``a^k / (H * W)``;
+both :meth:`NeuronVisualizer.maximize` and
+:meth:`NeuronVisualizer.top_examples` use that same activation. A *neuron* is
+one unit at one position (:func:`convlens.objectives.neuron`); for a Linear
+layer the two coincide. The old keywords ``maximize(neurons=...)`` and
+``top_examples(neuron=...)`` still work for this release, with a
+``DeprecationWarning``.
 
 Example:
     >>> from convlens.featureviz.neurons import NeuronVisualizer
@@ -17,7 +22,7 @@ Example:
     >>> nv = NeuronVisualizer(digits_cnn(), "classifier.0")
     >>> nv.maximize(range(4), steps=5).image.shape
     torch.Size([4, 1, 28, 28])
-    >>> best = nv.top_examples(digits_dataset("test"), neuron=3, k=9)
+    >>> best = nv.top_examples(digits_dataset("test"), unit=3, k=9)
     >>> best.indices.shape, best.inputs.shape
     (torch.Size([9]), torch.Size([9, 1, 28, 28]))
 """
@@ -36,14 +41,15 @@ from torch.utils.data import DataLoader, Dataset
 from convlens.core import display
 from convlens.core.arithmetic import Shape
 from convlens.core.checks import as_int, check_indices, check_int, check_real, check_shape
+from convlens.core.deprecation import UNSET, Unset, renamed
 from convlens.core.distributed import Chunk, merge_top, ranked, shard, share_rows
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
-from convlens.core.probe import require_hooks
+from convlens.core.probe import recall, remember, require_hooks, structure
 from convlens.core.shapes import trace_shapes
 from convlens.core.tap import LayerTap
 from convlens.core.values import model_dtype_device
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError, ShapeError
-from convlens.featureviz.forward import probe_shapes
+from convlens.featureviz.forward import layer_shapes
 from convlens.featureviz.maximize import (
     ActivationMaximizer,
     MaximizationResult,
@@ -59,19 +65,19 @@ __all__ = ["NeuronVisualizer", "TopExamplesResult"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TopExamplesResult:
-    """The dataset examples that excite a neuron most, highest first; tensors on the model's device.
+    """The dataset examples that excite a unit most, highest first; tensors on the model's device.
 
     Attributes:
         indices: ``(k,)`` int64 positions of the examples in the data (in the
             order a DataLoader yields them), highest activation first; ties
             go to the lower position.
-            For several units, ``(units, k)``: row ``u`` is unit ``neuron[u]``.
+            For several units, ``(units, k)``: row ``u`` is unit ``unit[u]``.
         activations: ``(k,)`` (or ``(units, k)``) the unit's activation for each
             example, in the layer's dtype.
         inputs: ``(k, *sample shape)`` (or ``(units, k, *sample shape)``) the
             examples themselves; None with ``keep_inputs=False``.
         layer: The layer's qualified name.
-        neuron: The unit (or channel) ranked, or the list of them.
+        unit: The unit (a channel of a conv layer) ranked, or the list of them.
         positions: For a conv layer, ``(k, nd)`` (or ``(units, k, nd)``) int64
             where in the layer's output grid the channel peaked for each
             example (row, column for a 2-d layer; the first maximum in raster
@@ -88,9 +94,18 @@ class TopExamplesResult:
     activations: Tensor
     inputs: Tensor | None
     layer: str
-    neuron: int | list[int]
+    unit: int | list[int]
     positions: Tensor | None = None
     boxes: Tensor | None = None
+
+    @property
+    def neuron(self) -> int | list[int]:
+        """The old name of :attr:`unit` (same value), kept for this release.
+
+        Silent for now: convlens's own plotting and command line still read it;
+        it will warn once they read :attr:`unit`, and go in the release after.
+        """
+        return self.unit
 
     def crops(self) -> list[Tensor]:
         """The patch of each kept input inside its box: the part of the picture that excited the channel.
@@ -143,11 +158,11 @@ class TopExamplesResult:
             >>> best = NeuronVisualizer(net, "1").top_examples(data, k=3)
             >>> best._repr_html_().count("<img")
             6
-            >>> NeuronVisualizer(net, "1").top_examples(data, neuron=0, k=3, keep_inputs=False)._repr_html_().count("<img")
+            >>> NeuronVisualizer(net, "1").top_examples(data, unit=0, k=3, keep_inputs=False)._repr_html_().count("<img")
             0
         """
         single = self.indices.dim() == 1
-        units = [self.neuron] if isinstance(self.neuron, int) else list(self.neuron)
+        units = [self.unit] if isinstance(self.unit, int) else list(self.unit)
         indices = (self.indices[None] if single else self.indices).tolist()
         values = (self.activations[None] if single else self.activations).double().tolist()
         kind = "channel" if self.positions is not None else "unit"
@@ -196,7 +211,7 @@ class TopExamplesResult:
 
 
 class NeuronVisualizer:
-    """Visualize the neurons of one layer: maximizing images and top dataset examples.
+    """Visualize the units of one layer: maximizing images and top dataset examples.
 
     Args:
         model: Any ``nn.Module``; left as found.
@@ -245,7 +260,7 @@ class NeuronVisualizer:
 
     def maximize(
         self,
-        neurons: int | Iterable[int],
+        units: int | Iterable[int] | None = None,
         *,
         l1: float = 0.0,
         steps: int = 256,
@@ -255,15 +270,16 @@ class NeuronVisualizer:
         param: Param | None = None,
         value_range: tuple[float, float] | None = None,
         transforms: bool | TransformName | None = None,
+        neurons: int | Iterable[int] | Unset = UNSET,
     ) -> MaximizationResult:
-        """One image per neuron, ``x*_j = argmax_x a_j(x) - l1 * mean |x|``, optimized as one batch.
+        """One image per unit, ``x*_j = argmax_x a_j(x) - l1 * mean |x|``, optimized as one batch.
 
-        Image ``j`` optimizes neuron ``neurons[j]`` only (each sample has its
+        Image ``j`` optimizes unit ``units[j]`` only (each sample has its
         own objective; the loss is their sum), so the batch costs one
         forward and backward per step.
 
         Args:
-            neurons: A neuron, or several (``range(16)``): units of a Linear
+            units: A unit, or several (``range(16)``): features of a Linear
                 layer or channels of a conv layer.
             l1: Weight of the L1 penalty, the mean absolute pixel value (the
                 lecture's "no ink"); 0 for none.
@@ -280,17 +296,19 @@ class NeuronVisualizer:
                 ``(0, 1)`` for the digits; None for unbounded.
             transforms: The random views at each step (``"standard"``,
                 ``"maco"``, True for the recommended, False); None: the default of the space.
+            neurons: The old name of ``units`` (a DeprecationWarning; same result).
 
         Returns:
             A :class:`~convlens.featureviz.maximize.MaximizationResult` whose ``image``
-            holds one image per neuron, ``values`` each image's final
+            holds one image per unit, ``values`` each image's final
             objective (``a_j - l1 * mean |x_j|``), and ``history`` the batch
             mean of the objective per step.
 
         Raises:
-            InvalidArgumentError: A neuron out of range (the message names the
-                layer and its size), no neurons, a negative ``l1``, or no
+            InvalidArgumentError: A unit out of range (the message names the
+                layer and its size), no units, a negative ``l1``, or no
                 ``input_shape`` for a model convlens cannot guess it for.
+            InvalidTypeError: No ``units`` given.
 
         Example:
             >>> import torch.nn as nn
@@ -299,7 +317,13 @@ class NeuronVisualizer:
             >>> res.image.shape, res.values.shape, res.history.shape
             (torch.Size([3, 1, 8, 8]), torch.Size([3]), torch.Size([5]))
         """
-        chosen = _neuron_list(neurons)
+        given = renamed("neurons", neurons, "units", units, default=None)
+        if given is None:
+            raise InvalidTypeError(
+                "maximize needs the units to draw: nv.maximize(units) with a unit index or several, "
+                "e.g. nv.maximize(range(16))."
+            )
+        chosen = _unit_list(given)
         weight = check_real("l1", l1, positive=False)
         objective: Objective = channel(self.layer, chosen)
         if weight:
@@ -322,13 +346,14 @@ class NeuronVisualizer:
     def top_examples(
         self,
         data: Dataset[Any] | DataLoader[Any] | Iterable[Any],
-        neuron: int | np.integer[Any] | Tensor | Sequence[int] | None = None,
+        unit: int | np.integer[Any] | Tensor | Sequence[int] | None = None,
         k: int = 9,
         *,
         keep_inputs: bool = True,
         batch_size: int = 64,
         num_workers: int = 0,
         progress: bool = True,
+        neuron: int | np.integer[Any] | Tensor | Sequence[int] | Unset | None = UNSET,
     ) -> TopExamplesResult:
         """The ``k`` examples of ``data`` that excite each unit most, highest first, in one pass.
 
@@ -343,9 +368,9 @@ class NeuronVisualizer:
                 iterable of batches. Indices are positions in the order the
                 batches come (dataset indices when nothing shuffles). Items or
                 batches are ``x`` or ``(x, y, ...)``; only ``x`` is used.
-            neuron: One unit (Linear layer) or channel (conv layer, ranked by its
-                mean over positions), a list of them, or None for every unit or
-                channel of the layer.
+            unit: One unit (a feature of a Linear layer, or a channel of a conv
+                layer, ranked by its mean over positions), a list of them, or
+                None for every unit of the layer.
             k: How many per unit; more than the data holds gives all of it.
             keep_inputs: Keep the top inputs (``(units, k, *sample)``); False
                 keeps indices and activations only.
@@ -353,14 +378,15 @@ class NeuronVisualizer:
             num_workers: DataLoader workers when ``data`` is a Dataset.
             progress: A progress bar over the batches when tqdm is installed and
                 the output is a terminal (silent otherwise); False: never.
+            neuron: The old name of ``unit`` (a DeprecationWarning; same result).
 
         Returns:
-            For an int ``neuron``, ``(k,)`` indices and activations and ``(k, *sample)``
+            For an int ``unit``, ``(k,)`` indices and activations and ``(k, *sample)``
             inputs; for a list or None, ``(units, k)`` and ``(units, k, *sample)``,
-            one row per unit in ``result.neuron``'s order.
+            one row per unit in ``result.unit``'s order.
 
         Raises:
-            InvalidArgumentError: A neuron out of range (the message names the
+            InvalidArgumentError: A unit out of range (the message names the
                 layer and its size), ``k < 1``, or empty data.
             InvalidTypeError: ``data`` is not a Dataset, DataLoader or iterable,
                 or items whose ``x`` is not a tensor.
@@ -373,24 +399,21 @@ class NeuronVisualizer:
             >>> with torch.no_grad():
             ...     _ = net[0].weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
             >>> data = TensorDataset(torch.tensor([1.0, 4.0, -2.0]).view(3, 1, 1, 1), torch.zeros(3))
-            >>> best = NeuronVisualizer(net, "1").top_examples(data, neuron=0, k=5)  # k clipped to 3
+            >>> best = NeuronVisualizer(net, "1").top_examples(data, unit=0, k=5)  # k clipped to 3
             >>> best.indices.tolist(), best.activations.tolist()
             ([1, 0, 2], [4.0, 1.0, 0.0])
             >>> every = NeuronVisualizer(net, "1").top_examples(data, k=2)  # every channel, one pass
-            >>> every.neuron, every.indices.tolist(), every.inputs.shape
+            >>> every.unit, every.indices.tolist(), every.inputs.shape
             ([0, 1], [[1, 0], [2, 0]], torch.Size([2, 2, 1, 1, 1]))
         """
+        unit = renamed("neuron", neuron, "unit", unit, default=None)
         single = (
-            neuron is not None
-            and not isinstance(neuron, Sequence)
-            and not (isinstance(neuron, Tensor | np.ndarray) and neuron.ndim > 0)
+            unit is not None
+            and not isinstance(unit, Sequence)
+            and not (isinstance(unit, Tensor | np.ndarray) and unit.ndim > 0)
         )
         chosen = (
-            None
-            if neuron is None
-            else [check_int("neuron", as_int(neuron), 0)]
-            if single
-            else _neuron_list(neuron)
+            None if unit is None else [check_int("unit", as_int(unit), 0)] if single else _unit_list(unit)
         )
         k = check_int("k", k, 1)
         part = shard(
@@ -399,23 +422,23 @@ class NeuronVisualizer:
             num_workers=check_int("num_workers", num_workers, 0),
         )
         tap = LayerTap(self.model, [self.layer])
-        dtype, device = model_dtype_device(tap._module)
+        dtype, device = model_dtype_device(tap.module)
         top: _RunningTop | None = None
         sample: Tensor | None = None
         chunks = part.chunks(progress=progress, desc="top_examples")
         for batch, positions in _inputs(chunks):
             x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
-            if top is None:  # before any work: are the neurons in range? (the tap's own probe)
+            if top is None:  # before any work: are the units in range? (the tap's own probe)
                 shape = (max(1, len(x)), *x.shape[1:])
-                probe_x = x if len(x) else torch.zeros(shape, dtype=x.dtype, device=device)
-                shapes = probe_shapes(
-                    tap._module,
+                first = x if len(x) else torch.zeros(shape, dtype=x.dtype, device=device)
+                shapes = layer_shapes(
+                    tap.module,
                     {self.layer: self.ref},
                     shape,
                     dtype=x.dtype,
                     device=device,
                     needs_output=False,
-                    probe=tap._prober((probe_x,)),
+                    probe=tap.probe(first),
                 )
                 out_shape = shapes[self.layer]
                 size = out_shape[1] if len(out_shape) > 1 else 1
@@ -427,7 +450,7 @@ class NeuronVisualizer:
                 top = _RunningTop(
                     chosen, k, keep_inputs=keep_inputs, spatial=out_shape[2:], ordered=part.ordered
                 )
-                sample = probe_x[0]
+                sample = first[0]
             if not len(x):
                 continue
             acts = tap.run(x)[self.layer]
@@ -440,18 +463,18 @@ class NeuronVisualizer:
         where_in = None if argmax is None else _unravel(argmax, top.spatial)
         boxes = None
         if where_in is not None:
-            field = _field(tap._module, self.layer, (1, *sample.shape))
+            field = _field(tap.module, self.layer, (1, *sample.shape))
             boxes = None if field is None else _boxes(where_in, field, tuple(sample.shape[1:]))
         chosen = top.units
         if single:
             return TopExamplesResult(
                 indices=indices[0], activations=values[0], inputs=None if inputs is None else inputs[0],
-                layer=self.layer, neuron=chosen[0],
+                layer=self.layer, unit=chosen[0],
                 positions=None if where_in is None else where_in[0],
                 boxes=None if boxes is None else boxes[0],
             )  # fmt: skip
         return TopExamplesResult(
-            indices=indices, activations=values, inputs=inputs, layer=self.layer, neuron=chosen,
+            indices=indices, activations=values, inputs=inputs, layer=self.layer, unit=chosen,
             positions=where_in, boxes=boxes,
         )  # fmt: skip
 
@@ -471,13 +494,11 @@ class NeuronVisualizer:
         )
 
 
-def _neuron_list(neurons: object) -> list[int]:
-    """``neurons`` (an int, an iterable of ints, an integer tensor or array) as a list of ints."""
-    if isinstance(neurons, Iterable) and not isinstance(
-        neurons, Sequence | Tensor | np.ndarray | str | bytes
-    ):
-        neurons = list(neurons)
-    chosen = check_indices("neurons", neurons, item="neuron")
+def _unit_list(units: object) -> list[int]:
+    """``units`` (an int, an iterable of ints, an integer tensor or array) as a list of ints."""
+    if isinstance(units, Iterable) and not isinstance(units, Sequence | Tensor | np.ndarray | str | bytes):
+        units = list(units)
+    chosen = check_indices("units", units, item="unit")
     return [chosen] if isinstance(chosen, int) else list(chosen)
 
 
@@ -583,8 +604,25 @@ def _unravel(flat: Tensor, spatial: tuple[int, ...]) -> Tensor:
     return torch.stack(coords[::-1], dim=-1)
 
 
-def _field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> tuple[Shape, Shape, Shape] | None:
-    """The layer's receptive field, jump and start per spatial dimension (trace_shapes), or None."""
+Field = tuple[Shape, Shape, Shape]
+
+
+def _field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> Field | None:
+    """The layer's receptive field, jump and start per spatial dimension (trace_shapes), or None.
+
+    Remembered per model, structure, layer and input shape (:func:`convlens.core.probe.remember`:
+    weak keys, plain ints only), so a fresh NeuronVisualizer on the same model traces it once.
+    """
+    key = ("receptive field", layer, input_shape, structure(model))
+    known = recall(model, key)
+    if isinstance(known, tuple) and len(known) == 2 and known[0] == "field":
+        return known[1]  # type: ignore[no-any-return]
+    field = _trace_field(model, layer, input_shape)
+    remember(model, key, ("field", field))
+    return field
+
+
+def _trace_field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> Field | None:
     try:
         report = trace_shapes(model, input_shape)
     except ConvlensError:
