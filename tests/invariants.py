@@ -1,4 +1,4 @@
-"""Snapshot a model's observable state and check nothing changed (DESIGN invariant 1)."""
+"""Snapshot a model's observable state and check nothing changed (docs/architecture.md, invariant 1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A wrong input gets the same clear error from every entry point that runs a model, before any work.
 
-DESIGN invariant 4 and "One probe" (contract additions, second round): channels, rank or a spatial
+docs/architecture.md, invariant 4, and "One probe" (contract additions, second round): channels, rank or a spatial
 size too small raise one ``ShapeError`` naming the layer, its type and the shape it got, from
 ``LayerTap.run``, the CAM family, saliency, ``deletion``/``insertion``, the maximizers and
 ``trace_shapes`` alike, learned from a meta-device pass so that no real forward runs first. One
@@ -19,52 +19,20 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.utils.data import TensorDataset
 
 import convlens as cl
+from entry_points import ENTRIES
 from invariants import ModelState, assert_unchanged, global_hook_counts, snapshot
 from wild import StemNet
 
-# -- the entry points ---------------------------------------------------------------------
-
-Entry = Callable[[nn.Module, Any, str], Any]
-
-
-def _maps(x: Any) -> Tensor:
-    """One saliency map per sample, ``(N, H, W)`` for ``x`` ``(N, C, H, W)``; ``(H, W)`` for one image."""
-    shape = tuple(x.shape)
-    return torch.rand(shape[0], *shape[2:]) if len(shape) == 4 else torch.rand(shape[-2:])
+# -- the entry points: tests/entry_points.py (shared with test_hygiene.py) ---------------
 
 
 def _fed_shape(entry: str, x: Any) -> tuple[int, ...]:
     """The shape the model receives from an entry point given ``x``."""
     shape = tuple(x.shape)
-    return (1, *shape[1:]) if entry == "NeuronVisualizer.maximize" else shape
+    return (1, *shape[1:]) if ENTRIES[entry].batch_of_one else shape
 
-
-ENTRIES: dict[str, Entry] = {
-    "LayerTap.run": lambda m, x, layer: cl.LayerTap(m, [layer]).run(x),
-    "LayerTap.run grads": lambda m, x, layer: cl.LayerTap(m, [layer], grads=True).run(x),
-    "trace_shapes": lambda m, x, layer: cl.trace_shapes(m, x),
-    "GradCAM": lambda m, x, layer: cl.GradCAM(m, layer)(x),
-    "GradCAMPlusPlus": lambda m, x, layer: cl.GradCAMPlusPlus(m, layer)(x),
-    "ScoreCAM": lambda m, x, layer: cl.ScoreCAM(m, layer, chunk_size=2)(x, target=0),
-    "EigenCAM": lambda m, x, layer: cl.EigenCAM(m, layer)(x),
-    "Saliency": lambda m, x, layer: cl.Saliency(m)(x),
-    "GuidedBackprop": lambda m, x, layer: cl.GuidedBackprop(m)(x),
-    "GuidedGradCAM": lambda m, x, layer: cl.GuidedGradCAM(m, layer)(x),
-    "deletion": lambda m, x, layer: cl.deletion(m, x, _maps(x), steps=2),
-    "insertion": lambda m, x, layer: cl.insertion(m, x, _maps(x), steps=2),
-    "ActivationMaximizer": lambda m, x, layer: cl.ActivationMaximizer(
-        m, cl.objectives.channel(layer, 0), input_shape=tuple(x.shape), steps=1
-    ).run(),
-    "NeuronVisualizer.maximize": lambda m, x, layer: cl.NeuronVisualizer(
-        m, layer, input_shape=(1, *x.shape[1:])
-    ).maximize([0], steps=1),
-    "NeuronVisualizer.top_examples": lambda m, x, layer: cl.NeuronVisualizer(m, layer).top_examples(
-        TensorDataset(x), neuron=0, k=1
-    ),
-}
 
 # -- the cases ----------------------------------------------------------------------------
 
@@ -96,6 +64,15 @@ _SALIENCY_RANK = (
 )
 _INPUT_SHAPE = "takes an input_shape, not a tensor: there is no array to pass"
 _NO_NUMPY = "a TensorDataset cannot hold a numpy array"
+_EVALUATE_RANK = (
+    "evaluate scores maps of images (N, C, H, W) only, and says so in a ShapeError of its own before the "
+    "model is asked (tests/test_evaluate.py pins it)"
+)
+_TRANSFORMS_RANK = (
+    "its transforms need images (N, C, H, W): an InvalidArgumentError about input_shape of its own, before "
+    "the model is asked"
+)
+_ROWS = "a dataset of one image's rows is batched as images of one channel"
 
 CASES: dict[str, Case] = {
     "wrong channels": Case(
@@ -113,7 +90,12 @@ CASES: dict[str, Case] = {
         first="conv1",
         error=cl.ShapeError,
         patterns=(r"\bconv1 expects a 3-D or 4-D input, got 5-D\b", r"\bConv2d\b", "{shape}"),
-        skip=(("deletion", _NO_RANK), ("insertion", _NO_RANK)),
+        skip=(
+            ("deletion", _NO_RANK),
+            ("insertion", _NO_RANK),
+            ("evaluate", _EVALUATE_RANK),
+            ("ActivationMaximizer class_logit", _TRANSFORMS_RANK),
+        ),
     ),
     "two dimensions": Case(
         model="stem",
@@ -128,6 +110,8 @@ CASES: dict[str, Case] = {
             ("Saliency", _SALIENCY_RANK),
             ("GuidedBackprop", _SALIENCY_RANK),
             ("GuidedGradCAM", _SALIENCY_RANK),
+            ("evaluate", _EVALUATE_RANK),
+            ("ActivationMaximizer class_logit", _TRANSFORMS_RANK),
         ),
     ),
     "too small": Case(
@@ -149,7 +133,10 @@ CASES: dict[str, Case] = {
         absent=(r"expects 8 channels",),  # the BatchNorm sees 8 images of 16 channels: misleading
         skip=(
             ("NeuronVisualizer.maximize", "its input_shape is (1, C, H, W) by contract and checked as such"),
-            ("NeuronVisualizer.top_examples", "a dataset of one image's rows is batched by top_examples"),
+            ("NeuronVisualizer.top_examples", _ROWS),
+            ("evaluate", _EVALUATE_RANK),
+            ("build_atlas", _ROWS),
+            ("ActivationMaximizer class_logit", _TRANSFORMS_RANK),
         ),
     ),
     "numpy array": Case(
@@ -163,6 +150,9 @@ CASES: dict[str, Case] = {
             ("ActivationMaximizer", _INPUT_SHAPE),
             ("NeuronVisualizer.maximize", _INPUT_SHAPE),
             ("NeuronVisualizer.top_examples", _NO_NUMPY),
+            ("ActivationMaximizer class_logit", _INPUT_SHAPE),
+            ("evaluate", _NO_NUMPY),
+            ("build_atlas", _NO_NUMPY),
         ),
     ),
 }
@@ -173,7 +163,8 @@ def _params(cases: list[str]) -> list[Any]:
     for case in cases:
         skipped = dict(CASES[case].skip)
         for entry in ENTRIES:
-            marks = [pytest.mark.skip(reason=skipped[entry])] if entry in skipped else []
+            reason = ENTRIES[entry].not_in_diagnosis or skipped.get(entry, "")
+            marks = [pytest.mark.skip(reason=reason)] if reason else []
             params.append(pytest.param(case, entry, id=f"{case}-{entry}", marks=marks))
     return params
 
@@ -208,7 +199,7 @@ def _raise(case: Case, entry: str, model: nn.Module, before: ModelState, x: Any)
     handle = model.get_submodule(case.first).register_forward_hook(count)
     try:
         with pytest.raises(case.error) as info:
-            ENTRIES[entry](model, x, case.layer)
+            ENTRIES[entry].call(model, x, case.layer)
     finally:
         handle.remove()
     assert real_forwards[0] == 0, f"{case.first} ran {real_forwards[0]} real forward(s) before the error"
@@ -239,8 +230,10 @@ def _core(message: str) -> str:
 
 
 SHAPE_CASES = [name for name, case in CASES.items() if case.error is cl.ShapeError]
-# NeuronVisualizer.maximize feeds a batch of one, so its message names a different shape.
-SAME_BATCH = [entry for entry in ENTRIES if entry != "NeuronVisualizer.maximize"]
+# An entry point that feeds a batch of one (NeuronVisualizer.maximize) names a different shape.
+SAME_BATCH = [
+    name for name, entry in ENTRIES.items() if not entry.batch_of_one and not entry.not_in_diagnosis
+]
 
 
 @pytest.mark.parametrize("case", SHAPE_CASES)
@@ -252,7 +245,7 @@ def test_every_entry_point_gives_the_same_diagnosis(case: str, request: pytest.F
     for entry in SAME_BATCH:
         if entry not in skipped:
             with pytest.raises(spec.error) as info:
-                ENTRIES[entry](model, x, spec.layer)
+                ENTRIES[entry].call(model, x, spec.layer)
             cores[entry] = _core(str(info.value))
     assert all(cores.values()), cores
     assert len(set(cores.values())) == 1, "\n".join(f"{entry}: {core}" for entry, core in cores.items())

@@ -1,6 +1,8 @@
 """Hook hygiene for every entry point that touches a model: on success and when the forward raises.
 
-DESIGN invariant 1: no hook left on any module (forward, pre-forward, backward; module and global),
+The entry points and how to call them come from tests/entry_points.py (shared with test_diagnosis.py).
+
+docs/architecture.md, invariant 1: no hook left on any module (forward, pre-forward, backward; module and global),
 parameters, buffers, ``training`` and ``requires_grad`` flags and ``.grad`` unchanged.
 """
 
@@ -12,10 +14,8 @@ from typing import Any
 import pytest
 import torch
 from torch import Tensor, nn
-from torch.utils.data import TensorDataset
 
-import convlens as cl
-from convlens.featureviz import objectives as ob
+from entry_points import ENTRIES, ENTRY_POINTS, EntryPoint
 from invariants import assert_unchanged, global_hook_counts, snapshot
 
 
@@ -40,48 +40,16 @@ class Switch(nn.Module):
         return out
 
 
-Entry = Callable[[Switch, Tensor], Any]
+#: The layer the entry points look at.
+LAYER = "conv2"
 
 
-def _with_block(model: Switch, x: Tensor) -> Any:
-    with cl.LayerTap(model, ["conv1", "bn"], grads=True):
-        return model(x).sum().backward()
-
-
-ENTRIES: dict[str, Entry] = {
-    "LayerTap.run": lambda m, x: cl.LayerTap(m, ["bn", "fc"]).run(x),
-    "LayerTap.run grads": lambda m, x: cl.LayerTap(m, ["bn"], grads=True).run(x),
-    "LayerTap with-block": _with_block,
-    "trace_shapes": lambda m, x: cl.trace_shapes(m, tuple(x.shape)),
-    "GradCAM": lambda m, x: cl.GradCAM(m, "conv2")(x),
-    "GradCAMPlusPlus": lambda m, x: cl.GradCAMPlusPlus(m, "conv2")(x, target=1),
-    "XGradCAM": lambda m, x: cl.XGradCAM(m, "conv2")(x),
-    "LayerCAM": lambda m, x: cl.LayerCAM(m, "conv1")(x),
-    "ScoreCAM": lambda m, x: cl.ScoreCAM(m, "conv2", chunk_size=2)(x, target=0),
-    "EigenCAM": lambda m, x: cl.EigenCAM(m, "conv2")(x),
-    "Saliency": lambda m, x: cl.Saliency(m)(x),
-    "GuidedBackprop": lambda m, x: cl.GuidedBackprop(m)(x, target=[0, 1]),
-    "GuidedGradCAM": lambda m, x: cl.GuidedGradCAM(m, "conv2")(x),
-    "deletion": lambda m, x: cl.deletion(m, x, torch.rand(2, 6, 6), steps=3),
-    "insertion": lambda m, x: cl.insertion(m, x, torch.rand(2, 6, 6), steps=3, baseline="blur"),
-    "ActivationMaximizer": lambda m, x: cl.ActivationMaximizer(
-        m, ob.channel("conv2", 1) - 0.1 * ob.l1(), input_shape=(1, 3, 6, 6), steps=2
-    ).run(),
-    "ActivationMaximizer class_logit": lambda m, x: cl.ActivationMaximizer(
-        m, ob.class_logit(2), input_shape=(1, 3, 6, 6), steps=2, transforms=True
-    ).run(),
-    "NeuronVisualizer.maximize": lambda m, x: cl.NeuronVisualizer(m, "fc", input_shape=(1, 3, 6, 6)).maximize(
-        range(2), steps=2
-    ),
-    "NeuronVisualizer.top_examples": lambda m, x: cl.NeuronVisualizer(m, "conv2").top_examples(
-        TensorDataset(x), neuron=1, k=2
-    ),
-    "FilterRenderer": lambda m, x: cl.FilterRenderer(m, "conv1").plot(n=4, cols=2),
-}
-
-# The filter renderer never runs the model; trace_shapes runs it on the meta device (its real
-# fallback and its errors are tested in test_shapes.py).
-RUNS_THE_MODEL = [name for name in ENTRIES if name not in {"FilterRenderer", "trace_shapes"}]
+def _params(reason: Callable[[EntryPoint], str]) -> list[Any]:
+    """Every registered entry point; those that cannot take part skipped with the registry's reason."""
+    return [
+        pytest.param(e.name, id=e.name, marks=[pytest.mark.skip(reason=reason(e))] if reason(e) else [])
+        for e in ENTRY_POINTS
+    ]
 
 
 def prepared(train: bool) -> tuple[Switch, Tensor]:
@@ -95,17 +63,18 @@ def prepared(train: bool) -> tuple[Switch, Tensor]:
     return model, torch.randn(2, 3, 6, 6)
 
 
-@pytest.mark.parametrize("name", list(ENTRIES))
+@pytest.mark.parametrize("name", _params(lambda e: e.not_in_hygiene))
 def test_success_leaves_the_model_as_found(name: str) -> None:
     model, x = prepared(train=True)
-    if name == "LayerTap with-block":
+    entry = ENTRIES[name]
+    if entry.user_backward:
         model.eval()  # a user's own backward in train mode would rightly change BatchNorm statistics
         for p in model.parameters():
             p.grad = None
     before = snapshot(model)
     globals_before = global_hook_counts()
-    ENTRIES[name](model, x)
-    if name == "LayerTap with-block":  # the user's backward wrote .grad; nothing else may change
+    entry.call(model, x, LAYER)
+    if entry.user_backward:  # the user's backward wrote .grad; nothing else may change
         for p in model.parameters():
             p.grad = None
     assert_unchanged(model, before)
@@ -113,14 +82,14 @@ def test_success_leaves_the_model_as_found(name: str) -> None:
     assert torch.is_grad_enabled()
 
 
-@pytest.mark.parametrize("name", RUNS_THE_MODEL)
+@pytest.mark.parametrize("name", _params(lambda e: e.not_in_forward_error))
 def test_an_exception_in_the_forward_leaves_the_model_as_found(name: str) -> None:
     model, x = prepared(train=True)
     model.fail = True
     before = snapshot(model)
     globals_before = global_hook_counts()
     with pytest.raises(RuntimeError, match="boom in forward"):
-        ENTRIES[name](model, x)
+        ENTRIES[name].call(model, x, LAYER)
     assert_unchanged(model, before)
     assert global_hook_counts() == globals_before
     assert torch.is_grad_enabled()

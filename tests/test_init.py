@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import pkgutil
 import subprocess
 import sys
+import types
 from importlib.metadata import version
+
+import pytest
 
 import convlens as cl
 
@@ -96,7 +100,51 @@ def test_every_public_name_is_importable_from_convlens() -> None:
     star: dict[str, object] = {}
     exec("from convlens import *", star)  # fails if __all__ names something convlens lacks
     assert set(PUBLIC_NAMES) <= star.keys()
+
+
+def test_every_public_name_is_defined_inside_convlens() -> None:
+    """A public name is convlens's own: not a re-exported torch, numpy or typing object."""
     for name in PUBLIC_NAMES:
-        namespace: dict[str, object] = {}
-        exec(f"from convlens import {name}", namespace)
-        assert namespace[name] is getattr(cl, name)
+        value = getattr(cl, name)
+        if isinstance(value, types.ModuleType):
+            assert value.__name__.startswith("convlens."), f"{name} is the module {value.__name__}"
+        elif isinstance(value, str):
+            assert name == "__version__", name
+        else:
+            module = getattr(value, "__module__", None)
+            assert isinstance(module, str), f"{name} has no __module__"
+            assert module.startswith("convlens."), f"{name} comes from {module}"
+
+
+def _public_modules() -> list[str]:
+    """Every convlens module whose dotted name has no ``_private`` part."""
+    names = [cl.__name__]
+    for info in pkgutil.walk_packages(cl.__path__, prefix="convlens."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return sorted(names)
+
+
+#: Run in a fresh interpreter: import each module first, alone, with no convlens module loaded before
+#: it (torch and the other dependencies stay loaded: they are not what is tested, and they are slow).
+_IMPORT_EACH_FIRST = """
+import importlib, sys, traceback
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m == "convlens" or m.startswith("convlens.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception as err:
+        print(f"{name}: {type(err).__name__}: {err}")
+"""
+
+
+@pytest.mark.slow
+def test_every_public_module_imports_on_its_own_in_a_fresh_interpreter() -> None:
+    """Import order cannot hide a cycle: each module is imported first, before any other convlens module."""
+    modules = _public_modules()
+    assert {"convlens.tap", "convlens.shapes", "convlens.render", "convlens.core.recorder"} <= set(modules)
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_EACH_FIRST, *modules], capture_output=True, text=True, check=True
+    )
+    assert done.stdout == "", done.stdout

@@ -234,5 +234,8 @@ def test_signature_is_hashable_for_unhashable_values() -> None:
     odd = {1, 2}  # a set: unhashable, and not a container the walk knows
     key = signature((torch.zeros(1), odd, [bytearray(b"x")], {"k": [odd]}))
     assert isinstance(hash(key), int)
-    assert signature(odd) == signature(odd)  # the same object: the same key
+    twin = {1, 2}  # equal to odd but another object: its key may not claim to know they are the same
+    assert signature(odd) != signature(twin)
+    # the same object beside other tensor values: one key (the cache must find it again)
+    assert signature((torch.zeros(1), odd)) == signature((torch.ones(1), odd))
     assert {key: 1}[key] == 1

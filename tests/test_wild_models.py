@@ -1,6 +1,6 @@
 """Models as people really have them: detectors, compiled, scripted, wrapped, structured outputs, meta.
 
-DESIGN invariant 2 ("any nn.Module") and the second-round contract: the meta probe must leave no trace
+docs/architecture.md, invariant 2 ("any nn.Module") and the second-round contract: the meta probe must leave no trace
 on a model (a detector caches anchors on itself), a wrapper is seen through, a model hooks cannot see is
 refused by name, a flat Grad-CAM map is all zeros, token outputs are reshaped on request, a user's own
 value-reading hook changes nothing, and a tapped activation is the value the layer returned however the

@@ -1,0 +1,142 @@
+"""The one registry of public entry points that run a model, read by the hygiene and diagnosis tests.
+
+Each entry says how to call it on a small model: ``call(model, x, layer)``, with ``x`` a batch
+``(N, C, H, W)`` (or whatever wrong input a diagnosis case gives) and ``layer`` a conv of the model.
+An entry that cannot take part in a test says why in a field (``not_in_*``), so that every test
+lists every entry, skipped with that reason where it does not apply, never silently absent.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+
+import convlens as cl
+from convlens.featureviz import objectives as ob
+
+Call = Callable[[nn.Module, Any, str], Any]
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """How to call one public entry point, and which tests it cannot take part in (and why).
+
+    Attributes:
+        name: The entry point, as the tests' ids show it.
+        call: ``call(model, x, layer)`` runs it once on ``model``.
+        batch_of_one: It feeds the model ``(1, *x.shape[1:])`` rather than ``x`` itself.
+        user_backward: It is the user's own forward and backward inside ``with LayerTap(...)``: the
+            user's backward rightly writes ``.grad`` (and, in train mode, BatchNorm statistics).
+        not_in_hygiene: Why it cannot take part in the success hygiene test ("" if it does).
+        not_in_forward_error: Why it cannot take part in the exception-in-the-forward test.
+        not_in_diagnosis: Why it cannot take part in the wrong-input diagnosis tests.
+    """
+
+    name: str
+    call: Call
+    batch_of_one: bool = False
+    user_backward: bool = False
+    not_in_hygiene: str = ""
+    not_in_forward_error: str = ""
+    not_in_diagnosis: str = ""
+
+
+def _maps(x: Any) -> Tensor:
+    """One saliency map per sample, ``(N, H, W)`` for ``x`` ``(N, C, H, W)``; ``(H, W)`` for one image."""
+    shape = tuple(x.shape)
+    return torch.rand(shape[0], *shape[2:]) if len(shape) == 4 else torch.rand(shape[-2:])
+
+
+def _with_block(model: nn.Module, x: Any, layer: str) -> Any:
+    """A user's own forward and backward inside ``with LayerTap(...)``: the model runs as it is."""
+    first = next(name for name, m in model.named_modules() if name and not list(m.children()))
+    with cl.LayerTap(model, [first, layer], grads=True):
+        return model(x).sum().backward()
+
+
+def _atlas(model: nn.Module, x: Any, layer: str) -> Any:
+    with tempfile.TemporaryDirectory() as out:
+        return cl.build_atlas(
+            model,
+            TensorDataset(x),
+            out,
+            layers=[layer],
+            units=1,
+            k=1,
+            steps=1,
+            picture_size=8,
+            progress=False,
+        )
+
+
+_META_ONLY = (
+    "runs the model on the meta device only, where the test model does not fail (its real fallback "
+    "and its errors are tested in tests/test_shapes.py)"
+)
+_NEVER_RUNS = "never runs the model: it reads the weights only"
+_USER_FORWARD = (
+    "a user's own forward inside `with LayerTap(...)` runs the model as it is, by contract: torch "
+    "raises its own error from the real forward"
+)
+
+ENTRY_POINTS: tuple[EntryPoint, ...] = (
+    EntryPoint("LayerTap.run", lambda m, x, layer: cl.LayerTap(m, [layer]).run(x)),
+    EntryPoint("LayerTap.run grads", lambda m, x, layer: cl.LayerTap(m, [layer], grads=True).run(x)),
+    EntryPoint("LayerTap with-block", _with_block, user_backward=True, not_in_diagnosis=_USER_FORWARD),
+    EntryPoint("trace_shapes", lambda m, x, layer: cl.trace_shapes(m, x), not_in_forward_error=_META_ONLY),
+    EntryPoint("GradCAM", lambda m, x, layer: cl.GradCAM(m, layer)(x)),
+    EntryPoint("GradCAMPlusPlus", lambda m, x, layer: cl.GradCAMPlusPlus(m, layer)(x, target=1)),
+    EntryPoint("XGradCAM", lambda m, x, layer: cl.XGradCAM(m, layer)(x)),
+    EntryPoint("LayerCAM", lambda m, x, layer: cl.LayerCAM(m, layer)(x)),
+    EntryPoint("ScoreCAM", lambda m, x, layer: cl.ScoreCAM(m, layer, chunk_size=2)(x, target=0)),
+    EntryPoint("EigenCAM", lambda m, x, layer: cl.EigenCAM(m, layer)(x)),
+    EntryPoint("Saliency", lambda m, x, layer: cl.Saliency(m)(x)),
+    EntryPoint("GuidedBackprop", lambda m, x, layer: cl.GuidedBackprop(m)(x, target=1)),
+    EntryPoint("GuidedGradCAM", lambda m, x, layer: cl.GuidedGradCAM(m, layer)(x)),
+    EntryPoint("deletion", lambda m, x, layer: cl.deletion(m, x, _maps(x))),
+    EntryPoint("insertion", lambda m, x, layer: cl.insertion(m, x, _maps(x), baseline="blur")),
+    EntryPoint(
+        "evaluate",
+        lambda m, x, layer: cl.evaluate(
+            m, ["gradcam", "scorecam"], TensorDataset(x), layer=layer, progress=False
+        ),
+    ),
+    EntryPoint(
+        "ActivationMaximizer",
+        lambda m, x, layer: cl.ActivationMaximizer(
+            m, ob.channel(layer, 0) - 0.1 * ob.l1(), input_shape=tuple(x.shape), steps=2
+        ).run(),
+    ),
+    EntryPoint(
+        "ActivationMaximizer class_logit",
+        lambda m, x, layer: cl.ActivationMaximizer(
+            m, ob.class_logit(1), input_shape=tuple(x.shape), steps=2, transforms=True
+        ).run(),
+    ),
+    EntryPoint(
+        "NeuronVisualizer.maximize",
+        lambda m, x, layer: cl.NeuronVisualizer(m, layer, input_shape=(1, *x.shape[1:])).maximize(
+            [0], steps=2
+        ),
+        batch_of_one=True,
+    ),
+    EntryPoint(
+        "NeuronVisualizer.top_examples",
+        lambda m, x, layer: cl.NeuronVisualizer(m, layer).top_examples(TensorDataset(x), k=1),
+    ),
+    EntryPoint("build_atlas", _atlas, batch_of_one=True),
+    EntryPoint(
+        "FilterRenderer",
+        lambda m, x, layer: cl.FilterRenderer(m, layer).plot(n=4, cols=2),
+        not_in_forward_error=_NEVER_RUNS,
+        not_in_diagnosis=_NEVER_RUNS,
+    ),
+)
+
+ENTRIES: dict[str, EntryPoint] = {entry.name: entry for entry in ENTRY_POINTS}
