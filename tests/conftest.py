@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny seeded models (see models.py) and a seeded input. No downloads."""
+"""Shared fixtures: tiny seeded models (see models.py), AlexNet, the digits CNN and data, a seeded input.
+
+No downloads. Plain helpers are in helpers.py; a fixture is defined here once, never again in a test file.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,11 @@ import matplotlib
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.utils.data import TensorDataset
 
 import convlens as cl
-from models import DictNet, InplaceNet, ReusedNet, seeded
+from convlens.models.zoo import DigitsCNN, digits_cnn, digits_dataset
+from models import DictNet, InplaceNet, ReusedNet, seeded, seeded_alexnet
 
 matplotlib.use("Agg")
 
@@ -41,12 +46,22 @@ def image() -> Tensor:
 
 @pytest.fixture(scope="module")
 def alexnet() -> nn.Module:
-    """A seeded torchvision AlexNet (random weights), shared by the shape and report tests."""
-    torch.manual_seed(0)
-    model: nn.Module = pytest.importorskip("torchvision").models.alexnet(weights=None)
-    return model
+    """A seeded torchvision AlexNet (random weights, train mode as built), shared by a module's tests."""
+    return seeded_alexnet(train=True)
 
 
 @pytest.fixture(scope="module")
 def alexnet_report(alexnet: nn.Module) -> cl.ShapeReport:
     return cl.trace_shapes(alexnet, (1, 3, 224, 224))
+
+
+@pytest.fixture(scope="module")
+def digits() -> DigitsCNN:
+    """The lecture's digits CNN with its shipped weights."""
+    return digits_cnn()
+
+
+@pytest.fixture(scope="module")
+def test_set() -> TensorDataset:
+    """The digits test split."""
+    return digits_dataset("test")

@@ -1,4 +1,7 @@
-"""Helpers the tests share: float tolerances derived from the dtype's precision.
+"""Plain helpers the tests share: float tolerances derived from the dtype's precision, exact messages.
+
+Shared fixtures live in conftest.py, the tiny models in models.py, the model-state snapshot in
+invariants.py, the registry of entry points in entry_points.py: each thing once.
 
 Float results depend on how a batch is split (over ranks, batches or chunks) and on the CPU's kernels
 (which vectorize sums differently): compare them with tolerances derived from the dtype's machine
@@ -6,6 +9,8 @@ epsilon and the size of the values, never with a fixed number that happened to p
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 
@@ -24,3 +29,8 @@ def tolerance(
     """
     eps = torch.finfo(dtype).eps
     return {"rtol": roundings * eps, "atol": roundings * eps * scale}
+
+
+def exact(message: str) -> str:
+    """A ``pytest.raises(match=...)`` pattern that matches ``message`` exactly and nothing else."""
+    return "^" + re.escape(message) + "$"

@@ -1,7 +1,11 @@
-"""Tiny models shared by the tests: a reused module, in-place ops, tuple and dict outputs."""
+"""Models shared by the tests: tiny ones (a reused module, in-place ops, tuple and dict outputs), AlexNet."""
 
 from __future__ import annotations
 
+import copy
+from typing import TypeVar
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -69,3 +73,27 @@ def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
     return module
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def without_inplace(model: M) -> M:
+    """A copy of ``model`` whose ReLUs are not in place (the same function, no rewritten outputs)."""
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return clone
+
+
+def seeded_alexnet(*, inplace: bool = True, train: bool = False) -> nn.Module:
+    """A torchvision AlexNet with random weights from seed 0, in eval mode unless ``train``.
+
+    Seeds the global RNG (``torch.manual_seed(0)``), so that what a test draws after it is the same on
+    every run. ``inplace=False``: its ReLUs are not in place. Skips the test without torchvision.
+    """
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model: nn.Module = torchvision.models.alexnet(weights=None).train(train)
+    return model if inplace else without_inplace(model)

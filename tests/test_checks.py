@@ -23,10 +23,7 @@ from convlens.core.checks import (
     format_shape,
     layer_mismatch,
 )
-
-
-def exact(message: str) -> str:
-    return "^" + re.escape(message) + "$"
+from helpers import exact
 
 
 def test_error_classes_inherit_the_matching_builtins() -> None:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 import convlens as cl
 from entry_points import ENTRIES
 from invariants import ModelState, assert_unchanged, global_hook_counts, snapshot
+from models import seeded_alexnet
 from wild import StemNet
 
 # -- the entry points: tests/entry_points.py (shared with test_hygiene.py) ---------------
@@ -172,9 +173,7 @@ def _params(cases: list[str]) -> list[Any]:
 @pytest.fixture(scope="module")
 def pristine_alexnet() -> tuple[nn.Module, ModelState]:
     """One AlexNet for the module, and its state as built: every test must leave it exactly so."""
-    torchvision = pytest.importorskip("torchvision")
-    torch.manual_seed(0)
-    model: nn.Module = torchvision.models.alexnet(weights=None).eval()
+    model = seeded_alexnet()
     return model, snapshot(model)  # one snapshot: cloning AlexNet's 61M parameters per test is slow
 
 
