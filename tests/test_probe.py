@@ -26,13 +26,10 @@ from convlens.core.probe import (
 )
 from convlens.core.recorder import PROBING
 from convlens.core.values import tensors
+from helpers import exact
 from invariants import assert_unchanged, snapshot
 from models import DictNet, InplaceNet, ReusedNet, seeded
 from wild import jit
-
-
-def exact(message: str) -> str:
-    return "^" + re.escape(message) + "$"
 
 
 def _x(*shape: int, seed: int = 0) -> Tensor:

@@ -12,11 +12,7 @@ from torch import Tensor
 
 import convlens as cl
 from convlens.attribution.targets import callable_scores, check_target, class_scores, target_scores
-
-
-def exact(message: str) -> str:
-    return "^" + re.escape(message) + "$"
-
+from helpers import exact
 
 #: Two samples, four classes, every entry distinct: row i, class j holds 10*i + j.
 LOGITS = torch.tensor([[0.0, 1.0, 3.0, 2.0], [13.0, 10.0, 11.0, 12.0]])
