@@ -15,7 +15,7 @@ from torch import Tensor, nn
 import convlens as cl
 from convlens.attribution.cam import GradCAM
 from invariants import assert_unchanged, global_hook_counts, snapshot
-from models import InplaceNet, ReusedNet
+from models import InplaceNet, ReusedNet, seeded_alexnet
 
 # -- a model small enough to compute every method by hand -------------------------------
 
@@ -173,22 +173,11 @@ def test_scorecam_rejects_bad_chunk_size() -> None:
 # -- correctness on real architectures -----------------------------------------------------
 
 
-def alexnet(inplace: bool = True) -> nn.Module:
-    torchvision = pytest.importorskip("torchvision")
-    torch.manual_seed(0)
-    model: nn.Module = torchvision.models.alexnet(weights=None).eval()
-    if not inplace:
-        for m in model.modules():
-            if isinstance(m, nn.ReLU):
-                m.inplace = False
-    return model
-
-
 @pytest.mark.parametrize("layer", ["features.10", "features.11", "features.12"])
 def test_alexnet_inplace_relu_equals_inplace_false(layer: str) -> None:
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
-    ours = cl.GradCAM(alexnet(), layer)(x)
-    plain = cl.GradCAM(alexnet(inplace=False), layer)(x)
+    ours = cl.GradCAM(seeded_alexnet(), layer)(x)
+    plain = cl.GradCAM(seeded_alexnet(inplace=False), layer)(x)
     torch.testing.assert_close(ours.raw, plain.raw)
     torch.testing.assert_close(ours.maps, plain.maps)
     assert ours.targets is not None
@@ -233,7 +222,7 @@ def test_reused_module_by_call(reused_net: ReusedNet) -> None:
 
 
 def test_per_sample_targets_are_independent() -> None:
-    model = alexnet()
+    model = seeded_alexnet()
     x = torch.randn(3, 3, 80, 80, generator=torch.Generator().manual_seed(4))
     batch = cl.GradCAM(model, "features.10")(x, target=torch.tensor([3, 100, 7]))
     for i, t in enumerate([3, 100, 7]):
