@@ -15,7 +15,7 @@ from convlens.attribution.cam import GradCAM
 from convlens.attribution.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult, _GuidedReLU
 from convlens.errors import InvalidArgumentError, InvalidTypeError, LayerNotFoundError
 from invariants import assert_unchanged, global_hook_counts, snapshot
-from models import InplaceNet, seeded
+from models import InplaceNet, seeded, seeded_alexnet
 
 # The hand model: x (1, 1, 1, 3) -> flatten -> h = W1 x -> relu -> logits = W2 relu(h).
 W1 = [[1.0, 0.0, 1.0], [0.0, 1.0, -1.0], [1.0, -1.0, 1.0]]
@@ -115,13 +115,6 @@ def reference_guided(model: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     return grad
 
 
-def alexnet() -> nn.Module:
-    torchvision = pytest.importorskip("torchvision")
-    torch.manual_seed(0)
-    model: nn.Module = torchvision.models.alexnet(weights=None)
-    return model
-
-
 def test_saliency_matches_the_hand_computation() -> None:
     out = Saliency(HandNet())(hand_input(), target=0)
     assert isinstance(out, SaliencyResult)
@@ -159,7 +152,7 @@ def test_every_form_of_relu_is_guided(relu: str) -> None:
 
 
 def test_guidance_leaves_the_forward_value_unchanged() -> None:
-    model = alexnet().eval()
+    model = seeded_alexnet()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(x)
@@ -169,7 +162,7 @@ def test_guidance_leaves_the_forward_value_unchanged() -> None:
 
 
 def test_saliency_equals_autograd_on_alexnet() -> None:
-    model = alexnet()
+    model = seeded_alexnet(train=True)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     out = Saliency(model)(x)
     model.eval()
@@ -183,7 +176,7 @@ def test_saliency_equals_autograd_on_alexnet() -> None:
 
 
 def test_guided_backprop_equals_backward_hooks_on_alexnet() -> None:
-    model = alexnet()
+    model = seeded_alexnet(train=True)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     out = GuidedBackprop(model)(x, target=7)
     expected = reference_guided(model, x, torch.tensor([7]))
