@@ -13,6 +13,7 @@ import torch
 import convlens as cl
 from convlens.apps.atlas import AtlasResult, build_atlas
 from convlens.apps.cli import main
+from convlens.core.html import CSS
 from invariants import assert_unchanged, snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,8 @@ def test_every_page_link_and_picture_is_there(tmp_path: Path) -> None:
         text = page.read_text()
         assert "http:" not in text
         assert "https:" not in text  # nothing fetched from elsewhere
+        assert text.count("<style>") == 1
+        assert f"<style>{CSS}</style>" in text  # the one writer's stylesheet, as the tour's page has it
         for ref in references(page):
             target = (page.parent / ref).resolve()
             assert target.is_file(), f"{page.relative_to(tmp_path)} -> {ref}"
@@ -61,7 +64,7 @@ def test_every_page_link_and_picture_is_there(tmp_path: Path) -> None:
 def test_unit_pages_show_what_top_examples_finds(tmp_path: Path) -> None:
     small_atlas(tmp_path, layers=["features.3"], units=2, k=5)
     best = cl.NeuronVisualizer(cl.zoo.digits_cnn(), "features.3").top_examples(
-        cl.zoo.digits_dataset("test"), neuron=[0, 1], k=5, progress=False
+        cl.zoo.digits_dataset("test"), unit=[0, 1], k=5, progress=False
     )
     for unit in (0, 1):
         text = (tmp_path / "units" / "features.3" / f"{unit}.html").read_text()

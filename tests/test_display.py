@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import io
 import re
+import subprocess
 import sys
 from html.parser import HTMLParser
 from typing import Any
@@ -413,7 +414,7 @@ def test_maximization_html_draws_the_picture_when_there_is_one() -> None:
 
 
 def test_top_examples_grid_with_boxes(digits: DigitsCNN, test_set: TensorDataset) -> None:
-    best = NeuronVisualizer(digits, "features.3").top_examples(test_set, neuron=[2, 5, 7], k=4)
+    best = NeuronVisualizer(digits, "features.3").top_examples(test_set, unit=[2, 5, 7], k=4)
     assert best.boxes is not None
     assert best.inputs is not None
     before, rep = tensors(best), repr(best)
@@ -434,7 +435,7 @@ def test_top_examples_grid_with_boxes(digits: DigitsCNN, test_set: TensorDataset
 
 
 def test_top_examples_of_one_unit_without_grid(digits: DigitsCNN, test_set: TensorDataset) -> None:
-    best = NeuronVisualizer(digits, "classifier.0").top_examples(test_set, neuron=3, k=5)
+    best = NeuronVisualizer(digits, "classifier.0").top_examples(test_set, unit=3, k=5)
     assert best.boxes is None
     assert best.indices.shape == (5,)
     page = check(best._repr_html_())
@@ -516,18 +517,57 @@ def test_faithfulness_cap_and_one_sample() -> None:
 def test_no_pyplot_state_is_touched(
     faithfulness: FaithfulnessResult, digits: DigitsCNN, batch: tuple[Tensor, Tensor]
 ) -> None:
-    imported = "matplotlib.pyplot" in sys.modules
-    figures = sys.modules["matplotlib.pyplot"].get_fignums() if imported else None
-    check(faithfulness._repr_html_())
-    check(insertion(digits, batch[0][:2], torch.rand(2, 28, 28), steps=4)._repr_html_())
-    if imported:
-        assert sys.modules["matplotlib.pyplot"].get_fignums() == figures
-    else:
-        assert "matplotlib.pyplot" not in sys.modules
+    # pyplot's figures are the same before and after, whatever ran before in this process.
+    import matplotlib.pyplot as plt
+
+    mine = plt.figure()
+    try:
+        figures = plt.get_fignums()
+        check(faithfulness._repr_html_())
+        check(insertion(digits, batch[0][:2], torch.rand(2, 28, 28), steps=4)._repr_html_())
+        assert plt.get_fignums() == figures
+    finally:
+        plt.close(mine)
+
+
+#: Every kind of result, made and displayed in a fresh interpreter: then pyplot must not have been
+#: imported (in this process another test may have imported it, so it is checked there).
+FRESH_DISPLAYS = """
+import sys
+import torch
+import convlens as cl
+from convlens.attribution.cam import GradCAM
+from convlens.attribution.faithfulness import deletion, insertion
+from convlens.attribution.saliency import Saliency
+from convlens.featureviz.maximize import ActivationMaximizer
+from convlens.featureviz.neurons import NeuronVisualizer
+from convlens.featureviz.objectives import class_logit
+from convlens.models.zoo import digits_cnn, digits_dataset
+
+digits, test_set = digits_cnn(), digits_dataset("test")
+x = test_set.tensors[0][:2]
+results = [
+    cl.trace_shapes(digits, (1, 1, 28, 28)),
+    cl.list_layers(digits),
+    GradCAM(digits, "features.3")(x),
+    Saliency(digits)(x),
+    ActivationMaximizer(digits, class_logit(1), input_shape=(1, 1, 28, 28), steps=2).run(),
+    NeuronVisualizer(digits, "features.0").top_examples(test_set, unit=1, k=2),
+    deletion(digits, x, torch.rand(2, 28, 28), steps=4),
+    insertion(digits, x, torch.rand(2, 28, 28), steps=4),
+]
+shown = [len(result._repr_html_()) > 0 for result in results]
+print(sum(shown), "matplotlib.pyplot" in sys.modules)
+"""
+
+
+def test_displays_never_import_pyplot() -> None:
+    done = subprocess.run([sys.executable, "-c", FRESH_DISPLAYS], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["8", "False"]
 
 
 def test_every_display_leaves_the_model_alone(digits: DigitsCNN, test_set: TensorDataset) -> None:
-    imported = "matplotlib.pyplot" in sys.modules
     x = test_set.tensors[0][:2]
     results: list[Any] = [
         cl.trace_shapes(digits, (1, 1, 28, 28)),
@@ -535,7 +575,7 @@ def test_every_display_leaves_the_model_alone(digits: DigitsCNN, test_set: Tenso
         GradCAM(digits, "features.3")(x),
         Saliency(digits)(x),
         ActivationMaximizer(digits, class_logit(1), input_shape=(1, 1, 28, 28), steps=2).run(),
-        NeuronVisualizer(digits, "features.0").top_examples(test_set, neuron=1, k=2),
+        NeuronVisualizer(digits, "features.0").top_examples(test_set, unit=1, k=2),
         deletion(digits, x, torch.rand(2, 28, 28), steps=4),
     ]
     model = snapshot(digits)
@@ -543,5 +583,4 @@ def test_every_display_leaves_the_model_alone(digits: DigitsCNN, test_set: Tenso
         before = tensors(result) if dataclasses.is_dataclass(result) else {}
         check(result._repr_html_())
         assert_same_tensors(result, before)
-    assert_unchanged(digits, model)
-    assert imported or "matplotlib.pyplot" not in sys.modules
+    assert_unchanged(digits, model)  # and no pyplot imported: test_displays_never_import_pyplot

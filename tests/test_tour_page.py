@@ -146,6 +146,16 @@ def test_the_tour_page_follows_the_lecture(tour_page: tuple[Path, PageReport]) -
     assert order == sorted(order), headings
 
 
+def test_the_tour_page_embeds_the_one_stylesheet(tour_page: tuple[Path, PageReport]) -> None:
+    from convlens.core.html import CSS
+
+    index, _ = tour_page
+    text = index.read_text(encoding="utf-8")
+    assert text.count("<style>") == 1
+    assert f"<style>{CSS}</style>" in text  # the writer's, as every atlas page has it
+    assert '<body class="article">' in text
+
+
 def test_the_screenshot_is_kept(tour_page: tuple[Path, PageReport]) -> None:
     _, report = tour_page
     assert report.screenshot == screenshot_dir() / "tour_index.png"

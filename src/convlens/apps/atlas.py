@@ -15,9 +15,10 @@ grid of its units; and a page per unit with
 - for the classifier's output units, the class picture (its feature
   visualization) and the top images with their Grad-CAM overlays.
 
-Everything is a PNG beside plain HTML with inline CSS: no script, nothing
-fetched. The work per unit is cached under ``out/_cache`` by a hash of the
-weights, the layer, the unit, the data and the options, so a second run with
+Everything is a PNG beside plain HTML, written by :mod:`convlens.apps.atlas_site`
+with the one HTML writer and its stylesheet: no script, nothing fetched. The
+work per unit is cached under ``out/_cache`` by a hash of the weights, the
+layer, the unit, the data and the options, so a second run with
 more layers or units reuses what is done. The dataset passes run under
 ``torchrun`` as ``top_examples`` does (rank 0 writes the site).
 
@@ -37,9 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import html
 import json
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence, Sized
@@ -53,6 +52,7 @@ import torch.distributed as dist
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
+from convlens.apps.atlas_site import Plan, cache_key, write_site
 from convlens.attribution.cam import GradCAM
 from convlens.core.checks import check_int
 from convlens.core.distributed import rank
@@ -175,11 +175,13 @@ def build_atlas(
     first_conv = next((r.name for r in report.rows if r.type.startswith("Conv")), None)
 
     cache = root / "_cache"
-    plan: list[tuple[LayerShape, list[int], list[int]]] = []  # row, units shown, units to compute
+    plan: Plan = []  # row, units shown, units to compute
     for row in rows:
         size = row.output_shape[1] if len(row.output_shape) > 1 else 1
         shown = list(range(size if count is None else min(count, size)))
-        missing = [u for u in shown if not (cache / _key(fingerprint, row.name, u) / "unit.json").is_file()]
+        missing = [
+            u for u in shown if not (cache / cache_key(fingerprint, row.name, u) / "unit.json").is_file()
+        ]
         plan.append((row, shown, missing))
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # every rank has read the cache before rank 0 writes to it
@@ -204,7 +206,7 @@ def build_atlas(
             )
     index = root / "index.html"
     if writer:
-        _write_site(
+        write_site(
             root,
             report,
             plan,
@@ -248,7 +250,7 @@ def _compute_layer(
     """One dataset pass for the layer's missing units, then (rank 0) their pictures and pages' data."""
     nv = NeuronVisualizer(model, row.name, input_shape=shape)
     best = nv.top_examples(
-        data, neuron=missing, k=k, batch_size=batch_size, num_workers=num_workers, progress=False
+        data, unit=missing, k=k, batch_size=batch_size, num_workers=num_workers, progress=False
     )
     if not writer:
         return
@@ -261,7 +263,7 @@ def _compute_layer(
         pictures = viz.picture.detach().float().cpu()
     weights = FilterRenderer(model, row.name).images() if filters else None
     for j, unit in enumerate(missing):
-        folder = cache / _key(fingerprint, row.name, unit)
+        folder = cache / cache_key(fingerprint, row.name, unit)
         folder.mkdir(parents=True, exist_ok=True)
         _png(_as_rgb(pictures[j], None), _THUMB * 2).save(folder / "viz.png")
         meta: dict[str, Any] = {"layer": row.name, "unit": unit, "value": float(viz.values[j])}
@@ -348,10 +350,6 @@ def _fingerprint(model: nn.Module, data: Any, sample: Tensor, options: dict[str,
     return digest.hexdigest()
 
 
-def _key(fingerprint: str, layer: str, unit: int) -> str:
-    return hashlib.sha256(f"{fingerprint}|{layer}|{unit}".encode()).hexdigest()[:20]
-
-
 def _layer_rows(model: nn.Module, report: ShapeReport, layers: Sequence[str] | None) -> list[LayerShape]:
     """The report's rows of the layers asked for (default: every conv and Linear), in the model's order."""
     by_name = {r.name: r for r in report.rows}
@@ -397,160 +395,4 @@ def _first_input(data: Any) -> Tensor:
         break
     raise InvalidArgumentError(
         "the atlas needs data whose items (or batches) are a tensor x or a tuple (x, y, ...)."
-    )
-
-
-# -- the site ----------------------------------------------------------------------------------------
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1em 1.5em;color:#222}
-a{color:#0b5cad;text-decoration:none}a:hover{text-decoration:underline}
-nav{font-size:.9em;margin-bottom:1em}table{border-collapse:collapse;font-size:.85em}
-td,th{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left}td.n{text-align:right}
-.grid{display:flex;flex-wrap:wrap;gap:.6em}.cell{text-align:center;font-size:.8em}
-.cell img{display:block;border:1px solid #ccc;image-rendering:pixelated}
-.note{color:#b00;font-weight:bold}h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.4em}
-"""
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "layer"
-
-
-def _page(title: str, body: str, note: str | None, depth: int) -> str:
-    up = "../" * depth
-    warn = f'<p class="note">{html.escape(note)}</p>' if note else ""
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width"><title>{html.escape(title)}</title>'
-        f'<style>{_CSS}</style></head><body><nav><a href="{up}index.html">atlas index</a></nav>'
-        f"{warn}{body}</body></html>\n"
-    )
-
-
-def _img(src: str, alt: str) -> str:
-    return f'<img src="{html.escape(src)}" alt="{html.escape(alt)}">'
-
-
-def _write_site(
-    root: Path,
-    report: ShapeReport,
-    plan: list[tuple[LayerShape, list[int], list[int]]],
-    *,
-    fingerprint: str,
-    title: str,
-    note: str | None,
-    names: dict[str, list[str]],
-) -> None:
-    (root / "layers").mkdir(parents=True, exist_ok=True)
-    (root / "units").mkdir(parents=True, exist_ok=True)
-    drawn = {row.name for row, _, _ in plan}
-    head = "<tr><th>layer</th><th>type</th><th>in</th><th>out</th><th>params</th><th>MACs</th><th>RF</th><th>jump</th></tr>"
-    lines = []
-    for r in report.rows:
-        name = html.escape(r.name)
-        cell = f'<a href="layers/{_slug(r.name)}.html">{name}</a>' if r.name in drawn else name
-        lines.append(
-            f"<tr><td>{cell}</td><td>{html.escape(r.type)}</td><td>{list(r.input_shape)}</td>"
-            f'<td>{list(r.output_shape)}</td><td class="n">{r.params:,}</td><td class="n">{r.macs:,}</td>'
-            f'<td class="n">{"" if r.receptive_field is None else r.receptive_field}</td>'
-            f'<td class="n">{"" if r.jump is None else r.jump}</td></tr>'
-        )
-    links = " ".join(
-        f'<a href="layers/{_slug(row.name)}.html">{html.escape(row.name)}</a>' for row, _, _ in plan
-    )
-    body = (
-        f"<h1>{html.escape(title)}: an atlas</h1>"
-        f"<p>{report.params:,} parameters, {report.macs:,} multiply-accumulates for an input of "
-        f"{list(report.input_shape)}. Layers drawn: {links}</p>"
-        f"<h2>Layer by layer</h2><table>{head}{''.join(lines)}</table>"
-    )
-    (root / "index.html").write_text(_page(f"{title}: atlas", body, note, 0))
-    for li, (row, shown, _) in enumerate(plan):
-        slug = _slug(row.name)
-        cells = []
-        for unit in shown:
-            key = _key(fingerprint, row.name, unit)
-            cells.append(
-                f'<div class="cell"><a href="../units/{slug}/{unit}.html">'
-                f"{_img(f'../_cache/{key}/viz.png', f'unit {unit}')}unit {unit}</a></div>"
-            )
-        prev_next = _neighbours(plan, li, "../layers/", lambda r: f"{_slug(r.name)}.html")
-        body = (
-            f"<h1>{html.escape(row.name)} ({html.escape(row.type)}, output {list(row.output_shape)})</h1>"
-            f"<nav>{prev_next}</nav><p>Each unit's feature visualization; follow one for its dataset examples.</p>"
-            f'<div class="grid">{"".join(cells)}</div>'
-        )
-        (root / "layers" / f"{slug}.html").write_text(_page(row.name, body, note, 1))
-        (root / "units" / slug).mkdir(parents=True, exist_ok=True)
-        for ui, unit in enumerate(shown):
-            labels = names.get(row.name, [])
-            label = labels[unit] if unit < len(labels) else None
-            _write_unit(root, row, shown, ui=ui, unit=unit, fingerprint=fingerprint, note=note, name=label)
-
-
-def _neighbours(plan: list[tuple[LayerShape, list[int], list[int]]], i: int, base: str, href: Any) -> str:
-    parts = []
-    if i > 0:
-        parts.append(f'<a href="{base}{href(plan[i - 1][0])}">&larr; {html.escape(plan[i - 1][0].name)}</a>')
-    if i + 1 < len(plan):
-        parts.append(f'<a href="{base}{href(plan[i + 1][0])}">{html.escape(plan[i + 1][0].name)} &rarr;</a>')
-    return " &middot; ".join(parts)
-
-
-def _write_unit(
-    root: Path,
-    row: LayerShape,
-    shown: list[int],
-    *,
-    ui: int,
-    unit: int,
-    fingerprint: str,
-    note: str | None,
-    name: str | None,
-) -> None:
-    slug = _slug(row.name)
-    key = _key(fingerprint, row.name, unit)
-    meta = json.loads((root / "_cache" / key / "unit.json").read_text())
-    src = f"../../_cache/{key}/"
-    nav = [f'<a href="../../layers/{slug}.html">{html.escape(row.name)}</a>']
-    if ui > 0:
-        nav.append(f'<a href="{shown[ui - 1]}.html">&larr; unit {shown[ui - 1]}</a>')
-    if ui + 1 < len(shown):
-        nav.append(f'<a href="{shown[ui + 1]}.html">unit {shown[ui + 1]} &rarr;</a>')
-    what = "class picture" if meta.get("cam") else "feature visualization"
-    parts = [
-        f"<h1>{html.escape(row.name)}, unit {unit}{': ' + html.escape(name) if name else ''}</h1>"
-        f"<nav>{' &middot; '.join(nav)}</nav>",
-        f'<h2>Its {what}</h2><div class="grid"><div class="cell">{_img(src + "viz.png", what)}'
-        f"objective {meta['value']:.3g}</div>",
-    ]
-    if meta.get("filter"):
-        parts.append(
-            f'<div class="cell">{_img(src + "filter.png", "filter weights")}its filter weights</div>'
-        )
-    parts.append("</div>")
-    examples = meta["examples"]
-    parts.append(f'<h2>The {len(examples)} dataset examples that excite it most</h2><div class="grid">')
-    for i, e in enumerate(examples):
-        index, value = e["index"], e["value"]
-        picture = _img(f"{src}example{i}.png", f"example {index}")
-        parts.append(f'<div class="cell">{picture}#{index} &middot; {value:.3g}</div>')
-    parts.append("</div>")
-    if any(e["box"] is not None for e in examples):
-        parts.append('<h2>The window each one\'s peak sees (its receptive field)</h2><div class="grid">')
-        for i, e in enumerate(examples):
-            if e["box"] is not None:
-                picture = _img(f"{src}crop{i}.png", f"window {i}")
-                parts.append(f'<div class="cell">{picture}#{e["index"]}</div>')
-        parts.append("</div>")
-    if meta.get("cam"):
-        parts.append(f"<h2>Grad-CAM of this class on those examples (at {html.escape(meta['cam'])})</h2>")
-        parts.append('<div class="grid">')
-        for i, e in enumerate(examples):
-            picture = _img(f"{src}cam{i}.png", f"Grad-CAM {i}")
-            parts.append(f'<div class="cell">{picture}#{e["index"]}</div>')
-        parts.append("</div>")
-    (root / "units" / slug / f"{unit}.html").write_text(
-        _page(f"{row.name} unit {unit}", "".join(parts), note, 2)
     )

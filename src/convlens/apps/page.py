@@ -4,8 +4,9 @@ r"""The tour's report: one self-contained, offline HTML page in the lecture's or
 a heading per part of the lecture, and per item its figure (an image file
 beside the page), table or text, the convlens call that made it (copyable),
 and the lecture's own numbers beside ours with a tick where they agree. The
-CSS is inline; there is no script and nothing is fetched from elsewhere.
-Nothing here computes: it only writes.
+markup and the stylesheet (embedded in the page) come from the one HTML writer,
+:mod:`convlens.core.html`, in its ``"article"`` layout; there is no script and
+nothing is fetched from elsewhere. Nothing here computes: it only writes.
 
 Example:
     >>> import tempfile
@@ -14,18 +15,23 @@ Example:
     ...                                text="| a | b |\\n|---|---|\\n| 1 | 2 |", checks=[Check("conv1", "55", "55")])])]
     >>> with tempfile.TemporaryDirectory() as out:
     ...     html = write_page(Path(out), page).read_text()
-    >>> "<table>" in html, "&#10003;" in html, "http" in html.split("<body>")[1]
+    >>> "<table>" in html, "&#10003;" in html, "http" in html.split("<body")[1]
     (True, True, False)
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Check", "Item", "Part", "write_page"]
+from matplotlib.figure import Figure
+
+from convlens.core import html
+from convlens.core.html import Html
+
+__all__ = ["Check", "Item", "Part", "TourPage", "write_page"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,31 +71,67 @@ class Part:
     items: list[Item] = field(default_factory=list)
 
 
-_CSS = """
-body { font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 62rem;
-       margin: 0 auto; padding: 1rem 1.5rem 4rem; color: #1d1d1f; background: #fff; }
-h1 { font-size: 1.9rem; margin-bottom: 0.2rem; }
-h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.5rem; }
-h3 { margin: 1.8rem 0 0.4rem; }
-nav a { margin-right: 1rem; }
-.banner { background: #fff3cd; border: 1px solid #e0b84c; padding: 0.7rem 1rem; border-radius: 6px; }
-.note { color: #b00020; font-weight: 600; }
-figure { margin: 0.5rem 0; }
-img { max-width: 100%; height: auto; border: 1px solid #eee; }
-pre, code { font: 0.85rem/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
-pre { background: #f6f8fa; padding: 0.6rem 0.8rem; overflow-x: auto; border-radius: 6px; }
-pre.call { background: #eef4ff; border-left: 4px solid #4a78c2; user-select: all; }
-table { border-collapse: collapse; margin: 0.4rem 0; font-size: 0.85rem; }
-th, td { border: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-.ok { color: #1a7f37; font-weight: 700; }
-.wide { overflow-x: auto; }
-.wide td, .wide th { white-space: nowrap; }
-.grids { display: flex; flex-wrap: wrap; gap: 1.2rem; align-items: flex-start; }
-table.grid td { width: 1.8rem; text-align: center; font-family: ui-monospace, monospace; }
-caption { font-size: 0.8rem; color: #555; caption-side: bottom; }
-.slip { color: #b00020; font-weight: 700; }
-"""
+@dataclass(slots=True, kw_only=True)
+class TourPage:
+    r"""The tour's page as it is written: each figure and table saved beside it, and its parts in order.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     page = TourPage(out=Path(out), echo=lambda line: None)
+        ...     page.table("7.1 CNN", "sizes.md", "| a |\n|---|\n| 1 |", "Sizes", "cl.trace_shapes(...)",
+        ...                checks=[Check("a", "1", "1")])
+        ...     index = page.write(random=["torchvision:alexnet"])
+        ...     [p.name for p in page.files], "Random weights: torchvision:alexnet" in index.read_text()
+        (['sizes.md', 'index.html'], True)
+    """
+
+    out: Path
+    echo: Callable[[str], None]
+    files: list[Path] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+
+    def part(self, heading: str) -> Part:
+        """The part ``heading``: the last one if it has that heading, else a new one."""
+        if not self.parts or self.parts[-1].heading != heading:
+            self.parts.append(Part(heading))
+        return self.parts[-1]
+
+    def save(self, name: str, content: Figure | str) -> str:
+        """Save a figure (PNG) or a text as ``out/name``; return ``name``."""
+        path = self.out / name
+        if isinstance(content, Figure):
+            content.savefig(path, dpi=90)
+        else:
+            path.write_text(content if content.endswith("\n") else content + "\n")
+        self.files.append(path)
+        self.echo(f"  wrote {path}")
+        return name
+
+    def figure(self, heading: str, name: str, content: Figure, title: str, call: str, **extra: Any) -> None:
+        """Save a figure and put it on the page under ``heading``."""
+        self.part(heading).items.append(Item(title, call=call, figure=self.save(name, content), **extra))
+
+    def table(self, heading: str, name: str, content: str, title: str, call: str, **extra: Any) -> None:
+        """Save a table or text and put it on the page under ``heading``, with its checks in the file too."""
+        checks: list[Check] = extra.get("checks", [])
+        lines = [
+            f"- {c.what}: {c.ours} (lecture: {c.lecture}){' ' + c.remark if c.remark else ''}" for c in checks
+        ]
+        self.save(name, content + ("\n\n" + "\n".join(lines) if lines else ""))
+        self.part(heading).items.append(Item(title, call=call, text=content, **extra))
+
+    def write(self, *, random: Sequence[str] = ()) -> Path:
+        """Write ``index.html`` (last in :attr:`files`), with a banner naming the ``random``-weight models."""
+        banner = (
+            f"Random weights: {', '.join(random)} fell back to seeded random weights (pretrained weights "
+            "unavailable); the figures marked so show what an untrained network does, not what the lecture shows."
+            if random
+            else None
+        )
+        page = write_page(self.out, self.parts, banner=banner, files=[p.name for p in self.files])
+        self.files.append(page)
+        return page
 
 
 def write_page(
@@ -103,58 +145,49 @@ def write_page(
         banner: Shown at the top when set (e.g. that some models use random weights).
         files: Every file the tour wrote, listed at the end.
     """
-    body = ["<h1>The CNN lecture, reproduced with convlens</h1>"]
+    body: list[str] = [html.element("h1", "The CNN lecture, reproduced with convlens")]
     if banner:
-        body.append(f'<p class="banner">{_e(banner)}</p>')
-    body.append(
-        "<nav>" + "".join(f'<a href="#{_anchor(p.heading)}">{_e(p.heading)}</a>' for p in parts) + "</nav>"
-    )
+        body.append(html.element("p", banner, class_="banner"))
+    body.append(html.nav((f"#{_anchor(p.heading)}", p.heading) for p in parts))
     for part in parts:
-        body.append(f'<h2 id="{_anchor(part.heading)}">{_e(part.heading)}</h2>')
+        body.append(html.element("h2", part.heading, id=_anchor(part.heading)))
         body.extend(_item(item) for item in part.items)
     if files:
-        body.append('<h2 id="files">Files</h2><ul>')
-        body.extend(f'<li><a href="{_e(name)}">{_e(name)}</a></li>' for name in files)
-        body.append("</ul>")
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>convlens: the CNN lecture tour</title><style>{_CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
+        body.append(html.element("h2", "Files", id="files"))
+        body.append(html.element("ul", Html("".join(html.element("li", html.link(n, n)) for n in files))))
+    page = html.document("convlens: the CNN lecture tour", *body, layout="article")
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
 
 
 def _item(item: Item) -> str:
-    parts = [f"<h3>{_e(item.title)}</h3>"]
+    parts: list[str] = [html.element("h3", item.title)]
     if item.note:
-        parts.append(f'<p class="note">{_e(item.note)}</p>')
+        parts.append(html.element("p", item.note, class_="note"))
     if item.figure:
-        parts.append(f'<figure><img src="{_e(item.figure)}" alt="{_e(item.title)}"></figure>')
+        parts.append(html.figure(html.image(item.figure, item.title)))
     if item.grids:
-        parts.append(
-            '<div class="grids">' + "".join(_grid(caption, rows) for caption, rows in item.grids) + "</div>"
+        grids = "".join(
+            html.table(None, rows, caption=caption, kind="numbers") for caption, rows in item.grids
         )
+        parts.append(html.element("div", Html(grids), class_="grids"))
     if item.text and not item.grids:
         parts.append(_text(item.text))
     if item.link:
         href, words = item.link
-        parts.append(f'<p class="link"><a href="{_e(href)}">{_e(words)}</a></p>')
+        parts.append(html.element("p", html.link(href, words), class_="link"))
     if item.checks:
-        rows = "".join(
-            f"<tr><td>{_e(c.what)}</td><td>{_e(c.ours)}</td><td>{_e(c.lecture)}</td>"
-            f"<td>{'<span class=ok>&#10003;</span>' if c.agrees else '<span class=slip>&#10007;</span>'}"
-            f"{(' ' + _e(c.remark)) if c.remark else ''}</td></tr>"
-            for c in item.checks
-        )
-        parts.append(
-            f"<table><tr><th>what</th><th>convlens</th><th>the lecture</th><th></th></tr>{rows}</table>"
-        )
-    parts.append(f'<pre class="call">{_e(item.call)}</pre>')
+        rows = [[c.what, c.ours, c.lecture, _verdict(c)] for c in item.checks]
+        parts.append(html.table(["what", "convlens", "the lecture", ""], rows))
+    parts.append(html.element("pre", item.call, class_="call"))
     return "\n".join(parts)
+
+
+def _verdict(check: Check) -> Html:
+    """A tick where ours and the lecture's agree, else a cross; then the remark."""
+    mark = '<span class="ok">&#10003;</span>' if check.agrees else '<span class="slip">&#10007;</span>'
+    return Html(mark + (" " + html.escape(check.remark) if check.remark else ""))
 
 
 def _text(text: str) -> str:
@@ -163,22 +196,11 @@ def _text(text: str) -> str:
     if len(lines) >= 2 and lines[0].startswith("|") and set(lines[1].replace("|", "").strip()) <= set("-: "):
         rows = [lines[0], *(line for line in lines[2:] if line.startswith("|"))]
         rest = [line for line in lines[2:] if not line.startswith("|")]
-        cells = [[_e(c.strip()) for c in row.strip().strip("|").split("|")] for row in rows]
-        head = "".join(f"<th>{c}</th>" for c in cells[0])
-        body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[1:])
-        table = f'<div class="wide"><table><tr>{head}</tr>{body}</table></div>'
+        cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
+        table = html.table(cells[0], cells[1:], wide=True)
         return table + (_text("\n".join(rest)) if any(line.strip() for line in rest) else "")
-    return f"<pre>{_e(text)}</pre>"
-
-
-def _grid(caption: str, rows: list[list[int]]) -> str:
-    body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in rows)
-    return f'<table class="grid"><caption>{_e(caption)}</caption>{body}</table>'
+    return html.element("pre", text)
 
 
 def _anchor(heading: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in heading.lower()).strip("-")
-
-
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)

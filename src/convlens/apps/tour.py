@@ -24,7 +24,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from matplotlib.figure import Figure
@@ -32,7 +31,7 @@ from PIL import Image
 from torch import nn
 
 from convlens.apps.atlas import build_atlas
-from convlens.apps.page import Check, Item, Part, write_page
+from convlens.apps.page import Check, Item, TourPage
 from convlens.attribution.cam import GradCAM
 from convlens.core.checks import check_device
 from convlens.core.shapes import trace_shapes
@@ -62,19 +61,15 @@ class TourResult:
     warnings: tuple[str, ...]
 
 
-@dataclass(slots=True)
-class _Tour:
-    out: Path
+@dataclass(slots=True, kw_only=True)
+class _Tour(TourPage):
     weights: str
     seed: int
     quick: bool
-    echo: Callable[[str], None]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     image: Path | None = None
-    files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     models: dict[str, nn.Module] = field(default_factory=dict)
-    parts: list[Part] = field(default_factory=list)
 
     def model(self, spec: str) -> nn.Module:
         if spec not in self.models:
@@ -95,34 +90,6 @@ class _Tour:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         self.echo(f"warning: {message}")
-
-    def part(self, heading: str) -> Part:
-        if not self.parts or self.parts[-1].heading != heading:
-            self.parts.append(Part(heading))
-        return self.parts[-1]
-
-    def save(self, name: str, content: Figure | str) -> str:
-        path = self.out / name
-        if isinstance(content, Figure):
-            content.savefig(path, dpi=90)
-        else:
-            path.write_text(content if content.endswith("\n") else content + "\n")
-        self.files.append(path)
-        self.echo(f"  wrote {path}")
-        return name
-
-    def figure(self, heading: str, name: str, content: Figure, title: str, call: str, **extra: Any) -> None:
-        """Save a figure and put it on the page under ``heading``."""
-        self.part(heading).items.append(Item(title, call=call, figure=self.save(name, content), **extra))
-
-    def table(self, heading: str, name: str, content: str, title: str, call: str, **extra: Any) -> None:
-        """Save a table or text and put it on the page under ``heading``, with its checks in the file too."""
-        checks: list[Check] = extra.get("checks", [])
-        lines = [
-            f"- {c.what}: {c.ours} (lecture: {c.lecture}){' ' + c.remark if c.remark else ''}" for c in checks
-        ]
-        self.save(name, content + ("\n\n" + "\n".join(lines) if lines else ""))
-        self.part(heading).items.append(Item(title, call=call, text=content, **extra))
 
 
 CNN = "7.1 CNN"
@@ -364,12 +331,12 @@ def _learn(tour: _Tour) -> None:
                     checks=[Check("images read as their class", str(sum(p == i for i, p in enumerate(predicted))), "10",
                                   "the lecture: \"CNN is easily fooled\"")])  # fmt: skip
         tour.echo(f"  {kind}: the network calls the ten images {predicted}")
-    top = NeuronVisualizer(model, "classifier.0").top_examples(zoo.digits_dataset("test"), neuron=3, k=9)
+    top = NeuronVisualizer(model, "classifier.0").top_examples(zoo.digits_dataset("test"), unit=3, k=9)
     shown = top.inputs if top.inputs is not None else torch.zeros(0)  # kept: keep_inputs is True
     figure = plot_images(shown, [f"#{int(i)}" for i in top.indices], cols=9,
                          title="test digits that excite classifier.0 neuron 3 most")  # fmt: skip
     tour.figure(LEARN, "learn_digits_top_examples.png", figure, "The test digits that excite a neuron most",
-                'cl.NeuronVisualizer(digits, "classifier.0").top_examples(cl.zoo.digits_dataset("test"), neuron=3, k=9)')  # fmt: skip
+                'cl.NeuronVisualizer(digits, "classifier.0").top_examples(cl.zoo.digits_dataset("test"), unit=3, k=9)')  # fmt: skip
     alexnet = tour.model("torchvision:alexnet")
     note = zoo.weights_note(alexnet)
     steps = 16 if tour.quick else 128
@@ -525,14 +492,6 @@ def run_tour(
             began = time.perf_counter()
             SECTIONS[name](tour)
             echo(f"[{name}] done in {time.perf_counter() - began:.1f} s")
-    random = sorted({spec for spec, model in tour.models.items() if zoo.weights_note(model)})
-    banner = (
-        f"Random weights: {', '.join(random)} fell back to seeded random weights (pretrained weights unavailable); "
-        "the figures marked so show what an untrained network does, not what the lecture shows."
-        if random
-        else None
-    )
-    page = write_page(path, tour.parts, banner=banner, files=[p.name for p in tour.files])
-    tour.files.append(page)
+    page = tour.write(random=sorted({spec for spec, model in tour.models.items() if zoo.weights_note(model)}))
     echo(f"the tour wrote {len(tour.files)} files into {path}; open {page}")
     return TourResult(out=path, files=tuple(tour.files), warnings=tuple(tour.warnings))

@@ -4,7 +4,9 @@ Everything here makes self-contained HTML for committed notebooks: pictures
 are inline ``data:image/png;base64,...`` URIs (drawn with PIL; a plot with a
 :class:`matplotlib.figure.Figure` on the Agg canvas, never pyplot), styling
 is inline ``style`` attributes only, and there is no script, no CSS file and
-no external resource. Drawing reads tensors only: they are copied to the CPU
+no external resource. The markup comes from the one HTML writer,
+:mod:`convlens.core.html` (its blocks with ``inline=True``), which the tour's
+page and the atlas share. Drawing reads tensors only: they are copied to the CPU
 as float64 (any device, any float dtype), one item at a time, and never
 written. At most :data:`MAX_ITEMS` pictures are drawn per result; a line
 says how many were left out.
@@ -21,8 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 from collections.abc import Iterable, Sequence
 
@@ -33,6 +33,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 from torch import Tensor
+
+from convlens.core import html
+from convlens.core.html import Html, escape
 
 __all__ = [
     "MAX_ITEMS",
@@ -68,27 +71,8 @@ _MAP_LEVELS = 64
 #: A strip (a 1-D map or signal) is at least this many pixels high.
 _STRIP = 12
 _BOX_COLOUR = (255, 255, 0)  # the receptive-field outline, yellow as in render.plot_top_examples
-_CELL = "padding:1px 6px;white-space:nowrap"
 
 Float = npt.NDArray[np.float64]
-
-
-class Html(str):
-    """Markup that is already HTML: :func:`table` and :func:`cell` keep it as it is."""
-
-    __slots__ = ()
-
-
-def escape(text: object) -> str:
-    """``str(text)`` with ``&``, ``<``, ``>`` and both quotes escaped; :class:`Html` passes unchanged.
-
-    Example:
-        >>> escape("a < b & 'c'"), escape(Html("<br>"))
-        ('a &lt; b &amp; &#x27;c&#x27;', '<br>')
-    """
-    if isinstance(text, Html):
-        return str(text)
-    return html.escape(str(text), quote=True)
 
 
 def number(value: float) -> str:
@@ -124,10 +108,8 @@ def left_out(shown: int, total: int, what: str) -> Html:
     """
     if shown >= total:
         return Html("")
-    return Html(
-        f'<div style="color:#666">{total - shown} of {total} {escape(what)} not shown '
-        f"({'the first is' if shown == 1 else f'the first {shown} are'}).</div>"
-    )
+    first = "the first is" if shown == 1 else f"the first {shown} are"
+    return html.element("div", f"{total - shown} of {total} {what} not shown ({first}).", style="color:#666")
 
 
 def heading(kind: str, detail: str = "") -> Html:
@@ -138,7 +120,7 @@ def heading(kind: str, detail: str = "") -> Html:
         <div><strong>CAMResult</strong> layer &#x27;1&#x27;</div>
     """
     rest = f" {escape(detail)}" if detail else ""
-    return Html(f"<div><strong>{escape(kind)}</strong>{rest}</div>")
+    return html.element("div", Html(html.element("strong", kind) + rest))
 
 
 def block(*parts: str) -> Html:
@@ -155,11 +137,11 @@ def table(
     caption: str = "",
     monospace: bool = False,
 ) -> Html:
-    """An HTML table; every cell is escaped unless it is :class:`Html`.
+    """An HTML table styled in place (:func:`convlens.core.html.table` with ``inline=True``).
 
     Args:
         header: The column names.
-        rows: The body rows, each as long as ``header``.
+        rows: The body rows, each as long as ``header``; cells are escaped unless :class:`Html`.
         align: One letter per column, ``"l"`` or ``"r"`` (default: all left);
             set on every cell, since notebook styles right-align by default.
         foot: Rows set in bold in a ``<tfoot>`` (a total).
@@ -169,43 +151,17 @@ def table(
     Returns:
         The table's markup.
     """
-    sides = ["right" if a == "r" else "left" for a in (align or "l" * len(header))]
-
-    def row(cells: Sequence[str], tag: str, bold: bool = False) -> str:
-        weight = ";font-weight:bold" if bold else ""
-        return (
-            "<tr>"
-            + "".join(
-                f'<{tag} style="text-align:{side};{_CELL}{weight}">{escape(c)}</{tag}>'
-                for c, side in zip(cells, sides, strict=True)
-            )
-            + "</tr>"
-        )
-
-    font = ";font-family:monospace" if monospace else ""
-    parts = [f'<div style="overflow-x:auto"><table style="border-collapse:collapse{font}">']
-    if caption:
-        parts.append(f'<caption style="caption-side:bottom;text-align:left">{escape(caption)}</caption>')
-    parts.append("<thead>" + row(header, "th") + "</thead>")
-    parts.append("<tbody>" + "".join(row(r, "td") for r in rows) + "</tbody>")
-    footer = "".join(row(r, "td", bold=True) for r in foot)
-    if footer:
-        parts.append("<tfoot>" + footer + "</tfoot>")
-    return Html("".join(parts) + "</table></div>")
+    return html.table(header, rows, align=align, foot=foot, caption=caption, monospace=monospace, inline=True)
 
 
 def cell(picture: str, *lines: str) -> Html:
     """A thumbnail (an ``<img>`` tag) with caption lines under it, as one inline box."""
-    caption = "<br>".join(escape(line) for line in lines)
-    return Html(
-        '<div style="display:inline-block;vertical-align:top;margin:2px;text-align:center;'
-        f'font-size:smaller">{picture}<br>{caption}</div>'
-    )
+    return html.figure(picture, *lines, inline=True)
 
 
 def gallery(cells: Iterable[str]) -> Html:
     """Cells side by side, wrapping at the notebook's width."""
-    return Html('<div style="display:flex;flex-wrap:wrap;gap:4px">' + "".join(cells) + "</div>")
+    return html.gallery(cells, inline=True)
 
 
 # -- pictures ---------------------------------------------------------------------------------
@@ -347,12 +303,12 @@ def _pil(a: Float, cmap: str | None) -> Image.Image:
 def _data_uri(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return html.data_uri(buffer.getvalue())
 
 
 def _img(uri: str, width: int, height: int, alt: str, *, pixelated: bool = True) -> Html:
-    style = ' style="image-rendering:pixelated"' if pixelated else ""  # sharp pixels when a browser zooms
-    return Html(f'<img src="{uri}" width="{width}" height="{height}" alt="{escape(alt)}"{style}>')
+    style = "image-rendering:pixelated" if pixelated else None  # sharp pixels when a browser zooms
+    return html.image(uri, alt, width=width, height=height, style=style)
 
 
 def image_tag(
