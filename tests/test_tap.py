@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-import copy
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import pytest
 import torch
@@ -10,7 +9,7 @@ from torch import Tensor, nn
 import convlens as cl
 from convlens.core import tap as tap_module
 from invariants import assert_unchanged, global_hook_counts, snapshot
-from models import DictNet, InplaceNet, ReusedNet
+from models import DictNet, InplaceNet, ReusedNet, seeded_alexnet, without_inplace
 
 
 class Boom(nn.Module):
@@ -20,27 +19,9 @@ class Boom(nn.Module):
         raise RuntimeError("boom: this layer must not run")
 
 
-def alexnet() -> tuple[nn.Module, nn.Sequential]:
-    """A seeded torchvision AlexNet and its ``features`` block."""
-    torchvision = pytest.importorskip("torchvision")
-    torch.manual_seed(0)
-    model: nn.Module = torchvision.models.alexnet(weights=None).eval()
-    return model, cast("nn.Sequential", model.features)
-
-
-M = TypeVar("M", bound=nn.Module)
-
-
-def without_inplace(model: M) -> M:
-    clone = copy.deepcopy(model)
-    for module in clone.modules():
-        if isinstance(module, nn.ReLU):
-            module.inplace = False
-    return clone
-
-
 def test_alexnet_tap_equals_the_layer_despite_inplace_relu() -> None:
-    model, features = alexnet()
+    model = seeded_alexnet()
+    features = cast("nn.Sequential", model.features)
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), cl.LayerTap(model, ["features.0", "features.10"]) as tap:
         model(x)
