@@ -27,7 +27,7 @@ from convlens.core.layers import LayerInfo, LayerList
 from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
 from convlens.featureviz.neurons import NeuronVisualizer
 from convlens.featureviz.objectives import channel, class_logit
-from convlens.models.zoo import DigitsCNN, digits_cnn, digits_dataset
+from convlens.models.zoo import DigitsCNN
 from invariants import assert_unchanged, snapshot
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -157,16 +157,6 @@ def assert_same_tensors(result: Any, before: dict[str, Tensor]) -> None:
 
 def shown_as(value: Tensor | float) -> str:
     return display.number(float(value))
-
-
-@pytest.fixture(scope="module")
-def digits() -> DigitsCNN:
-    return digits_cnn()
-
-
-@pytest.fixture(scope="module")
-def test_set() -> TensorDataset:
-    return digits_dataset("test")
 
 
 @pytest.fixture(scope="module")

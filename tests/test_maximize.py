@@ -17,16 +17,10 @@ from convlens.errors import (
 )
 from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
 from convlens.featureviz.objectives import Objective, channel, class_logit, l1, neuron
-from convlens.models.zoo import digits_cnn
 from invariants import assert_unchanged, global_hook_counts, snapshot
-from models import InplaceNet, ReusedNet, seeded
+from models import InplaceNet, ReusedNet, seeded, seeded_alexnet, without_inplace
 
 DIGITS = (1, 1, 28, 28)
-
-
-@pytest.fixture(scope="module")
-def digits() -> nn.Module:
-    return digits_cnn()
 
 
 def small_net() -> nn.Sequential:
@@ -42,20 +36,6 @@ def small_net() -> nn.Sequential:
     )
     seeded(net)
     return net
-
-
-def alexnets() -> tuple[nn.Module, nn.Module]:
-    """A seeded AlexNet (in-place ReLUs) and its copy with ReLU(inplace=False)."""
-    import torchvision
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = torchvision.models.alexnet(weights=None).eval()
-    twin = copy.deepcopy(model)
-    for module in twin.modules():
-        if isinstance(module, nn.ReLU):
-            module.inplace = False
-    return model, twin
 
 
 # -- the result ---------------------------------------------------------------------------
@@ -266,7 +246,8 @@ def test_class_logit_runs_the_whole_forward() -> None:
 
 
 def test_inplace_relu_alexnet_equals_inplace_false() -> None:
-    model, twin = alexnets()
+    model = seeded_alexnet()
+    twin = without_inplace(model)
     shape = (1, 3, 64, 64)
     for obj in (channel("features.10", 5), channel("features.10", 5) + 0.01 * class_logit(3)):
         a = ActivationMaximizer(model, obj, input_shape=shape, steps=3, lr=0.1).run()

@@ -12,16 +12,6 @@ from convlens.models.zoo import DigitsCNN, digits_cnn, digits_dataset
 from invariants import assert_unchanged, snapshot
 
 
-@pytest.fixture(scope="module")
-def digits() -> DigitsCNN:
-    return digits_cnn()
-
-
-@pytest.fixture(scope="module")
-def test_set() -> TensorDataset:
-    return digits_dataset("test")
-
-
 class ImagesOnly(Dataset[Tensor]):
     """Items are bare tensors x, not tuples."""
 
