@@ -546,18 +546,14 @@ def structure(model: nn.Module) -> object:
         True
     """
     key: list[object] = []
-    for m in model.modules():
+    for m in model.modules():  # called before every probe lookup: kept lean
         attrs = vars(m)
-        hooks = tuple(
-            handle
-            for name in _HOOKS
-            for handle, hook in attrs.get(name, {}).items()
-            if not is_recorder_hook(hook)
-        )
-        found = attrs.get("_parameters", {})
-        params = tuple((k, tuple(p.shape), p.dtype) for k, p in found.items() if p is not None)
-        settings = tuple((k, v) for k, v in attrs.items() if type(v) in _SETTING and k not in _BOOKKEEPING)
-        key.append((id(m), type(m), settings, hooks, params))
+        hooks = [
+            h for name in _HOOKS if attrs.get(name) for h, f in attrs[name].items() if not is_recorder_hook(f)
+        ]
+        params = [(k, p.shape, p.dtype) for k, p in attrs.get("_parameters", {}).items() if p is not None]
+        settings = [(k, v) for k, v in attrs.items() if type(v) in _SETTING and k not in _BOOKKEEPING]
+        key.append((id(m), type(m), *settings, *hooks, *params))  # pairs, ints (hook handles), triples
     return tuple(key)
 
 
