@@ -27,9 +27,9 @@ from __future__ import annotations
 import base64
 import html as _stdlib_html
 from collections.abc import Iterable, Sequence
-from typing import Literal, get_args
+from typing import Literal
 
-from convlens.errors import InvalidArgumentError, did_you_mean
+from convlens.core.checks import check_choice, choices
 
 __all__ = [
     "CSS",
@@ -50,7 +50,7 @@ __all__ = [
 
 #: The layouts a page can have: its part of :data:`CSS`, named on the ``<body>``.
 Layout = Literal["article", "catalog"]
-LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+LAYOUTS: tuple[str, ...] = choices(Layout)
 
 #: The one stylesheet every page embeds. Rules both layouts share come first; the rest are scoped
 #: by the layout's class on ``<body>``: ``article`` (the tour's page: a long read with figures,
@@ -322,10 +322,7 @@ def document(
     Raises:
         InvalidArgumentError: An unknown layout (the nearest is named).
     """
-    if layout not in LAYOUTS:  # core.checks imports this module (through display): checked here
-        raise InvalidArgumentError(
-            f"layout must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}.{did_you_mean(str(layout), LAYOUTS)}"
-        )
+    check_choice("layout", layout, LAYOUTS)
     pairs = list(links)
     top = [nav(pairs)] if pairs else []
     if note:
