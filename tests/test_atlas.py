@@ -114,6 +114,7 @@ def test_the_command_writes_the_site(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
 
 
+@pytest.mark.slow
 def test_every_page_in_a_real_browser(tmp_path: Path) -> None:
     from browser import browser_unavailable, is_local, open_pages
 
@@ -155,6 +156,7 @@ def test_cached_unit_data_is_plain_json(tmp_path: Path) -> None:
     assert all(len(e["box"]) == 4 for e in meta["examples"])
 
 
+@pytest.mark.slow
 def test_under_torchrun_the_command_shards_the_pass_and_writes_the_same_site(tmp_path: Path) -> None:
     import os
     import subprocess

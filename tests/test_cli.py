@@ -58,6 +58,7 @@ def test_errors_are_one_line_exit_2(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_console_script_runs(tmp_path: Path) -> None:
     source = tmp_path / "tiny.py"
     source.write_text("import torch.nn as nn\ndef build():\n    return nn.Sequential(nn.Conv1d(2, 4, 3))\n")

@@ -209,6 +209,7 @@ def test_shipped_data_is_scikit_learns_digits() -> None:
     np.testing.assert_array_equal(labels, digits.target)
 
 
+@pytest.mark.slow
 def test_training_script_reproduces_the_data_and_the_accuracy(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
     done = subprocess.run(

@@ -551,6 +551,7 @@ print(sum(shown), "matplotlib.pyplot" in sys.modules)
 """
 
 
+@pytest.mark.slow
 def test_displays_never_import_pyplot() -> None:
     done = subprocess.run([sys.executable, "-c", FRESH_DISPLAYS], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -45,6 +45,7 @@ def assert_same(got: dict[str, Any], expected: Any) -> None:
         torch.testing.assert_close(got[field], getattr(expected, field), rtol=0, atol=0, msg=field)
 
 
+@pytest.mark.slow  # torchrun
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_rank_returns_the_one_process_result(ranks: list[dict[str, Any]], case: str) -> None:
     expected = one_process(CASES[case], k=5, batch_size=4)
@@ -52,6 +53,7 @@ def test_every_rank_returns_the_one_process_result(ranks: list[dict[str, Any]], 
         assert_same(saved[case]["result"], expected)
 
 
+@pytest.mark.slow  # torchrun
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_each_rank_reads_only_its_shard(ranks: list[dict[str, Any]], case: str) -> None:
     size = CASES[case]
@@ -63,6 +65,7 @@ def test_each_rank_reads_only_its_shard(ranks: list[dict[str, Any]], case: str) 
     assert shards[0] | shards[1] == set(range(size))
 
 
+@pytest.mark.slow  # torchrun
 def test_the_padding_duplicate_is_not_counted_twice(ranks: list[dict[str, Any]]) -> None:
     indices = ranks[0]["padded"]["result"]["indices"]
     assert 23 % 2
@@ -72,6 +75,7 @@ def test_the_padding_duplicate_is_not_counted_twice(ranks: list[dict[str, Any]])
         assert len(row) == len(set(row))
 
 
+@pytest.mark.slow  # torchrun
 def test_a_dataloader_keeps_its_own_distributed_sampler(ranks: list[dict[str, Any]]) -> None:
     expected = one_process(23, unit=[1, 2], k=4)
     for saved in ranks:

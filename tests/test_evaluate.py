@@ -268,6 +268,7 @@ def test_equals_torchcam_where_the_maps_are_the_same(ours: str, theirs: str) -> 
 # -- (3) streaming: the data's form and the batch size do not matter ---------------------------------------
 
 
+@pytest.mark.slow
 def test_batch_size_does_not_change_the_result() -> None:
     model, x, y = small_net(), images(), labels()
     data = TensorDataset(x, y)
@@ -639,6 +640,7 @@ def _worker(out: Path) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is needed"
 )
@@ -717,6 +719,7 @@ def test_target_none_is_the_default_and_explains_the_prediction() -> None:
     assert_numbers(res, [brute_force(model, m, x, "3", intervals=5) for m in ("gradcam", "layercam")])
 
 
+@pytest.mark.slow
 def test_target_a_class_for_every_example_and_one_per_example() -> None:
     model, x = small_net(), images(7)
     run = partial(evaluate, model, ["gradcam"], layer="3", intervals=4, batch_size=3, progress=False)

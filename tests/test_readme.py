@@ -10,6 +10,7 @@ import pytest
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+@pytest.mark.slow
 def test_quickstart_runs(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torchvision")
     text = README.read_text()

@@ -41,6 +41,7 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> TourResult:
     return result
 
 
+@pytest.mark.slow
 def test_every_section_writes_its_files(tour: TourResult) -> None:
     names = {path.name for path in tour.files}
     assert {
@@ -64,6 +65,7 @@ def test_every_section_writes_its_files(tour: TourResult) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_the_last_section_links_to_an_atlas_of_every_digits_unit(tour: TourResult) -> None:
     page = (tour.out / "index.html").read_text()
     assert page.rindex('<h2 id="an-atlas-of-the-digits-cnn">') > page.rindex('<h2 id="alphago')
@@ -75,6 +77,7 @@ def test_the_last_section_links_to_an_atlas_of_every_digits_unit(tour: TourResul
     assert "classifier.2/9.html" in units
 
 
+@pytest.mark.slow
 def test_the_lecture_numbers(tour: TourResult) -> None:
     text = (tour.out / "alexnet_shapes.md").read_text()
     for layer, size in [("features.0", 55), ("features.2", 27), ("features.5", 13), ("features.12", 6)]:
@@ -85,6 +88,7 @@ def test_the_lecture_numbers(tour: TourResult) -> None:
     assert "  3  -1  -3  -1\n -3   1   0  -3\n -3  -3   0   1\n  3  -2  -2  -1" in conv
 
 
+@pytest.mark.slow
 def test_random_weights_are_said_on_every_imagenet_figure(tour: TourResult) -> None:
     assert any("random weights" in w for w in tour.warnings)
     for name in (
@@ -97,6 +101,7 @@ def test_random_weights_are_said_on_every_imagenet_figure(tour: TourResult) -> N
     assert red_pixels(tour.out / "digits_filters.png") == 0  # the digits CNN ships trained weights
 
 
+@pytest.mark.slow
 def test_hw4_table_has_a_row_per_model(tour: TourResult) -> None:
     text = (tour.out / "hw4_predictions.md").read_text()
     rows = text.strip().splitlines()
@@ -116,6 +121,7 @@ def test_one_section_by_name_keeps_the_global_rng(tmp_path: Path) -> None:
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
+@pytest.mark.slow
 def test_the_page_holds_every_part_with_its_calls(tour: TourResult) -> None:
     page = (tour.out / "index.html").read_text()
     headings = ["7.1 CNN", "7.2 What does CNN learn", "7.3 Grad-CAM", "HW4", "AlphaGo"]
@@ -136,6 +142,7 @@ def test_the_page_holds_every_part_with_its_calls(tour: TourResult) -> None:
     assert "<script" not in page
 
 
+@pytest.mark.slow
 def test_alphago_for_every_k(tour: TourResult) -> None:
     rows = (tour.out / "alphago_k.md").read_text().strip().splitlines()[2:6]
     assert [row.split("|")[1].strip() for row in rows] == ["128", "192", "256", "384"]

@@ -26,6 +26,9 @@ EXPECTED_SECTIONS = ("7.1", "7.2", "7.3", "HW4", "AlphaGo")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.slow  # the tour, then a real browser
+
+
 def screenshot_dir() -> Path:
     folder = Path(os.environ.get("CONVLENS_SCREENSHOTS", "build/screenshots"))
     return folder if folder.is_absolute() else ROOT / folder
