@@ -157,6 +157,11 @@ LEADING = {
 }
 
 
+#: Positional by the design's contract (DESIGN.md, "Contract details": ``top_examples(data, neuron, k)``;
+#: tests/test_neurons.py pins ``top_examples(test_set, 3, 9)``): the one exception, and why.
+CONTRACT_POSITIONAL = {"NeuronVisualizer.top_examples": {"unit", "k"}}
+
+
 def _runs_a_model(name: str, fn: Callable[..., Any]) -> bool:
     """A function or constructor that takes the model first, or a method that runs one on data."""
     parameters = _parameters(fn)
@@ -178,7 +183,8 @@ def test_options_are_keyword_only() -> None:
         name: [
             p.name
             for p in _parameters(fn)
-            if p.kind is Parameter.POSITIONAL_OR_KEYWORD and p.name not in LEADING
+            if p.kind is Parameter.POSITIONAL_OR_KEYWORD
+            and p.name not in LEADING | CONTRACT_POSITIONAL.get(name, set())
         ]
         for name, fn in ENTRY_CALLABLES
         if name in checked
