@@ -464,7 +464,7 @@ def test_top_examples_without_inputs_is_a_table(digits: DigitsCNN, test_set: Ten
 
 @pytest.fixture(scope="module")
 def faithfulness(digits: DigitsCNN, batch: tuple[Tensor, Tensor], cam: CAMResult) -> FaithfulnessResult:
-    return deletion(digits, batch[0][:4], cam.maps, steps=8)
+    return deletion(digits, batch[0][:4], cam.maps, intervals=8)
 
 
 def test_faithfulness_html_plots_the_curves_and_gives_the_auc(faithfulness: FaithfulnessResult) -> None:
@@ -514,7 +514,7 @@ def test_no_pyplot_state_is_touched(
     try:
         figures = plt.get_fignums()
         check(faithfulness._repr_html_())
-        check(insertion(digits, batch[0][:2], torch.rand(2, 28, 28), steps=4)._repr_html_())
+        check(insertion(digits, batch[0][:2], torch.rand(2, 28, 28), intervals=4)._repr_html_())
         assert plt.get_fignums() == figures
     finally:
         plt.close(mine)
@@ -543,8 +543,8 @@ results = [
     Saliency(digits)(x),
     ActivationMaximizer(digits, class_logit(1), input_shape=(1, 1, 28, 28), steps=2).run(),
     NeuronVisualizer(digits, "features.0").top_examples(test_set, unit=1, k=2),
-    deletion(digits, x, torch.rand(2, 28, 28), steps=4),
-    insertion(digits, x, torch.rand(2, 28, 28), steps=4),
+    deletion(digits, x, torch.rand(2, 28, 28), intervals=4),
+    insertion(digits, x, torch.rand(2, 28, 28), intervals=4),
 ]
 shown = [len(result._repr_html_()) > 0 for result in results]
 print(sum(shown), "matplotlib.pyplot" in sys.modules)
@@ -567,7 +567,7 @@ def test_every_display_leaves_the_model_alone(digits: DigitsCNN, test_set: Tenso
         Saliency(digits)(x),
         ActivationMaximizer(digits, class_logit(1), input_shape=(1, 1, 28, 28), steps=2).run(),
         NeuronVisualizer(digits, "features.0").top_examples(test_set, unit=1, k=2),
-        deletion(digits, x, torch.rand(2, 28, 28), steps=4),
+        deletion(digits, x, torch.rand(2, 28, 28), intervals=4),
     ]
     model = snapshot(digits)
     for result in results:
