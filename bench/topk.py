@@ -27,7 +27,7 @@ Models (eval mode, seeded data, ``unit=None``: every channel of the layer, k 9):
      keep_inputs=False, batch_size=..., progress=False)``, and the same with
      ``keep_inputs=True``. Building the visualizer and its LayerTap is inside
      the call. The meta probe and the receptive-field trace at the end are remembered
-     per model, structure and input signature (``convlens.core.probe.remember``), so a
+     per model, structure and input signature (``convlens.core.memo.remember``), so a
      fresh visualizer finds them: the warm-up call pays them, the timed calls look them up.
 
    Before timing, a brute-force answer is computed (every channel's mean of

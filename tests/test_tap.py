@@ -8,6 +8,8 @@ from torch import Tensor, nn
 
 import convlens as cl
 from convlens.core import tap as tap_module
+from convlens.core.tap import LayerTap
+from convlens.errors import ShapeError
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import DictNet, InplaceNet, ReusedNet, seeded_alexnet, without_inplace
 
@@ -621,3 +623,48 @@ def test_module_and_probe_are_the_taps_public_pieces() -> None:
     assert cl.LayerTap(net, ["0", "2"]).probe(torch.zeros(2, 3, 8, 8)) is seen  # shared, same signature
     with pytest.raises(cl.ShapeError, match="expects 3 input channels"):
         tap.probe(torch.zeros(2, 1, 8, 8)).check()
+
+
+def test_steady_registers_the_hooks_once_and_reads_the_structure_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import convlens.core.probe as probe_module
+    from convlens.core.memo import structure as real
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    tap = LayerTap(net, ["0", "2"])
+    reads: list[int] = []
+
+    def counted(model: nn.Module) -> object:
+        reads.append(1)
+        return real(model)
+
+    monkeypatch.setattr(probe_module, "structure", counted)
+    x = torch.randn(2, 1, 7, 7)
+    with tap.steady():
+        assert len(net[0]._forward_hooks) == 1  # registered on entry, not per run
+        results = [tap.run(x)["2"].clone() for _ in range(4)]
+    assert len(reads) == 1
+    assert all(torch.equal(r, net(x)) for r in results)
+    assert not net[0]._forward_hooks
+    assert not net[2]._forward_hooks
+    tap.run(x)  # outside the block every lookup reads the structure again (an edit is noticed)
+    assert len(reads) == 2
+
+
+def test_steady_removes_its_hooks_when_a_run_raises() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    tap = LayerTap(net, "0")
+    with tap.steady():
+        tap.run(torch.randn(2, 1, 7, 7))
+        with pytest.raises(ShapeError):
+            tap.run(torch.randn(2, 3, 7, 7))  # the wrong channels
+        assert len(net[0]._forward_hooks) == 1
+    with pytest.raises(ShapeError), tap.steady():
+        tap.run(torch.randn(2, 3, 7, 7))
+    assert not net[0]._forward_hooks
+    with tap:  # inside a user's own with block, steady() leaves the hooks to it
+        with tap.steady():
+            tap.run(torch.randn(1, 1, 5, 5))
+        assert len(net[0]._forward_hooks) == 1
+    assert not net[0]._forward_hooks

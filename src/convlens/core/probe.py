@@ -50,8 +50,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
-import threading
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -64,7 +62,8 @@ from torch.nn.modules.conv import _ConvNd
 from convlens.core.arithmetic import mismatch
 from convlens.core.checks import format_shape
 from convlens.core.fastpath import SkipShapePreserving
-from convlens.core.recorder import PROBING, Recorder, is_recorder_hook, preserved_modes
+from convlens.core.memo import SETTINGS, recall, remember, structure
+from convlens.core.recorder import PROBING, Recorder, preserved_modes
 from convlens.core.report import TracedCall, shape_error
 from convlens.core.values import first_tensor, meta_like, signature, tensors, to_meta
 from convlens.errors import InvalidTypeError, UnsupportedModelError
@@ -78,10 +77,7 @@ __all__ = [
     "leaf_names",
     "meta_forward",
     "probe",
-    "recall",
-    "remember",
     "require_hooks",
-    "structure",
 ]
 
 Shape = tuple[int, ...]
@@ -515,101 +511,6 @@ def _unbatched(
     )
 
 
-_SETTING = frozenset({bool, int, float, str, tuple, type(None)})
-_BOOKKEEPING = frozenset(vars(nn.Module())) | {"training"}
-#: The hook dictionaries a probe runs through (a user's hooks run on meta tensors too).
-_HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
-
-
-def structure(model: nn.Module) -> object:
-    """A key that changes when the model is edited: its modules, their settings, hooks and parameters.
-
-    Each module's identity and class, its attributes of plain types
-    (``inplace``, ``stride``, ``padding``, a flag its forward reads, ...), the
-    handles of the hooks a user put on it (convlens's own recorders are left
-    out: they never act during a probe) and its parameters' shapes and dtypes,
-    so a probe cached before ``relu.inplace = True``, a swapped submodule or a
-    new hook is not reused after it. nn.Module's own bookkeeping and
-    ``training`` (the mode, keyed apart) are left out.
-
-    Example:
-        >>> from torch import nn
-        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
-        >>> before = structure(net)
-        >>> before == structure(net)
-        True
-        >>> handle = net[1].register_forward_hook(lambda m, i, o: None)
-        >>> structure(net) == before
-        False
-        >>> handle.remove()
-        >>> structure(net) == before
-        True
-    """
-    key: list[object] = []
-    for m in model.modules():  # called before every probe lookup: kept lean
-        attrs = vars(m)
-        hooks = [
-            h for name in _HOOKS if attrs.get(name) for h, f in attrs[name].items() if not is_recorder_hook(f)
-        ]
-        params = [(k, p.shape, p.dtype) for k, p in attrs.get("_parameters", {}).items() if p is not None]
-        settings = [(k, v) for k, v in attrs.items() if type(v) in _SETTING and k not in _BOOKKEEPING]
-        key.append((id(m), type(m), *settings, *hooks, *params))  # pairs, ints (hook handles), triples
-    return tuple(key)
-
-
-#: What is learned about a model and kept beyond one object (probes, receptive fields): the one cache
-#: of this package that outlives a call. Safe because the keys are weak (a model that dies takes its
-#: entries with it), every entry is keyed by the model's structure (an edit is learned again), each
-#: model keeps at most _PER_MODEL (the least recently used goes first), and an entry holds shapes,
-#: dtypes, ids and plain values only: no module, no tensor, no value of the user (see :func:`remember`).
-_SHARED: weakref.WeakKeyDictionary[nn.Module, collections.OrderedDict[object, object]] = (
-    weakref.WeakKeyDictionary()
-)
-_PER_MODEL = 16
-_LOCK = threading.Lock()
-
-
-def recall(model: nn.Module, key: object) -> object | None:
-    """What :func:`remember` kept for ``model`` under ``key``, or None.
-
-    Example:
-        >>> from torch import nn
-        >>> net = nn.Linear(2, 3)
-        >>> remember(net, ("out", structure(net)), (3,))
-        >>> recall(net, ("out", structure(net))), recall(net, "other")
-        ((3,), None)
-    """
-    with _LOCK:
-        try:
-            kept = _SHARED.get(model)
-        except TypeError:  # a model class that is not hashable: nothing kept
-            return None
-        if kept is None or key not in kept:
-            return None
-        kept.move_to_end(key)
-        return kept[key]
-
-
-def remember(model: nn.Module, key: object, value: object) -> None:
-    """Keep ``value`` for ``model`` under ``key`` (hashable), for as long as the model lives.
-
-    ``key`` should hold :func:`structure` (so an edited model misses), and
-    neither ``key`` nor ``value`` may hold a module, a tensor or any other
-    object of the user's: they would keep the model alive or leak its data.
-    At most 16 entries per model are kept, the least recently used dropped.
-    Nothing is written onto the model.
-    """
-    with _LOCK:
-        try:
-            kept = _SHARED.setdefault(model, collections.OrderedDict())
-        except TypeError:
-            return
-        kept[key] = value
-        kept.move_to_end(key)
-        while len(kept) > _PER_MODEL:
-            kept.popitem(last=False)
-
-
 class Prober:
     """Probes of a model, cached per watched layers, input signature, mode and model structure.
 
@@ -647,6 +548,21 @@ class Prober:
         self.watched = dict(watched or {})
         self._watching = tuple((name, id(m)) for name, m in self.watched.items())
         self._cache: dict[object, Probe] = {}
+        self._steady: object = None
+
+    @contextlib.contextmanager
+    def steady(self) -> Iterator[None]:
+        """A block in which the model is not edited (one pass over a dataset): its structure is read once.
+
+        Every lookup otherwise reads :func:`~convlens.core.memo.structure`
+        anew, to notice an edit between calls; within one pass of a primitive
+        over the data nothing edits the model, and the lookups skip that walk.
+        """
+        self._steady = structure(self.model)
+        try:
+            yield
+        finally:
+            self._steady = None
 
     def __call__(
         self, args: Sequence[Any], kwargs: Mapping[str, Any] | None = None, *, training: bool | None = False
@@ -657,7 +573,8 @@ class Prober:
             flags = tuple(m.training for m in self.model.modules())
             modes = flags[0] if len(set(flags)) == 1 else flags
         inputs = (signature(tuple(args)), signature(dict(kwargs or {})))
-        key = (self._watching, inputs, modes, structure(self.model))
+        shape = structure(self.model) if self._steady is None else self._steady
+        key = (self._watching, inputs, modes, shape)
         try:
             hash(key)
         except TypeError:  # a setting that holds a list: no cache, a probe each time
@@ -682,6 +599,6 @@ def _plain(sig: object) -> bool:
         if len(sig) == 2 and sig[0] == "object":
             return False
         if len(sig) == 2 and sig[0] == "value":
-            return type(sig[1]) in _SETTING and _plain(sig[1])
+            return type(sig[1]) in SETTINGS and _plain(sig[1])
         return all(_plain(part) for part in sig)
     return isinstance(sig, str | int | float | bool | torch.dtype | type(None))

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -139,6 +139,34 @@ class LayerTap:
                 "wrapped model eagerly), or tap the original module: LayerTap(model._orig_mod, ...)."
             )
         return self._attach()
+
+    @contextlib.contextmanager
+    def steady(self) -> Iterator[LayerTap]:
+        """For many :meth:`run` calls in a row (a pass over a dataset) on a model that is not edited meanwhile.
+
+        The hooks are registered once for the block (not per call) and the
+        model's structure is read once for the probe lookups; everything is
+        removed on exit, also when a run raises.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+            >>> tap = LayerTap(net, "0")
+            >>> with tap.steady():
+            ...     shapes = [tuple(tap.run(torch.randn(2, 1, 5, 5))["0"].shape) for _ in range(3)]
+            >>> shapes, len(net[0]._forward_hooks)
+            ([(2, 2, 3, 3), (2, 2, 3, 3), (2, 2, 3, 3)], 0)
+        """
+        owned = self._stack is None  # inside the user's own with block, the hooks are already there
+        if owned:
+            self._attach()
+        try:
+            with self._prober.steady():
+                yield self
+        finally:
+            if owned:
+                self.close()
 
     def _attach(self) -> LayerTap:
         if self._stack is not None:

@@ -44,7 +44,8 @@ from convlens.core.checks import as_int, check_indices, check_int, check_real, c
 from convlens.core.deprecation import UNSET, Unset, renamed
 from convlens.core.distributed import Chunk, merge_top, ranked, shard, share_rows
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
-from convlens.core.probe import recall, remember, require_hooks, structure
+from convlens.core.memo import recall, remember, structure
+from convlens.core.probe import require_hooks
 from convlens.core.shapes import trace_shapes
 from convlens.core.tap import LayerTap
 from convlens.core.values import model_dtype_device
@@ -426,37 +427,38 @@ class NeuronVisualizer:
         top: _RunningTop | None = None
         sample: Tensor | None = None
         chunks = part.chunks(progress=progress, desc="top_examples")
-        for batch, positions in _inputs(chunks):
-            x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
-            if top is None:  # before any work: are the units in range? (the tap's own probe)
-                shape = (max(1, len(x)), *x.shape[1:])
-                first = x if len(x) else torch.zeros(shape, dtype=x.dtype, device=device)
-                shapes = layer_shapes(
-                    tap.module,
-                    {self.layer: self.ref},
-                    shape,
-                    dtype=x.dtype,
-                    device=device,
-                    needs_output=False,
-                    probe=tap.probe(first),
-                )
-                out_shape = shapes[self.layer]
-                size = out_shape[1] if len(out_shape) > 1 else 1
-                if chosen is None:
-                    chosen = list(range(size))
-                else:
-                    for unit in chosen:  # each names the layer and its size when out of range
-                        channel(self.layer, unit).validate(shapes)
-                top = _RunningTop(
-                    chosen, k, keep_inputs=keep_inputs, spatial=out_shape[2:], ordered=part.ordered
-                )
-                sample = first[0]
-            if not len(x):
-                continue
-            acts = tap.run(x)[self.layer]
-            maps = acts.flatten(2) if acts.dim() > 2 else None  # (B, C, positions)
-            per_unit = maps.mean(2) if maps is not None else acts.reshape(len(x), -1)
-            top.update(top.pick(per_unit).T, positions.to(device), x, maps)
+        with tap.steady():  # one pass: hooks registered once, the model's structure read once
+            for batch, positions in _inputs(chunks):
+                x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
+                if top is None:  # before any work: are the units in range? (the tap's own probe)
+                    shape = (max(1, len(x)), *x.shape[1:])
+                    first = x if len(x) else torch.zeros(shape, dtype=x.dtype, device=device)
+                    shapes = layer_shapes(
+                        tap.module,
+                        {self.layer: self.ref},
+                        shape,
+                        dtype=x.dtype,
+                        device=device,
+                        needs_output=False,
+                        probe=tap.probe(first),
+                    )
+                    out_shape = shapes[self.layer]
+                    size = out_shape[1] if len(out_shape) > 1 else 1
+                    if chosen is None:
+                        chosen = list(range(size))
+                    else:
+                        for unit in chosen:  # each names the layer and its size when out of range
+                            channel(self.layer, unit).validate(shapes)
+                    top = _RunningTop(
+                        chosen, k, keep_inputs=keep_inputs, spatial=out_shape[2:], ordered=part.ordered
+                    )
+                    sample = first[0]
+                if not len(x):
+                    continue
+                acts = tap.run(x)[self.layer]
+                maps = acts.flatten(2) if acts.dim() > 2 else None  # (B, C, positions)
+                per_unit = maps.mean(2) if maps is not None else acts.reshape(len(x), -1)
+                top.update(top.pick(per_unit).T, positions.to(device), x, maps)
         if top is None or sample is None:
             raise InvalidArgumentError("data is empty: there are no examples to rank.")
         indices, values, inputs, argmax = top.result(part.merge, sample)
@@ -610,7 +612,7 @@ Field = tuple[Shape, Shape, Shape]
 def _field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> Field | None:
     """The layer's receptive field, jump and start per spatial dimension (trace_shapes), or None.
 
-    Remembered per model, structure, layer and input shape (:func:`convlens.core.probe.remember`:
+    Remembered per model, structure, layer and input shape (:func:`convlens.core.memo.remember`:
     weak keys, plain ints only), so a fresh NeuronVisualizer on the same model traces it once.
     """
     key = ("receptive field", layer, input_shape, structure(model))
