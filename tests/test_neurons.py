@@ -380,9 +380,11 @@ def test_old_keywords_warn_and_give_the_same_results(digits: DigitsCNN, test_set
     assert best.inputs is not None
     assert torch.equal(before.inputs, best.inputs)
     assert torch.equal(nv.top_examples(test_set, 3, 9).indices, best.indices)  # positional unchanged
-    assert best.unit == best.neuron == 3  # the old attribute name still reads
+    with pytest.warns(DeprecationWarning, match=r"TopExamplesResult.neuron is deprecated, use .unit"):
+        assert best.unit == best.neuron == 3  # the old attribute name still reads
     every = nv.top_examples(test_set, k=2, keep_inputs=False)
-    assert every.neuron == every.unit == list(range(64))
+    with pytest.warns(DeprecationWarning, match=r"\.neuron is deprecated"):
+        assert every.neuron == every.unit == list(range(64))
     with pytest.raises(InvalidArgumentError, match=r"neuron= is the old spelling of unit="):
         nv.top_examples(test_set, unit=2, neuron=3)
     with pytest.raises(InvalidTypeError, match="maximize needs the units"):

@@ -433,7 +433,7 @@ def plot_top_examples(
             "plot_top_examples needs the inputs: call top_examples with keep_inputs=True."
         )
     single = result.indices.dim() == 1
-    units = [result.neuron] if isinstance(result.neuron, int) else list(result.neuron)
+    units = [result.unit] if isinstance(result.unit, int) else list(result.unit)
     indices = result.indices[None] if single else result.indices
     values = result.activations[None] if single else result.activations
     inputs = result.inputs[None] if single else result.inputs

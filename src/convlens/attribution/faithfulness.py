@@ -48,7 +48,7 @@ from convlens.core import display
 from convlens.core.checks import check_bool, check_int, format_shape
 from convlens.core.deprecation import UNSET, Unset, renamed
 from convlens.core.layers import unwrap
-from convlens.core.probe import check_inputs, probe
+from convlens.core.probe import Prober, check_inputs
 from convlens.core.recorder import preserved_modes
 from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
 
@@ -292,7 +292,7 @@ def _curve(
 ) -> FaithfulnessResult:
     """Validate, probe and resolve the targets, then run the perturbation core: :func:`deletion` and :func:`insertion`."""
     if isinstance(x, Tensor) and x.dim() == 3:  # one image: the model's own diagnosis says so best
-        probe(unwrap(model), (x,)).check()
+        Prober(unwrap(model))((x,)).check()
     _check_inputs(x, maps)
     check_int("intervals", intervals, 1)
     check_int("batch_size", batch_size, 1)
@@ -302,7 +302,7 @@ def _curve(
     n = x.shape[0]
     x = x.detach()
     model = unwrap(model)
-    seen = probe(model, (x,))
+    seen = Prober(model)((x,))  # shared with any earlier probe of this model and input signature
     seen.check()
     class_target = target is not None and (isinstance(target, Tensor) or not callable(target))
     fixed = check_target(target, n, seen.output_shape if class_target else None)

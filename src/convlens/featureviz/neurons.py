@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -101,11 +102,13 @@ class TopExamplesResult:
 
     @property
     def neuron(self) -> int | list[int]:
-        """The old name of :attr:`unit` (same value), kept for this release.
-
-        Silent for now: convlens's own plotting and command line still read it;
-        it will warn once they read :attr:`unit`, and go in the release after.
-        """
+        """The old name of :attr:`unit` (same value), kept for this release with a DeprecationWarning."""
+        warnings.warn(
+            "TopExamplesResult.neuron is deprecated, use .unit (same value); .neuron will be removed in the "
+            "next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.unit
 
     def crops(self) -> list[Tensor]:
