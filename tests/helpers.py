@@ -11,6 +11,7 @@ epsilon and the size of the values, never with a fixed number that happened to p
 from __future__ import annotations
 
 import re
+from typing import TypedDict
 
 import torch
 
@@ -19,9 +20,16 @@ import torch
 ROUNDINGS = 64
 
 
+class Tolerance(TypedDict):
+    """Keyword arguments of ``torch.testing.assert_close``: ``assert_close(a, b, **tolerance())``."""
+
+    rtol: float
+    atol: float
+
+
 def tolerance(
     dtype: torch.dtype = torch.float32, *, scale: float = 1.0, roundings: int = ROUNDINGS
-) -> dict[str, float]:
+) -> Tolerance:
     """``rtol`` and ``atol`` for values of about ``scale`` computed in ``dtype``.
 
     ``atol`` covers values near zero that are differences of numbers of size ``scale`` (a drop in
