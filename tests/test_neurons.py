@@ -420,3 +420,11 @@ def test_the_receptive_field_is_traced_once_per_model_and_input(
     assert len(traced) == 3
     assert edited.positions is not None
     assert edited.boxes is None  # the classifier no longer fits: no trace, no field (not the old one)
+
+
+@pytest.mark.parametrize("flag", ["keep_inputs", "progress"])
+def test_flags_of_top_examples_must_be_bools(flag: str) -> None:
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1))
+    data = [torch.zeros(2, 1, 3, 3)]
+    with pytest.raises(InvalidTypeError, match=rf"{flag} must be True or False; got int 1"):
+        NeuronVisualizer(net, "0").top_examples(data, **{flag: 1})  # type: ignore[arg-type]

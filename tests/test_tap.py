@@ -668,3 +668,10 @@ def test_steady_removes_its_hooks_when_a_run_raises() -> None:
             tap.run(torch.randn(1, 1, 5, 5))
         assert len(net[0]._forward_hooks) == 1
     assert not net[0]._forward_hooks
+
+
+def test_grads_must_be_a_bool_before_any_work() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 2, 3))
+    with pytest.raises(cl.InvalidTypeError, match=r"grads must be True or False; got str 'yes'"):
+        LayerTap(net, "0", grads="yes")  # type: ignore[arg-type]
+    assert not net[0]._forward_hooks

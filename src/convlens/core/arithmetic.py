@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
-from convlens.core.checks import check_int, format_shape, layer_mismatch
-from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.core.checks import check_bool, check_int, format_shape, layer_mismatch
+from convlens.errors import InvalidArgumentError
 
 __all__ = ["conv_output_size", "conv_transpose_output_size"]
 
@@ -92,8 +92,7 @@ def conv_output_size(  # noqa: PLR0917 - the contract's signature, torch's argum
         check_int("padding", padding, 0),
         check_int("dilation", dilation, 1),
     )
-    if not isinstance(ceil_mode, bool):
-        raise InvalidTypeError(f"ceil_mode must be a bool; got {type(ceil_mode).__name__} {ceil_mode!r}.")
+    check_bool("ceil_mode", ceil_mode)
     span = d * (k - 1) + 1
     slack = s - 1 if ceil_mode else 0  # with ceil_mode the last window may run past the end
     if size + 2 * p + slack < span:

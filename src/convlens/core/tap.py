@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from convlens.core.checks import require_autograd
+from convlens.core.checks import check_bool, require_autograd
 from convlens.core.layers import LayerRef, LayerSpec, call_index, resolve_layer, resolve_layers, unwrap
 from convlens.core.probe import Probe, Prober, check_inputs, require_hooks
 from convlens.core.recorder import Recorder, StopForward, preserved_modes
@@ -102,7 +102,7 @@ class LayerTap:
         self._module = unwrap(model)
         require_hooks(self._module, "LayerTap")
         self.refs: list[LayerRef] = resolve_layers(model, layers)
-        self.grads = grads
+        self.grads = check_bool("grads", grads)
         self.device = None if device is None else torch.device(device)
         # Which calls to keep per module name: None keeps every call.
         self._wanted: dict[str, set[int] | None] = {}

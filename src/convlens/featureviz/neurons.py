@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from convlens.core import display
 from convlens.core.arithmetic import Shape
-from convlens.core.checks import as_int, check_indices, check_int, check_real, check_shape
+from convlens.core.checks import as_int, check_bool, check_indices, check_int, check_real, check_shape
 from convlens.core.deprecation import UNSET, Unset, renamed
 from convlens.core.distributed import Chunk, merge_top, ranked, shard, share_rows
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
@@ -420,6 +420,8 @@ class NeuronVisualizer:
             None if unit is None else [check_int("unit", as_int(unit), 0)] if single else _unit_list(unit)
         )
         k = check_int("k", k, 1)
+        check_bool("keep_inputs", keep_inputs)
+        check_bool("progress", progress)
         part = shard(
             data,
             batch_size=check_int("batch_size", batch_size, 1),
