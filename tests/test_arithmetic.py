@@ -69,7 +69,11 @@ def test_conv_output_size_ceil_mode_matches_max_pool() -> None:
         ({"size": 0, "kernel_size": 3}, cl.InvalidArgumentError, r"size must be an int >= 1; got 0"),
         ({"size": 10.0, "kernel_size": 3}, cl.InvalidTypeError, r"size must be an int >= 1; got float 10.0"),
         ({"size": 10, "kernel_size": True}, cl.InvalidTypeError, r"kernel_size must be an int .* got bool"),
-        ({"size": 10, "kernel_size": 3, "ceil_mode": 1}, cl.InvalidTypeError, r"ceil_mode must be True or False"),
+        (
+            {"size": 10, "kernel_size": 3, "ceil_mode": 1},
+            cl.InvalidTypeError,
+            r"ceil_mode must be True or False",
+        ),
         (
             {"size": 4, "kernel_size": 11, "padding": 2},
             cl.InvalidArgumentError,
