@@ -697,7 +697,7 @@ def test_the_old_steps_keyword_warns_and_gives_the_same_result() -> None:
     assert caught[0].filename == __file__  # the warning points at the caller's line
     assert numbers(old) == numbers(new)
     assert old.intervals == new.intervals == 5
-    with pytest.warns(DeprecationWarning, match=r"steps= is deprecated"):
+    with pytest.warns(DeprecationWarning, match=r"EvaluationResult\.steps is deprecated, use \.intervals"):
         assert old.steps == 5  # the result's old attribute name reads the same number
 
 
@@ -815,3 +815,10 @@ def test_each_batch_runs_the_core_twice_per_method_and_the_public_curves_never(
         small_net(), ["gradcam", "layercam"], [images(3), images(2)], layer="3", intervals=2, progress=False
     )
     assert calls == ["deletion", "insertion"] * 4  # 2 batches x 2 methods
+
+
+def test_method_names_are_the_literal_type_and_the_table_alike() -> None:
+    from convlens.attribution.evaluation import METHODS, MethodName
+    from convlens.core.checks import choices
+
+    assert choices(MethodName) == tuple(METHODS)

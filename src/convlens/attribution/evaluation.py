@@ -89,7 +89,7 @@ from convlens.attribution.perturbation import (
 )
 from convlens.attribution.targets import check_target, class_scores
 from convlens.core.checks import check_bool, check_choice, check_int, check_model, choices, format_shape
-from convlens.core.deprecation import UNSET, Unset, deprecated_value, renamed
+from convlens.core.deprecation import UNSET, Unset, deprecated_value, renamed, renamed_attribute
 from convlens.core.distributed import Chunk, all_sum, shard
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
 from convlens.core.probe import Prober
@@ -219,7 +219,8 @@ class EvaluationResult:
     @property
     def steps(self) -> int:
         """The old name of :attr:`intervals` (same value); reading it warns with a ``DeprecationWarning``."""
-        return renamed("steps", self.intervals, "intervals", self.intervals, default=self.intervals)
+        renamed_attribute("EvaluationResult", "steps", "intervals")
+        return self.intervals
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from typing import Final, TypeVar
 
 from convlens.errors import InvalidArgumentError
 
-__all__ = ["UNSET", "Unset", "deprecated_value", "renamed"]
+__all__ = ["UNSET", "Unset", "deprecated_value", "renamed", "renamed_attribute"]
 
 T = TypeVar("T")
 
@@ -92,3 +92,21 @@ def deprecated_value(name: str, value: object, old: str, new: object, *, stackle
             DeprecationWarning,
             stacklevel=stacklevel,
         )
+
+
+def renamed_attribute(owner: str, old: str, new: str, *, stacklevel: int = 3) -> None:
+    """Warn that ``owner.old`` is the old name of ``owner.new``: call it from the old name's property.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     renamed_attribute("TopExamplesResult", "neuron", "unit")
+        >>> print(caught[0].message)
+        TopExamplesResult.neuron is deprecated, use .unit (same value); .neuron will be removed in the next release.
+    """
+    warnings.warn(
+        f"{owner}.{old} is deprecated, use .{new} (same value); .{old} will be removed in the next release.",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )

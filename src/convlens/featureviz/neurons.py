@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from convlens.core import display
 from convlens.core.arithmetic import Shape
 from convlens.core.checks import as_int, check_bool, check_indices, check_int, check_real, check_shape
-from convlens.core.deprecation import UNSET, Unset, renamed
+from convlens.core.deprecation import UNSET, Unset, renamed, renamed_attribute
 from convlens.core.distributed import Chunk, merge_top, ranked, shard, share_rows
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
 from convlens.core.memo import recall, remember, structure
@@ -103,12 +102,7 @@ class TopExamplesResult:
     @property
     def neuron(self) -> int | list[int]:
         """The old name of :attr:`unit` (same value), kept for this release with a DeprecationWarning."""
-        warnings.warn(
-            "TopExamplesResult.neuron is deprecated, use .unit (same value); .neuron will be removed in the "
-            "next release.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        renamed_attribute("TopExamplesResult", "neuron", "unit")
         return self.unit
 
     def crops(self) -> list[Tensor]:
