@@ -24,7 +24,9 @@ from convlens.attribution.cam import (
 from convlens.attribution.evaluation import EvaluationResult, EvaluationRow, evaluate
 from convlens.attribution.faithfulness import FaithfulnessResult, deletion, insertion
 from convlens.attribution.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult
+from convlens.core.inputs import ForwardArgs
 from convlens.core.layers import LayerInfo, list_layers, resolve_layer
+from convlens.core.layouts import Layout
 from convlens.core.shapes import (
     LayerShape,
     ShapeReport,
@@ -36,6 +38,7 @@ from convlens.core.tap import LayerTap
 from convlens.errors import (
     AmbiguousLayerError,
     ConvlensError,
+    DeviceMismatchError,
     InvalidArgumentError,
     InvalidTypeError,
     LayerNotFoundError,
@@ -69,11 +72,13 @@ __all__ = [
     "AtlasResult",
     "CAMResult",
     "ConvlensError",
+    "DeviceMismatchError",
     "EigenCAM",
     "EvaluationResult",
     "EvaluationRow",
     "FaithfulnessResult",
     "FilterRenderer",
+    "ForwardArgs",
     "GradCAM",
     "GradCAMPlusPlus",
     "GuidedBackprop",
@@ -85,6 +90,7 @@ __all__ = [
     "LayerNotFoundError",
     "LayerShape",
     "LayerTap",
+    "Layout",
     "MaximizationResult",
     "MethodNotFoundError",
     "NeuronVisualizer",

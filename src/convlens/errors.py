@@ -22,6 +22,7 @@ from typing import Any, Protocol
 __all__ = [
     "AmbiguousLayerError",
     "ConvlensError",
+    "DeviceMismatchError",
     "InvalidArgumentError",
     "InvalidTypeError",
     "LayerNotFoundError",
@@ -113,7 +114,15 @@ class InvalidTypeError(ConvlensError, TypeError):
 
 
 class UnsupportedModelError(ConvlensError, TypeError):
-    """A model that a primitive cannot look inside, such as TorchScript where hooks never run."""
+    """A model that a primitive cannot look inside, such as TorchScript where hooks never run.
+
+    Also a model that cannot do what the primitive needs: a quantized model asked for gradients,
+    a model on the ``meta`` device that holds no data.
+    """
+
+
+class DeviceMismatchError(ConvlensError, ValueError):
+    """The model and its input (or its forward arguments) live on different devices."""
 
 
 def nearest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
