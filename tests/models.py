@@ -97,3 +97,36 @@ def seeded_alexnet(*, inplace: bool = True, train: bool = False) -> nn.Module:
     torch.manual_seed(0)
     model: nn.Module = torchvision.models.alexnet(weights=None).train(train)
     return model if inplace else without_inplace(model)
+
+
+def quantized_cnn() -> nn.Module:
+    """A small CNN quantized the eager-mode way (a QuantStub, conv+relu, pooling, a linear head), in eval mode.
+
+    Skips the test where this CPU has no quantized engine.
+    """
+    import warnings
+
+    engines = torch.backends.quantized.supported_engines
+    engine = next((e for e in ("fbgemm", "x86", "qnnpack") if e in engines), None)
+    if engine is None:
+        pytest.skip(f"no quantized engine on this CPU ({engines})")
+    torch.backends.quantized.engine = engine
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        torch.ao.quantization.QuantStub(),
+        nn.Conv2d(3, 8, 3),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 4),
+        torch.ao.quantization.DeQuantStub(),
+    ).eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig(engine)  # type: ignore[no-untyped-call]
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, not ours
+        warnings.simplefilter("ignore")
+        prepared = torch.ao.quantization.prepare(model)  # type: ignore[no-untyped-call]
+        prepared(torch.rand(4, 3, 12, 12))
+        quantized: nn.Module = torch.ao.quantization.convert(prepared)  # type: ignore[no-untyped-call]
+        return quantized

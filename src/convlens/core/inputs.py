@@ -271,7 +271,7 @@ def check_runnable(
         ("forward_args", iter(forward_args.tensors())),
     ):
         for tensor in tensors:
-            if tensor.device != device and tensor.device.type != "meta":
+            if tensor.device != device:
                 raise DeviceMismatchError(
                     f"{who}: the model is on {device} but a tensor of {what} is on {tensor.device}. "
                     f"Move them to one device first, e.g. x.to({str(device)!r}) or model.to({str(tensor.device)!r})."
