@@ -21,6 +21,8 @@ import convlens as cl
 from convlens.featureviz import objectives as ob
 
 Call = Callable[[nn.Module, Any, str], Any]
+#: ``call_with(model, x, layer, forward_args)``: the same call, passing the model's other forward arguments.
+CallWith = Callable[[nn.Module, Any, str, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -36,10 +38,14 @@ class EntryPoint:
         not_in_hygiene: Why it cannot take part in the success hygiene test ("" if it does).
         not_in_forward_error: Why it cannot take part in the exception-in-the-forward test.
         not_in_diagnosis: Why it cannot take part in the wrong-input diagnosis tests.
+        call_with: The same call with ``forward_args=`` (None: it never runs the model).
+        gradients: It differentiates through the model (so a quantized model is refused).
     """
 
     name: str
     call: Call
+    call_with: CallWith | None = None
+    gradients: bool = True
     batch_of_one: bool = False
     user_backward: bool = False
     not_in_hygiene: str = ""
@@ -60,7 +66,7 @@ def _with_block(model: nn.Module, x: Any, layer: str) -> Any:
         return model(x).sum().backward()
 
 
-def _atlas(model: nn.Module, x: Any, layer: str) -> Any:
+def _atlas(model: nn.Module, x: Any, layer: str, forward_args: Any = None) -> Any:
     with tempfile.TemporaryDirectory() as out:
         return cl.build_atlas(
             model,
@@ -72,7 +78,14 @@ def _atlas(model: nn.Module, x: Any, layer: str) -> Any:
             steps=1,
             picture_size=8,
             progress=False,
+            **({} if forward_args is None else {"forward_args": forward_args}),
         )
+
+
+def _with_block_args(model: nn.Module, x: Any, layer: str, fa: Any) -> Any:
+    """The user's own forward passes its own arguments."""
+    with cl.LayerTap(model, [layer], grads=True):
+        return fa.call(model, x).sum().backward()
 
 
 _META_ONLY = (
@@ -86,25 +99,95 @@ _USER_FORWARD = (
 )
 
 ENTRY_POINTS: tuple[EntryPoint, ...] = (
-    EntryPoint("LayerTap.run", lambda m, x, layer: cl.LayerTap(m, [layer]).run(x)),
-    EntryPoint("LayerTap.run grads", lambda m, x, layer: cl.LayerTap(m, [layer], grads=True).run(x)),
-    EntryPoint("LayerTap with-block", _with_block, user_backward=True, not_in_diagnosis=_USER_FORWARD),
-    EntryPoint("trace_shapes", lambda m, x, layer: cl.trace_shapes(m, x), not_in_forward_error=_META_ONLY),
-    EntryPoint("GradCAM", lambda m, x, layer: cl.GradCAM(m, layer)(x)),
-    EntryPoint("GradCAMPlusPlus", lambda m, x, layer: cl.GradCAMPlusPlus(m, layer)(x, target=1)),
-    EntryPoint("XGradCAM", lambda m, x, layer: cl.XGradCAM(m, layer)(x)),
-    EntryPoint("LayerCAM", lambda m, x, layer: cl.LayerCAM(m, layer)(x)),
-    EntryPoint("ScoreCAM", lambda m, x, layer: cl.ScoreCAM(m, layer, chunk_size=2)(x, target=0)),
-    EntryPoint("EigenCAM", lambda m, x, layer: cl.EigenCAM(m, layer)(x)),
-    EntryPoint("Saliency", lambda m, x, layer: cl.Saliency(m)(x)),
-    EntryPoint("GuidedBackprop", lambda m, x, layer: cl.GuidedBackprop(m)(x, target=1)),
-    EntryPoint("GuidedGradCAM", lambda m, x, layer: cl.GuidedGradCAM(m, layer)(x)),
-    EntryPoint("deletion", lambda m, x, layer: cl.deletion(m, x, _maps(x))),
-    EntryPoint("insertion", lambda m, x, layer: cl.insertion(m, x, _maps(x), baseline="blur")),
+    EntryPoint(
+        "LayerTap.run",
+        lambda m, x, layer: cl.LayerTap(m, [layer]).run(x),
+        lambda m, x, layer, fa: cl.LayerTap(m, [layer]).run(x, forward_args=fa),
+        gradients=False,
+    ),
+    EntryPoint(
+        "LayerTap.run grads",
+        lambda m, x, layer: cl.LayerTap(m, [layer], grads=True).run(x),
+        lambda m, x, layer, fa: cl.LayerTap(m, [layer], grads=True).run(x, forward_args=fa),
+    ),
+    EntryPoint(
+        "LayerTap with-block",
+        _with_block,
+        _with_block_args,
+        user_backward=True,
+        not_in_diagnosis=_USER_FORWARD,
+    ),
+    EntryPoint(
+        "trace_shapes",
+        lambda m, x, layer: cl.trace_shapes(m, x),
+        lambda m, x, layer, fa: cl.trace_shapes(m, x, forward_args=fa),
+        not_in_forward_error=_META_ONLY,
+        gradients=False,
+    ),
+    EntryPoint(
+        "GradCAM",
+        lambda m, x, layer: cl.GradCAM(m, layer)(x),
+        lambda m, x, layer, fa: cl.GradCAM(m, layer)(x, forward_args=fa),
+    ),
+    EntryPoint(
+        "GradCAMPlusPlus",
+        lambda m, x, layer: cl.GradCAMPlusPlus(m, layer)(x, target=1),
+        lambda m, x, layer, fa: cl.GradCAMPlusPlus(m, layer)(x, target=1, forward_args=fa),
+    ),
+    EntryPoint(
+        "XGradCAM",
+        lambda m, x, layer: cl.XGradCAM(m, layer)(x),
+        lambda m, x, layer, fa: cl.XGradCAM(m, layer)(x, forward_args=fa),
+    ),
+    EntryPoint(
+        "LayerCAM",
+        lambda m, x, layer: cl.LayerCAM(m, layer)(x),
+        lambda m, x, layer, fa: cl.LayerCAM(m, layer)(x, forward_args=fa),
+    ),
+    EntryPoint(
+        "ScoreCAM",
+        lambda m, x, layer: cl.ScoreCAM(m, layer, chunk_size=2)(x, target=0),
+        lambda m, x, layer, fa: cl.ScoreCAM(m, layer, chunk_size=2)(x, target=0, forward_args=fa),
+    ),
+    EntryPoint(
+        "EigenCAM",
+        lambda m, x, layer: cl.EigenCAM(m, layer)(x),
+        lambda m, x, layer, fa: cl.EigenCAM(m, layer)(x, forward_args=fa),
+    ),
+    EntryPoint(
+        "Saliency",
+        lambda m, x, layer: cl.Saliency(m)(x),
+        lambda m, x, layer, fa: cl.Saliency(m)(x, forward_args=fa),
+    ),
+    EntryPoint(
+        "GuidedBackprop",
+        lambda m, x, layer: cl.GuidedBackprop(m)(x, target=1),
+        lambda m, x, layer, fa: cl.GuidedBackprop(m)(x, target=1, forward_args=fa),
+    ),
+    EntryPoint(
+        "GuidedGradCAM",
+        lambda m, x, layer: cl.GuidedGradCAM(m, layer)(x),
+        lambda m, x, layer, fa: cl.GuidedGradCAM(m, layer)(x, forward_args=fa),
+    ),
+    EntryPoint(
+        "deletion",
+        lambda m, x, layer: cl.deletion(m, x, _maps(x)),
+        lambda m, x, layer, fa: cl.deletion(m, x, _maps(x), forward_args=fa),
+        gradients=False,
+    ),
+    EntryPoint(
+        "insertion",
+        lambda m, x, layer: cl.insertion(m, x, _maps(x), baseline="blur"),
+        lambda m, x, layer, fa: cl.insertion(m, x, _maps(x), baseline="blur", forward_args=fa),
+        gradients=False,
+    ),
     EntryPoint(
         "evaluate",
         lambda m, x, layer: cl.evaluate(
             m, ["gradcam", "scorecam"], TensorDataset(x), layer=layer, progress=False
+        ),
+        lambda m, x, layer, fa: cl.evaluate(
+            m, ["gradcam", "scorecam"], TensorDataset(x), layer=layer, progress=False, forward_args=fa
         ),
     ),
     EntryPoint(
@@ -112,11 +195,17 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
         lambda m, x, layer: cl.ActivationMaximizer(
             m, ob.channel(layer, 0) - 0.1 * ob.l1(), input_shape=tuple(x.shape), steps=2
         ).run(),
+        lambda m, x, layer, fa: cl.ActivationMaximizer(
+            m, ob.channel(layer, 0) - 0.1 * ob.l1(), input_shape=tuple(x.shape), steps=2, forward_args=fa
+        ).run(),
     ),
     EntryPoint(
         "ActivationMaximizer class_logit",
         lambda m, x, layer: cl.ActivationMaximizer(
             m, ob.class_logit(1), input_shape=tuple(x.shape), steps=2, transforms=True
+        ).run(),
+        lambda m, x, layer, fa: cl.ActivationMaximizer(
+            m, ob.class_logit(1), input_shape=tuple(x.shape), steps=2, transforms=True, forward_args=fa
         ).run(),
     ),
     EntryPoint(
@@ -124,18 +213,26 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
         lambda m, x, layer: cl.NeuronVisualizer(m, layer, input_shape=(1, *x.shape[1:])).maximize(
             [0], steps=2
         ),
+        lambda m, x, layer, fa: cl.NeuronVisualizer(m, layer, input_shape=(1, *x.shape[1:])).maximize(
+            [0], steps=2, forward_args=fa
+        ),
         batch_of_one=True,
     ),
     EntryPoint(
         "NeuronVisualizer.top_examples",
         lambda m, x, layer: cl.NeuronVisualizer(m, layer).top_examples(TensorDataset(x), k=1),
+        lambda m, x, layer, fa: cl.NeuronVisualizer(m, layer).top_examples(
+            TensorDataset(x), k=1, forward_args=fa
+        ),
+        gradients=False,
     ),
-    EntryPoint("build_atlas", _atlas, batch_of_one=True),
+    EntryPoint("build_atlas", _atlas, _atlas, batch_of_one=True),
     EntryPoint(
         "FilterRenderer",
         lambda m, x, layer: cl.FilterRenderer(m, layer).plot(n=4, cols=2),
         not_in_forward_error=_NEVER_RUNS,
         not_in_diagnosis=_NEVER_RUNS,
+        gradients=False,
     ),
 )
 
