@@ -210,3 +210,47 @@ def test_reshape_wherever_a_layer_output_becomes_a_map() -> None:
         if parameter is None or parameter.kind is not Parameter.KEYWORD_ONLY or parameter.default is not None:
             missing.append(name)
     assert not missing, f"no keyword-only reshape=None: {missing}"
+
+
+def test_reshape_also_wherever_channels_are_read() -> None:
+    """The channel readers take the same ``reshape=`` (docs/architecture.md, "reshape")."""
+    readers: dict[str, Callable[..., Any]] = {
+        "NeuronVisualizer": cl.NeuronVisualizer,
+        "objectives.channel": cl.objectives.channel,
+        "objectives.neuron": cl.objectives.neuron,
+        "build_atlas": cl.build_atlas,
+    }
+    missing = [
+        name
+        for name, fn in readers.items()
+        if (p := inspect.signature(fn).parameters.get("reshape")) is None
+        or p.kind is not Parameter.KEYWORD_ONLY
+        or p.default is not None
+    ]
+    assert not missing, f"no keyword-only reshape=None: {missing}"
+
+
+def test_forward_args_is_one_keyword_only_option_defaulting_to_none() -> None:
+    found = _with("forward_args", ENTRY_CALLABLES)
+    expected = {
+        "trace_shapes",
+        "LayerTap.run",
+        "GradCAM.__call__",
+        "Saliency.__call__",
+        "GuidedBackprop.__call__",
+        "GuidedGradCAM.__call__",
+        "deletion",
+        "insertion",
+        "evaluate",
+        "ActivationMaximizer",
+        "NeuronVisualizer.maximize",
+        "NeuronVisualizer.top_examples",
+        "build_atlas",
+    }
+    assert expected <= found.keys(), sorted(expected - found.keys())
+    wrong = {
+        name: (p.kind.name, p.default)
+        for name, p in found.items()
+        if p.kind is not Parameter.KEYWORD_ONLY or p.default is not None
+    }
+    assert not wrong, f"forward_args= must be keyword-only, default None: {wrong}"
