@@ -329,6 +329,21 @@ def test_model_left_as_found_when_forward_raises() -> None:
     assert torch.is_grad_enabled()
 
 
+class Counted(nn.Module):
+    """Any model, its real (not meta) forwards counted; every argument passed on."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.real_calls = 0
+
+    def forward(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        first = x[0] if isinstance(x, list) else x
+        if not first.is_meta:
+            self.real_calls += 1
+        return self.net(x, *args, **kwargs)
+
+
 class CountingNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -528,15 +543,15 @@ class ChannelsLast(nn.Module):
         return out
 
 
-def test_a_channels_last_layer_is_refused_before_work_and_explained_with_a_permute() -> None:
+def test_a_channels_last_layer_is_refused_before_work_and_explained_with_the_preset() -> None:
     torch.manual_seed(0)
-    model = ChannelsLast().eval()
+    model = Counted(ChannelsLast().eval())
     x = torch.randn(2, 3, 16, 16)
-    with pytest.raises(
-        cl.InvalidArgumentError, match=r"channels last.*reshape=lambda t: t\.permute\(0, 3, 1, 2\)"
-    ):
-        cl.GradCAM(model, "block")(x)
-    out = cl.GradCAM(model, "block", reshape=lambda t: t.permute(0, 3, 1, 2))(x, target=1)
+    with pytest.raises(cl.InvalidArgumentError, match=r'channels last.*Pass reshape="channels_last"\.$'):
+        cl.GradCAM(model, "net.block")(x)
+    assert model.real_calls == 0  # refused on the probe, before any real forward
+    out = cl.GradCAM(model, "net.block", reshape="channels_last")(x, target=1)
+    model = cast(ChannelsLast, model.net)
     with torch.enable_grad():
         a = model.block(model.embed(x).permute(0, 2, 3, 1)).detach().requires_grad_()
         (g,) = torch.autograd.grad(model.head(a.mean(dim=(1, 2)))[:, 1].sum(), a)
@@ -553,8 +568,10 @@ def test_guided_gradcam_passes_reshape_to_its_gradcam() -> None:
     x = torch.randn(2, 3, 16, 16)
     with pytest.raises(cl.InvalidArgumentError, match="channels last"):
         cl.GuidedGradCAM(model, "block")(x)
-    with pytest.raises(cl.InvalidTypeError, match="reshape must be a callable"):
+    with pytest.raises(cl.InvalidArgumentError, match="reshape must be one of 'vit', 'channels_last'"):
         cl.GuidedGradCAM(model, "block", reshape="permute")  # type: ignore[arg-type]
+    with pytest.raises(cl.InvalidTypeError, match="reshape must be a preset name"):
+        cl.GuidedGradCAM(model, "block", reshape=3)  # type: ignore[arg-type]
     permute = partial(Tensor.permute, dims=(0, 3, 1, 2))
     out = cl.GuidedGradCAM(model, "block", reshape=permute)(x, target=1)
     cam = cl.GradCAM(model, "block", reshape=permute)(x, target=1)

@@ -364,8 +364,21 @@ class CountsRealForwards(nn.Module):
         (torch.randn(2, 3, 8, 8), True, InvalidTypeError, "target must be"),
         (torch.randn(2, 3, 8, 8), torch.tensor([0.0, 1.0]), InvalidTypeError, "class indices"),
         (torch.ones(2, 3, 8, 8, dtype=torch.int64), 0, InvalidTypeError, "floating-point batch"),
-        (torch.randn(3, 8), 0, InvalidTypeError, r"batch tensor \(N, C, ...\); got \(3, 8\)"),
-        ([[1.0]], 0, InvalidTypeError, "got list"),
+        (
+            torch.randn(3, 8),
+            0,
+            InvalidTypeError,
+            r"batch tensor \(N, C, ...\) or a list of images .*got \(3, 8\)",
+        ),
+        ([[1.0]], 0, InvalidTypeError, "got a list of list"),
+        ([], 0, InvalidTypeError, "got an empty list"),
+        (
+            [torch.ones(3, 8, 8, dtype=torch.int64)],
+            0,
+            InvalidTypeError,
+            r"floating-point .*got images \(3, 8, 8\)",
+        ),
+        ([torch.ones(3, 8, 8), torch.ones(3, 8, 9)], 0, InvalidArgumentError, "must share a size"),
     ],
 )
 def test_bad_input_fails_before_any_forward(

@@ -27,8 +27,9 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -38,26 +39,29 @@ from torch import Tensor, nn
 from convlens.attribution.targets import Target, callable_scores, check_target, class_scores, target_scores
 from convlens.core import display
 from convlens.core.checks import check_int, check_ran, require_autograd
+from convlens.core.inputs import NO_ARGS, ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import LayerSpec, call_index, resolve_layer, unwrap
+from convlens.core.layouts import Reshape, ReshapeSpec, as_layout, channels_last_hint
 from convlens.core.probe import Probe, Prober, check_inputs, require_hooks
 from convlens.core.recorder import Recorder, grad_mode_restored, internal, preserved_modes
-from convlens.core.values import first_tensor, with_first_tensor
-from convlens.errors import (
-    ConvlensError,
-    InvalidArgumentError,
-    InvalidTypeError,
-)
+from convlens.core.values import first_tensor
+from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
 
 __all__ = [
     "CAMResult",
     "EigenCAM",
     "GradCAM",
     "GradCAMPlusPlus",
+    "Images",
     "LayerCAM",
     "Reshape",
+    "ReshapeSpec",
     "ScoreCAM",
     "Target",
     "XGradCAM",
+    "batch_shape",
+    "min_max",
+    "replaced",
 ]
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -65,12 +69,12 @@ _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 #: (float32 rounding in the upsampling of a 1x1 map stays far below it).
 _FLAT = 1e-5
 
-#: What ``reshape=`` accepts: a function from the layer's output to ``(N, C, *spatial)``,
-#: e.g. a vision transformer's tokens ``(N, 1 + H*W, C)`` to ``(N, C, H, W)``.
-Reshape = Callable[[Tensor], Tensor]
+#: What a CAM or saliency call takes as its input: a batch ``(N, C, *spatial)``, or a list of
+#: images ``(C, *spatial)`` of one size for a model that takes a list (torchvision's detectors).
+Images = Tensor | list[Tensor] | tuple[Tensor, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class CAMResult:
     """What a CAM call returns; every tensor is on the model's device, free of the graph.
 
@@ -116,23 +120,41 @@ class GradCAM:
 
     Args:
         model: Any ``nn.Module`` whose output is ``(N, classes)`` scores (or
-            anything, with a callable ``target``).
+            anything, with a callable ``target``: a detector's list of dicts,
+            a segmenter's ``{"out": ...}``, see :class:`~convlens.attribution.detection.BoxScoreTarget`
+            and :class:`~convlens.attribution.detection.SegmentationTarget`).
         layer: A layer with a spatial output ``(N, C, ...)``, by name
             (``"features.12"``, ``"layer4"``, ``"layer1.0.relu#1"``) or module.
-        reshape: For a layer whose output is not ``(N, C, *spatial)``: a
-            function mapping it there, applied alike to the activation and to
-            its gradient (as pytorch-grad-cam's ``reshape_transform``), e.g.
-            ``lambda t: t[:, 1:].reshape(t.shape[0], 14, 14, -1).permute(0, 3, 1, 2)``
-            for a ViT-B/16's tokens (drop the class token, then a 14x14 grid).
+            Of a layer that returns several tensors (a tuple, list or dict: an
+            FPN's ``OrderedDict``, a multi-branch stage), the first tensor is
+            read unless ``reshape=Layout(part=...)`` says otherwise.
+        reshape: How the layer's output becomes ``(N, C, *spatial)``, applied
+            alike to the activation and to its gradient (as pytorch-grad-cam's
+            ``reshape_transform``): ``None`` (it already is), ``"vit"`` (tokens
+            ``(N, L, C)``: the class and register tokens dropped, the square
+            grid kept), ``"channels_last"`` (``(N, *spatial, C)``, as Swin and
+            ConvNeXt stages give), a callable, or :class:`convlens.Layout`
+            (which tensor of a multi-tensor output, then how to reshape it).
 
     Raises:
         LayerNotFoundError: No such layer (the message names the nearest).
-        InvalidTypeError: ``reshape`` is not callable.
+        InvalidArgumentError: An unknown ``reshape`` preset (the nearest is named).
+        InvalidTypeError: ``reshape`` is not a preset, a callable or a Layout.
         UnsupportedModelError: A TorchScript model (hooks cannot see inside it).
 
     Shape:
-        Input ``(N, C_in, H, W)`` (1-D and 3-D convs work alike); ``maps``
-        ``(N, H, W)``, ``raw`` ``(N, h, w)``.
+        Input ``(N, C_in, H, W)`` (1-D and 3-D convs work alike), or a list of
+        ``N`` images ``(C_in, H, W)`` of one size (torchvision's detectors);
+        ``maps`` ``(N, H, W)``, ``raw`` ``(N, h, w)``.
+
+    Precision:
+        A float16 or bfloat16 model gives maps computed in float32: the channel
+        weights, the weighted sum and the upsampling are float32 (the forward
+        and the gradient stay in the model's dtype). Against the float32 model's
+        maps on the same input, a bfloat16 model's ``maps`` agree within
+        ``atol=0.1`` (maps lie in [0, 1]; bfloat16 keeps 8 bits of mantissa, and
+        the rounding of every layer before the map adds up), checked for every
+        method in ``tests/test_cam.py``.
 
     Example:
         >>> import torch
@@ -153,16 +175,12 @@ class GradCAM:
     #: Whether :meth:`weights` needs the gradient of the score.
     needs_gradient: ClassVar[bool] = True
 
-    def __init__(self, model: nn.Module, layer: LayerSpec, *, reshape: Reshape | None = None) -> None:
+    def __init__(self, model: nn.Module, layer: LayerSpec, *, reshape: ReshapeSpec = None) -> None:
         self.model = model
         self._module = unwrap(model)
         require_hooks(self._module, type(self).__name__)
         self.ref = resolve_layer(model, layer)
-        if reshape is not None and not callable(reshape):
-            raise InvalidTypeError(
-                f"reshape must be a callable from the layer's output to (N, C, H, W); got {type(reshape).__name__}."
-            )
-        self.reshape = reshape
+        self.layout = as_layout(reshape)
         self._prober = Prober(self._module, {self.ref.name: self.ref.module})
 
     def __repr__(self) -> str:
@@ -185,62 +203,85 @@ class GradCAM:
 
     # -- the call --------------------------------------------------------------
 
-    def __call__(self, x: Tensor, target: Target = None) -> CAMResult:
+    def __call__(
+        self, x: Images, target: Target = None, *, forward_args: ForwardArgsLike = None
+    ) -> CAMResult:
         """Explain ``target`` for the inputs ``x``.
 
         Args:
-            x: A batch of inputs on the model's device.
+            x: A batch of inputs on the model's device, or a list of images
+                ``(C, H, W)`` of one size for a model that takes a list
+                (torchvision's detectors); the maps are at the images' size.
             target: None for each sample's predicted class (found in the same
                 forward), a class index for all, one per sample (list or
                 integer tensor), or a callable mapping the model output to one
-                score per sample.
+                score per sample (:class:`~convlens.attribution.detection.BoxScoreTarget`
+                for a detector, :class:`~convlens.attribution.detection.SegmentationTarget`
+                for a segmenter).
+            forward_args: The model's other forward arguments, passed on every
+                forward (the probe's included) after ``x``: a tuple (positional),
+                a dict (keyword) or :class:`convlens.ForwardArgs`. Where
+                :class:`ScoreCAM` runs masked copies of one sample, a tensor
+                among them whose first dimension is the batch size follows
+                that sample.
 
         Returns:
             The maps, raw maps, scores and targets.
 
         Raises:
             InvalidArgumentError: A target out of range, a target list of the
-                wrong length, a layer without spatial output, or a layer the
-                score does not depend on.
+                wrong length, a layer without spatial output (or channels last
+                without ``reshape="channels_last"``, tokens without
+                ``reshape="vit"``), or a layer the score does not depend on.
             AmbiguousLayerError: The bare name of a layer that runs more than once.
-            InvalidTypeError: ``x`` not a tensor, or a target of the wrong type.
+            InvalidTypeError: ``x`` not a tensor or a list of images, or a target of the wrong type.
+            UnsupportedModelError: A quantized model (no gradients) or a model on the meta device.
+            DeviceMismatchError: The model and the input (or ``forward_args``) on different devices.
         """
-        check_inputs((x,))
-        if not isinstance(x, Tensor) or x.dim() < 2:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise InvalidTypeError(f"x must be a batch tensor (N, ...); got {got}.")
+        shape = batch_shape(x)
+        extra = as_forward_args(forward_args)
+        check_runnable(
+            self._module, x, who=type(self).__name__, gradients=self.needs_gradient, forward_args=extra
+        )
         require_autograd(type(self).__name__)
-        probe = self._probe(x)
-        fixed = check_target(target, x.shape[0], probe.output_shape)
+        probe = self._probe(x, shape, extra)
+        fixed = check_target(target, shape[0], probe.output_shape)
         with preserved_modes(self._module, training=False), grad_mode_restored():
-            leaf, output = self._forward(x, probe)
-            targets, scores = target_scores(output, target, fixed, x.shape[0])
+            leaf, output = self._forward(x, extra, probe)
+            targets, scores = target_scores(output, target, fixed, shape[0])
             gradient = None
             if self.needs_gradient:
-                (grad,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
-                if grad is None:
-                    raise InvalidArgumentError(
-                        f"the score does not depend on layer {self.ref.key!r}: no gradient reaches it."
-                    )
-                gradient = grad
+                gradient = self._gradient(scores, leaf)
             torch.set_grad_enabled(False)
-            activation = self._reshaped(leaf.detach())
-            gradient = None if gradient is None else self._reshaped(gradient)
-            self._check_layer_shape(tuple(activation.shape), x, reshaped=self.reshape is not None)
+            activation = self.layout.apply(_dequantized(leaf.detach()))
+            gradient = None if gradient is None else self.layout.apply(gradient)
+            self._check_layer_shape(tuple(activation.shape), shape)
             work = torch.promote_types(activation.dtype, torch.float32)
-            context = CAMContext(cam=self, x=x, target=target, targets=targets)
+            context = CAMContext(cam=self, x=x, target=target, targets=targets, forward_args=extra)
             raw = self.raw_map(activation.to(work), None if gradient is None else gradient.to(work), context)
         return CAMResult(
-            maps=_upsample_normalize(raw, x),
+            maps=_upsample_normalize(raw, shape[2:]),
             raw=raw.detach(),
             scores=scores.detach(),
             targets=targets,
             layer=self.ref.key,
         )
 
-    def _probe(self, x: Tensor) -> Probe:
+    def _gradient(self, scores: Tensor, leaf: Tensor) -> Tensor:
+        """``d sum(scores) / d leaf``; an error where the score does not depend on the layer."""
+        grad = None
+        if scores.requires_grad:
+            (grad,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
+        if grad is None:
+            raise InvalidArgumentError(
+                f"the score does not depend on layer {self.ref.key!r}: no gradient reaches it (a detection "
+                "target that matches no predicted box scores a constant 0)."
+            )
+        return grad
+
+    def _probe(self, x: Images, shape: tuple[int, ...], extra: ForwardArgs) -> Probe:
         """The meta pass (cached per input signature), with every check it allows before real work."""
-        probe = self._prober((x,))
+        probe = self._prober((x, *extra.args), extra.kwargs)
         probe.check()
         calls = probe.count(self.ref.name) or 0
         if probe.complete:
@@ -250,78 +291,86 @@ class GradCAM:
         seen = probe.seen.get(self.ref.name, ())
         index = self.ref.call or 0
         if index < len(seen):
-            shape = seen[index].shape
-            if shape is None:
+            found = seen[index].shape
+            if found is None:
                 raise InvalidArgumentError(f"layer {self.ref.key!r} returns no tensor to explain.")
-            if self.reshape is not None:
-                try:  # the user's function on a meta twin; one that needs values is checked after
-                    shape = tuple(self.reshape(torch.empty(shape, device="meta")).shape)
+            if self.layout.part not in (None, 0):  # the probe saw the first tensor: checked after the forward
+                return probe
+            if self.layout.reshapes:
+                try:  # the reshape on a meta twin; one that needs values is checked after
+                    found = tuple(self.layout.apply(torch.empty(found, device="meta")).shape)
                 except Exception:  # noqa: BLE001 - checked again on the real activation
                     return probe
-            self._check_layer_shape(shape, x, reshaped=self.reshape is not None)
+            self._check_layer_shape(found, shape)
         return probe
 
-    def _check_layer_shape(self, shape: tuple[int, ...], x: Tensor, *, reshaped: bool) -> None:
+    def _check_layer_shape(self, shape: tuple[int, ...], batch: tuple[int, ...]) -> None:
         """The map must be ``(N, C, *spatial)`` with as many spatial dimensions as the input."""
-        spatial = x.dim() - 2
-        if len(shape) >= 3 and len(shape) - 2 == spatial and shape[0] == x.shape[0]:
-            if not reshaped and (features := _channels_last(self.ref.module, shape)) is not None:
-                dims = ", ".join(str(d) for d in range(1, len(shape) - 1))
+        spatial = len(batch) - 2
+        reshaped = self.layout.reshapes
+        if len(shape) >= 3 and len(shape) - 2 == spatial and shape[0] == batch[0]:
+            if not reshaped and (features := channels_last_hint(self.ref.module, shape)) is not None:
                 raise InvalidArgumentError(
                     f"{type(self).__name__} needs channels first (N, C, H, W); {self.ref.key!r} gives {shape}, "
                     f"channels last: a {features} in it computes {shape[-1]} features along the last "
-                    f"dimension (as in a Swin block). Pass reshape=lambda t: t.permute(0, "
-                    f"{len(shape) - 1}, {dims})."
+                    'dimension (as in a Swin or ConvNeXt stage). Pass reshape="channels_last".'
                 )
             return
-        where = "after reshape " if reshaped else ""
+        where = f"after {self.layout.describe()} " if reshaped else ""
         hint = (
-            " That looks like tokens (N, L, C): pass reshape= a callable to (N, C, H, W), e.g. "
-            "reshape=lambda t: t[:, 1:].reshape(t.shape[0], 14, 14, -1).permute(0, 3, 1, 2) for a class "
-            "token and a 14x14 grid."
+            ' That looks like tokens (N, L, C): pass reshape="vit" (a class token and register tokens '
+            "before a square grid, or the grid alone), or a callable to (N, C, H, W)."
             if len(shape) == 3 and spatial == 2 and not reshaped
             else " Pick a convolutional layer, e.g. the last conv block, or pass reshape= a callable to "
-            "(N, C, *spatial)."
+            '(N, C, *spatial) (presets: "vit", "channels_last").'
         )
         raise InvalidArgumentError(
             f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); {self.ref.key!r} gives "
-            f"{where}{shape} for an input of shape {tuple(x.shape)} ({spatial} spatial dimensions).{hint}"
+            f"{where}{shape} for an input of shape {batch} ({spatial} spatial dimensions).{hint}"
         )
-
-    def _reshaped(self, tensor: Tensor) -> Tensor:
-        return tensor if self.reshape is None else self.reshape(tensor)
 
     def _check_calls(self, calls: int) -> None:
         """The layer must run, and a reused one must be named per call (``name#i``)."""
         check_ran(self.ref, calls, model=type(self._module).__name__)
 
-    def _forward(self, x: Tensor, probe: Probe) -> tuple[Tensor, Any]:
-        """One forward, autograd off until the layer; returns (activation leaf, model output)."""
+    def _forward(self, x: Images, extra: ForwardArgs, probe: Probe) -> tuple[Tensor, Any]:
+        """One forward, autograd off until the layer; returns (activation, model output).
+
+        With a gradient, the activation is a leaf that requires grad and flows on in the
+        output's place; without one, the output flows on untouched and a copy is kept where
+        a later op rewrites it in place.
+        """
         captured: list[Tensor] = []
         name, wanted = self.ref.name, self.ref.call or 0
+        # The probe knows about in-place rewrites of the first tensor only.
+        unknown = self.layout.part not in (None, 0)
 
         def keep(_name: str, call: int, output: Any) -> Any:
-            tensor = first_tensor(output)
-            if tensor is None:
+            if first_tensor(output) is None:
                 return None
-            leaf = tensor.detach().requires_grad_(self.needs_gradient)
+            tensor = self.layout.pick(output)
+            rewritten = unknown or probe.rewritten(name, call)
+            if not self.needs_gradient:
+                captured.append(tensor.detach().clone() if rewritten else tensor.detach())
+                return None
+            leaf = tensor.detach().requires_grad_()
             captured.append(leaf)
-            torch.set_grad_enabled(self.needs_gradient)  # record autograd from here on
-            # Where a later op writes into the output in place, a clone flows on instead; a tuple
-            # output keeps its other items.
-            return with_first_tensor(output, leaf.clone() if probe.rewritten(name, call) else leaf)
+            torch.set_grad_enabled(True)  # record autograd from here on
+            # Where a later op writes into the output in place, a clone flows on instead; a
+            # multi-tensor output keeps its other items.
+            return replaced(output, tensor, leaf.clone() if rewritten else leaf)
 
         recorder = Recorder(self._module, {name: self.ref.module}, wanted={name: {wanted}}, keep=keep)
         torch.set_grad_enabled(False)
         with recorder.attached(), recorder.owned():
-            output = self._module(x)
+            output = extra.call(self._module, x)
         self._check_calls(recorder.counts[name])  # again: the probe cannot see every forward whole
         if not captured:
             raise InvalidArgumentError(f"layer {self.ref.key!r} returns no tensor to explain.")
         return captured[0], output
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class CAMContext:
     """What a gradient-free method may need besides the activation.
 
@@ -330,12 +379,14 @@ class CAMContext:
         x: The input batch.
         target: The target as given.
         targets: The class indices used, or None for a callable target.
+        forward_args: The model's other forward arguments.
     """
 
     cam: GradCAM
-    x: Tensor
+    x: Images
     target: Target
     targets: Tensor | None
+    forward_args: ForwardArgs = dataclasses.field(default_factory=lambda: NO_ARGS)
 
     def score(self, output: Any) -> Tensor:
         """Each sample's score in ``output`` (the model's output for ``x``), for the same targets."""
@@ -434,23 +485,33 @@ class ScoreCAM(GradCAM):
     needs_gradient = False
 
     def __init__(
-        self, model: nn.Module, layer: LayerSpec, *, chunk_size: int = 32, reshape: Reshape | None = None
+        self, model: nn.Module, layer: LayerSpec, *, chunk_size: int = 32, reshape: ReshapeSpec = None
     ) -> None:
         self.chunk_size = check_int("chunk_size", chunk_size, 1)
         super().__init__(model, layer, reshape=reshape)
 
     def raw_map(self, activation: Tensor, gradient: Tensor | None, context: CAMContext) -> Tensor:
-        """``relu(sum_k softmax_k(score(x * mask_k)) A_k)``."""
+        """``relu(sum_k softmax_k(score(x * mask_k)) A_k)``.
+
+        The masked copies of sample ``i`` run with the rows ``i`` of the batched tensors among
+        ``forward_args`` (:meth:`convlens.ForwardArgs.take`).
+        """
         x = context.x
-        masks = min_max(_resize(activation, x.shape[2:]), dims=tuple(range(2, x.dim())))  # (N, K, H, W)
+        size = batch_shape(x)[2:]
+        masks = min_max(_resize(activation, size), dims=tuple(range(2, 2 + len(size))))  # (N, K, *spatial)
         n, k = masks.shape[:2]
         scores = torch.empty(n, k, dtype=activation.dtype, device=activation.device)
         for i in range(n):
             for start in range(0, k, self.chunk_size):
-                chunk = masks[i, start : start + self.chunk_size].unsqueeze(1).to(x.dtype)
-                masked = x[i : i + 1] * chunk
+                chunk = masks[i, start : start + self.chunk_size]
+                masked: Images = (
+                    x[i : i + 1] * chunk.unsqueeze(1).to(x.dtype)
+                    if isinstance(x, Tensor)
+                    else [x[i] * mask.to(x[i].dtype) for mask in chunk]
+                )
+                rows = torch.full((len(chunk),), i, dtype=torch.int64)
                 with internal():
-                    out = self._module(masked)
+                    out = context.forward_args.take(rows, batch=n).call(self._module, masked)
                 index = None if context.targets is None else context.targets[i : i + 1].expand(len(chunk))
                 sub = CAMContext(cam=self, x=masked, target=context.target, targets=index)
                 scores[i, start : start + len(chunk)] = sub.score(out).to(scores.dtype)
@@ -493,24 +554,79 @@ class EigenCAM(GradCAM):
 # -- helpers ---------------------------------------------------------------------
 
 
-def _channels_last(layer: nn.Module, shape: tuple[int, ...]) -> str | None:
-    """The kind of module that says the layer's output is channels last, if one does.
+def batch_shape(x: object) -> tuple[int, ...]:
+    """``(N, C, *spatial)`` of a batch, or of a list of ``N`` images ``(C, *spatial)`` of one size.
 
-    A Linear or LayerNorm inside the layer (itself included) of width ``shape[-1]``,
-    while dimension 1 has another size and no convolution there makes ``shape[1]``
-    channels, means the output is ``(N, *spatial, C)`` (a Swin stage or its patch merging).
+    Raises:
+        InvalidTypeError: Neither a batch tensor nor a non-empty list of image tensors.
+        InvalidArgumentError: Images of different sizes (their maps could not share one tensor).
+
+    Example:
+        >>> import torch
+        >>> batch_shape([torch.zeros(3, 32, 40), torch.zeros(3, 32, 40)])
+        (2, 3, 32, 40)
     """
-    if shape[1] == shape[-1]:
-        return None
-    found = None
-    for module in layer.modules():
-        if isinstance(module, nn.modules.conv._ConvNd) and module.out_channels == shape[1]:
-            return None
-        if isinstance(module, nn.Linear) and module.out_features == shape[-1]:
-            found = "Linear"
-        elif isinstance(module, nn.LayerNorm) and module.normalized_shape[-1:] == (shape[-1],):
-            found = found or "LayerNorm"
-    return found
+    check_inputs((x,))
+    if isinstance(x, Tensor):
+        if x.dim() >= 2:
+            return tuple(x.shape)
+    elif isinstance(x, list | tuple) and x and all(isinstance(t, Tensor) and t.dim() >= 1 for t in x):
+        shapes = [tuple(t.shape) for t in x]
+        if len(set(shapes)) > 1:
+            raise InvalidArgumentError(
+                f"the images of one call must share a size, so that their maps share one tensor; got "
+                f"{', '.join(map(str, shapes))}. Explain images of different sizes in separate calls."
+            )
+        return (len(x), *shapes[0])
+    got = tuple(x.shape) if isinstance(x, Tensor) else _describe(x)
+    raise InvalidTypeError(
+        f"x must be a batch tensor (N, ...) or a list of images (C, H, W) (as torchvision's detectors "
+        f"take); got {got}."
+    )
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, list | tuple):
+        inner = sorted({type(t).__name__ for t in x})
+        return f"a {type(x).__name__} of {', '.join(inner)}" if x else f"an empty {type(x).__name__}"
+    return type(x).__name__
+
+
+def replaced(value: Any, old: Tensor, new: Tensor) -> Any:
+    """``value`` with the tensor ``old`` (by identity) replaced by ``new``; containers keep their type.
+
+    Example:
+        >>> import torch
+        >>> a, b = torch.zeros(1), torch.ones(1)
+        >>> out = replaced({"0": a, "1": (a, b)}, b, a)
+        >>> out["1"][1] is a
+        True
+    """
+    if value is old:
+        return new
+    if isinstance(value, Mapping):
+        changed = {key: replaced(item, old, new) for key, item in value.items()}
+        if all(changed[key] is item for key, item in value.items()):
+            return value
+        out: Any = copy.copy(value)  # an OrderedDict (an FPN's output) stays one
+        out.update(changed)
+        return out
+    if isinstance(value, tuple | list):
+        items = [replaced(item, old, new) for item in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
+        changed = {key: replaced(item, old, new) for key, item in fields.items()}
+        if any(changed[key] is not item for key, item in fields.items()):
+            return dataclasses.replace(value, **changed)
+    return value
+
+
+def _dequantized(tensor: Tensor) -> Tensor:
+    """A quantized activation's float values (gradient-free methods read quantized models)."""
+    return tensor.dequantize() if tensor.is_quantized else tensor
 
 
 def _resize(raw: Tensor, size: Sequence[int]) -> Tensor:
@@ -543,6 +659,6 @@ def min_max(maps: Tensor, dims: tuple[int, ...]) -> Tensor:
     return torch.where(varies, (maps - low) / torch.where(varies, span, 1), 0)
 
 
-def _upsample_normalize(raw: Tensor, x: Tensor) -> Tensor:
-    up = _resize(raw.detach().float().unsqueeze(1), x.shape[2:]).squeeze(1)
+def _upsample_normalize(raw: Tensor, size: Sequence[int]) -> Tensor:
+    up = _resize(raw.detach().float().unsqueeze(1), size).squeeze(1)
     return min_max(up, dims=tuple(range(1, up.dim())))

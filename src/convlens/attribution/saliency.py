@@ -52,12 +52,14 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.overrides import TorchFunctionMode
 
-from convlens.attribution.cam import GradCAM, Reshape, min_max
+from convlens.attribution.cam import GradCAM, Images, batch_shape, min_max
 from convlens.attribution.targets import Target, check_target, target_scores
 from convlens.core import display
 from convlens.core.checks import require_autograd
+from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import LayerSpec, unwrap
-from convlens.core.probe import Prober, check_inputs, require_hooks
+from convlens.core.layouts import ReshapeSpec
+from convlens.core.probe import Prober, require_hooks
 from convlens.core.recorder import grad_mode_restored, internal, preserved_modes
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
@@ -145,47 +147,63 @@ class Saliency:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__})"
 
-    def __call__(self, x: Tensor, target: Target = None) -> SaliencyResult:
+    def __call__(
+        self, x: Images, target: Target = None, *, forward_args: ForwardArgsLike = None
+    ) -> SaliencyResult:
         """Explain ``target`` for the inputs ``x``.
 
         Args:
-            x: A floating-point batch ``(N, C, ...)`` on the model's device.
-                It is not modified: its ``requires_grad`` and ``.grad`` stay as
-                they are.
+            x: A floating-point batch ``(N, C, ...)`` on the model's device, or
+                a list of images ``(C, H, W)`` of one size for a model that takes
+                a list (torchvision's detectors). It is not modified: its
+                ``requires_grad`` and ``.grad`` stay as they are.
             target: None for each sample's predicted class (found in the same
                 forward), a class index for all, one per sample (list or
                 integer tensor), or a callable mapping the model output to one
                 score per sample.
+            forward_args: The model's other forward arguments, passed on every
+                forward (the probe's included) after ``x``: a tuple (positional),
+                a dict (keyword) or :class:`convlens.ForwardArgs`.
 
         Returns:
             The gradients, maps, scores and targets.
 
         Raises:
-            InvalidTypeError: ``x`` not a floating-point batch tensor, or a
-                target of the wrong type.
+            InvalidTypeError: ``x`` not a floating-point batch tensor (or list
+                of images), or a target of the wrong type.
             InvalidArgumentError: A target out of range, a target list of the
                 wrong length, or a score that does not depend on the input.
+            UnsupportedModelError: A quantized model (no gradients) or a model on the meta device.
+            DeviceMismatchError: The model and the input (or ``forward_args``) on different devices.
         """
-        _check_input(x)
+        n = _check_input(x)
+        extra = as_forward_args(forward_args)
+        check_runnable(self._module, x, who=type(self).__name__, gradients=True, forward_args=extra)
         require_autograd(type(self).__name__)
-        probe = self._prober((x,))
+        probe = self._prober((x, *extra.args), extra.kwargs)
         probe.check()
-        fixed = check_target(target, x.shape[0], None if _decided_later(target) else probe.output_shape)
-        return self._explain(x, target, fixed)
+        fixed = check_target(target, n, None if _decided_later(target) else probe.output_shape)
+        return self._explain(x, target, fixed, extra)
 
-    def _explain(self, x: Tensor, target: Target, fixed: Tensor | None) -> SaliencyResult:
+    def _explain(self, x: Images, target: Target, fixed: Tensor | None, extra: ForwardArgs) -> SaliencyResult:
         """The forward and backward, for an input and target already validated."""
-        leaf = x.detach().clone().requires_grad_()  # an inference tensor cannot require grad itself
+        images = [x] if isinstance(x, Tensor) else list(x)
+        # An inference tensor cannot require grad itself; in-place ops on the input hit a clone.
+        leaves = [image.detach().clone().requires_grad_() for image in images]
         with preserved_modes(self._module, training=False), grad_mode_restored():
             torch.set_grad_enabled(True)
+            given: Images = leaves[0].clone() if isinstance(x, Tensor) else [leaf.clone() for leaf in leaves]
             with _GuidedReLU() if self.guided else contextlib.nullcontext(), internal():
-                output = self._module(leaf.clone())  # in-place ops on the input hit the clone
-            targets, scores = target_scores(output, target, fixed, x.shape[0])
+                output = extra.call(self._module, given)
+            targets, scores = target_scores(
+                output, target, fixed, len(leaves[0]) if isinstance(x, Tensor) else len(leaves)
+            )
             if not scores.requires_grad:
                 raise InvalidArgumentError("the score does not depend on the input: no gradient reaches it.")
-            (gradient,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
-        if gradient is None:
+            found = torch.autograd.grad(scores.sum(), leaves, allow_unused=True)
+        if any(g is None for g in found):
             raise InvalidArgumentError("the score does not depend on the input: no gradient reaches it.")
+        gradient = found[0] if isinstance(x, Tensor) else torch.stack(found)
         return SaliencyResult(
             gradients=gradient.detach(), maps=_channel_max(gradient), scores=scores.detach(), targets=targets
         )
@@ -235,13 +253,14 @@ class GuidedGradCAM:
         model: As :class:`Saliency`.
         layer: The Grad-CAM layer, by name or module (see
             :class:`~convlens.attribution.cam.GradCAM`).
-        reshape: For a layer whose output is not ``(N, C, *spatial)``: a
-            callable to that layout, passed to the Grad-CAM part (as
-            :class:`~convlens.attribution.cam.GradCAM`'s ``reshape=``).
+        reshape: How the layer's output becomes ``(N, C, *spatial)``
+            (``"vit"``, ``"channels_last"``, a callable or :class:`convlens.Layout`),
+            passed to the Grad-CAM part (see :class:`~convlens.attribution.cam.GradCAM`).
 
     Raises:
         LayerNotFoundError: No such layer (the message names the nearest).
-        InvalidTypeError: ``reshape`` is not callable.
+        InvalidArgumentError: An unknown ``reshape`` preset.
+        InvalidTypeError: ``reshape`` is not a preset, a callable or a Layout.
 
     Shape:
         Input ``(N, C, H, W)``; ``gradients`` like the input, ``maps`` and
@@ -260,7 +279,7 @@ class GuidedGradCAM:
         Selvaraju et al., ICCV 2017. https://arxiv.org/abs/1610.02391
     """
 
-    def __init__(self, model: nn.Module, layer: LayerSpec, *, reshape: Reshape | None = None) -> None:
+    def __init__(self, model: nn.Module, layer: LayerSpec, *, reshape: ReshapeSpec = None) -> None:
         self.model = model
         self.gradcam = GradCAM(model, layer, reshape=reshape)
         self.guided_backprop = GuidedBackprop(model)
@@ -268,12 +287,16 @@ class GuidedGradCAM:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({type(self.model).__name__}, layer={self.gradcam.ref.key!r})"
 
-    def __call__(self, x: Tensor, target: Target = None) -> SaliencyResult:
+    def __call__(
+        self, x: Images, target: Target = None, *, forward_args: ForwardArgsLike = None
+    ) -> SaliencyResult:
         """Explain ``target`` for the inputs ``x``.
 
         Args:
             x: As :meth:`Saliency.__call__`.
             target: As :meth:`Saliency.__call__`.
+            forward_args: The model's other forward arguments, passed on every
+                forward of both passes (see :meth:`Saliency.__call__`).
 
         Returns:
             The weighted guided gradients, their maps, the Grad-CAM maps
@@ -284,10 +307,13 @@ class GuidedGradCAM:
                 target of the wrong type.
             InvalidArgumentError: As :meth:`Saliency.__call__` and
                 :meth:`~convlens.attribution.cam.GradCAM.__call__`.
+            UnsupportedModelError: A quantized model (no gradients) or a model on the meta device.
+            DeviceMismatchError: The model and the input (or ``forward_args``) on different devices.
         """
         _check_input(x)
-        cam = self.gradcam(x, target)
-        guided = self.guided_backprop._explain(x, target if cam.targets is None else None, cam.targets)
+        extra = as_forward_args(forward_args)
+        cam = self.gradcam(x, target, forward_args=extra)
+        guided = self.guided_backprop._explain(x, target if cam.targets is None else None, cam.targets, extra)
         work = torch.promote_types(guided.gradients.dtype, torch.float32)
         product = guided.gradients.to(work) * cam.maps.to(work).unsqueeze(1)
         return SaliencyResult(
@@ -346,11 +372,16 @@ class _GuidedReLU(TorchFunctionMode):
 # -- helpers ------------------------------------------------------------------------
 
 
-def _check_input(x: object) -> None:
-    check_inputs((x,))
-    if not isinstance(x, Tensor) or x.dim() < 3 or not x.is_floating_point():
-        got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
-        raise InvalidTypeError(f"x must be a floating-point batch tensor (N, C, ...); got {got}.")
+def _check_input(x: object) -> int:
+    """The batch size of a floating-point batch ``(N, C, ...)`` or list of images ``(C, ...)``."""
+    shape = batch_shape(x)
+    images = [x] if isinstance(x, Tensor) else list(x) if isinstance(x, list | tuple) else []
+    if len(shape) < 3 or not all(t.is_floating_point() for t in images):
+        got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, Tensor) else f"images {shape[1:]}"
+        raise InvalidTypeError(
+            f"x must be a floating-point batch tensor (N, C, ...) or a list of images (C, ...); got {got}."
+        )
+    return shape[0]
 
 
 def _decided_later(target: Target) -> bool:
