@@ -425,7 +425,9 @@ def test_empty_data_raises_before_any_forward(forwards: tuple[nn.Module, list[st
         ({"progress": "yes"}, InvalidTypeError, "progress must be True or False"),
         ({"data": 3}, InvalidTypeError, "data must be a torch Dataset"),
         ({"data": [images(2).long()]}, InvalidTypeError, "x must be a float tensor"),
-        ({"data": [torch.randn(2, 3, 8)]}, ShapeError, r"batches of 2-D images \(N, C, H, W\)"),
+        ({"data": [torch.randn(2, 3)]}, ShapeError, r"batches of 1-D signals \(N, C, L\), 2-D images"),
+        ({"data": [torch.randn(1, 3, 2, 2, 8, 8)]}, ShapeError, r"\(N, C, T, H, W\); a batch has x of shape"),
+        ({"data": [torch.randn(2, 3, 8)]}, ShapeError, r"0 expects 3 input channels"),  # the model's own
         ({"data": [images(2)], "target": "label"}, InvalidArgumentError, "target='label' needs batches"),
         (
             {"data": [(images(2), torch.tensor([0, 5]))], "target": "label"},

@@ -4,7 +4,10 @@ Each sample's pixels are ranked by its saliency map, most salient first (ties
 keep raster order). *Deletion* starts from the input and replaces the
 top-ranked pixels (all channels of a pixel) with a baseline, a growing
 fraction at a time; *insertion* starts from the baseline and reveals the
-input's pixels in the same order. The target's score is read at each point;
+input's pixels in the same order. Every input rank works the same way: a
+"pixel" is a position along a 1-D signal ``(N, C, L)``, a pixel of an image
+``(N, C, H, W)`` or a voxel of a volume or video ``(N, C, T, H, W)``, the map
+one value per position (``(N, L)``, ``(N, H, W)``, ``(N, T, H, W)``). The target's score is read at each point;
 the area under the curve (AUC) summarises it: a faithful map gives a low
 deletion AUC (the score falls fast) and a high insertion AUC (it rises fast).
 
@@ -20,6 +23,9 @@ Example:
     ('deletion', torch.Size([17]), torch.Size([2, 17]), torch.Size([2]), torch.Size([2]))
     >>> insertion(net, x, maps, target=[3, 7], baseline="blur").targets.tolist()
     [3, 7]
+    >>> audio = nn.Sequential(nn.Conv1d(2, 4, 5), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(4, 3))
+    >>> deletion(audio, torch.randn(2, 2, 32), torch.rand(2, 32), intervals=8).curve.shape
+    torch.Size([2, 9])
 
 References:
     Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling for Explanation
@@ -28,6 +34,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +42,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from convlens.attribution.perturbation import (
+    RANKS,
     Baseline,
     Mode,
     baseline_tensor,
@@ -42,15 +50,17 @@ from convlens.attribution.perturbation import (
     check_baseline_fits,
     forward,
     perturbation_curve,
+    spatial_letters,
 )
 from convlens.attribution.targets import Target, check_target, target_scores
 from convlens.core import display
-from convlens.core.checks import check_bool, check_int, format_shape
+from convlens.core.checks import check_bool, check_int
 from convlens.core.deprecation import UNSET, Unset, renamed
+from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import unwrap
 from convlens.core.probe import Prober, check_inputs
 from convlens.core.recorder import preserved_modes
-from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
+from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["Baseline", "FaithfulnessResult", "deletion", "insertion"]
 
@@ -65,7 +75,8 @@ class FaithfulnessResult:
     Attributes:
         fractions: ``(intervals + 1,)`` the fraction of pixels deleted or inserted
             at each point, ``0, 1/intervals, ..., 1``.
-        curve: ``(N, intervals + 1)`` the target's score at each point.
+        curve: ``(N, intervals + 1)`` the target's score at each point; float32
+            at least (float64 for a float64 model), also for a half-precision model.
         auc: ``(N,)`` the trapezoid area under ``curve`` over ``fractions``.
         targets: ``(N,)`` int64 class indices scored, or None for a callable target.
         mode: ``"deletion"`` or ``"insertion"``.
@@ -138,23 +149,36 @@ def deletion(
     baseline: Baseline = "zeros",
     batch_size: int = 64,
     probability: bool = True,
+    forward_args: ForwardArgsLike = None,
     steps: int | Unset = UNSET,
 ) -> FaithfulnessResult:
     """Deletion curve: remove the most salient pixels first and watch the score fall.
 
-    At point ``k`` of ``intervals + 1``, the first ``floor(k * H * W / intervals)``
-    pixels in each sample's ranking (descending saliency, ties in raster
+    At point ``k`` of ``intervals + 1``, the first ``floor(k * P / intervals)``
+    of the ``P`` pixels (``H * W``; ``L`` for a signal, ``T * H * W`` for a
+    video) in each sample's ranking (descending saliency, ties in raster
     order) are replaced, in every channel, by the baseline. All
     ``(intervals + 1) * N`` perturbed inputs run in chunks of ``batch_size``
     under :func:`torch.no_grad`, the model in eval mode (its flags restored
-    after). Lower AUC is better.
+    after). Lower AUC is better. No gradient is taken: a quantized model whose
+    forward runs works as it is.
+
+    Half precision: a float16 or bfloat16 model's scores are read in float32
+    (the softmax computed in float32) and the curve and its area accumulate in
+    float32, so they differ from the float32 model's only by the model's own
+    rounding of its forward: for a few-layer network, within about four
+    bfloat16 epsilons (``4 * 2**-7``, relative to the scores' size), which the
+    tests pin on the CPU.
 
     Args:
         model: Any ``nn.Module`` returning ``(N, classes)`` scores (or
-            anything, with a callable ``target``).
-        x: The inputs, on the model's device.
+            anything, with a callable ``target``), on any device; not on
+            ``meta``.
+        x: The inputs, on the model's device: 1-D signals ``(N, C, L)``, 2-D
+            images ``(N, C, H, W)`` or 3-D volumes or videos ``(N, C, T, H, W)``.
         maps: One saliency map per sample, higher meaning more important
-            (e.g. :attr:`convlens.CAMResult.maps`).
+            (e.g. :attr:`convlens.CAMResult.maps`): ``(N, L)``, ``(N, H, W)``
+            or ``(N, T, H, W)``, on any device.
         target: None for each sample's class predicted on the unmodified ``x``
             (decided once, then fixed along the curve), a class index for all,
             one per sample (list or integer tensor), or a callable mapping the
@@ -170,6 +194,13 @@ def deletion(
         probability: Score a class target by its softmax probability (True)
             or by its raw logit (False). A callable target's score is used as
             returned, whatever this says.
+        forward_args: The model's other forward arguments, after ``x``: a
+            tuple (positional), a dict (keyword) or
+            :class:`~convlens.ForwardArgs` (both); passed on every forward, the
+            probe's included. A tensor among them whose first dimension is
+            ``N`` follows the samples: each perturbed input gets its own
+            sample's rows (one level into tuples, lists and dicts); every other
+            value is passed as it is.
         steps: The old spelling of ``intervals`` (same meaning); it warns
             with a ``DeprecationWarning`` and goes in the next release.
 
@@ -177,15 +208,22 @@ def deletion(
         The fractions, curve, AUC and targets.
 
     Raises:
-        InvalidArgumentError: ``maps`` not ``(N, H, W)`` for ``x`` ``(N, C, H, W)``,
+        InvalidArgumentError: ``maps`` not ``(N, *spatial)`` for ``x`` ``(N, C, *spatial)``,
             NaN in ``maps``, ``intervals`` or ``batch_size`` below 1, an unknown
             baseline name (with the nearest), a baseline tensor that does not
             broadcast to ``x``, a target out of range or of the wrong length.
-        InvalidTypeError: ``x`` not a float tensor, or an argument of the wrong type.
+        InvalidTypeError: ``x`` not a float tensor of 1 to 3 non-channel axes,
+            ``forward_args`` not a tuple, dict or ForwardArgs, or an argument of
+            the wrong type.
+        UnsupportedModelError: A model on the ``meta`` device (load its weights first).
+        DeviceMismatchError: ``x`` or a tensor of ``forward_args`` on another
+            device than the model (both are named).
+        ShapeError: An input the model rejects (naming the layer).
 
     Shape:
-        ``x`` ``(N, C, H, W)``, ``maps`` ``(N, H, W)``; ``curve``
-        ``(N, intervals + 1)``, ``auc`` ``(N,)``, ``fractions`` ``(intervals + 1,)``.
+        ``x`` ``(N, C, *spatial)`` with 1, 2 or 3 non-channel axes, ``maps``
+        ``(N, *spatial)``; ``curve`` ``(N, intervals + 1)``, ``auc`` ``(N,)``,
+        ``fractions`` ``(intervals + 1,)``.
 
     Example:
         >>> import torch, torch.nn as nn
@@ -212,6 +250,7 @@ def deletion(
         baseline=baseline,
         batch_size=batch_size,
         probability=probability,
+        forward_args=forward_args,
     )
 
 
@@ -225,14 +264,16 @@ def insertion(
     baseline: Baseline = "zeros",
     batch_size: int = 64,
     probability: bool = True,
+    forward_args: ForwardArgsLike = None,
     steps: int | Unset = UNSET,
 ) -> FaithfulnessResult:
     """Insertion curve: reveal the most salient pixels first and watch the score rise.
 
     The mirror of :func:`deletion`: at point ``k`` the first
-    ``floor(k * H * W / intervals)`` pixels of each sample's ranking show ``x``,
+    ``floor(k * P / intervals)`` pixels of each sample's ranking show ``x``,
     the rest the baseline. Higher AUC is better. RISE starts insertion from a
-    blurred image: pass ``baseline="blur"`` to match it.
+    blurred image: pass ``baseline="blur"`` to match it. Every rank, half
+    precision and quantized models: as :func:`deletion`.
 
     Args:
         model: As :func:`deletion`.
@@ -243,6 +284,7 @@ def insertion(
         baseline: As :func:`deletion`.
         batch_size: As :func:`deletion`.
         probability: As :func:`deletion`.
+        forward_args: As :func:`deletion` (batched tensors follow the samples).
         steps: As :func:`deletion` (deprecated: use ``intervals``).
 
     Returns:
@@ -251,6 +293,9 @@ def insertion(
     Raises:
         InvalidArgumentError: As :func:`deletion`.
         InvalidTypeError: As :func:`deletion`.
+        UnsupportedModelError: As :func:`deletion`.
+        DeviceMismatchError: As :func:`deletion`.
+        ShapeError: As :func:`deletion`.
 
     Shape:
         As :func:`deletion`.
@@ -275,6 +320,7 @@ def insertion(
         baseline=baseline,
         batch_size=batch_size,
         probability=probability,
+        forward_args=forward_args,
     )
 
 
@@ -289,11 +335,16 @@ def _curve(
     baseline: Baseline,
     batch_size: int,
     probability: bool,
+    forward_args: ForwardArgsLike,
 ) -> FaithfulnessResult:
     """Validate, probe and resolve the targets, then run the perturbation core: :func:`deletion` and :func:`insertion`."""
-    if isinstance(x, Tensor) and x.dim() == 3:  # one image: the model's own diagnosis says so best
-        Prober(unwrap(model))((x,)).check()
-    _check_inputs(x, maps)
+    check_inputs((x,))
+    _check_x(x)
+    extra = as_forward_args(forward_args)
+    check_runnable(model, x, who=mode, forward_args=extra)
+    # The model's own diagnosis (a missing batch dimension, a rank it does not take) comes first.
+    Prober(unwrap(model))((x, *extra.args), extra.kwargs).check()
+    _check_maps(x, maps)
     check_int("intervals", intervals, 1)
     check_int("batch_size", batch_size, 1)
     check_bool("probability", probability)
@@ -302,50 +353,57 @@ def _curve(
     n = x.shape[0]
     x = x.detach()
     model = unwrap(model)
-    seen = Prober(model)((x,))  # shared with any earlier probe of this model and input signature
+    seen = Prober(model)((x, *extra.args), extra.kwargs)  # the probe above, from the cache
     seen.check()
     class_target = target is not None and (isinstance(target, Tensor) or not callable(target))
     fixed = check_target(target, n, seen.output_shape if class_target else None)
     if target is None:
-        with preserved_modes(model, training=False), torch.no_grad():
-            # Clones: a model that writes into its input must not rewrite the caller's x.
-            found = [
-                target_scores(forward(model, c.clone(), who=_WHO, what="x"), None, None, len(c))[0]
-                for c in (x[i : i + batch_size] for i in range(0, n, batch_size))
-            ]
-        fixed = torch.cat([t for t in found if t is not None])
+        fixed = _predicted(model, x, extra, batch_size)
     scored = target if fixed is None else fixed.to(x.device)
     fractions, curve, auc = perturbation_curve(
         model, x, maps, baseline_tensor(baseline, x), scored,  # type: ignore[arg-type]
         mode=mode, intervals=intervals, batch_size=batch_size, probability=probability, who=_WHO,
+        forward_args=extra,
     )  # fmt: skip
     targets = None if fixed is None else fixed.to(x.device)
     return FaithfulnessResult(fractions=fractions, curve=curve, auc=auc, targets=targets, mode=mode)
 
 
-def _check_inputs(x: Tensor, maps: Tensor) -> None:
-    check_inputs((x,))
-    if isinstance(x, Tensor) and x.dim() in (3, 5):
-        raise ShapeError(
-            f"deletion and insertion take a batch of 2-D images (N, C, H, W); got x of shape "
-            f"{format_shape(tuple(x.shape))} ({x.dim()}-D)"
-            + (
-                ", one image without its batch dimension? Add one with x.unsqueeze(0)."
-                if x.dim() == 3
-                else "."
+def _predicted(model: nn.Module, x: Tensor, extra: ForwardArgs, batch_size: int) -> Tensor:
+    """The class predicted on the unmodified ``x``, ``batch_size`` samples per forward."""
+    n, found = x.shape[0], []
+    with preserved_modes(model, training=False), torch.no_grad():
+        for start in range(0, n, batch_size):
+            rows = slice(start, start + batch_size)
+            # A clone: a model that writes into its input must not rewrite the caller's x.
+            output = forward(
+                model, x[rows].clone(), who=_WHO, what="x", forward_args=extra.take(rows, batch=n)
             )
-        )
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+            found.append(target_scores(output, None, None, len(x[rows]))[0])
+    return torch.cat([t for t in found if t is not None])
+
+
+def _check_x(x: Tensor) -> None:
+    if not isinstance(x, Tensor) or x.dim() - 2 not in RANKS or not x.is_floating_point():
         got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise InvalidTypeError(f"x must be a float tensor (N, C, H, W); got {got}.")
-    if x.shape[0] == 0 or x.shape[2] * x.shape[3] == 0:
+        raise InvalidTypeError(
+            "x must be a float tensor of 1-D signals (N, C, L), 3-D volumes or videos (N, C, T, H, W), "
+            f"or 2-D images (N, C, H, W); got {got}."
+        )
+    spatial = tuple(x.shape[2:])
+    if x.shape[0] == 0 or math.prod(spatial) == 0:
         raise InvalidArgumentError(f"x must hold at least one sample and one pixel; got {tuple(x.shape)}.")
+
+
+def _check_maps(x: Tensor, maps: Tensor) -> None:
+    spatial = tuple(x.shape[2:])
+    letters = spatial_letters(len(spatial))
     if not isinstance(maps, Tensor) or maps.is_complex():
-        raise InvalidTypeError(f"maps must be a real tensor (N, H, W); got {type(maps).__name__}.")
-    expected = (x.shape[0], *x.shape[2:])
+        raise InvalidTypeError(f"maps must be a real tensor (N, {letters}); got {type(maps).__name__}.")
+    expected = (x.shape[0], *spatial)
     if tuple(maps.shape) != expected:
         raise InvalidArgumentError(
-            f"maps must have shape (N, H, W) = {expected} for x of shape {tuple(x.shape)}; "
+            f"maps must have shape (N, {letters}) = {expected} for x of shape {tuple(x.shape)}; "
             f"got {tuple(maps.shape)}."
         )
     if maps.is_floating_point() and bool(maps.isnan().any()):

@@ -7,9 +7,13 @@ a class, or a callable's), the curve and its area. :func:`deletion` and
 :func:`~convlens.attribution.evaluation.evaluate` validates and probes once
 per call and calls it per batch with the targets already resolved.
 
-At point ``k`` of ``intervals + 1``, the first ``floor(k * H * W / intervals)``
-pixels of each sample's ranking (descending map value, ties in raster order)
-show the baseline (deletion) or ``x`` (insertion), the rest the other one.
+Every input rank: 1-D signals ``(N, C, L)``, 2-D images ``(N, C, H, W)`` and 3-D
+volumes or videos ``(N, C, T, H, W)``, with maps ``(N, L)``, ``(N, H, W)`` and
+``(N, T, H, W)``. A *position* is one point of the non-channel axes (a sample
+of a signal, a pixel, a voxel); all its channels are perturbed together. At
+point ``k`` of ``intervals + 1``, the first ``floor(k * P / intervals)`` of the
+``P`` positions of each sample's ranking (descending map value, ties in raster
+order) show the baseline (deletion) or ``x`` (insertion), the rest the other one.
 
 Example:
     >>> import torch
@@ -30,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -39,11 +44,13 @@ from torch import Tensor, nn
 
 from convlens.attribution.targets import callable_scores, class_scores
 from convlens.core.checks import check_choice, choices, format_shape
+from convlens.core.inputs import NO_ARGS, ForwardArgs
 from convlens.core.recorder import internal, preserved_modes
-from convlens.errors import InvalidArgumentError
+from convlens.errors import InvalidArgumentError, ShapeError
 
 __all__ = [
     "BASELINES",
+    "RANKS",
     "Baseline",
     "BaselineName",
     "Mode",
@@ -56,6 +63,7 @@ __all__ = [
     "ranking",
     "scores",
     "softmax",
+    "spatial_letters",
 ]
 
 #: The named baselines.
@@ -70,8 +78,23 @@ Mode = Literal["deletion", "insertion"]
 #: The valid baseline names, from :data:`BaselineName`.
 BASELINES = choices(BaselineName)
 
-BLUR_SIGMA = 5.0  # pixels; with an 11-tap kernel, as in RISE's released code
+BLUR_SIGMA = 5.0  # positions; with an 11-tap kernel, as in RISE's released code
 BLUR_RADIUS = 5
+
+#: The input ranks perturbed: how many non-channel axes ``x`` ``(N, C, *spatial)`` has.
+RANKS = (1, 2, 3)
+_LETTERS = {1: "L", 2: "H, W", 3: "T, H, W"}
+_CONVS: dict[int, Callable[..., Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def spatial_letters(rank: int) -> str:
+    """The non-channel axes of an input of ``rank`` spatial axes, as the messages write them.
+
+    Example:
+        >>> spatial_letters(1), spatial_letters(3)
+        ('L', 'T, H, W')
+    """
+    return _LETTERS.get(rank, "*spatial")
 
 
 def check_baseline(baseline: object) -> str:
@@ -118,45 +141,73 @@ def check_baseline_fits(baseline: Baseline, x: Tensor) -> None:
 def baseline_tensor(baseline: Baseline, x: Tensor) -> Tensor:
     """The baseline for ``x``, broadcastable to it with the batch dimension present (checked before).
 
+    Every named baseline is defined for every rank of :data:`RANKS`: ``"zeros"``;
+    ``"mean"``, each sample's per-channel mean over all non-channel axes;
+    ``"blur"``, :func:`blur` along every non-channel axis.
+
     Example:
         >>> x = torch.arange(4.0).view(1, 1, 2, 2)
         >>> baseline_tensor("mean", x).flatten().tolist(), tuple(baseline_tensor("zeros", x).shape)
         ([1.5], (1, 1, 2, 2))
+        >>> baseline_tensor("mean", torch.arange(6.0).view(1, 2, 3)).flatten().tolist()  # a 1-D signal
+        [1.0, 4.0]
     """
     if isinstance(baseline, Tensor):
         return baseline.detach().to(dtype=x.dtype, device=x.device).expand(x.shape)
     if baseline == "zeros":
         return torch.zeros_like(x)
     if baseline == "mean":
-        return x.mean(dim=(2, 3), keepdim=True)
+        return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
     return blur(x)
 
 
 def blur(x: Tensor) -> Tensor:
     """Separable Gaussian blur (sigma :data:`BLUR_SIGMA`, ``2 * BLUR_RADIUS + 1`` taps), replicate padding.
 
+    Along every non-channel axis of ``x`` ``(N, C, *spatial)``, last axis first:
+    a signal along its length, an image along its rows then columns, a video
+    or volume along width, height, then time (or depth).
+
+    Raises:
+        ShapeError: ``x`` has no non-channel axis, or more than three (the rank is named).
+
     Example:
         >>> torch.allclose(blur(torch.full((1, 2, 6, 6), 0.5)), torch.full((1, 2, 6, 6), 0.5))
         True
+        >>> blur(torch.zeros(1, 3, 2, 4, 4)).shape  # a clip of two frames
+        torch.Size([1, 3, 2, 4, 4])
     """
-    r, c = BLUR_RADIUS, x.shape[1]
+    rank = x.dim() - 2
+    if rank not in _CONVS:
+        raise ShapeError(
+            f"baseline='blur' is defined for 1-D, 2-D and 3-D inputs (N, C, L), (N, C, H, W) and "
+            f"(N, C, T, H, W); got a {rank}-D input of shape {format_shape(tuple(x.shape))}."
+        )
+    r, c, conv = BLUR_RADIUS, x.shape[1], _CONVS[rank]
     taps = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
     kernel = torch.exp(-(taps**2) / (2 * BLUR_SIGMA**2))
     kernel = (kernel / kernel.sum()).to(x.dtype)
-    padded = F.pad(x, (r, r, r, r), mode="replicate")
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    out = F.pad(x, (r, r) * rank, mode="replicate")
+    for axis in reversed(range(rank)):  # each pass a valid convolution along one axis
+        shape = [1] * rank
+        shape[axis] = -1
+        out = conv(out, kernel.view(1, 1, *shape).expand(c, 1, *shape), groups=c)
+    return out
 
 
-def forward(model: nn.Module, batch: Tensor, *, who: str, what: str) -> Any:
+def forward(
+    model: nn.Module, batch: Tensor, *, who: str, what: str, forward_args: ForwardArgs = NO_ARGS
+) -> Any:
     """Run the model (as convlens's own call); an exception gets a note naming ``who`` and ``what`` failed.
 
-    The caller sets the modes (eval, no autograd); the note reads
+    ``model(batch, *forward_args.args, **forward_args.kwargs)``: the caller
+    gives the forward arguments for these rows. The caller sets the modes
+    (eval, no autograd); the note reads
     ``"{who}: raised on {what}, a batch of shape (...)."``.
     """
     try:
         with internal():
-            return model(batch)
+            return forward_args.call(model, batch)
     except Exception as err:
         err.add_note(f"{who}: raised on {what}, a batch of shape {tuple(batch.shape)}.")
         raise
@@ -215,22 +266,27 @@ def perturbation_curve(
     batch_size: int,
     probability: bool,
     who: str,
+    forward_args: ForwardArgs = NO_ARGS,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(fractions, curve, auc)`` of one mode: every perturbed input run in chunks, eval mode, no autograd.
 
-    Everything is validated before (``x`` ``(N, C, H, W)``, ``maps`` ``(N, H, W)``,
-    ``base`` from :func:`baseline_tensor`, ``target`` an ``(N,)`` int64 tensor
-    of classes or a callable); ``model`` is the unwrapped module. The model's
-    flags are restored after.
+    Everything is validated before (``x`` ``(N, C, *spatial)`` of a rank in
+    :data:`RANKS`, ``maps`` ``(N, *spatial)``, ``base`` from
+    :func:`baseline_tensor`, ``target`` an ``(N,)`` int64 tensor of classes or
+    a callable); ``model`` is the unwrapped module. Each perturbed input gets
+    its sample's rows of ``forward_args`` (:meth:`ForwardArgs.take`: a tensor
+    whose first dimension is ``N`` follows the samples). The model's flags are
+    restored after.
 
     Returns:
         ``fractions`` ``(intervals + 1,)``, ``curve`` ``(N, intervals + 1)``
-        (float32 at least) and its trapezoid ``auc`` ``(N,)``.
+        (float32 at least, whatever the model's dtype) and its trapezoid ``auc`` ``(N,)``.
     """
-    n, _, h, w = x.shape
+    n, spatial = x.shape[0], tuple(x.shape[2:])
+    positions = math.prod(spatial)
     device = x.device
     rank = ranking(maps, device)
-    counts = torch.arange(intervals + 1, device=device) * (h * w) // intervals
+    counts = torch.arange(intervals + 1, device=device) * positions // intervals
     first, second = (base, x) if mode == "deletion" else (x, base)  # where the mask is set, else
     if isinstance(target, Tensor):
         target = target.to(device)
@@ -240,11 +296,13 @@ def perturbation_curve(
             stop = min(start + batch_size, total)
             index = torch.arange(start, stop, device=device)
             point, sample = index // n, index % n
-            mask = (rank[sample] < counts[point].unsqueeze(1)).view(-1, 1, h, w)
+            mask = (rank[sample] < counts[point].unsqueeze(1)).view(-1, 1, *spatial)
             batch = torch.where(mask, first[sample], second[sample])
-            output = forward(model, batch, who=who, what=f"{mode} points {start // n} to {(stop - 1) // n}")
+            what = f"{mode} points {start // n} to {(stop - 1) // n}"
+            rows = forward_args.take(sample, batch=n)
+            output = forward(model, batch, who=who, what=what, forward_args=rows)
             chunks.append(scores(output, target, sample, probability=probability).detach())
-    values = torch.cat(chunks)
+    values = torch.cat(chunks)  # scores in the output's dtype; the curve and its area in float32 at least
     curve = values.to(torch.promote_types(values.dtype, torch.float32)).view(intervals + 1, n).T.contiguous()
     fractions = torch.arange(intervals + 1, dtype=curve.dtype, device=curve.device) / intervals
     return fractions, curve, torch.trapezoid(curve, fractions, dim=1)
