@@ -209,7 +209,10 @@ def test_layer_by_name_and_by_module_and_module_alone() -> None:
     ("layer", "kind"), [("features.1", "ReLU"), ("classifier", "Linear"), ("bn", "BatchNorm2d")]
 )
 def test_non_conv_layer(layer: str, kind: str) -> None:
-    with pytest.raises(cl.InvalidTypeError, match=rf"layer '{layer}' is {kind}\. Pass a Conv1d, Conv2d"):
+    with pytest.raises(
+        cl.InvalidTypeError,
+        match=rf"layer '{layer}' is {kind}, which holds no convolution weight\. Pass a Conv1d",
+    ):
         FilterRenderer(InplaceNet(), layer)
 
 
@@ -252,6 +255,96 @@ def test_model_is_left_unchanged() -> None:
     renderer.images()
     renderer.plot(n=4)
     assert_unchanged(net, before)
+
+
+# --- fused, quantized and scripted convolutions (issue 18) ----------------------------------
+
+
+def quantized_engine() -> str:
+    engines = torch.backends.quantized.supported_engines
+    engine = next((e for e in ("fbgemm", "x86", "qnnpack") if e in engines), None)
+    if engine is None:
+        pytest.skip(f"no quantized engine on this CPU ({engines})")
+    return engine
+
+
+def fused_quantized(conv: nn.Module) -> nn.Sequential:
+    """``conv`` (3 input channels) + ReLU fused (ConvReLU2d), then quantized the eager way: a quantized ConvReLU2d."""
+    import warnings
+
+    engine = quantized_engine()
+    torch.backends.quantized.engine = engine
+    model = nn.Sequential(
+        torch.ao.quantization.QuantStub(), conv, nn.ReLU(), torch.ao.quantization.DeQuantStub()
+    ).eval()
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, not ours
+        warnings.simplefilter("ignore")
+        fused = torch.ao.quantization.fuse_modules(model, [["1", "2"]])  # type: ignore[no-untyped-call]
+        fused.qconfig = torch.ao.quantization.get_default_qconfig(engine)  # type: ignore[no-untyped-call]
+        prepared = torch.ao.quantization.prepare(fused)  # type: ignore[no-untyped-call]
+        prepared(torch.rand(8, 3, 9, 9))
+        quantized: nn.Sequential = torch.ao.quantization.convert(prepared)  # type: ignore[no-untyped-call]
+    return quantized
+
+
+def scripted(module: nn.Module) -> torch.jit.ScriptModule:
+    import warnings
+
+    with warnings.catch_warnings():  # torch.jit.script's deprecation notice, not ours
+        warnings.simplefilter("ignore")
+        return torch.jit.script(module)
+
+
+def test_fused_conv_relu_and_conv_bn_draw_their_conv() -> None:
+    from torch.ao.nn import intrinsic
+
+    conv = seeded(nn.Conv2d(3, 6, 3))
+    expected = FilterRenderer(conv).images()
+    relu = intrinsic.ConvReLU2d(conv, nn.ReLU())  # type: ignore[no-untyped-call]
+    bn = intrinsic.ConvBn2d(conv, nn.BatchNorm2d(6))  # type: ignore[no-untyped-call]
+    for fused in (relu, bn):
+        model = nn.Sequential(fused, nn.Flatten())
+        before = snapshot(model)
+        renderer = FilterRenderer(model, "0")
+        np.testing.assert_array_equal(renderer.images(), expected)
+        assert renderer.describe() == "0: 6 filters 3x3x3, scale=symmetric"
+        renderer.plot(n=4)
+        assert_unchanged(model, before)
+
+
+def test_quantized_fused_conv_draws_its_dequantized_weight() -> None:
+    conv = seeded(nn.Conv2d(3, 6, 3))
+    model = fused_quantized(conv)
+    layer = model.get_submodule("1")
+    assert type(layer).__module__.startswith("torch.ao.nn.intrinsic.quantized")  # a quantized ConvReLU2d
+    packed = layer.weight().int_repr().clone()  # type: ignore[operator]
+    renderer = FilterRenderer(model, "1", scale="lecture")
+    # The independent reference: the dequantized weight through the lecture's map w * 0.5 + 0.5.
+    reference = layer.weight().dequantize().permute(0, 2, 3, 1).numpy() * 0.5 + 0.5  # type: ignore[operator]
+    np.testing.assert_allclose(renderer.images(), np.clip(reference, 0, 1), rtol=0, atol=1e-6)
+    # Quantization changed the weights only to within a quantization step of the float conv's.
+    scale = float(layer.weight().q_per_channel_scales().max())  # type: ignore[operator]
+    assert torch.allclose(layer.weight().dequantize(), conv.weight.detach(), atol=scale)  # type: ignore[operator]
+    renderer.plot(n=6)
+    assert torch.equal(layer.weight().int_repr(), packed)  # type: ignore[operator]
+
+
+def test_scripted_conv_and_scripted_net_by_name() -> None:
+    conv = seeded(nn.Conv2d(3, 5, 3))
+    expected = FilterRenderer(conv).images()
+    alone = FilterRenderer(scripted(conv))
+    np.testing.assert_array_equal(alone.images(), expected)
+    assert alone.describe().startswith("Conv2d: 5 filters 3x3x3")
+    net = scripted(nn.Sequential(conv, nn.ReLU()))
+    before = snapshot(net)
+    by_name = FilterRenderer(net, "0")
+    np.testing.assert_array_equal(by_name.images(), expected)
+    by_name.plot(n=3)
+    assert_unchanged(net, before)
+    with pytest.raises(cl.InvalidTypeError, match="is Linear, which holds no convolution weight"):
+        FilterRenderer(scripted(nn.Linear(3, 4)))
+    with pytest.raises(cl.InvalidTypeError, match="layer '1' is ReLU, which holds no convolution weight"):
+        FilterRenderer(net, "1")
 
 
 # --- the grid -----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -34,6 +34,7 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
+from torch.ao.nn.quantized.modules.conv import _ConvNd as _QuantizedConv
 
 from convlens.core.checks import check_choice, check_int, choices
 from convlens.core.layers import LayerSpec, resolve_layer
@@ -59,6 +60,35 @@ FilterScale = Literal["symmetric", "lecture", "minmax"]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _CONV_NAMES = "Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d or ConvTranspose3d"
+#: The class names of PyTorch's convolutions, as a scripted module's ``original_name`` gives them.
+_CONV_CLASS_NAMES = frozenset(t.__name__ for t in _CONV_TYPES)
+
+
+def _weight_reader(module: nn.Module) -> Callable[[], Tensor] | None:
+    """How to read the convolution weight that ``module`` holds (a float tensor), or None if it holds none.
+
+    A convolution (quantization-aware ones included: they subclass it), its ``weight``; a fused module
+    (``torch.ao.nn.intrinsic``'s ConvReLU2d, ConvBn2d, ...: the convolution first, then what follows it),
+    its convolution's own weight (a ConvBn2d's batch norm is not folded in); a quantized convolution
+    (``torch.ao.nn.quantized``, where ``weight()`` is a method giving a quantized tensor), that weight
+    dequantized; a scripted convolution or fused module (``torch.jit.script``), its ``weight`` attribute.
+    """
+    if isinstance(module, _CONV_TYPES):
+        return lambda: module.weight
+    kind = str(getattr(module, "original_name", type(module).__name__))
+    children = dict(module.named_children())
+    if isinstance(module, torch.jit.ScriptModule):
+        weight = getattr(module, "weight", None)
+        if kind in _CONV_CLASS_NAMES and isinstance(weight, Tensor):
+            return lambda: getattr(module, "weight")  # noqa: B009 - read now, not when constructed
+    elif isinstance(module, _QuantizedConv):
+        return lambda: module.weight().dequantize()  # type: ignore[operator]  # a method here
+    fused = type(module).__module__.startswith("torch.ao.nn.intrinsic") or (
+        isinstance(module, torch.jit.ScriptModule) and kind.startswith("Conv")
+    )
+    if fused and "0" in children:
+        return _weight_reader(children["0"])
+    return None
 
 
 class FilterRenderer:
@@ -71,6 +101,13 @@ class FilterRenderer:
     filters in grey, others in grey as the mean over their channels or as the one
     channel named by ``channel``. 1-D kernels are drawn as strips; of a 3-D kernel
     the middle depth slice is drawn (the title says which). The bias is ignored.
+
+    Any module that holds a convolution weight is drawn: a convolution (a
+    quantization-aware one too); a fused one (``torch.ao.nn.intrinsic``'s
+    ``ConvReLU2d``, ``ConvBn2d``, ...: its convolution's own weight, a batch
+    norm is not folded in); a quantized one (``torch.ao.nn.quantized``: its
+    weight dequantized); a scripted one (``torch.jit.script`` of a convolution
+    or of a network, addressed by name). The module is only read.
 
     Weights become colours by an increasing affine map, chosen by ``scale``:
 
@@ -98,7 +135,7 @@ class FilterRenderer:
             class name when a module is given alone.
 
     Raises:
-        InvalidTypeError: The layer is not a convolution, or ``model`` is not a module.
+        InvalidTypeError: The layer holds no convolution weight, or ``model`` is not a module.
         LayerNotFoundError: No such layer; the message names the nearest ones.
         InvalidArgumentError: A bad ``scale`` or ``channel``, or lazy weights
             that are not initialized yet.
@@ -132,26 +169,30 @@ class FilterRenderer:
                     f"FilterRenderer needs an nn.Module (a model and a layer, or a conv layer); "
                     f"got {type(model).__name__}."
                 )
-            module, default_name = model, type(model).__name__
+            module, default_name = model, str(getattr(model, "original_name", type(model).__name__))
         else:
             ref = resolve_layer(model, layer)
             module, default_name = ref.module, ref.name
         self.name = default_name if name is None else name
         what = "the module given" if layer is None else f"layer {self.name!r}"
-        if not isinstance(module, _CONV_TYPES):
+        read = _weight_reader(module)
+        kind = str(getattr(module, "original_name", type(module).__name__))
+        if read is None:
             raise InvalidTypeError(
-                f"FilterRenderer draws convolution filters, but {what} is "
-                f"{type(module).__name__}. Pass a {_CONV_NAMES} layer; call "
-                "convlens.list_layers(model) to see the model's layers and their types."
+                f"FilterRenderer draws convolution filters, but {what} is {kind}, which holds no "
+                f"convolution weight. Pass a {_CONV_NAMES} layer (fused, quantized or scripted ones "
+                "too); call convlens.list_layers(model) to see the model's layers and their types."
             )
-        if isinstance(module.weight, nn.parameter.UninitializedParameter):
+        weight = read()
+        if isinstance(weight, nn.parameter.UninitializedParameter):
             raise InvalidArgumentError(
-                f"layer {self.name!r} ({type(module).__name__}) has no weights yet: "
+                f"layer {self.name!r} ({kind}) has no weights yet: "
                 "run one forward pass to initialize the lazy module first."
             )
         self.module = module
+        self._read = read
         self.scale: FilterScale = check_choice("scale", scale, choices(FilterScale))  # type: ignore[assignment]
-        shape = tuple(module.weight.shape)
+        shape = tuple(weight.shape)
         self._channels = shape[1]
         if isinstance(channel, bool) or not isinstance(channel, int | str):
             raise InvalidTypeError(f"channel must be 'mean' or an int; got {type(channel).__name__}.")
@@ -190,7 +231,7 @@ class FilterRenderer:
             (10, 1, 7, 3)
         """
         count = self.filters if n is None else min(check_int("n", n, 1), self.filters)
-        w = self.module.weight.detach()[:count].float().cpu()
+        w = self._read().detach()[:count].float().cpu()
         if w.dim() == 5:  # 3-D kernel: the middle depth slice
             w = w[:, :, w.shape[2] // 2]
         elif w.dim() == 3:  # 1-D kernel: a strip one pixel high
@@ -215,7 +256,7 @@ class FilterRenderer:
     @property
     def filters(self) -> int:
         """How many filters the layer has (``weight.shape[0]``)."""
-        return int(self.module.weight.shape[0])
+        return int(self._read().shape[0])
 
     def describe(self) -> str:
         """A one-line description of what is drawn, used as the figure's title.
@@ -225,7 +266,7 @@ class FilterRenderer:
             >>> FilterRenderer(nn.Conv3d(2, 4, 3), channel=1).describe()
             'Conv3d: 4 filters 2x3x3x3, scale=symmetric, channel 1, depth slice 1 of 3'
         """
-        shape = tuple(self.module.weight.shape)
+        shape = tuple(self._read().shape)
         text = f"{self.name}: {shape[0]} filters {'x'.join(map(str, shape[1:]))}, scale={self.scale}"
         if isinstance(self.channel, int):
             text += f", channel {self.channel}"
@@ -258,7 +299,7 @@ class FilterRenderer:
         check_int("cols", cols, 1)
         pictures = self.images(n)
         count = len(pictures)
-        strip = self.module.weight.dim() == 3
+        strip = self._read().dim() == 3
         fig, axes = figure_grid(count, cols, panel_size=(2.0, 0.9) if strip else 1.5)
         for i, (ax, picture) in enumerate(zip(axes, pictures, strict=True)):
             ax.imshow(picture, interpolation="nearest", aspect="auto" if strip else "equal")
