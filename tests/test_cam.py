@@ -545,13 +545,13 @@ class ChannelsLast(nn.Module):
 
 def test_a_channels_last_layer_is_refused_before_work_and_explained_with_the_preset() -> None:
     torch.manual_seed(0)
-    model = Counted(ChannelsLast().eval())
+    model = ChannelsLast().eval()
+    counted = Counted(model)
     x = torch.randn(2, 3, 16, 16)
     with pytest.raises(cl.InvalidArgumentError, match=r'channels last.*Pass reshape="channels_last"\.$'):
-        cl.GradCAM(model, "net.block")(x)
-    assert model.real_calls == 0  # refused on the probe, before any real forward
-    out = cl.GradCAM(model, "net.block", reshape="channels_last")(x, target=1)
-    model = cast(ChannelsLast, model.net)
+        cl.GradCAM(counted, "net.block")(x)
+    assert counted.real_calls == 0  # refused on the probe, before any real forward
+    out = cl.GradCAM(counted, "net.block", reshape="channels_last")(x, target=1)
     with torch.enable_grad():
         a = model.block(model.embed(x).permute(0, 2, 3, 1)).detach().requires_grad_()
         (g,) = torch.autograd.grad(model.head(a.mean(dim=(1, 2)))[:, 1].sum(), a)

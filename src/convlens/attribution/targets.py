@@ -2,7 +2,9 @@
 
 A target is None (each sample's predicted class), a class index, one index per
 sample (a list or an integer tensor), or a function of the model output that
-returns one score per sample. Shared by :mod:`convlens.attribution.cam`,
+returns one score per sample. A :class:`ScoreTarget` is such a function that can
+also check itself against the model's output shape before any work (the
+detection and segmentation targets of :mod:`convlens.attribution.detection`). Shared by :mod:`convlens.attribution.cam`,
 :mod:`convlens.attribution.saliency` and :mod:`convlens.attribution.faithfulness`.
 
 Example:
@@ -29,7 +31,7 @@ from torch import Tensor
 
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["Target", "callable_scores", "check_target", "class_scores", "target_scores"]
+__all__ = ["ScoreTarget", "Target", "callable_scores", "check_target", "class_scores", "target_scores"]
 
 #: What ``target=`` accepts: None (the predicted class), a class index, one per
 #: sample (list or integer tensor), or a function of the model output that
@@ -37,11 +39,40 @@ __all__ = ["Target", "callable_scores", "check_target", "class_scores", "target_
 Target = int | Sequence[int] | Tensor | np.ndarray | Callable[[Any], Tensor] | None
 
 
+class ScoreTarget:
+    """A target that is an object: one score per sample from the model's output, checked before work.
+
+    Subclasses implement ``__call__(output) -> (N,) scores`` and may override
+    :meth:`check`, which :func:`check_target` calls with the batch size and the
+    shape of the first tensor of the model's output (from the probe) before any
+    real forward.
+
+    Example:
+        >>> import torch
+        >>> class Second(ScoreTarget):
+        ...     def __call__(self, output):
+        ...         return output[:, 1]
+        >>> Second()(torch.tensor([[1.0, 2.0], [3.0, 4.0]])).tolist()
+        [2.0, 4.0]
+    """
+
+    def __call__(self, output: Any) -> Tensor:
+        """One score per sample of ``output``, shape ``(N,)``."""
+        raise NotImplementedError(f"{type(self).__name__} must define __call__(output).")
+
+    def check(self, n: int, output_shape: tuple[int, ...] | None) -> None:
+        """Raise before any work where the target cannot fit ``n`` samples of this output (None: unknown)."""
+
+
 def check_target(target: Target, n: int, output_shape: tuple[int, ...] | None) -> Tensor | None:
     """Validate a class target before any work; return it as an (N,) int64 tensor (None: decide later).
 
-    ``output_shape`` (the model output's, from the probe) bounds the class indices when known.
+    ``output_shape`` (the model output's, from the probe) bounds the class indices when known; a
+    :class:`ScoreTarget` checks itself against it.
     """
+    if isinstance(target, ScoreTarget):
+        target.check(n, output_shape)
+        return None
     if target is None or (callable(target) and not isinstance(target, Tensor)):
         return None
     given: object = target
