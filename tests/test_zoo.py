@@ -185,7 +185,7 @@ def test_auto_falls_back_to_seeded_random_loudly(tmp_path: Path, monkeypatch: py
     assert zoo.weights_note(model) == "random weights (seed 4): pretrained weights unavailable"
     reference = zoo.load("torchvision:resnet18", weights="random", seed=4)
     assert torch.equal(model.state_dict()["fc.weight"], reference.state_dict()["fc.weight"])
-    assert zoo.weights_note(reference) is None  # asked-for random weights need no warning
+    assert zoo.weights_note(reference) == "random weights (seed 4)"  # asked for: no warning, but said
 
 
 def test_bad_weights_arguments(tmp_path: Path) -> None:
@@ -216,3 +216,133 @@ def test_digits_cnn_ships_its_weights() -> None:
         random.state_dict()["features.0.weight"], shipped.state_dict()["features.0.weight"]
     )
     assert zoo.default_input_size("convlens:digits_cnn") == (1, 1, 28, 28)
+
+
+# --- your own model's weights (issue 18) ----------------------------------------------------------
+
+
+class TrainedNet(nn.Module):
+    """A user's net with a custom parameter that no reset_parameters() covers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 3)
+        self.temperature = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn(self.conv(x)).relu().mean((2, 3))
+        out: torch.Tensor = self.head(h) / self.temperature
+        return out
+
+
+def user_factory(tmp_path: Path) -> tuple[str, dict[str, torch.Tensor]]:
+    """A ``path.py:build`` spec whose factory loads "trained" weights saved beside it, and those weights."""
+    torch.manual_seed(123)
+    trained = TrainedNet()
+    with torch.no_grad():
+        trained.bn.get_buffer("running_mean").copy_(torch.randn(4))
+        trained.temperature.fill_(2.0)
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    torch.save(state, tmp_path / "trained.pt")
+    source = tmp_path / "my_net.py"
+    source.write_text(
+        "import torch\n"
+        "from pathlib import Path\n"
+        "from test_zoo import TrainedNet\n"
+        "def build():\n"
+        "    net = TrainedNet()\n"
+        "    net.load_state_dict(torch.load(Path(__file__).parent / 'trained.pt', weights_only=True))\n"
+        "    return net\n"
+    )
+    return f"{source}:build", state
+
+
+def test_a_user_factory_keeps_its_own_weights_without_a_warning(tmp_path: Path) -> None:
+    spec, state = user_factory(tmp_path)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RandomWeightsWarning, nothing else either
+        model = zoo.load(spec)
+    assert zoo.weights_note(model) is None
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, state[name]), name
+    assert not model.training
+    with pytest.raises(cl.WeightsUnavailableError, match=r"your own model.*weights='auto'"):
+        zoo.load(spec, weights="imagenet")
+
+
+def test_random_weights_for_a_user_factory_are_reset_seeded_and_said(tmp_path: Path) -> None:
+    spec, state = user_factory(tmp_path)
+    with pytest.warns(cl.RandomWeightsWarning, match="1 parameters belong to none.*temperature"):
+        random = zoo.load(spec, weights="random", seed=5)
+    assert zoo.weights_note(random) == "random weights (seed 5)"
+    now = random.state_dict()
+    assert not torch.equal(now["conv.weight"], state["conv.weight"])
+    assert not torch.equal(now["head.weight"], state["head.weight"])
+    assert torch.equal(now["bn.running_mean"], torch.zeros(4))  # running statistics reset too
+    assert torch.equal(now["temperature"], state["temperature"])  # kept, and the warning names it
+    # The reference: the modules' own initialisation under the same seed.
+    torch.manual_seed(5)
+    reference = TrainedNet()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        for module in reference.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()  # type: ignore[operator]
+    assert torch.equal(now["conv.weight"], reference.state_dict()["conv.weight"])
+    with pytest.warns(cl.RandomWeightsWarning):
+        again = zoo.load(spec, weights="random", seed=5)
+    assert torch.equal(again.state_dict()["head.weight"], now["head.weight"])
+
+
+def test_default_classes_of_the_zoo() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    names = zoo.default_classes("torchvision:alexnet")
+    assert names is not None
+    assert names == tuple(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    assert zoo.default_classes("convlens:digits_cnn") == tuple(f"digit {d}" for d in range(10))
+    assert zoo.default_classes("convlens:alphago_policy") is None
+    assert zoo.default_classes("my_net.py:build") is None
+
+
+# --- naming the output classes (issue 18) ---------------------------------------------------------
+
+
+def test_class_names_from_imagenet_a_text_file_a_json_list_and_a_list(tmp_path: Path) -> None:
+    torchvision = pytest.importorskip("torchvision")
+    from convlens.models.images import class_names
+
+    imagenet = class_names("imagenet", outputs=1000)
+    assert imagenet == tuple(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    text = tmp_path / "classes.txt"
+    text.write_text("cat\ndog\n  bird \n\n")  # trailing empty lines are allowed, names are stripped
+    assert class_names(text, outputs=3) == ("cat", "dog", "bird")
+    assert class_names(str(text)) == ("cat", "dog", "bird")
+    listed = tmp_path / "classes.json"
+    listed.write_text('["cat", "dog"]')
+    assert class_names(listed, outputs=2) == ("cat", "dog")
+    assert class_names(["a", "b"], outputs=2) == ("a", "b")
+
+
+def test_class_names_errors_name_both_counts_and_the_nearest_choice(tmp_path: Path) -> None:
+    from convlens.models.images import class_names
+
+    text = tmp_path / "classes.txt"
+    text.write_text("cat\ndog\n")
+    with pytest.raises(cl.InvalidArgumentError, match="names 2 classes, but the model has 10 outputs"):
+        class_names(text, outputs=10)
+    with pytest.raises(cl.InvalidArgumentError, match=r"which is no file\. Did you mean 'imagenet'"):
+        class_names("imagenett")
+    gap = tmp_path / "gap.txt"
+    gap.write_text("cat\n\ndog\n")
+    with pytest.raises(cl.InvalidArgumentError, match="class 1 has an empty name"):
+        class_names(gap)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"0": "cat"}')
+    with pytest.raises(cl.InvalidArgumentError, match="JSON list of strings"):
+        class_names(bad)
+    with pytest.raises(cl.InvalidTypeError, match="got int"):
+        class_names(3)  # type: ignore[arg-type]

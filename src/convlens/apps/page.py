@@ -124,8 +124,9 @@ class TourPage:
     def write(self, *, random: Sequence[str] = ()) -> Path:
         """Write ``index.html`` (last in :attr:`files`), with a banner naming the ``random``-weight models."""
         banner = (
-            f"Random weights: {', '.join(random)} fell back to seeded random weights (pretrained weights "
-            "unavailable); the figures marked so show what an untrained network does, not what the lecture shows."
+            f"Random weights: {', '.join(random)} have seeded random weights (asked for, or pretrained weights "
+            "unavailable: each figure's note says which); the figures marked so show what an untrained network "
+            "does, not what the lecture shows."
             if random
             else None
         )

@@ -287,8 +287,7 @@ def _gradcam(tour: _Tour) -> None:
         tour.echo(f"  {name}: predicted {index} ({names[index]})")
     random = [spec.split(":")[1] for spec, _ in _CAM_MODELS if zoo.weights_note(tour.model(spec))]
     note = (
-        f"{', '.join(random)}: random weights (pretrained weights unavailable), so these predictions say "
-        "nothing about the picture."
+        f"{', '.join(random)}: random weights, so these predictions say nothing about the picture."
         if random
         else None
     )

@@ -18,7 +18,8 @@ Example:
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -31,14 +32,16 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from convlens.core.checks import check_choice
-from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "PRESETS",
+    "ClassesSpec",
     "ImageSource",
     "PictureFolder",
     "Preset",
+    "class_names",
     "deprocess",
     "imagenet_classes",
     "load_image",
@@ -278,6 +281,87 @@ def imagenet_classes() -> list[str]:
         ) from err
     categories: list[str] = list(models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
     return categories
+
+
+#: What ``classes=`` (and ``--classes``) accepts: ``"imagenet"``, a file of names, or the names themselves.
+ClassesSpec = str | Path | Sequence[str]
+
+
+def class_names(classes: ClassesSpec, *, outputs: int | None = None) -> tuple[str, ...]:
+    """The names of a model's output classes, from a preset name, a file or a list, checked.
+
+    Args:
+        classes: ``"imagenet"``: the 1000 ImageNet categories (:func:`imagenet_classes`,
+            offline); a path to a text file with one name per line (a trailing
+            empty line is allowed) or to a JSON list of strings; or the names.
+        outputs: The model's number of outputs: the names must be exactly as
+            many (checked before any work). None: not checked.
+
+    Returns:
+        One name per output, in output order.
+
+    Raises:
+        InvalidArgumentError: A file that does not exist or cannot be read, an
+            empty name, or a count of names that differs from ``outputs`` (both
+            counts are named).
+        InvalidTypeError: ``classes`` is none of the above.
+
+    Example:
+        >>> class_names("imagenet", outputs=1000)[281]
+        'tabby'
+        >>> class_names(["cat", "dog"])
+        ('cat', 'dog')
+        >>> class_names(["cat", "dog"], outputs=3)
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: classes names 2 classes, but the model has 3 outputs: give one name per output.
+    """
+    where = "classes"
+    if isinstance(classes, str) and classes == "imagenet":
+        names: list[str] = imagenet_classes()
+    elif isinstance(classes, str | Path):
+        names, where = _names_file(Path(classes)), f"classes file {str(classes)!r}"
+    elif isinstance(classes, Sequence) and all(isinstance(n, str) for n in classes):
+        names = list(classes)
+    else:
+        raise InvalidTypeError(
+            f"classes must be 'imagenet', the path of a file of names, or a list of str; "
+            f"got {type(classes).__name__}."
+        )
+    blank = [i for i, name in enumerate(names) if not name.strip()]
+    if blank:
+        raise InvalidArgumentError(f"{where}: class {blank[0]} has an empty name; every output needs one.")
+    if outputs is not None and len(names) != outputs:
+        raise InvalidArgumentError(
+            f"{where} names {len(names)} classes, but the model has {outputs} outputs: give one name per output."
+        )
+    return tuple(name.strip() for name in names)
+
+
+def _names_file(path: Path) -> list[str]:
+    """The names in a text file (one per line) or a JSON list."""
+    if not path.is_file():
+        hint = did_you_mean(str(path), ["imagenet"])
+        raise InvalidArgumentError(
+            f"classes must be 'imagenet' or the path of a file of class names; got {str(path)!r}, "
+            f"which is no file.{hint}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidArgumentError(f"cannot read class names from {str(path)!r}: {err}") from err
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InvalidArgumentError(f"{str(path)!r} is not valid JSON: {err}") from err
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InvalidArgumentError(f"{str(path)!r} must hold a JSON list of strings (one per output).")
+        return names
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
 
 
 #: The picture files a :class:`PictureFolder` reads (torchvision's ImageFolder list).

@@ -46,6 +46,7 @@ __all__ = [
     "PositionBias",
     "alphago_policy",
     "create",
+    "default_classes",
     "default_input_size",
     "digits_cnn",
     "digits_dataset",
@@ -110,18 +111,53 @@ def default_input_size(spec: str) -> tuple[int, ...]:
     return (1, 3, 224, 224)
 
 
+def default_classes(spec: str) -> tuple[str, ...] | None:
+    """The names of a zoo model's outputs, where convlens knows them; None for your own model.
+
+    A torchvision classifier's categories come from its weights enum's metadata
+    (offline: nothing is downloaded); the digits CNN's are the ten digits. For
+    a ``path.py:factory`` model, name them with
+    :func:`~convlens.models.images.class_names` (``--classes`` on the command line).
+
+    Example:
+        >>> default_classes("convlens:digits_cnn")[:2], default_classes("convlens:alphago_policy")
+        (('digit 0', 'digit 1'), None)
+        >>> len(default_classes("torchvision:resnet18")), default_classes("my_net.py:build")
+        (1000, None)
+    """
+    kind, _, name = spec.rpartition(":")
+    if kind == "convlens":
+        return tuple(f"digit {d}" for d in range(10)) if name == "digits_cnn" else None
+    if kind != "torchvision":
+        return None
+    try:
+        models = importlib.import_module("torchvision.models")
+        meta = models.get_model_weights(name).DEFAULT.meta
+    except (ImportError, ValueError, KeyError, AttributeError):
+        return None
+    categories = meta.get("categories")
+    return tuple(categories) if isinstance(categories, list) else None
+
+
 def load(spec: str, weights: WeightsMode | str | Path = "auto", *, seed: int = 0) -> nn.Module:
     """Build a model and give it weights, in eval mode.
 
     Args:
         spec: ``"torchvision:NAME"``, ``"convlens:NAME"`` or ``"path/to/file.py:factory"``.
-        weights: ``"imagenet"``: torchvision's pretrained weights (its weights
-            enum's ``DEFAULT``), from the torch hub cache or downloaded when
-            online; fails when they cannot be had. ``"random"``: seeded random
-            init. A path: a saved state dict. ``"auto"``: pretrained where
-            possible, else random init with a :class:`RandomWeightsWarning`
-            and a note that figures write on their face (:func:`weights_note`).
-            For ``convlens:digits_cnn``, ``"auto"`` means its shipped weights.
+        weights: ``"auto"``: the weights the model is known by: for your own
+            factory, the model exactly as it returns it (it may have loaded your
+            trained weights: they are yours, and nothing warns); for
+            ``convlens:digits_cnn`` its shipped weights; for torchvision,
+            pretrained where possible, else seeded random init with a
+            :class:`RandomWeightsWarning` and a note that figures write on their
+            face (:func:`weights_note`). ``"imagenet"``: torchvision's pretrained
+            weights (its weights enum's ``DEFAULT``), from the torch hub cache
+            or downloaded when online; fails when they cannot be had.
+            ``"random"``: seeded random init, as asked, so no warning, but the
+            note says it (for your own factory, every submodule's
+            ``reset_parameters()`` is called under the seed: the untrained twin
+            of your model, as a saliency sanity check wants). A path: a saved
+            state dict.
         seed: Seed of the random initialisation (the global RNG is untouched).
 
     Returns:
@@ -136,14 +172,19 @@ def load(spec: str, weights: WeightsMode | str | Path = "auto", *, seed: int = 0
     Example:
         >>> net = load("convlens:alphago_policy", weights="random", seed=1)
         >>> type(net).__name__, net.training, weights_note(net)
-        ('AlphaGoPolicy', False, None)
+        ('AlphaGoPolicy', False, 'random weights (seed 1)')
     """
     mode = _weights_mode(weights)
     model = create(spec, seed=seed)
     if isinstance(mode, Path):
         return _load_state_dict(model, mode)
     if mode == "random":
+        if _is_file_spec(spec):
+            _randomize(model, spec, seed)
+        setattr(model, _NOTE, f"random weights (seed {seed})")
         return model
+    if mode == "auto" and _is_file_spec(spec):
+        return model  # the factory's weights are the user's
     try:
         return _pretrained(spec, model)
     except WeightsUnavailableError as err:
@@ -155,10 +196,41 @@ def load(spec: str, weights: WeightsMode | str | Path = "auto", *, seed: int = 0
         return model
 
 
-def weights_note(model: nn.Module) -> str | None:
-    """The warning that figures of ``model`` must show, or None.
+def _is_file_spec(spec: str) -> bool:
+    """Whether ``spec`` names a factory in the user's own file (not ``torchvision:`` or ``convlens:``)."""
+    return spec.rpartition(":")[0] not in ("torchvision", "convlens")
 
-    Set by :func:`load` when ``weights="auto"`` fell back to random init.
+
+def _randomize(model: nn.Module, spec: str, seed: int) -> None:
+    """Seeded random init of a user's model: every submodule's ``reset_parameters()`` (and running stats).
+
+    Parameters that no ``reset_parameters()`` covers keep the factory's values, with a warning naming them.
+    """
+    covered: set[int] = set()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+                covered.update(id(p) for p in module.parameters(recurse=False))
+    kept = [name for name, p in model.named_parameters() if id(p) not in covered]
+    if kept:
+        shown = ", ".join(kept[:5]) + (f" and {len(kept) - 5} more" if len(kept) > 5 else "")
+        warnings.warn(
+            f"{spec}: weights='random' re-initialized every module with reset_parameters(); "
+            f"{len(kept)} parameters belong to none and keep the factory's values: {shown}.",
+            RandomWeightsWarning,
+            stacklevel=3,
+        )
+
+
+def weights_note(model: nn.Module) -> str | None:
+    """The line that figures of ``model`` must show, or None.
+
+    Set by :func:`load` when the model has random weights: asked for
+    (``weights="random"``) or fallen back to (``"auto"`` without pretrained
+    weights). A user factory's model under ``"auto"`` has its own weights and no note.
 
     Example:
         >>> from torch import nn
@@ -215,7 +287,9 @@ def _pretrained(spec: str, model: nn.Module) -> nn.Module:
         return shipped().eval()
     if kind != "torchvision":
         raise WeightsUnavailableError(
-            f"{spec} is your own model: convlens knows no pretrained weights for it."
+            f"{spec} is your own model: convlens knows no pretrained weights for it. Use "
+            "weights='auto' (the model as your factory returns it, its weights included), "
+            "'random', or the path of a saved state dict."
         )
     models = importlib.import_module("torchvision.models")
     enum = models.get_model_weights(name).DEFAULT
