@@ -331,9 +331,9 @@ def test_a_linear_layer_has_no_positions_and_no_crops() -> None:
 
 def test_kept_inputs_stay_bounded_by_the_winners() -> None:
     """Only the current winners' inputs are held while streaming, never every batch."""
-    from convlens.featureviz.neurons import _RunningTop
+    from convlens.featureviz.topk import RunningTop
 
-    top = _RunningTop([0, 1], 2, keep_inputs=True, spatial=())
+    top = RunningTop([0, 1], 2, keep_inputs=True, spatial=())
     for start in range(0, 40, 8):
         x = torch.randn(8, 3)
         values = torch.randn(2, 8)
@@ -402,7 +402,7 @@ def test_the_receptive_field_is_traced_once_per_model_and_input(
         traced.append(input_shape)
         return trace_shapes(model, input_shape)
 
-    monkeypatch.setattr("convlens.featureviz.neurons.trace_shapes", counted)
+    monkeypatch.setattr("convlens.featureviz.topk.trace_shapes", counted)
     model = digits_cnn()
     data = TensorDataset(test_set.tensors[0][:20])
     first = NeuronVisualizer(model, "features.3").top_examples(data, unit=2, k=3)

@@ -51,6 +51,7 @@ from convlens.core.checks import (
     check_shape,
     require_autograd,
 )
+from convlens.core.inputs import ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import resolve_layer, unwrap
 from convlens.core.probe import Prober, require_hooks
 from convlens.core.recorder import grad_mode_restored, preserved_modes
@@ -58,7 +59,7 @@ from convlens.core.values import model_dtype_device
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz import transforms as augment
 from convlens.featureviz.colour import resolve_normalize
-from convlens.featureviz.forward import ObjectiveForward, layer_shapes
+from convlens.featureviz.forward import ObjectiveForward, check_channels_first, layer_shapes
 from convlens.featureviz.objectives import Objective
 from convlens.featureviz.param import parameterize
 
@@ -213,6 +214,11 @@ class ActivationMaximizer:
             resized to the input, plus noise of 0.02; True, the best of them
             (``"maco"``); False, none. None: False without ``normalize``,
             True with it.
+        forward_args: The model's other forward arguments, after the input: a tuple (positional),
+            a dict (keyword) or :class:`convlens.ForwardArgs` for both; every forward gets them
+            (the probe's included), ``model(image, *args, **kwargs)``. The optimized batch is
+            ``input_shape[0]`` images at every step, so a tensor among them with that first
+            dimension lines up with the images as it is; nothing is indexed or copied.
 
     Raises:
         LayerNotFoundError: A layer the objective reads that the model lacks
@@ -220,9 +226,14 @@ class ActivationMaximizer:
         AmbiguousLayerError: The bare name of a layer that runs more than once.
         InvalidArgumentError: An option out of range or that does not fit the
             input (``"maco"`` without ``normalize``, ``decorrelate`` without 3
-            channels), or an objective index out of range for its layer.
+            channels), an objective index out of range for its layer (channels counted
+            after the objective's ``reshape=``), or a layer whose output looks channels last
+            ``(N, H, W, C)`` read by ``channel``/``neuron`` without ``reshape=``.
         InvalidTypeError: An argument of the wrong type.
         ShapeError: The model rejects an input of ``input_shape``.
+        UnsupportedModelError: A quantized model (it gives no gradients: use the float model) or
+            a model on the ``meta`` device (it holds no weights: load them first).
+        DeviceMismatchError: A tensor of ``forward_args`` on another device than the model.
 
     Example:
         >>> import torch
@@ -249,6 +260,27 @@ class ActivationMaximizer:
         >>> res.picture.shape, bool(0 <= res.picture.min() and res.picture.max() <= 1)
         (torch.Size([1, 3, 32, 32]), True)
 
+        A model whose forward takes more than the image, and a channels-last stage:
+
+        >>> class Scaled(nn.Module):
+        ...     def __init__(self) -> None:
+        ...         super().__init__()
+        ...         self.conv = nn.Conv2d(3, 4, 3)
+        ...     def forward(self, x: torch.Tensor, *, temperature: float) -> torch.Tensor:
+        ...         return self.conv(x) / temperature
+        >>> am = ActivationMaximizer(Scaled(), channel("conv", 1), input_shape=(1, 3, 8, 8), steps=2,
+        ...                          forward_args={"temperature": 2.0})
+        >>> am.run().image.shape
+        torch.Size([1, 3, 8, 8])
+        >>> swin_like = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8))  # (N, H, W, 3) to (N, H, W, 8)
+        >>> ActivationMaximizer(swin_like, channel("1", 3), input_shape=(1, 6, 6, 3))
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: ActivationMaximizer reads channels at dimension 1 ... Pass reshape='channels_last' ...
+        >>> am = ActivationMaximizer(swin_like, channel("1", 3, reshape="channels_last"), input_shape=(1, 6, 6, 3), steps=2)
+        >>> am.run().values.shape
+        torch.Size([1])
+
     References:
         Olah et al., "Feature Visualization", Distill 2017 (Lucid's ``fft``,
         colour decorrelation and standard transforms).
@@ -271,6 +303,7 @@ class ActivationMaximizer:
         decay_power: float | None = None,
         value_range: tuple[float, float] | None = None,
         transforms: bool | TransformName | None = None,
+        forward_args: ForwardArgsLike = None,
     ) -> None:
         check_model(model)
         if not isinstance(objective, Objective):
@@ -280,6 +313,10 @@ class ActivationMaximizer:
             )
         self.model = model
         self._module = unwrap(model)
+        self.forward_args = as_forward_args(forward_args)
+        check_runnable(
+            self._module, who="ActivationMaximizer", gradients=True, forward_args=self.forward_args
+        )
         require_hooks(self._module, "ActivationMaximizer")
         self.objective = objective
         self.input_shape = check_shape("input_shape", input_shape)
@@ -323,7 +360,8 @@ class ActivationMaximizer:
         self._needs_output = objective.reads_output
         modules = {ref.name: ref.module for ref in self.refs.values()}
         meta = torch.empty(self.input_shape, dtype=self.dtype, device="meta")
-        self._probe = Prober(self._module, modules)((meta,))
+        fa = self.forward_args
+        self._probe = Prober(self._module, modules)((meta, *fa.args), fa.kwargs)
         self.shapes = layer_shapes(
             self._module,
             self.refs,
@@ -332,7 +370,11 @@ class ActivationMaximizer:
             device=self.device,
             needs_output=self._needs_output,
             probe=self._probe,
+            forward_args=fa,
+            layouts=objective.layouts,
         )
+        for key, layout in objective.layouts.items():
+            check_channels_first("ActivationMaximizer", key, self.refs[key].module, self.shapes[key], layout)
         objective.validate(self.shapes)
 
     def _check_decorrelate(self, decorrelate: object, channels: int, picture: bool) -> bool:
@@ -399,7 +441,12 @@ class ActivationMaximizer:
         optimizer = torch.optim.Adam([parameter], lr=self.lr)
         history = torch.empty(self.steps, dtype=torch.float32, device=self.device)
         recorder = ObjectiveForward(
-            self._module, self.refs, needs_output=self._needs_output, probe=self._probe
+            self._module,
+            self.refs,
+            needs_output=self._needs_output,
+            probe=self._probe,
+            forward_args=self.forward_args,
+            layouts=self.objective.layouts,
         )
         with contextlib.ExitStack() as stack:
             stack.enter_context(preserved_modes(self._module, training=False))

@@ -29,7 +29,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,18 +39,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from convlens.core import display
-from convlens.core.arithmetic import Shape
 from convlens.core.checks import as_int, check_bool, check_indices, check_int, check_real, check_shape
 from convlens.core.deprecation import UNSET, Unset, renamed, renamed_attribute
-from convlens.core.distributed import Chunk, merge_top, ranked, shard, share_rows
+from convlens.core.distributed import shard
+from convlens.core.inputs import ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
-from convlens.core.memo import recall, remember, structure
+from convlens.core.layouts import Layout, ReshapeSpec, as_layout
 from convlens.core.probe import require_hooks
-from convlens.core.shapes import trace_shapes
 from convlens.core.tap import LayerTap
 from convlens.core.values import model_dtype_device
-from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError, ShapeError
-from convlens.featureviz.forward import layer_shapes
+from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.featureviz.forward import check_channels_first, layer_shapes
 from convlens.featureviz.maximize import (
     ActivationMaximizer,
     MaximizationResult,
@@ -58,8 +57,16 @@ from convlens.featureviz.maximize import (
     Param,
     TransformName,
 )
-from convlens.featureviz.objectives import Objective, channel
+from convlens.featureviz.objectives import Objective, channel, reshaped_shape
 from convlens.featureviz.objectives import l1 as l1_penalty
+from convlens.featureviz.topk import (
+    RunningTop,
+    batch_inputs,
+    data_length,
+    peak_boxes,
+    receptive_field,
+    unravel,
+)
 
 __all__ = ["NeuronVisualizer", "TopExamplesResult"]
 
@@ -221,10 +228,18 @@ class NeuronVisualizer:
             (convlens's own do: the digits CNN says ``(1, 1, 28, 28)``), and a
             model whose first convolution takes 3 channels gets ImageNet's
             ``(1, 3, 224, 224)``; any other model must say.
+        reshape: How the layer's output becomes ``(N, C, *spatial)`` before its units are read,
+            the same ``reshape=`` as the CAM family: ``"channels_last"`` for a Swin or ConvNeXt
+            stage's ``(N, H, W, C)``, ``"vit"`` for tokens, a callable, or
+            :class:`~convlens.Layout` ``(part=...)`` for a layer that returns several tensors
+            (one per branch): the first tensor is read unless ``reshape=Layout(part=...)`` says
+            otherwise. None: the output already is ``(N, C, ...)``; one that looks channels last
+            is refused before any work rather than read at the wrong dimension.
 
     Raises:
         LayerNotFoundError: No such layer (the message names the nearest).
-        InvalidArgumentError: An ``input_shape`` whose batch is not 1.
+        InvalidArgumentError: An ``input_shape`` whose batch is not 1, or an unknown ``reshape``.
+        InvalidTypeError: A ``reshape`` that is not a name, a callable or a Layout.
 
     Example:
         >>> import torch.nn as nn
@@ -240,12 +255,18 @@ class NeuronVisualizer:
     """
 
     def __init__(
-        self, model: nn.Module, layer: LayerSpec, *, input_shape: Sequence[int] | None = None
+        self,
+        model: nn.Module,
+        layer: LayerSpec,
+        *,
+        input_shape: Sequence[int] | None = None,
+        reshape: ReshapeSpec = None,
     ) -> None:
         self.model = model
         require_hooks(unwrap(model), "NeuronVisualizer")
         self.ref = resolve_layer(model, layer)
         self.layer = self.ref.key
+        self.layout = as_layout(reshape)
         self.input_shape = None if input_shape is None else check_shape("input_shape", input_shape)
         if self.input_shape is not None and self.input_shape[0] != 1:
             raise InvalidArgumentError(
@@ -268,6 +289,7 @@ class NeuronVisualizer:
         param: Param | None = None,
         value_range: tuple[float, float] | None = None,
         transforms: bool | TransformName | None = None,
+        forward_args: ForwardArgsLike = None,
         neurons: int | Iterable[int] | Unset = UNSET,
     ) -> MaximizationResult:
         """One image per unit, ``x*_j = argmax_x a_j(x) - l1 * mean |x|``, optimized as one batch.
@@ -294,6 +316,9 @@ class NeuronVisualizer:
                 ``(0, 1)`` for the digits; None for unbounded.
             transforms: The random views at each step (``"standard"``,
                 ``"maco"``, True for the recommended, False); None: the default of the space.
+            forward_args: The model's other forward arguments after the input (a tuple, a dict or
+                :class:`convlens.ForwardArgs`), passed on every forward, the probe's included; the
+                batch is one image per unit, and a tensor among them is passed as it is.
             neurons: The old name of ``units`` (a DeprecationWarning; same result).
 
         Returns:
@@ -304,9 +329,13 @@ class NeuronVisualizer:
 
         Raises:
             InvalidArgumentError: A unit out of range (the message names the
-                layer and its size), no units, a negative ``l1``, or no
-                ``input_shape`` for a model convlens cannot guess it for.
+                layer and its size, after ``reshape``), no units, a negative ``l1``, no
+                ``input_shape`` for a model convlens cannot guess it for, or a layer whose
+                output looks channels last without ``reshape=``.
             InvalidTypeError: No ``units`` given.
+            UnsupportedModelError: A quantized model (no gradients: use the float model) or a
+                model on the ``meta`` device (load its weights first).
+            DeviceMismatchError: A tensor of ``forward_args`` on another device than the model.
 
         Example:
             >>> import torch.nn as nn
@@ -323,7 +352,11 @@ class NeuronVisualizer:
             )
         chosen = _unit_list(given)
         weight = check_real("l1", l1, positive=False)
-        objective: Objective = channel(self.layer, chosen)
+        extra = as_forward_args(forward_args)
+        check_runnable(
+            unwrap(self.model), who="NeuronVisualizer.maximize", gradients=True, forward_args=extra
+        )
+        objective: Objective = channel(self.layer, chosen, reshape=self.layout)
         if weight:
             objective = objective - weight * l1_penalty()
         shape = self._input_shape()
@@ -338,6 +371,7 @@ class NeuronVisualizer:
             param=param,
             value_range=value_range,
             transforms=transforms,
+            forward_args=extra,
         )
         return am.run()
 
@@ -351,6 +385,7 @@ class NeuronVisualizer:
         batch_size: int = 64,
         num_workers: int = 0,
         progress: bool = True,
+        forward_args: ForwardArgsLike = None,
         neuron: int | np.integer[Any] | Tensor | Sequence[int] | Unset | None = UNSET,
     ) -> TopExamplesResult:
         """The ``k`` examples of ``data`` that excite each unit most, highest first, in one pass.
@@ -358,7 +393,10 @@ class NeuronVisualizer:
         The model runs in eval mode without autograd and stops right after the
         layer (see :meth:`convlens.LayerTap.run`). A running top-k per unit is
         kept (``units x k`` values, indices and, with ``keep_inputs``, inputs),
-        never every activation: memory does not grow with the data.
+        never every activation: memory does not grow with the data. A unit's
+        activation is averaged in float32 at least (a bfloat16 or float16 model's
+        values are widened first), and a quantized model's are dequantized: an
+        eager-mode quantized model is ranked as it runs.
 
         Args:
             data: A Dataset (read in order, ``batch_size`` at a time, with
@@ -376,6 +414,14 @@ class NeuronVisualizer:
             num_workers: DataLoader workers when ``data`` is a Dataset.
             progress: A progress bar over the batches when tqdm is installed and
                 the output is a terminal (silent otherwise); False: never.
+            forward_args: The model's other forward arguments after the input (a tuple, a dict or
+                :class:`convlens.ForwardArgs`), passed on every forward, the probe's included. A
+                tensor among them whose first dimension is the number of examples in the data
+                (``len(data)``, or ``len(loader.dataset)``) follows the examples: each batch gets
+                its rows at the batch's positions in the data (as the batches come: with a
+                shuffling DataLoader, carry per-example values in the batches instead). Every
+                other value, and every value for an iterable of batches (its length is unknown),
+                is passed unchanged.
             neuron: The old name of ``unit`` (a DeprecationWarning; same result).
 
         Returns:
@@ -385,9 +431,12 @@ class NeuronVisualizer:
 
         Raises:
             InvalidArgumentError: A unit out of range (the message names the
-                layer and its size), ``k < 1``, or empty data.
+                layer and its size, after ``reshape``), ``k < 1``, empty data, or a layer
+                whose output looks channels last without ``reshape=``.
             InvalidTypeError: ``data`` is not a Dataset, DataLoader or iterable,
                 or items whose ``x`` is not a tensor.
+            UnsupportedModelError: A model on the ``meta`` device (load its weights first).
+            DeviceMismatchError: A tensor of ``forward_args`` on another device than the model.
 
         Example:
             >>> import torch
@@ -421,51 +470,70 @@ class NeuronVisualizer:
             batch_size=check_int("batch_size", batch_size, 1),
             num_workers=check_int("num_workers", num_workers, 0),
         )
+        extra = as_forward_args(forward_args)
         tap = LayerTap(self.model, [self.layer])
+        check_runnable(tap.module, who="NeuronVisualizer.top_examples", forward_args=extra)
+        examples = data_length(data)
         dtype, device = model_dtype_device(tap.module)
-        top: _RunningTop | None = None
+        layout = self.layout
+        top: RunningTop | None = None
         sample: Tensor | None = None
         chunks = part.chunks(progress=progress, desc="top_examples")
         with tap.steady():  # one pass: hooks registered once, the model's structure read once
-            for batch, positions in _inputs(chunks):
+            for batch, positions in batch_inputs(chunks):
                 x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
-                if top is None:  # before any work: are the units in range? (the tap's own probe)
-                    shape = (max(1, len(x)), *x.shape[1:])
-                    first = x if len(x) else torch.zeros(shape, dtype=x.dtype, device=device)
+                if sample is None:  # before any work: the layer's shape, the units (the tap's own probe)
+                    first = x if len(x) else torch.zeros((1, *x.shape[1:]), dtype=x.dtype, device=device)
+                    at = positions if len(x) else positions.new_zeros(1)
+                    rows = extra if examples is None else extra.take(at, batch=examples)
                     shapes = layer_shapes(
-                        tap.module,
-                        {self.layer: self.ref},
-                        shape,
-                        dtype=x.dtype,
-                        device=device,
-                        needs_output=False,
-                        probe=tap.probe(first),
+                        tap.module, {self.layer: self.ref}, tuple(first.shape), dtype=x.dtype, device=device,
+                        needs_output=False, probe=tap.probe(first, *rows.args, **rows.kwargs),
+                        forward_args=rows, layouts={self.layer: layout}, example=first,
+                    )  # fmt: skip
+                    check_channels_first(
+                        "NeuronVisualizer.top_examples",
+                        self.layer,
+                        self.ref.module,
+                        shapes[self.layer],
+                        layout,
                     )
-                    out_shape = shapes[self.layer]
-                    size = out_shape[1] if len(out_shape) > 1 else 1
-                    if chosen is None:
-                        chosen = list(range(size))
-                    else:
-                        for unit in chosen:  # each names the layer and its size when out of range
-                            channel(self.layer, unit).validate(shapes)
-                    top = _RunningTop(
-                        chosen, k, keep_inputs=keep_inputs, spatial=out_shape[2:], ordered=part.ordered
-                    )
+                    for unit in (
+                        chosen or ()
+                    ):  # each names the layer and its size (after reshape) when out of range
+                        channel(self.layer, unit, reshape=layout).validate(shapes)
+                    view = reshaped_shape(shapes[self.layer], layout)
+                    if view is not None:  # None: a reshape that reads values, known after the first batch
+                        top = RunningTop.start(
+                            chosen, k, keep_inputs=keep_inputs, shape=view, ordered=part.ordered
+                        )
                     sample = first[0]
                 if not len(x):
                     continue
-                acts = tap.run(x)[self.layer]
+                rows = extra if examples is None else extra.take(positions, batch=examples)
+                tap.run(x, forward_args=rows)
+                acts = tap[self.layer] if layout.part in (None, 0) else layout.pick(tap.outputs[self.layer])
+                acts = layout.apply(acts.dequantize() if acts.is_quantized else acts)
+                if top is None:
+                    top = RunningTop.start(
+                        chosen, k, keep_inputs=keep_inputs, shape=tuple(acts.shape), ordered=part.ordered
+                    )
+                wide = torch.promote_types(
+                    acts.dtype, torch.float32
+                )  # a half-precision unit averaged in float32
                 maps = acts.flatten(2) if acts.dim() > 2 else None  # (B, C, positions)
-                per_unit = maps.mean(2) if maps is not None else acts.reshape(len(x), -1)
+                per_unit = maps.mean(2, dtype=wide) if maps is not None else acts.reshape(len(x), -1).to(wide)
                 top.update(top.pick(per_unit).T, positions.to(device), x, maps)
-        if top is None or sample is None:
+        if sample is None:
             raise InvalidArgumentError("data is empty: there are no examples to rank.")
+        if top is None:
+            top = RunningTop.start(chosen, k, keep_inputs=keep_inputs, shape=(1, 1), ordered=part.ordered)
         indices, values, inputs, argmax = top.result(part.merge, sample)
-        where_in = None if argmax is None else _unravel(argmax, top.spatial)
+        where_in = None if argmax is None else unravel(argmax, top.spatial)
         boxes = None
-        if where_in is not None:
-            field = _field(tap.module, self.layer, (1, *sample.shape))
-            boxes = None if field is None else _boxes(where_in, field, tuple(sample.shape[1:]))
+        if where_in is not None and layout == Layout():  # a reshaped grid has no receptive field here
+            field = receptive_field(tap.module, self.layer, (1, *sample.shape))
+            boxes = None if field is None else peak_boxes(where_in, field, tuple(sample.shape[1:]))
         chosen = top.units
         if single:
             return TopExamplesResult(
@@ -501,150 +569,3 @@ def _unit_list(units: object) -> list[int]:
         units = list(units)
     chosen = check_indices("units", units, item="unit")
     return [chosen] if isinstance(chosen, int) else list(chosen)
-
-
-class _RunningTop:
-    """The ``k`` highest values per unit seen so far, their positions, argmax and (optionally) inputs.
-
-    Memory is ``units x k`` values and positions, plus the inputs of at most
-    ``units x k`` distinct examples, whatever the data's size; ties go to the
-    lower position.
-    """
-
-    def __init__(
-        self, units: list[int], k: int, *, keep_inputs: bool, spatial: tuple[int, ...], ordered: bool = False
-    ) -> None:
-        self.units, self.k, self.keep_inputs, self.spatial = units, k, keep_inputs, spatial
-        self.ordered = ordered  # positions only increase: the kept ones precede the batch's
-        self.index: Tensor | None = None  # the units as a tensor, on the data's device
-        self.values: Tensor | None = None  # (units, <= k)
-        self.positions: Tensor | None = None
-        self.argmax: Tensor | None = None  # (units, <= k) flat position in the layer's grid
-        self.kept: dict[int, Tensor] = {}  # position -> input, for every position in the top
-        self.every = False  # the units are every unit of the layer, in order
-
-    def pick(self, per_unit: Tensor) -> Tensor:
-        """The columns of ``per_unit`` (``(B, all units)``) that are ranked, ``(B, units)``."""
-        if self.index is None or self.index.device != per_unit.device:
-            self.index = torch.tensor(self.units, device=per_unit.device)
-            self.every = self.units == list(range(per_unit.shape[1]))
-        if self.every:
-            return per_unit  # every unit, in order: no copy
-        return per_unit.index_select(1, self.index)
-
-    def update(self, values: Tensor, positions: Tensor, x: Tensor, maps: Tensor | None) -> None:
-        """Merge one batch: ``values`` is ``(units, B)``, ``positions`` ``(B,)``.
-
-        ``maps`` is the layer's ``(B, all units, positions)`` output; its
-        argmax is taken for the new winners only.
-        """
-        units, batch = values.shape
-        at = positions.expand(units, batch)
-        local = torch.arange(batch, device=values.device).expand(units, batch)  # -1: kept from before
-        where = torch.zeros_like(at)
-        if self.values is not None and self.positions is not None and self.argmax is not None:
-            values = torch.cat([self.values, values], dim=1)
-            at = torch.cat([self.positions, at], dim=1)
-            local = torch.cat([torch.full_like(self.positions, -1), local], dim=1)
-            where = torch.cat([self.argmax, where], dim=1)
-        ranking = ranked(values, at, [local, where], ordered=self.ordered)
-        values, at, local, where = (part[:, : self.k] for part in ranking)
-        if maps is not None:
-            index = torch.tensor(self.units, device=maps.device) if self.index is None else self.index
-            new = local >= 0
-            rows = new.nonzero(as_tuple=True)[0]
-            if len(rows):
-                where[new] = maps[local[new], index[rows]].argmax(-1)
-        self.values, self.positions, self.argmax = values, at, where
-        if self.keep_inputs:
-            fresh = torch.unique(at[local >= 0]).tolist()
-            if fresh:
-                rows_of = {int(p): i for i, p in enumerate(positions.tolist())}
-                picked = x.index_select(0, torch.tensor([rows_of[p] for p in fresh], device=x.device))
-                self.kept.update((p, row.clone()) for p, row in zip(fresh, picked, strict=True))
-            live = set(torch.unique(at).tolist())
-            for p in [p for p in self.kept if p not in live]:
-                del self.kept[p]
-
-    def result(self, merge: bool, sample: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """Positions, values, inputs and argmax, ``(units, <= k)``, merged over the ranks when ``merge``."""
-        units = len(self.units)
-        empty = torch.empty((units, 0), device=sample.device)
-        values = empty if self.values is None else self.values
-        positions = empty.long() if self.positions is None else self.positions
-        argmax = empty.long() if self.argmax is None else self.argmax
-        values, positions, (argmax,) = merge_top(values, positions, [argmax], self.k, merge)
-        inputs = None
-        if self.keep_inputs:
-            wanted, inverse = torch.unique(positions, sorted=True, return_inverse=True)
-            rows = share_rows(self.kept, wanted.tolist(), sample, merge)
-            inputs = rows[inverse]
-        return positions, values, inputs, argmax if self.spatial else None
-
-
-def _inputs(chunks: Iterable[Chunk]) -> Iterator[tuple[Tensor, Tensor]]:
-    """The ``x`` of each batch (the batch itself, or the first entry of a tuple/list) and its positions."""
-    for chunk in chunks:
-        batch = chunk.batch
-        x = batch[0] if isinstance(batch, tuple | list) else batch
-        if not isinstance(x, Tensor):
-            raise InvalidTypeError(
-                f"data items must be a tensor x or a tuple (x, y, ...); a batch gave {type(x).__name__}."
-            )
-        if x.dim() < 2:
-            raise ShapeError(f"a batch of inputs must be (N, ...); got shape {tuple(x.shape)}.")
-        yield x, chunk.positions
-
-
-def _unravel(flat: Tensor, spatial: tuple[int, ...]) -> Tensor:
-    """Flat positions in a ``spatial`` grid as ``(..., len(spatial))`` coordinates."""
-    coords = []
-    for size in reversed(spatial):
-        coords.append(flat % size)
-        flat = flat // size
-    return torch.stack(coords[::-1], dim=-1)
-
-
-Field = tuple[Shape, Shape, Shape]
-
-
-def _field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> Field | None:
-    """The layer's receptive field, jump and start per spatial dimension (trace_shapes), or None.
-
-    Remembered per model, structure, layer and input shape (:func:`convlens.core.memo.remember`:
-    weak keys, plain ints only), so a fresh NeuronVisualizer on the same model traces it once.
-    """
-    key = ("receptive field", layer, input_shape, structure(model))
-    known = recall(model, key)
-    if isinstance(known, tuple) and len(known) == 2 and known[0] == "field":
-        return known[1]  # type: ignore[no-any-return]
-    field = _trace_field(model, layer, input_shape)
-    remember(model, key, ("field", field))
-    return field
-
-
-def _trace_field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> Field | None:
-    try:
-        report = trace_shapes(model, input_shape)
-    except ConvlensError:
-        return None
-    rows = [r for r in report.rows if r.name == layer] or [
-        r for r in report.rows if r.name.startswith(layer + ".")
-    ]
-    if not rows:
-        return None
-    row = rows[-1]
-    nd = len(input_shape) - 2
-    parts = (row.receptive_field, row.jump, row.start)
-    if any(p is None for p in parts):
-        return None
-    rf, jump, begin = ((p,) * nd if isinstance(p, int) else tuple(p) for p in parts)  # type: ignore[arg-type]
-    return rf, jump, begin
-
-
-def _boxes(where: Tensor, field: tuple[Shape, Shape, Shape], size: tuple[int, ...]) -> Tensor:
-    """The input window each position sees, ``(..., 2 * nd)``: starts then ends, clipped to ``size``."""
-    rf, jump, begin = (torch.tensor(p, device=where.device) for p in field)
-    lo = begin + where * jump
-    bounds = torch.tensor(size, device=where.device)
-    return torch.cat([lo.clamp(min=0), (lo + rf).clamp(max=bounds)], dim=-1)

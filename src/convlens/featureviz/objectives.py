@@ -13,6 +13,14 @@ Objectives do not know the model: layer names and indices are checked
 against it when an :class:`~convlens.featureviz.maximize.ActivationMaximizer` (or a
 :class:`~convlens.featureviz.neurons.NeuronVisualizer`) is built, before any work.
 
+The objectives that read channels (:func:`channel`, :func:`neuron`) take ``reshape=``, the same
+spelling as the CAM family (:mod:`convlens.core.layouts`): ``"channels_last"`` for a Swin or
+ConvNeXt stage's ``(N, H, W, C)``, ``"vit"`` for tokens, a callable, or
+:class:`~convlens.Layout` ``(part=...)`` to read another tensor of a layer that returns several
+(the first is read unless ``reshape=Layout(part=...)`` says otherwise). Channels are counted after
+the reshape. Without ``reshape=``, the maximizer refuses a layer whose output looks channels last,
+before any work, rather than take its rows for channels.
+
 Example:
     >>> import torch
     >>> from convlens.featureviz.objectives import channel, class_logit, l1
@@ -34,13 +42,15 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from numbers import Real
+from types import MappingProxyType
 from typing import Final
 
 import torch
 from torch import Tensor
 
 from convlens.core.checks import check_indices
-from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.core.layouts import Layout, ReshapeSpec, as_layout
+from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
 
 __all__ = [
     "OUTPUT",
@@ -95,10 +105,16 @@ class Objective:
             output shapes (``{name: shape}``) and raise
             :class:`~convlens.errors.InvalidArgumentError` when it cannot apply.
         terms: ``((weight, leaf), ...)`` for a combination; empty for a leaf.
+        layouts: ``{layer: Layout}`` for the layers whose channels ``fn`` reads: which tensor of
+            the layer's output the forward hands to ``fn`` (``activations[layer]``, the first
+            unless ``Layout(part=...)``) and how ``fn`` reshapes it to ``(N, C, *spatial)``. A
+            layer read without a reshape is checked not to look channels last. A combination
+            reads each layer through one layout.
 
     Raises:
         InvalidTypeError: ``fn`` not callable, ``name`` not a string, or a
             layer name that is not a string.
+        InvalidArgumentError: A combination that reads one layer through two layouts.
 
     Example:
         >>> import torch
@@ -121,6 +137,7 @@ class Objective:
     reads_output: bool = False
     checks: tuple[Check, ...] = ()
     terms: tuple[tuple[float, Objective], ...] = field(default=())
+    layouts: Mapping[str, Layout] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not callable(self.fn):
@@ -134,6 +151,13 @@ class Objective:
         object.__setattr__(self, "layers", layers - {OUTPUT})
         object.__setattr__(self, "reads_output", bool(self.reads_output) or OUTPUT in layers)
         object.__setattr__(self, "checks", tuple(self.checks))
+        layouts = dict(self.layouts)
+        for layer, layout in layouts.items():
+            if layer not in self.layers or not isinstance(layout, Layout):
+                raise InvalidTypeError(
+                    f"layouts must map layers the objective reads to convlens.Layout; got {layer!r}: {layout!r}."
+                )
+        object.__setattr__(self, "layouts", MappingProxyType(layouts))
 
     def __call__(self, activations: Activations, image: Tensor) -> Tensor:
         """Evaluate the objective: one value per sample, shape ``(N,)``."""
@@ -141,6 +165,9 @@ class Objective:
 
     def validate(self, shapes: Shapes) -> None:
         """Check the objective against the output shapes of the layers it reads.
+
+        ``shapes[layer]`` is the shape of the tensor the forward hands over (the one the layer's
+        layout picks); checks of a reshaping objective reshape it themselves.
 
         Raises:
             InvalidArgumentError: An index out of range for its layer, a
@@ -234,6 +261,14 @@ def _combine(terms: tuple[tuple[float, Objective], ...]) -> Objective:
             total = total + value
         return total
 
+    layouts: dict[str, Layout] = {}
+    for _, leaf in terms:
+        for layer, layout in leaf.layouts.items():
+            if layouts.setdefault(layer, layout) != layout:
+                raise InvalidArgumentError(
+                    f"an objective reads each layer through one layout; {_render(terms)} reads {layer!r} "
+                    f"as {layouts[layer].describe()} and as {layout.describe()}."
+                )
     return Objective(
         fn,
         name=_render(terms),
@@ -241,6 +276,7 @@ def _combine(terms: tuple[tuple[float, Objective], ...]) -> Objective:
         reads_output=any(leaf.reads_output for _, leaf in terms),
         checks=tuple(check for _, leaf in terms for check in leaf.checks),
         terms=terms,
+        layouts=layouts,
     )
 
 
@@ -298,17 +334,56 @@ def _pick(tensor: Tensor, index: int | tuple[int, ...], what: str) -> Tensor:
     return tensor[rows, torch.tensor(index, device=tensor.device)]
 
 
-def _index_check(layer: str, index: int | tuple[int, ...], what: str, unit: str | None = None) -> Check:
-    """Check an index against dimension 1 of the layer's output; ``unit`` None: units or channels by rank."""
+#: Read the first tensor of a layer's output as it is.
+_AS_RETURNED: Final = Layout()
+
+
+def _read(activations: Activations, layer: str, layout: Layout) -> Tensor:
+    """The layer's tensor as ``(N, C, *spatial)``: the one the layout picks, reshaped."""
+    value: object = activations[layer]
+    return layout.apply(value if isinstance(value, Tensor) else layout.pick(value))
+
+
+def reshaped_shape(shape: tuple[int, ...], layout: Layout) -> tuple[int, ...] | None:
+    """``shape`` after the layout's reshape (on a meta twin); None where the reshape needs values.
+
+    Example:
+        >>> reshaped_shape((2, 7, 7, 96), Layout(reshape="channels_last"))
+        (2, 96, 7, 7)
+    """
+    if not layout.reshapes:
+        return shape
+    try:
+        return tuple(layout.apply(torch.empty(shape, device="meta")).shape)
+    except ConvlensError:
+        raise
+    except Exception:  # noqa: BLE001 - a user's reshape that reads values: checked when it runs
+        return None
+
+
+def _index_check(
+    layer: str,
+    index: int | tuple[int, ...],
+    what: str,
+    unit: str | None = None,
+    layout: Layout = _AS_RETURNED,
+) -> Check:
+    """Check an index against dimension 1 of the layer's output after the layout's reshape.
+
+    ``unit`` None: units or channels by rank.
+    """
+    after = f" after {layout.describe()}" if layout.reshapes else ""
 
     def check(shapes: Shapes) -> None:
         if layer not in shapes:
             return
-        shape = shapes[layer]
+        shape = reshaped_shape(shapes[layer], layout)
+        if shape is None:
+            return
         where = "the model output" if layer == OUTPUT else f"layer {layer!r}"
         if len(shape) < 2:
             raise InvalidArgumentError(
-                f"{what} needs an output of shape (N, {unit or 'channel'}s, ...); {where} gives {shape}."
+                f"{what} needs an output of shape (N, {unit or 'channel'}s, ...); {where} gives {shape}{after}."
             )
         word = unit or ("unit" if len(shape) == 2 else "channel")
         values = [index] if isinstance(index, int) else list(index)
@@ -320,7 +395,7 @@ def _index_check(layer: str, index: int | tuple[int, ...], what: str, unit: str 
         for v in values:
             if v >= count:
                 raise InvalidArgumentError(
-                    f"{what} {v} is out of range: {where} has {count} {word}s (0 to {count - 1})."
+                    f"{what} {v} is out of range: {where} has {count} {word}s{after} (0 to {count - 1})."
                 )
 
     return check
@@ -330,7 +405,7 @@ def _index_repr(index: int | tuple[int, ...]) -> str:
     return str(index) if isinstance(index, int) else str(list(index))
 
 
-def channel(layer: str, index: Index) -> Objective:
+def channel(layer: str, index: Index, *, reshape: ReshapeSpec = None) -> Objective:
     """The mean activation of one channel over all positions.
 
     The lecture's degree of activation of filter k is ``a^k = sum_ij a^k_ij``;
@@ -341,9 +416,16 @@ def channel(layer: str, index: Index) -> Objective:
     Args:
         layer: Qualified name of the layer (``"features.10"``, ``"layer1.0.relu#1"``).
         index: The channel, or one channel per sample (a sequence of length N).
+        reshape: How the layer's output becomes ``(N, C, *spatial)`` (``"channels_last"``,
+            ``"vit"``, a callable, or :class:`~convlens.Layout` with the ``part`` of a layer that
+            returns several tensors); None: it already is, and the first tensor is read.
 
     Returns:
         The objective; per sample, ``mean over positions of activation[n, index]``.
+
+    Raises:
+        InvalidArgumentError: An unknown ``reshape`` preset (the nearest is named).
+        InvalidTypeError: A ``reshape`` that is not a name, a callable or a Layout.
 
     Example:
         >>> import torch
@@ -352,23 +434,48 @@ def channel(layer: str, index: Index) -> Objective:
         [5.5]
         >>> channel("conv", [0, 1])({"conv": torch.arange(8.0).view(1, 2, 2, 2).repeat(2, 1, 1, 1)}, torch.zeros(2)).tolist()
         [1.5, 5.5]
+
+        A Swin or ConvNeXt stage gives ``(N, H, W, C)``; channels are counted after the reshape:
+
+        >>> nhwc = channel("stage", 5, reshape="channels_last")
+        >>> nhwc
+        channel('stage', 5, reshape='channels_last')
+        >>> nhwc({"stage": torch.ones(1, 7, 7, 96)}, torch.zeros(1)).shape
+        torch.Size([1])
+        >>> channel("stage", 100, reshape="channels_last").validate({"stage": (1, 7, 7, 96)})
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: channel 100 is out of range: layer 'stage' has 96 channels after reshape='channels_last' (0 to 95).
     """
     layer = _check_layer(layer)
     idx = _check_index("channel", index)
+    layout = as_layout(reshape)
 
     def fn(activations: Activations, image: Tensor) -> Tensor:
-        picked = _pick(activations[layer], idx, "channel")
+        picked = _pick(_read(activations, layer, layout), idx, "channel")
         return picked if picked.dim() == 1 else picked.flatten(1).mean(1)
 
     return Objective(
         fn,
-        name=f"channel({layer!r}, {_index_repr(idx)})",
+        name=f"channel({layer!r}, {_index_repr(idx)}{_layout_repr(layout)})",
         layers=frozenset({layer}),
-        checks=(_index_check(layer, idx, "channel"),),
+        checks=(_index_check(layer, idx, "channel", layout=layout),),
+        layouts={layer: layout},
     )
 
 
-def neuron(layer: str, index: Index, *, position: int | Sequence[int] | None = None) -> Objective:
+def _layout_repr(layout: Layout) -> str:
+    """``", reshape=..."`` as the objective was built; empty for the first tensor as returned."""
+    if layout == _AS_RETURNED:
+        return ""
+    if layout.part is not None:
+        return f", reshape={layout!r}"
+    return f", reshape={layout.reshape!r}" if isinstance(layout.reshape, str) else ", reshape=<callable>"
+
+
+def neuron(
+    layer: str, index: Index, *, position: int | Sequence[int] | None = None, reshape: ReshapeSpec = None
+) -> Objective:
     """One unit: unit ``index`` of a Linear layer, or channel ``index`` at one position of a conv layer.
 
     Args:
@@ -378,13 +485,16 @@ def neuron(layer: str, index: Index, *, position: int | Sequence[int] | None = N
             position, ``(row, col)`` for 2-D maps (an int for 1-D). Defaults
             to the centre, ``size // 2`` along each dimension. Must be None
             for a layer without positions.
+        reshape: How the layer's output becomes ``(N, C, *spatial)``, as for :func:`channel`
+            (positions are then in the reshaped grid).
 
     Returns:
         The objective; per sample, ``activation[n, index, row, col]`` or
         ``activation[n, index]``.
 
     Raises:
-        InvalidArgumentError: A negative index or position entry.
+        InvalidArgumentError: A negative index or position entry, or an unknown ``reshape`` preset.
+        InvalidTypeError: A ``reshape`` that is not a name, a callable or a Layout.
 
     Example:
         >>> import torch
@@ -396,6 +506,7 @@ def neuron(layer: str, index: Index, *, position: int | Sequence[int] | None = N
     """
     layer = _check_layer(layer)
     idx = _check_index("neuron", index)
+    layout = as_layout(reshape)
     pos: tuple[int, ...] | None = None
     if position is not None:
         if isinstance(position, bool) or not isinstance(position, int | Sequence):
@@ -408,7 +519,7 @@ def neuron(layer: str, index: Index, *, position: int | Sequence[int] | None = N
         return tuple(s // 2 for s in shape) if pos is None else pos
 
     def fn(activations: Activations, image: Tensor) -> Tensor:
-        picked = _pick(activations[layer], idx, "neuron")
+        picked = _pick(_read(activations, layer, layout), idx, "neuron")
         if picked.dim() == 1:
             if pos is not None:
                 raise InvalidArgumentError(f"layer {layer!r} has no positions; leave position=None.")
@@ -422,17 +533,18 @@ def neuron(layer: str, index: Index, *, position: int | Sequence[int] | None = N
         key: tuple[slice | int, ...] = (slice(None), *spot)
         return picked[key]
 
-    index_check = _index_check(layer, idx, "neuron")
+    index_check = _index_check(layer, idx, "neuron", layout=layout)
 
     def check(shapes: Shapes) -> None:
         index_check(shapes)
-        if layer not in shapes or len(shapes[layer]) < 3:
-            if layer in shapes and pos is not None:
+        shape = reshaped_shape(shapes[layer], layout) if layer in shapes else None
+        if shape is None or len(shape) < 3:
+            if shape is not None and pos is not None:
                 raise InvalidArgumentError(
-                    f"layer {layer!r} gives {shapes[layer]}, without positions; leave position=None."
+                    f"layer {layer!r} gives {shape}, without positions; leave position=None."
                 )
             return
-        spatial = shapes[layer][2:]
+        spatial = shape[2:]
         spot = where(spatial)
         if len(spot) != len(spatial) or any(p >= s for p, s in zip(spot, spatial, strict=False)):
             raise InvalidArgumentError(
@@ -442,9 +554,10 @@ def neuron(layer: str, index: Index, *, position: int | Sequence[int] | None = N
     suffix = "" if pos is None else f", position={pos[0] if isinstance(position, int) else pos}"
     return Objective(
         fn,
-        name=f"neuron({layer!r}, {_index_repr(idx)}{suffix})",
+        name=f"neuron({layer!r}, {_index_repr(idx)}{suffix}{_layout_repr(layout)})",
         layers=frozenset({layer}),
         checks=(check,),
+        layouts={layer: layout},
     )
 
 
