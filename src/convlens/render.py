@@ -432,6 +432,7 @@ def plot_top_examples(
     title: str | None = None,
     note: str | None = None,
     panel_size: float = 1.3,
+    names: Sequence[str] | None = None,
 ) -> Figure:
     """Draw :meth:`~convlens.NeuronVisualizer.top_examples`: one row per unit, its examples highest first.
 
@@ -449,6 +450,9 @@ def plot_top_examples(
         title: The figure's title (default: the layer's name).
         note: A line written in red on the figure.
         panel_size: Each panel's side in inches.
+        names: Names of the units (the classes, for an output layer:
+            :func:`~convlens.models.images.class_names`): a row is labelled
+            ``"name (unit)"`` instead of ``"unit 3"``.
 
     Returns:
         A figure with one axes per example; each row's first panel names the
@@ -509,7 +513,9 @@ def plot_top_examples(
                 )  # fmt: skip
             ax.set_title(f"#{int(indices[u, j])}  {float(values[u, j]):.2f}", fontsize=7)
             if j == 0:
-                ax.set_ylabel(f"{kind} {units[u]}", fontsize=8)
+                unit = units[u]
+                named = names[unit] if names is not None and 0 <= unit < len(names) else None
+                ax.set_ylabel(f"{named} ({unit})" if named is not None else f"{kind} {unit}", fontsize=8)
     more = "" if shown == len(units) else f" (first {shown} of {len(units)} {kind}s)"
     _decorate(fig, title or f"{result.layer}: the examples that excite each {kind} most{more}", note)
     return fig
