@@ -323,8 +323,12 @@ def test_generic_error_names_layer_and_cause() -> None:
         ((), cl.InvalidArgumentError, r"input size is empty"),
         ((1, 3.0, 8), cl.InvalidTypeError, r"got float 3.0 at position 1"),
         ((True, 3), cl.InvalidTypeError, r"got bool True"),
-        ("1x3x8x8", cl.InvalidTypeError, r"size such as \(1, 3, 224, 224\) or an example tensor; got str"),
-        (None, cl.InvalidTypeError, r"got NoneType"),
+        (
+            "1x3x8x8",
+            cl.InvalidTypeError,
+            r"size such as \(1, 3, 224, 224\) or an example tensor .*; got str ",
+        ),
+        (None, cl.InvalidTypeError, r"got None\."),
     ],
 )
 def test_invalid_input(reused_net: ReusedNet, bad: Any, error: type[Exception], match: str) -> None:

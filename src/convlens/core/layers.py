@@ -40,6 +40,7 @@ __all__ = [
     "resolve_layer",
     "resolve_layers",
     "unwrap",
+    "wrapper_prefix",
 ]
 
 _CALL = re.compile(r"^(?P<name>.*)#(?P<call>\d+)$")
@@ -106,27 +107,40 @@ class LayerList(list[LayerInfo]):
 
 @dataclass(frozen=True, slots=True)
 class LayerRef:
-    """A resolved layer: its canonical name, module and optional call index.
+    """A resolved layer: its canonical name, module, optional call index, and the name the user gave.
 
     Attributes:
-        name: Canonical qualified name (the first name ``named_modules()`` gives).
+        name: Canonical qualified name inside the model convlens runs (the
+            first name ``named_modules()`` of the unwrapped model gives).
         module: The module object.
         call: Which call of a reused module (``name#call``), or None for every call.
+        label: The name results are keyed by: the name as the user wrote it
+            (``"module.layer4"`` given to a ``DataParallel``, or ``"layer4"``),
+            or for a module object its name in the object the user holds.
+            None: the same as ``name``.
 
     Example:
         >>> from torch import nn
         >>> LayerRef("relu", nn.ReLU(), 1).key
         'relu#1'
+        >>> LayerRef("layer4", nn.ReLU(), label="module.layer4").key
+        'module.layer4'
     """
 
     name: str
     module: nn.Module
     call: int | None = None
+    label: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The name as written by the user, without the call: ``label``, else ``name``."""
+        return self.name if self.label is None else self.label
 
     @property
     def key(self) -> str:
-        """The name as written by the user: ``name`` or ``name#call``."""
-        return self.name if self.call is None else f"{self.name}#{self.call}"
+        """The name as written by the user: ``name`` or ``name#call`` (the label when there is one)."""
+        return self.shown if self.call is None else f"{self.shown}#{self.call}"
 
 
 def _wrapped(model: nn.Module) -> tuple[str, nn.Module] | None:
@@ -157,13 +171,34 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def wrapper_prefix(model: nn.Module) -> str:
+    """The prefix the wrappers around the model add to every layer name (``""`` for none).
+
+    The names that ``named_modules()`` of the object the user holds gives are
+    this prefix followed by the wrapped model's names.
+
+    Example:
+        >>> import torch.nn as nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3))
+        >>> wrapper_prefix(nn.DataParallel(net)), wrapper_prefix(net)
+        ('module.', '')
+    """
+    prefix = ""
+    while (found := _wrapped(model)) is not None:
+        prefix += found[0] + "."
+        model = found[1]
+    return prefix
+
+
 def list_layers(model: nn.Module) -> LayerList:
     """List every named submodule of ``model`` but the root, in ``named_modules()`` order.
 
     Args:
-        model: Any ``nn.Module``; wrappers (``nn.DataParallel``,
-            ``DistributedDataParallel``, ``torch.compile``) are looked through,
-            so the names are the wrapped model's.
+        model: Any ``nn.Module``. For a wrapper (``nn.DataParallel``,
+            ``DistributedDataParallel``, ``torch.compile``) the names are those
+            ``named_modules()`` of the wrapper gives (``"module.layer4"``,
+            ``"_orig_mod.layer4"``); every ``layer=`` accepts them, and the
+            wrapped model's own names (``"layer4"``) too.
 
     Returns:
         One :class:`LayerInfo` per submodule, as a :class:`LayerList` (a
@@ -178,9 +213,10 @@ def list_layers(model: nn.Module) -> LayerList:
         >>> net = nn.Sequential(nn.Sequential(nn.Linear(4, 2)), nn.ReLU())
         >>> [(i.name, i.leaf) for i in cl.list_layers(net)]
         [('0', False), ('0.0', True), ('1', True)]
+        >>> [i.name for i in cl.list_layers(nn.DataParallel(net))][:3]
+        ['module', 'module.0', 'module.0.0']
     """
     _check_model(model)
-    model = unwrap(model)
     return LayerList(
         LayerInfo(
             name=name,
@@ -212,13 +248,17 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> LayerRef:
 
     Args:
         model: The model that holds the layer. Wrappers are looked through
-            (see :func:`unwrap`): names are the wrapped model's, and the
-            wrapper's own prefix (``"module."``, ``"_orig_mod."``) is accepted.
+            (see :func:`unwrap`): the names ``named_modules()`` of the wrapper
+            gives (``"module.layer4"``, ``"_orig_mod.layer4"``) and the wrapped
+            model's own (``"layer4"``) resolve to the same module, and the
+            result keeps the name as given in :attr:`LayerRef.label` (results
+            are keyed by it); the wrapper's own name (``"module"``) is the
+            wrapped model as a whole (canonical name ``""``).
         layer: A qualified name, optionally with ``#i`` for the i-th call of a
             reused module, or a submodule of ``model``.
 
     Returns:
-        The layer's canonical name, module and call index.
+        The layer's canonical name, module, call index and the name as given.
 
     Raises:
         LayerNotFoundError: No such layer; the message names the nearest ones.
@@ -229,6 +269,9 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> LayerRef:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
         >>> resolve_layer(net, net[1]).name
         '1'
+        >>> ref = resolve_layer(nn.DataParallel(net), "module.1")
+        >>> ref.name, ref.key, resolve_layer(nn.DataParallel(net), net[1]).key
+        ('1', 'module.1', 'module.1')
         >>> resolve_layer(net, "2")
         Traceback (most recent call last):
         ...
@@ -246,6 +289,9 @@ class _Namespace:
         while (found := _wrapped(model)) is not None:
             self.prefixes.append(found[0] + ".")
             model = found[1]
+        self.prefix = "".join(self.prefixes)
+        # The wrappers' own names ("module", "module._orig_mod"): the wrapped model as a whole.
+        self.roots = {"".join(self.prefixes[: i + 1])[:-1] for i in range(len(self.prefixes))}
         self.model = model
         self.canonical = {id(m): n for n, m in model.named_modules() if n}
         self.modules = {n: m for n, m in model.named_modules(remove_duplicate=False) if n}
@@ -253,29 +299,39 @@ class _Namespace:
     def resolve(self, layer: LayerSpec) -> LayerRef:
         model, canonical = self.model, self.canonical
         if isinstance(layer, nn.Module):
+            if layer is model and self.prefix:
+                return LayerRef("", layer, label=self.prefix[:-1])
             if id(layer) not in canonical:
                 raise LayerNotFoundError(
                     f"{type(layer).__name__} module given as layer is not a submodule of "
                     f"{type(model).__name__}. Pass one of its modules or a name; call "
                     f"convlens.list_layers(model) to see all {len(canonical)}."
                 )
-            return LayerRef(canonical[id(layer)], layer)
+            name = canonical[id(layer)]
+            return LayerRef(name, layer, label=self.prefix + name if self.prefix else None)
         if not isinstance(layer, str):
             raise InvalidTypeError(
                 f"layer must be a qualified name (str) or an nn.Module; got {type(layer).__name__} {layer!r}."
             )
-        base, call = split_call(layer)
+        given, call = split_call(layer)
+        base = given
+        if base in self.roots and base not in self.modules:
+            return LayerRef("", model, call, label=given)
         for prefix in self.prefixes:
             if base not in self.modules and base.startswith(prefix):
                 base = base[len(prefix) :]
         if base not in self.modules:
             names = list(dict.fromkeys(canonical.values()))
+            shown = (
+                [self.prefix + n for n in names] if given.startswith(self.prefix) and self.prefix else names
+            )
             raise LayerNotFoundError(
-                f"{type(model).__name__} has no layer {base!r}.{did_you_mean(base, names)} "
-                f"Call convlens.list_layers(model) to see all {len(names)}."
+                f"{type(model).__name__} has no layer {given!r}.{did_you_mean(given, shown)} "
+                f"Call convlens.list_layers(model) to see all {len(names) + len(self.roots)}."
             )
         module = self.modules[base]
-        return LayerRef(canonical[id(module)], module, call)
+        name = canonical[id(module)]
+        return LayerRef(name, module, call, label=None if given == name else given)
 
 
 def resolve_layers(model: nn.Module, layers: LayerSpec | Iterable[LayerSpec]) -> list[LayerRef]:

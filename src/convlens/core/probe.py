@@ -90,10 +90,14 @@ class Seen:
     Attributes:
         shape: The shape of the first tensor it returned, None when it returned none.
         rewritten: Whether a later op wrote into that tensor in place (True when unknown).
+        parts: Per tensor it returned (in :func:`~convlens.core.values.tensors`
+            order, the first included), whether a later op wrote into it in
+            place; empty when unknown.
     """
 
     shape: Shape | None
     rewritten: bool
+    parts: tuple[bool, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,17 +177,27 @@ class Probe:
         calls = self.seen.get(name, ())
         return not self.complete or call >= len(calls) or calls[call].rewritten
 
+    def rewritten_part(self, name: str, call: int, part: int) -> bool:
+        """Whether tensor ``part`` of that call's output is written into later (True when unknown)."""
+        calls = self.seen.get(name, ())
+        if not self.complete or call >= len(calls):
+            return True
+        parts = calls[call].parts
+        return part >= len(parts) or parts[part]
 
-def leaf_names(model: nn.Module) -> dict[int, str]:
+
+def leaf_names(model: nn.Module, *, prefix: str = "") -> dict[int, str]:
     """``{id(module): name}`` of the layers: modules without children, and conv or Linear layers with some.
 
     A conv subclass that pads through a child (EfficientNet's
     ``Conv2dStaticSamePadding`` and its ``ZeroPad2d``) is a layer of its own:
     its call is recorded after its child's, so the table has its shape, MACs
-    and receptive field. ``""`` names a childless root.
+    and receptive field. ``""`` names a childless root. ``prefix`` (a
+    wrapper's ``"module."``) goes before every name; a childless root is then
+    named by the prefix alone (``"module"``).
     """
     return {
-        id(m): n
+        id(m): prefix + n if n or not prefix else prefix[:-1]
         for n, m in model.named_modules()
         if next(m.children(), None) is None or isinstance(m, _ConvNd | nn.Linear)
     }
@@ -385,6 +399,7 @@ def probe(
     watched: Mapping[str, nn.Module] | None = None,
     training: bool | None = False,
     trace: bool = False,
+    prefix: str = "",
 ) -> Probe:
     """One meta pass over ``model(*args, **kwargs)``; see the module docstring.
 
@@ -397,6 +412,8 @@ def probe(
         trace: Record every leaf call (:attr:`Probe.calls`, the shape table).
             Without it the pass hooks only the watched modules, and a pass
             that fails is run once more, traced, to say where and why.
+        prefix: Put before every traced layer name (a wrapper's ``"module."``,
+            see :func:`~convlens.core.layers.wrapper_prefix`).
 
     Raises:
         InvalidTypeError: Inputs that do not fit ``forward``'s signature, or
@@ -409,14 +426,15 @@ def probe(
     if is_script(model):
         return Probe(complete=False, failure="TorchScript cannot be probed", input_shape=input_shape)
     _check_signature(model, args, kwargs)
-    names = leaf_names(model) if trace else {}
+    names = leaf_names(model, prefix=prefix) if trace else {}
     leaves = [m for m in model.modules() if id(m) in names]
     watched = dict(watched or {})
-    records: dict[str, list[tuple[Shape | None, Tensor | None, int]]] = {name: [] for name in watched}
+    records: dict[str, list[tuple[Shape | None, list[tuple[Tensor, int]]]]] = {name: [] for name in watched}
 
     def keep(name: str, _call: int, output: Any) -> None:
-        t = first_tensor(output)
-        records[name].append((None, None, 0) if t is None else (tuple(t.shape), t, t._version))
+        found = [output] if isinstance(output, Tensor) else tensors(output)
+        shape = tuple(found[0].shape) if found else None
+        records[name].append((shape, [(t, t._version) for t in found]))
 
     rec = Recorder(model, watched, keep=keep, trace=leaves if trace else (), probe=True)
     saved = _snapshot(model)
@@ -432,28 +450,30 @@ def probe(
         _restore(saved)
     if failed is not None:
         if not trace:  # where and why: the same pass again, every leaf traced
-            return probe(model, args, kwargs, watched=watched, training=training, trace=True)
+            return probe(model, args, kwargs, watched=watched, training=training, trace=True, prefix=prefix)
         return _failed(model, rec, names, records, failed, input_shape=input_shape)
     found = tensors(output)
     return Probe(
         complete=True,
         calls=tuple(rec.calls),
         names=names,
-        seen={
-            name: tuple(Seen(shape, t is not None and t._version != version) for shape, t, version in calls)
-            for name, calls in records.items()
-        },
+        seen={name: tuple(_seen(shape, parts) for shape, parts in calls) for name, calls in records.items()},
         output_shape=tuple(found[0].shape) if found else None,
         output_tensors=len(found),
         input_shape=input_shape,
     )
 
 
+def _seen(shape: Shape | None, parts: Sequence[tuple[Tensor, int]]) -> Seen:
+    moved = tuple(t._version != version for t, version in parts)
+    return Seen(shape, bool(moved) and moved[0], moved)
+
+
 def _failed(
     model: nn.Module,
     rec: Recorder,
     names: Mapping[int, str],
-    records: Mapping[str, list[tuple[Shape | None, Tensor | None, int]]],
+    records: Mapping[str, list[tuple[Shape | None, list[tuple[Tensor, int]]]]],
     err: Exception,
     *,
     input_shape: Shape,
@@ -467,7 +487,7 @@ def _failed(
         message = unbatched
     first = (str(err).strip().splitlines() or [""])[0]
     where = names[id(culprit.module)] if culprit is not None else type(model).__name__
-    seen = {name: tuple(Seen(shape, True) for shape, _, _ in calls) for name, calls in records.items()}
+    seen = {name: tuple(Seen(shape, True) for shape, _ in calls) for name, calls in records.items()}
     return Probe(
         complete=False,
         calls=tuple(c for c in rec.calls),

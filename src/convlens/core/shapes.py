@@ -19,23 +19,35 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from convlens.core.arithmetic import Shape, conv_output_size, conv_transpose_output_size, mismatch
-from convlens.core.checks import format_shape
-from convlens.core.layers import unwrap
+from convlens.core.checks import check_choice, format_shape
+from convlens.core.inputs import ForwardArgsLike, as_forward_args, check_runnable, model_device
+from convlens.core.layers import unwrap, wrapper_prefix
 from convlens.core.probe import check_inputs, probe, require_hooks
 from convlens.core.recorder import Recorder, preserved_modes
 from convlens.core.report import LayerShape, ShapeReport, build_report, shape_error
-from convlens.core.values import first_tensor
+from convlens.core.values import describe, first_tensor, map_tensors, tensors
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["LayerShape", "ShapeReport", "conv_output_size", "conv_transpose_output_size", "trace_shapes"]
+__all__ = [
+    "LayerShape",
+    "ShapeReport",
+    "conv_output_size",
+    "conv_transpose_output_size",
+    "trace_shapes",
+]
+
+#: The mode a shape trace runs the model in: ``"eval"`` (the default) or ``"train"``.
+TraceMode = Literal["eval", "train"]
 
 
 def _failure(model: nn.Module, names: Mapping[int, str], rec: Recorder, err: Exception) -> str:
@@ -53,19 +65,25 @@ def _failure(model: nn.Module, names: Mapping[int, str], rec: Recorder, err: Exc
     return f"The forward of {type(model).__name__} failed {after}: {type(err).__name__}: {first}"
 
 
-def _inputs(inputs: object, dtype: object, model: nn.Module) -> tuple[Shape | None, tuple[Tensor, ...]]:
-    """Validate ``inputs``, a size (ints) or example tensors, before any work."""
+def _inputs(inputs: object, dtype: object, model: nn.Module) -> tuple[Shape | None, tuple[Any, ...]]:
+    """Validate ``inputs``, a size (ints) or example inputs, before any work; messages show shapes, never values."""
     check_inputs([inputs])
     if isinstance(inputs, Tensor):
         return None, (inputs,)
-    if isinstance(inputs, tuple | list) and inputs and all(isinstance(t, Tensor) for t in inputs):
-        return None, tuple(inputs)
+    ints = isinstance(inputs, tuple | list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in inputs
+    )
+    if isinstance(inputs, tuple | list) and inputs and not ints and tensors(inputs):
+        # A list is the model's one input (a detector's images); a tuple holds the model's inputs.
+        return None, ((inputs,) if isinstance(inputs, list) else tuple(inputs))
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise InvalidTypeError(f"dtype must be a torch.dtype or None; got {type(dtype).__name__} {dtype!r}.")
+    expected = (
+        "a size such as (1, 3, 224, 224) or an example tensor (or a list of tensors: a detector's images, "
+        "the model's one input; or a tuple of the model's inputs)"
+    )
     if not isinstance(inputs, tuple | list):
-        raise InvalidTypeError(
-            f"input must be a size such as (1, 3, 224, 224) or an example tensor; got {type(inputs).__name__}."
-        )
+        raise InvalidTypeError(f"input must be {expected}; got {describe(inputs)}.")
     if not inputs:
         raise InvalidArgumentError(
             "input size is empty; give the full shape with batch, e.g. (1, 3, 224, 224)."
@@ -73,8 +91,8 @@ def _inputs(inputs: object, dtype: object, model: nn.Module) -> tuple[Shape | No
     for i, v in enumerate(inputs):
         if isinstance(v, bool) or not isinstance(v, int):
             raise InvalidTypeError(
-                f"input size must hold ints (or pass example tensors); got {type(v).__name__} {v!r} at "
-                f"position {i} of {tuple(inputs)!r}."
+                f"input size must hold ints (or pass example tensors); got {describe(v)} at "
+                f"position {i} of {describe(inputs)}. The input may be {expected}."
             )
         if v < 1:
             raise InvalidArgumentError(
@@ -86,29 +104,62 @@ def _inputs(inputs: object, dtype: object, model: nn.Module) -> tuple[Shape | No
     return tuple(inputs), (torch.empty(inputs, dtype=dtype, device="meta"),)
 
 
+@contextlib.contextmanager
+def _untouched(model: nn.Module, device: torch.device, *, training: bool) -> Iterator[None]:
+    """A real forward that leaves the model as found: modes restored; in train mode, buffers and RNG too.
+
+    Train mode updates BatchNorm's running statistics in place and draws dropout masks from the
+    global generator: both are put back.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(preserved_modes(model, training=training))
+        stack.enter_context(torch.no_grad())
+        if training:
+            stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
+            saved = [(b, b.clone()) for b in model.buffers()]
+
+            def restore() -> None:
+                with torch.no_grad():
+                    for buffer, value in saved:
+                        buffer.copy_(value)
+
+            stack.callback(restore)
+        yield
+
+
 def trace_shapes(
     model: nn.Module,
-    input: Sequence[int] | Tensor | Sequence[Tensor],
+    input: Sequence[int] | Tensor | Sequence[Any],
     *,
+    forward_args: ForwardArgsLike = None,
+    mode: TraceMode = "eval",
     dtype: torch.dtype | None = None,
     kwargs: Mapping[str, Any] | None = None,
 ) -> ShapeReport:
     """Trace the shapes of every leaf call of one forward, without arithmetic.
 
     The model runs once on the meta device (parameters swapped for meta twins
-    for the call only; nothing is copied or computed), in eval mode, with hooks
-    on its leaf modules that are removed afterwards: the same probe every
-    convlens entry point runs before real work, so a model that rejects the
-    input gets the same :class:`~convlens.ShapeError` here as everywhere.
-    Shape-preserving functions (BatchNorm, LayerNorm, GroupNorm, activations,
-    whose meta kernels are slow) answer with a tensor like their input once
-    checked that the real function would accept it; this goes through a
-    thread-local :class:`~torch.overrides.TorchFunctionMode`, so no module is
-    patched. Wrappers (``nn.DataParallel``, ``torch.compile``) are looked
-    through. A forward that cannot run on meta (``.item()``,
-    ``if x.sum() > 0``, ``nonzero``, numpy) falls back to one real forward
-    without autograd on the model's device, on zeros or on a copy of the
-    example input; the report says so (``traced="real"``).
+    for the call only; nothing is copied or computed), in eval mode (or train
+    mode, see ``mode``), with hooks on its leaf modules that are removed
+    afterwards: the same probe every convlens entry point runs before real
+    work, so a model that rejects the input gets the same
+    :class:`~convlens.ShapeError` here as everywhere. Shape-preserving
+    functions (BatchNorm, LayerNorm, GroupNorm, activations, whose meta
+    kernels are slow) answer with a tensor like their input once checked that
+    the real function would accept it; this goes through a thread-local
+    :class:`~torch.overrides.TorchFunctionMode`, so no module is patched.
+
+    A forward that cannot run on meta (``.item()``, ``if x.sum() > 0``,
+    ``nonzero``, numpy, a detector's box selection, quantized kernels) falls
+    back to one real forward without autograd on the model's device, on
+    zeros or on a copy of the example input; the report says so
+    (``traced="real"``). A model on the meta device whose forward cannot run
+    on meta has no such fallback: :class:`~convlens.UnsupportedModelError`.
+
+    Wrappers (``nn.DataParallel``, ``DistributedDataParallel``,
+    ``torch.compile``) are looked through, their model run eagerly, and the
+    rows are named as ``named_modules()`` of the wrapper names them
+    (``"module.layer4"``, ``"_orig_mod.layer4"``).
 
     The receptive field follows each tensor from the layer that made it; a
     tensor made between layers (``torch.cat``, ``a * b``) takes the field of
@@ -119,21 +170,34 @@ def trace_shapes(
         model: Any ``nn.Module``; left exactly as found (no hooks, same
             parameters, buffers, training and ``requires_grad`` flags).
         input: The input size with batch (``(1, 3, 224, 224)``), an example
-            tensor, or a tuple of tensors for several inputs.
+            tensor, a list of tensors (a detector's images: the model's one
+            input, ``model([img])``), or a tuple of the model's inputs
+            (``(x, mask)``, or ``([img],)``).
+        forward_args: The model's other forward arguments, after the input: a
+            tuple (positional), a dict (keyword) or
+            :class:`~convlens.ForwardArgs` for both.
+        mode: ``"eval"`` (the default) traces the model in eval mode;
+            ``"train"`` in train mode, where some models run more layers
+            (GoogLeNet's and Inception's auxiliary classifiers). Training flags
+            are restored after; a real fallback forward in train mode also
+            puts back BatchNorm's running statistics and the global RNG.
         dtype: Dtype of the input made from a size; defaults to the model's
             first floating-point parameter's, else float32.
-        kwargs: Keyword inputs of the model's forward, if it needs any.
+        kwargs: Deprecated: keyword inputs of the model's forward; use
+            ``forward_args={...}``.
 
     Returns:
         A :class:`~convlens.core.report.ShapeReport`; ``print`` it for a table.
 
     Raises:
         InvalidTypeError: ``model`` is not a module, ``input`` not a size or
-            tensors, or inputs that do not fit the model's ``forward`` (a
-            required keyword argument missing from ``kwargs``).
-        UnsupportedModelError: A TorchScript model (hooks cannot see inside it).
-        InvalidArgumentError: A size entry below 1, an empty size, or lazy modules
-            not yet initialized.
+            tensors (the message describes what was given by its shapes), or
+            inputs that do not fit the model's ``forward`` (a required argument
+            missing from ``forward_args``).
+        InvalidArgumentError: A size entry below 1, an empty size, lazy modules
+            not yet initialized, or ``mode`` not one of ``"eval"``, ``"train"``.
+        UnsupportedModelError: A TorchScript model (hooks cannot see inside
+            it), or a meta-device model whose forward cannot run on meta.
         ShapeError: A layer rejects what it receives; the message names it,
             what it expected and what it got, ``err.report`` holds the rows
             traced before it, and the original error is the ``__cause__``.
@@ -142,6 +206,7 @@ def trace_shapes(
         ``input``: whatever the model takes, e.g. :math:`(N, C, H, W)`.
 
     Example:
+        >>> import torch
         >>> import torch.nn as nn
         >>> import convlens as cl
         >>> net = nn.Sequential(nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2))
@@ -150,6 +215,17 @@ def trace_shapes(
         ((1, 64, 55, 55), (1, 64, 27, 27))
         >>> report["0"].formula
         'floor((224 + 2*2 - 1*(11-1) - 1) / 4) + 1 = 55'
+        >>> cl.trace_shapes(nn.DataParallel(net), (1, 3, 224, 224)).names
+        ['module.0', 'module.1', 'module.2']
+        >>> class Gated(nn.Module):
+        ...     def __init__(self) -> None:
+        ...         super().__init__()
+        ...         self.conv = nn.Conv2d(3, 4, 3)
+        ...     def forward(self, x, gate, *, scale):
+        ...         return self.conv(x * gate) * scale
+        >>> gate = torch.ones(1, 3, 8, 8)
+        >>> cl.trace_shapes(Gated(), (1, 3, 8, 8), forward_args=cl.ForwardArgs(gate, scale=2.0))["conv"].output_shape
+        (1, 4, 6, 6)
         >>> cl.trace_shapes(net, (1, 1, 224, 224))
         Traceback (most recent call last):
         ...
@@ -157,18 +233,35 @@ def trace_shapes(
     """
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    training = check_choice("mode", mode, get_args(TraceMode)) == "train"
+    extra = as_forward_args(forward_args)
+    if kwargs is not None:
+        warnings.warn(
+            "trace_shapes(kwargs=...) is deprecated, use forward_args={...} (same meaning); kwargs= will be "
+            "removed in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        clash = sorted(set(kwargs) & set(extra.kwargs))
+        if clash:
+            raise InvalidArgumentError(
+                f"trace_shapes got {', '.join(clash)} both in kwargs= and in forward_args; give each once."
+            )
     lazy = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if is_lazy(t)]
     if lazy:
         raise InvalidArgumentError(
             f"{type(model).__name__} has uninitialized lazy parameters ({', '.join(repr(n) for n in lazy[:3])}); "
             "run one forward first: trace_shapes leaves the model as found, so it cannot initialize them."
         )
+    prefix = wrapper_prefix(model)
     model = unwrap(model)
     require_hooks(model, "trace_shapes")
-    size, args = _inputs(input, dtype, model)
-    kwargs = dict(kwargs or {})
-    input_shape = tuple(args[0].shape)
-    seen = probe(model, args, kwargs, trace=True)
+    size, inputs = _inputs(input, dtype, model)
+    args = (*inputs, *extra.args)
+    keywords = {**dict(kwargs or {}), **extra.kwargs}
+    first = first_tensor(inputs)
+    input_shape = () if first is None else tuple(first.shape)
+    seen = probe(model, args, keywords, trace=True, training=training, prefix=prefix)
     seen.check()
     if seen.complete:
         return build_report(
@@ -179,18 +272,22 @@ def trace_shapes(
             output_shape=seen.output_shape or (),
             traced="meta",
         )
+    # The meta pass could not run the whole forward: one real forward, on the model's device.
+    check_runnable(model, (), who="trace_shapes", forward_args=extra)
     names = seen.names
     leaves = [m for m in model.modules() if id(m) in names]
-    device = next((t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu"))
+    device = model_device(model) or next(
+        (t.device for t in [*model.parameters(), *model.buffers()]), torch.device("cpu")
+    )
     real = (
-        (torch.zeros(size, dtype=args[0].dtype, device=device),)
+        (torch.zeros(size, dtype=inputs[0].dtype, device=device),)
         if size
-        else tuple(t.detach().to(device, copy=True) for t in args)
+        else map_tensors(inputs, lambda t: t.detach().to(device, copy=True))
     )
     rec = Recorder(model, {}, trace=leaves)
     try:
-        with rec.attached(), rec.owned(), preserved_modes(model, training=False), torch.no_grad():
-            output = first_tensor(model(*real, **kwargs))
+        with rec.attached(), rec.owned(), _untouched(model, device, training=training):
+            output = first_tensor(model(*real, *extra.args, **keywords))
     except Exception as err:
         message = _failure(model, names, rec, err)
         raise shape_error(model, names, rec.calls, message, input_shape=input_shape, real=True) from err

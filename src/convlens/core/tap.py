@@ -22,19 +22,22 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from convlens.core.checks import check_bool, require_autograd
+from convlens.core.inputs import ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import LayerRef, LayerSpec, call_index, resolve_layer, resolve_layers, unwrap
 from convlens.core.probe import Probe, Prober, check_inputs, require_hooks
 from convlens.core.recorder import Recorder, StopForward, preserved_modes
-from convlens.core.values import first_tensor, tensors, with_first_tensor
+from convlens.core.values import first_tensor, map_tensors, tensors, with_first_tensor
 from convlens.errors import ConvlensError, InvalidArgumentError, LayerNotFoundError, UnsupportedModelError
 
 __all__ = ["LayerTap"]
+
+T = TypeVar("T")
 
 
 class LayerTap:
@@ -51,9 +54,21 @@ class LayerTap:
     name; the calls of a module that ran more than once are keyed ``name#0``,
     ``name#1``, ... Only calls made during a forward of ``model`` are recorded
     (calling a submodule directly records nothing), and each forward of
-    ``model`` replaces the previous record. Wrappers are looked through
-    (``nn.DataParallel``, ``DistributedDataParallel``, ``torch.compile``):
-    layers are named as in the wrapped model, which runs eagerly.
+    ``model`` replaces the previous record.
+
+    Records are keyed by the names given: a wrapper (``nn.DataParallel``,
+    ``DistributedDataParallel``, ``torch.compile``) is looked through and its
+    model runs eagerly; its layers can be named as ``named_modules()`` of the
+    wrapper names them (``"module.layer4"``, ``"_orig_mod.layer4"``) or as in
+    the wrapped model (``"layer4"``), and come back under that name. A layer
+    given as a module object is keyed by its name in ``model``.
+
+    A layer that returns several tensors (a tuple, list, dict or NamedTuple,
+    as multi-resolution stages and feature pyramids do): ``tap[name]`` and
+    :attr:`activations` hold its first tensor (depth first, in order), and
+    :attr:`outputs` the value as it was returned, structure kept, every tensor
+    detached (and copied where a later op rewrites it). Gradients are taken at
+    the first tensor.
 
     Args:
         model: Any ``nn.Module``.
@@ -107,8 +122,13 @@ class LayerTap:
         # Which calls to keep per module name: None keeps every call.
         self._wanted: dict[str, set[int] | None] = {}
         self._modules: dict[str, nn.Module] = {}
+        # The names results are keyed by, per module name: as the user gave them.
+        self._labels: dict[str, list[str]] = {}
         for ref in self.refs:
             self._modules[ref.name] = ref.module
+            labels = self._labels.setdefault(ref.name, [])
+            if ref.shown not in labels:
+                labels.append(ref.shown)
             kept = self._wanted.get(ref.name, set())
             self._wanted[ref.name] = None if ref.call is None or kept is None else kept | {ref.call}
         self._prober = Prober(self._module, self._modules)  # shared with every entry point on the model
@@ -124,6 +144,7 @@ class LayerTap:
         self._probe: Probe | None = None  # what the probe knows of the current forward
         self._in_run = False
         self._acts: dict[str, dict[int, Tensor]] = {}
+        self._outs: dict[str, dict[int, Any]] = {}  # only outputs that are not a lone tensor
         self._grads: dict[str, dict[int, Tensor]] = {}
         self._copied: set[tuple[str, int]] = set()
         self._live: dict[tuple[str, int], Tensor] = {}
@@ -132,6 +153,7 @@ class LayerTap:
     # -- hooks -------------------------------------------------------------
 
     def __enter__(self) -> LayerTap:
+        check_runnable(self._module, who="LayerTap", gradients=self.grads)
         if self._module is not self.model and type(self.model).__name__ == "OptimizedModule":
             raise UnsupportedModelError(
                 "A torch.compile model's graph does not see hooks added after it was compiled, so a with "
@@ -195,6 +217,7 @@ class LayerTap:
     def _clear(self) -> None:
         self._recorder.start(self._recorder.remaining)
         self._acts = {name: {} for name in self._modules}
+        self._outs = {name: {} for name in self._modules}
         self._grads = {name: {} for name in self._modules}
         self._copied = set()
         self._live.clear()
@@ -204,6 +227,7 @@ class LayerTap:
         self._clear()
         if self._in_run:
             return
+        check_runnable(self._module, (args, kwargs), who="LayerTap")  # the input's device, before work
         try:  # a user's own forward runs as it is: a probe that cannot run only costs copies
             self._probe = self._prober(args, kwargs, training=None)
         except ConvlensError:
@@ -216,9 +240,12 @@ class LayerTap:
         # Nothing runs after the last wanted call of an early-stopped run.
         last = self._in_run and self._recorder.remaining == 1
         rewritten = not last and (self._probe is None or self._probe.rewritten(name, call))
-        self._acts[name][call] = tensor.detach().to(self.device or tensor.device, copy=rewritten)
+        kept = tensor.detach().to(self.device or tensor.device, copy=rewritten)
+        self._acts[name][call] = kept
         if rewritten:
             self._copied.add((name, call))
+        if not isinstance(output, Tensor):
+            self._outs[name][call] = self._structure(name, call, output, tensor, kept, last=last)
         if not (self.grads and torch.is_grad_enabled()):
             return None
         # Differentiate at the layer's own tensor (a fresh leaf when nothing upstream needs grad,
@@ -231,6 +258,23 @@ class LayerTap:
             return with_first_tensor(output, live.clone())
         return None if live is tensor else with_first_tensor(output, live)
 
+    def _structure(
+        self, name: str, call: int, output: Any, first: Tensor, kept: Tensor, *, last: bool
+    ) -> Any:
+        """The output as returned, each tensor detached, copied where a later op rewrites it."""
+        probe, seen = self._probe, iter(range(1 << 30))
+
+        def detach(t: Tensor) -> Tensor:
+            part = next(seen)
+            if t is first and part == 0:
+                return kept
+            copy = not last and (probe is None or probe.rewritten_part(name, call, part))
+            if copy:
+                self._copied.add((name, call))
+            return t.detach().to(self.device or t.device, copy=copy)
+
+        return map_tensors(output, detach)
+
     def _make_grad_hook(self, name: str, call: int) -> Callable[[Tensor], None]:
         def grad_hook(grad: Tensor) -> None:
             self._grads[name][call] = grad.detach().to(self.device or grad.device, copy=True)
@@ -239,7 +283,7 @@ class LayerTap:
 
     # -- running -------------------------------------------------------------
 
-    def run(self, *inputs: Any, **kwargs: Any) -> dict[str, Tensor]:
+    def run(self, *inputs: Any, forward_args: ForwardArgsLike = None, **kwargs: Any) -> dict[str, Tensor]:
         """Run the model in inference mode and return the activations.
 
         The model runs in eval mode without autograd, and the forward stops
@@ -254,13 +298,22 @@ class LayerTap:
         :class:`~convlens.ShapeError` naming the layer.
 
         Args:
-            *inputs: Positional inputs of the model.
-            **kwargs: Keyword inputs of the model.
+            *inputs: Positional inputs of the model (a detector's list of
+                images is one input: ``tap.run([image])``).
+            forward_args: The model's other forward arguments, after the
+                inputs: a tuple (positional), a dict (keyword) or
+                :class:`~convlens.ForwardArgs` for both. They reach every
+                forward, the meta probe's included.
+            **kwargs: Keyword inputs of the model (added to ``forward_args``'s).
 
         Returns:
             The activations, as :attr:`activations`.
 
         Raises:
+            UnsupportedModelError: A model on the meta device, or a quantized
+                model with ``grads=True`` (quantized kernels have no gradients).
+            DeviceMismatchError: The model and a tensor of the inputs (or of
+                ``forward_args``) live on different devices.
             ShapeError: A layer rejects the input (wrong rank, channels or
                 features, a spatial size too small, no batch dimension).
             InvalidTypeError: A numpy array or PIL image as input, or inputs
@@ -269,7 +322,33 @@ class LayerTap:
                 tensor that depends on its input.
             LayerNotFoundError: A tapped layer that does not run, or a
                 ``#i`` past its last call.
+            InvalidArgumentError: A keyword given both in ``**kwargs`` and in
+                ``forward_args``.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> class Scaled(nn.Module):
+            ...     def __init__(self) -> None:
+            ...         super().__init__()
+            ...         self.conv = nn.Conv2d(1, 2, 3)
+            ...     def forward(self, x, mask, *, scale):
+            ...         return self.conv(x * mask) * scale
+            >>> tap = LayerTap(Scaled(), "conv")
+            >>> mask = torch.ones(2, 1, 5, 5)
+            >>> tuple(tap.run(torch.randn(2, 1, 5, 5), forward_args=(mask,), scale=2.0)["conv"].shape)
+            (2, 2, 3, 3)
         """
+        extra = as_forward_args(forward_args)
+        clash = sorted(set(kwargs) & set(extra.kwargs))
+        if clash:
+            raise InvalidArgumentError(
+                f"LayerTap.run got {', '.join(clash)} both as a keyword input and in forward_args; give each once."
+            )
+        check_runnable(
+            self._module, (inputs, kwargs), who="LayerTap.run", gradients=self.grads, forward_args=extra
+        )
+        inputs, kwargs = (*inputs, *extra.args), {**kwargs, **extra.kwargs}
         check_inputs(inputs, kwargs)
         if self.grads:
             require_autograd("LayerTap.run with grads=True")
@@ -280,7 +359,7 @@ class LayerTap:
                 calls = probe.count(ref.name) or 0
                 if calls == 0:
                     raise LayerNotFoundError(
-                        f"Layer {ref.name!r} does not run in the forward of {type(self._module).__name__} "
+                        f"Layer {ref.shown!r} does not run in the forward of {type(self._module).__name__} "
                         "(in eval mode, as tap.run runs it)."
                     )
                 if ref.call is not None:
@@ -399,8 +478,40 @@ class LayerTap:
 
     @property
     def activations(self) -> dict[str, Tensor]:
-        """``{name: activation}``; a reused module's calls as ``name#i``."""
+        """``{name: activation}``; a reused module's calls as ``name#i``.
+
+        Keyed by the names given (a wrapper's ``"module.layer4"`` or
+        ``"layer4"``, as written). For a layer that returns several tensors,
+        its first tensor; :attr:`outputs` has them all.
+        """
         return self._flatten(self._acts)
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """``{name: output}``: what each tapped call returned, structure kept (tuple, list, dict, NamedTuple).
+
+        Every tensor in it is detached (copied where a later in-place op
+        rewrites it, as for :attr:`activations`); a layer that returns one
+        tensor has that tensor, the same object as in :attr:`activations`.
+
+        Example:
+            >>> import torch
+            >>> from torch import nn
+            >>> class TwoScales(nn.Module):
+            ...     def forward(self, x):
+            ...         return x, nn.functional.avg_pool2d(x, 2)
+            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), TwoScales())
+            >>> tap = LayerTap(net, "1")
+            >>> _ = tap.run(torch.randn(1, 1, 10, 10))
+            >>> high, low = tap.outputs["1"]
+            >>> tuple(high.shape), tuple(low.shape), tap["1"] is high
+            ((1, 2, 8, 8), (1, 2, 4, 4), True)
+        """
+        merged = {
+            name: {call: self._outs[name].get(call, tensor) for call, tensor in per_call.items()}
+            for name, per_call in self._acts.items()
+        }
+        return self._flatten(merged)
 
     @property
     def gradients(self) -> dict[str, Tensor]:
@@ -414,17 +525,19 @@ class LayerTap:
         A copy is made where a later op rewrites the output in place (or where
         the meta pass could not tell); every other activation is a reference.
         """
-        return frozenset(self._key(name, call) for name, call in self._copied)
+        return frozenset(key for name, call in self._copied for key in self._keys(name, call))
 
-    def _key(self, name: str, call: int) -> str:
+    def _keys(self, name: str, call: int) -> list[str]:
+        """The keys of one call: one per name the user gave for the module."""
         single = self._recorder.counts.get(name) == 1 and self._wanted[name] is None
-        return name if single else f"{name}#{call}"
+        return [label if single else f"{label}#{call}" for label in self._labels[name]]
 
-    def _flatten(self, records: dict[str, dict[int, Tensor]]) -> dict[str, Tensor]:
+    def _flatten(self, records: Mapping[str, Mapping[int, T]]) -> dict[str, T]:
         return {
-            self._key(name, call): tensor
+            key: value
             for name, per_call in records.items()
-            for call, tensor in sorted(per_call.items())
+            for call, value in sorted(per_call.items())
+            for key in self._keys(name, call)
         }
 
     def __getitem__(self, layer: LayerSpec) -> Tensor:
@@ -445,7 +558,7 @@ class LayerTap:
         calls = self._recorder.counts.get(ref.name, 0)
         if calls == 0:
             raise LayerNotFoundError(
-                f"Layer {ref.name!r} has no {what}: it did not run (run the model inside the "
+                f"Layer {ref.shown!r} has no {what}: it did not run (run the model inside the "
                 "'with' block, or call tap.run(x))."
             )
         call = call_index(ref, calls, tense="ran")

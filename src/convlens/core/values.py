@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,9 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "describe",
     "first_tensor",
+    "map_tensors",
     "meta_like",
     "model_dtype_device",
     "signature",
@@ -98,6 +100,70 @@ def with_first_tensor(value: Any, new: Tensor) -> Any:
             if field.init and first_tensor(item) is not None:
                 return dataclasses.replace(value, **{field.name: with_first_tensor(item, new)})
     return value
+
+
+def map_tensors(value: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """``value`` with every tensor ``t`` in it replaced by ``fn(t)``; containers keep their type.
+
+    Tuples, lists, NamedTuples, dicts (``OrderedDict`` and other dict subclasses
+    stay what they are) and dataclasses are rebuilt; anything else is returned
+    as it is.
+
+    Example:
+        >>> from collections import OrderedDict
+        >>> out = map_tensors(OrderedDict(a=torch.zeros(2), b=(torch.ones(1), 3)), lambda t: t + 1)
+        >>> type(out).__name__, out["a"].tolist(), out["b"]
+        ('OrderedDict', [1.0, 1.0], (tensor([2.]), 3))
+    """
+    if isinstance(value, Tensor):
+        return fn(value)
+    if isinstance(value, Mapping):
+        out: Any = copy.copy(value)  # a dict subclass (OrderedDict, ModelOutput) stays one
+        for key, item in value.items():
+            out[key] = map_tensors(item, fn)
+        return out
+    if isinstance(value, tuple | list):
+        items = [map_tensors(item, fn) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if _is_dataclass(value):
+        changed = {
+            f.name: map_tensors(getattr(value, f.name), fn) for f in dataclasses.fields(value) if f.init
+        }
+        return dataclasses.replace(value, **changed)
+    return value
+
+
+def describe(value: Any, *, depth: int = 2) -> str:
+    """What ``value`` is, for a message: tensors as their shape and dtype, never their values.
+
+    Example:
+        >>> describe([torch.zeros(3, 4, 5), "x"])
+        "list [Tensor[3, 4, 5] float32, str 'x']"
+        >>> describe((torch.zeros(2, dtype=torch.int64), {"mask": torch.ones(1, 2)}))
+        'tuple (Tensor[2] int64, dict {mask: Tensor[1, 2] float32})'
+    """
+    if isinstance(value, Tensor):
+        return f"Tensor[{', '.join(map(str, value.shape))}] {str(value.dtype).removeprefix('torch.')}"
+    if isinstance(value, np.ndarray):
+        return f"numpy array of shape {value.shape} ({value.dtype})"
+    kind = type(value).__name__
+    if isinstance(value, Mapping):
+        if depth == 0:
+            return f"{kind} of {len(value)} items"
+        items = [f"{k}: {describe(v, depth=depth - 1)}" for k, v in list(value.items())[:4]]
+        return f"{kind} {{{', '.join(items)}{', ...' if len(value) > 4 else ''}}}"
+    if isinstance(value, tuple | list):
+        if depth == 0:
+            return f"{kind} of {len(value)} items"
+        items = [describe(v, depth=depth - 1) for v in value[:4]]
+        left, right = ("[", "]") if isinstance(value, list) else ("(", ")")
+        return f"{kind} {left}{', '.join(items)}{', ...' if len(value) > 4 else ''}{right}"
+    if value is None:
+        return "None"
+    if isinstance(value, bool | int | float | str):
+        text = repr(value)
+        return f"{kind} {text if len(text) <= 40 else text[:37] + '...'}"
+    return kind
 
 
 def meta_like(tensor: Tensor) -> Tensor:
