@@ -485,10 +485,10 @@ def evaluate(
             labels = _per_example(given, chunk.positions)
         elif target is not None and target != "label":
             labels = target
-        rows = extra if total is None else extra.take(chunk.positions, batch=total)
+        batch_args = extra if total is None else extra.take(chunk.positions, batch=total)
         sums += _batch_sums(
             module, named, x, labels, chunk.positions, prober=prober, intervals=intervals, baseline=baseline,
-            batch_size=batch_size, forward_args=rows,
+            batch_size=batch_size, forward_args=batch_args,
         )  # fmt: skip
         count += len(x)
     # One collective per call, on every rank, whatever its shard held.
@@ -707,7 +707,7 @@ def _batch_sums(
     base = baseline_tensor(baseline, x)  # once per batch, for every method and both curves
     sums = torch.zeros(len(named), 4, dtype=torch.float64)
     for i, (name, cam) in enumerate(named):
-        maps = (cam(x, targets, forward_args=fa) if fa else cam(x, targets)).maps
+        maps = cam(x, targets, forward_args=fa).maps
         if bool(maps.isnan().any()):
             bad = positions[maps.isnan().flatten(1).any(1).cpu()].tolist()
             raise InvalidArgumentError(
