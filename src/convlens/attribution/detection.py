@@ -183,14 +183,16 @@ class BoxScoreTarget(ScoreTarget):
 
 def _per_image(value: object, *, labels: bool = False) -> bool:
     """Whether ``value`` is a list of per-image tensors (boxes ``(K, 4)``, labels ``(K,)``)."""
-    if isinstance(value, Tensor | np.ndarray) or not isinstance(value, Sequence):
+    if isinstance(value, Tensor | np.ndarray | str) or not isinstance(value, Sequence):
         return False
     inner = 1 if labels else 2
 
     def nested(v: object) -> bool:  # a list of boxes is a list of lists; a list of labels a list
         if isinstance(v, Tensor | np.ndarray):
             return v.ndim == inner
-        return isinstance(v, Sequence) and (labels or (bool(v) and isinstance(v[0], Sequence)))
+        if isinstance(v, str) or not isinstance(v, Sequence):
+            return False
+        return labels or (bool(v) and isinstance(v[0], Sequence) and not isinstance(v[0], str))
 
     return bool(value) and all(nested(v) for v in value)
 
