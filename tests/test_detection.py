@@ -35,7 +35,7 @@ def detector() -> nn.Module:
     all about 1/91, below the default ``box_score_thresh`` of 0.05: the threshold is 0 so that it
     predicts boxes at all."""
     torch.manual_seed(0)
-    model = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+    model: nn.Module = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
         weights=None, weights_backbone=None, box_score_thresh=0.0
     )
     return model.eval()
@@ -79,8 +79,8 @@ def test_fpn_and_backbone_gradcam_of_a_box_equal_pytorch_grad_cam() -> None:
     target = [FasterRCNNBoxScoreTarget(labels.tolist(), boxes.numpy(), iou_threshold=0.5)]
     # The FPN returns an OrderedDict, whose gradient pytorch-grad-cam cannot hook: its level "0" is
     # the output of layer_blocks[0], a tensor, which it can.
-    expected_fpn = reference_raw(twin, twin.backbone.fpn.layer_blocks[0], img[None], target)
-    expected_body = reference_raw(twin, twin.backbone.body.get_submodule("16"), img[None], target)
+    expected_fpn = reference_raw(twin, twin.get_submodule("backbone.fpn.layer_blocks.0"), img[None], target)
+    expected_body = reference_raw(twin, twin.get_submodule("backbone.body.16"), img[None], target)
 
     assert ours_fpn.maps.shape == (1, 320, 320)
     assert ours_fpn.raw.shape == (1, 10, 10)  # the 320 model reads its last stages, stride 32
@@ -188,7 +188,8 @@ def test_the_best_box_of_the_same_label_counts_and_another_label_never_hides_it(
     assert BoxScoreTarget([7], [[0, 0, 10, 10]], add_iou=True)(out).tolist() == pytest.approx([1.3])
     # Far from every box of its label: nothing matches, a constant 0.
     nothing = BoxScoreTarget([2], [[50, 50, 60, 60]])(out)
-    assert nothing.tolist() == [0.0] and not nothing.requires_grad
+    assert nothing.tolist() == [0.0]
+    assert not nothing.requires_grad
     # Two given boxes, two matches, summed; the threshold is exclusive.
     both = BoxScoreTarget([2, 7], [[0, 0, 10, 10], [50, 50, 60, 60]])(out)
     assert both.tolist() == pytest.approx([1.2])
