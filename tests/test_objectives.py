@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from convlens.core.layouts import Layout
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz.objectives import (
     OUTPUT,
@@ -317,3 +318,66 @@ def test_diversity_makes_a_batch_of_images_differ_in_style() -> None:
     alike, apart = similarity(0.0), similarity(5.0)
     assert alike > 0.99
     assert apart < alike - 0.2  # seeds 0 to 3 give 0.03 to 0.73 against 1.0
+
+
+# -- reshape= (issue 18): channels last, tokens, multi-tensor layers --------------------------
+
+NHWC = CONV.permute(0, 2, 3, 1).contiguous()  # the same values, channels last: (2, 2, 3, 3)
+
+
+def test_channel_and_neuron_read_a_channels_last_output_as_its_channels_first_twin() -> None:
+    for c in range(3):
+        torch.testing.assert_close(
+            channel("s", c, reshape="channels_last")({"s": NHWC}, IMAGE), channel("conv", c)(ACTS, IMAGE)
+        )
+        torch.testing.assert_close(
+            neuron("s", c, position=(1, 2), reshape="channels_last")({"s": NHWC}, IMAGE),
+            CONV[:, c, 1, 2],
+        )
+
+
+def test_reshape_counts_channels_after_the_reshape() -> None:
+    shapes = {"s": tuple(NHWC.shape)}
+    channel("s", 2, reshape="channels_last").validate(shapes)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"^channel 3 is out of range: layer 's' has 3 channels after reshape='channels_last' \(0 to 2\)\.$",
+    ):
+        channel("s", 3, reshape="channels_last").validate(shapes)
+    with pytest.raises(InvalidArgumentError, match=r"position \(0, 3\) is outside the \(2, 3\) feature map"):
+        neuron("s", 0, position=(0, 3), reshape="channels_last").validate(shapes)
+    tokens = {"vit": (1, 1 + 49, 192)}  # a class token and a 7x7 grid
+    channel("vit", 191, reshape="vit").validate(tokens)
+    neuron("vit", 0, position=(6, 6), reshape="vit").validate(tokens)
+    with pytest.raises(InvalidArgumentError, match="has 192 channels after reshape='vit'"):
+        channel("vit", 192, reshape="vit").validate(tokens)
+
+
+def test_a_layout_part_reads_another_tensor_of_a_tuple() -> None:
+    low = torch.arange(8.0).view(1, 2, 2, 2)
+    both = {"stage": (CONV[:1], low)}
+    assert channel("stage", 1, reshape=Layout(part=1))(both, IMAGE).tolist() == [5.5]  # type: ignore[arg-type]
+    assert channel("stage", 1)(both, IMAGE).tolist() == [float(CONV[0, 1].mean())]  # type: ignore[arg-type]
+
+
+def test_reshape_is_spelled_in_the_repr_and_checked_when_built() -> None:
+    assert repr(channel("s", 1, reshape="channels_last")) == "channel('s', 1, reshape='channels_last')"
+    assert (
+        repr(neuron("s", 1, reshape=Layout(part=1))) == "neuron('s', 1, reshape=Layout(part=1, reshape=None))"
+    )
+    assert repr(channel("s", 1, reshape=lambda t: t)) == "channel('s', 1, reshape=<callable>)"
+    assert repr(channel("s", 1, reshape=None)) == "channel('s', 1)"
+    with pytest.raises(InvalidArgumentError, match="Did you mean 'channels_last'"):
+        channel("s", 1, reshape="channel_last")  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match="reshape must be"):
+        neuron("s", 1, reshape=3)  # type: ignore[arg-type]
+
+
+def test_layouts_follow_the_algebra_one_per_layer() -> None:
+    obj = channel("s", 1, reshape="channels_last") - 0.5 * neuron("s", 2, reshape="channels_last") + l1()
+    assert dict(obj.layouts) == {"s": Layout(reshape="channels_last")}
+    assert obj.layers == frozenset({"s"})
+    with pytest.raises(InvalidArgumentError, match=r"reads each layer through one layout.*'s'"):
+        channel("s", 1, reshape="channels_last") + channel("s", 2)
+    with pytest.raises(InvalidTypeError, match="layouts must map layers the objective reads"):
+        Objective(lambda a, i: i.sum((1, 2, 3)), name="x()", layers=frozenset({"a"}), layouts={"b": Layout()})
