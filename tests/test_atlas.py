@@ -201,3 +201,109 @@ def test_grad_cam_is_read_from_a_grid_not_a_global_pool_and_stages_are_layers(tm
     assert all(m["cam"] == "2" for m in classes)  # the ReLU's 12 x 12 grid, not the 1 x 1 pool
     stage_pages = sorted((tmp_path / "units" / "0").glob("*.html"))
     assert [p.name for p in stage_pages] == ["0.html", "1.html"]
+
+
+# --- your own model: its weights, its classes, its forward arguments, its layout (issue 18) -------
+
+
+def test_the_atlas_of_your_own_model_names_its_classes_and_says_nothing_of_random_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_cli import user_model
+
+    spec, _ = user_model(tmp_path, outputs=3, channels=1)
+    (tmp_path / "names.txt").write_text("cat\ndog\nbird\n")
+    out = tmp_path / "site"
+    argv = ["atlas", spec, "--data", "digits", "--out", str(out), "--layers", "4", "--units", "3"]
+    assert main([*argv, "--k", "2", "--steps", "2", "--classes", str(tmp_path / "names.txt")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert "4, unit 2: bird</h1>" in (out / "units" / "4" / "2.html").read_text()
+    for page in pages(out):
+        assert 'class="note"' not in page.read_text(), page  # the factory's weights are the user's
+    # Asked-for random weights are said on every page.
+    assert main([*argv, "--k", "2", "--steps", "2", "--weights", "random", "--out", str(tmp_path / "r")]) == 0
+    for page in pages(tmp_path / "r"):
+        assert "random weights (seed 0)" in page.read_text(), page
+    # Names that do not fit the outputs: one line, before any work.
+    (tmp_path / "two.txt").write_text("cat\ndog\n")
+    bad = tmp_path / "bad"
+    assert main([*argv, "--out", str(bad), "--classes", str(tmp_path / "two.txt")]) == 2
+    assert "names 2 classes, but the model has 3 outputs" in capsys.readouterr().err
+    assert not bad.exists()
+
+
+def test_build_atlas_classes_and_the_old_class_names(tmp_path: Path) -> None:
+    data = cl.zoo.digits_dataset("test")
+    with pytest.raises(cl.InvalidArgumentError, match="names 3 classes, but the model has 10 outputs"):
+        build_atlas(cl.zoo.digits_cnn(), data, tmp_path / "bad", classes=["a", "b", "c"])
+    assert not (tmp_path / "bad").exists()
+    names = [f"n{i}" for i in range(10)]
+    small_atlas(tmp_path / "new", layers=["classifier.2"], units=2, classes=names)
+    with pytest.warns(DeprecationWarning, match="class_names= is deprecated, use classes="):
+        small_atlas(tmp_path / "old", layers=["classifier.2"], units=2, class_names=names)
+    for site in ("new", "old"):
+        assert (
+            "classifier.2, unit 1: n1</h1>"
+            in (tmp_path / site / "units" / "classifier.2" / "1.html").read_text()
+        )
+
+
+class Scaled(torch.nn.Module):
+    """A net whose forward needs a second argument: ``forward(x, scale)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x * scale).relu()
+        out: torch.Tensor = self.head(h.mean((2, 3)))
+        return out
+
+
+def test_build_atlas_passes_forward_args_on_every_forward(tmp_path: Path) -> None:
+    model = Scaled()
+    data = torch.utils.data.TensorDataset(torch.rand(12, 1, 10, 10))
+    before = snapshot(model)
+    scale = torch.tensor(-1.0)  # the sign flips the ranking: a forward without it would differ
+    site = build_atlas(model, data, tmp_path, layers=["conv"], units=2, k=3, steps=2, progress=False,
+                       forward_args=(scale,))  # fmt: skip
+    assert_unchanged(model, before)
+    assert site.units == 2
+    best = cl.NeuronVisualizer(model, "conv").top_examples(data, unit=[0, 1], k=3, forward_args=(scale,))
+    shown = [
+        [e["index"] for e in json.loads(p.read_text())["examples"]]
+        for p in sorted(
+            (tmp_path / "_cache").rglob("unit.json"), key=lambda p: json.loads(p.read_text())["unit"]
+        )
+    ]
+    assert shown == best.indices.tolist()
+    with pytest.raises(cl.InvalidTypeError, match="missing a required argument: 'scale'"):
+        build_atlas(model, data, tmp_path / "none", layers=["conv"], units=1, steps=1, progress=False)
+
+
+class ChannelsLast(torch.nn.Module):
+    """A stage that returns (N, H, W, C), as Swin and ConvNeXt stages do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 6, 3)
+        self.stage = torch.nn.Sequential(torch.nn.LayerNorm(6), torch.nn.Linear(6, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.stage(self.conv(x).permute(0, 2, 3, 1))
+        return out.mean((1, 2))
+
+
+def test_build_atlas_refuses_a_channels_last_layer_and_reads_it_with_reshape(tmp_path: Path) -> None:
+    model = ChannelsLast()
+    data = torch.utils.data.TensorDataset(torch.rand(6, 1, 9, 9))
+    with pytest.raises(cl.InvalidArgumentError, match=r'channels last.*Pass reshape="channels_last"'):
+        build_atlas(model, data, tmp_path / "bad", layers=["stage"], units=None, steps=1, progress=False)
+    assert not (tmp_path / "bad").exists()
+    site = build_atlas(model, data, tmp_path / "ok", layers=["stage"], units=None, k=2, steps=1,
+                       progress=False, reshape="channels_last")  # fmt: skip
+    assert site.units == 5  # the stage's 5 features, not its 7 rows

@@ -278,3 +278,160 @@ def test_evaluate_unknown_method_is_one_line(capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err
     assert "Did you mean 'gradcam++'" in err
     assert err.count("\n") == 1
+
+
+# --- your own model: its weights and its classes (issue 18) ---------------------------------------
+
+USER_NET = """
+import torch
+from pathlib import Path
+from torch import nn
+
+
+def build():
+    net = nn.Sequential(
+        nn.Conv2d({channels}, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, {outputs}),
+    )
+    net.load_state_dict(torch.load(Path(__file__).parent / "trained.pt", weights_only=True))
+    return net
+"""
+
+
+def user_model(tmp_path: Path, *, outputs: int = 3, channels: int = 3) -> tuple[str, dict[str, object]]:
+    """A ``my_net.py:build`` spec whose factory loads the "trained" weights saved beside it."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(42)
+    trained = nn.Sequential(
+        nn.Conv2d(channels, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, outputs),
+    )  # fmt: skip
+    state = {k: v.clone() for k, v in trained.state_dict().items()}
+    torch.save(state, tmp_path / "trained.pt")
+    (tmp_path / "my_net.py").write_text(USER_NET.format(channels=channels, outputs=outputs))
+    return f"{tmp_path / 'my_net.py'}:build", state
+
+
+def saved_figures(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The figures the command saves, as it saves them (their texts can be read back)."""
+    from convlens.apps import cli
+
+    figures: list[object] = []
+    save = cli._save
+
+    def keep(figure: object, out: Path) -> None:
+        figures.append(figure)
+        save(figure, out)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "_save", keep)
+    return figures
+
+
+def texts(figure: object) -> list[str]:
+    from matplotlib.figure import Figure
+
+    assert isinstance(figure, Figure)
+    return [t.get_text() for t in figure.texts]
+
+
+def test_gradcam_of_your_own_model_names_its_classes_and_warns_of_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    import convlens as cl
+
+    spec, _ = user_model(tmp_path)
+    (tmp_path / "classes.txt").write_text("cat\ndog\nbird\n")
+    figures = saved_figures(monkeypatch)
+    out = tmp_path / "cam.png"
+    argv = ["gradcam", spec, "--layer", "0", "--out", str(out), "--classes", str(tmp_path / "classes.txt")]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""  # no RandomWeightsWarning: the factory's weights are the user's
+    # The class the library predicts for the same picture, named as the file names it.
+    model = cl.zoo.create(spec)
+    x = cl.images.preprocess(cl.images.sample_image())
+    predicted = int(model(x).argmax())
+    expected = cl.GradCAM(model, "0")(x)
+    assert int(expected.targets[0]) == predicted  # type: ignore[index]
+    name = ["cat", "dog", "bird"][predicted]
+    [figure] = figures
+    assert texts(figure) == [f"gradcam at 0: {name} ({predicted}), score {float(expected.scores[0]):.2f}"]
+    # Asked for random weights: reset, and said in red on the figure (no warning: it was asked for).
+    assert main([*argv, "--weights", "random"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert texts(figures[1])[1] == "random weights (seed 0)"
+    assert not torch.equal(cl.zoo.load(spec, weights="random").state_dict()["4.weight"],
+                           model.state_dict()["4.weight"])  # fmt: skip
+
+
+def test_gradcam_classes_imagenet_on_your_own_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torchvision")
+    spec, _ = user_model(tmp_path, outputs=1000)
+    figures = saved_figures(monkeypatch)
+    argv = ["gradcam", spec, "--layer", "0", "--out", str(tmp_path / "c.png"), "--target", "281"]
+    assert main([*argv, "--classes", "imagenet"]) == 0
+    assert texts(figures[0])[0].startswith("gradcam at 0: tabby (281), score ")
+    assert main(argv) == 0  # no names known for your own model: the index alone, not "class 281 (281)"
+    assert texts(figures[1])[0].startswith("gradcam at 0: class 281, score ")
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ("two", "classes file '{tmp}/two.txt' names 2 classes, but the model has 3 outputs"),
+        ("imagenet", "classes names 1000 classes, but the model has 3 outputs"),
+        ("imagenett", "which is no file. Did you mean 'imagenet'?"),
+    ],
+)
+def test_gradcam_classes_that_do_not_fit_fail_before_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], classes: str, message: str
+) -> None:
+    if classes == "imagenet":
+        pytest.importorskip("torchvision")
+    spec, _ = user_model(tmp_path)
+    (tmp_path / "two.txt").write_text("cat\ndog\n")
+    chosen = str(tmp_path / "two.txt") if classes == "two" else classes
+    out = tmp_path / "c.png"
+    assert main(["gradcam", spec, "--layer", "0", "--out", str(out), "--classes", chosen]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_topk_of_the_output_layer_names_the_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["topk", "convlens:digits_cnn", "--data", "digits", "--k", "2", "--out", str(tmp_path / "t.png")]
+    assert main([*argv, "--layer", "classifier.2", "--units", "3,5"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split(":")[0] for line in lines] == ["digit 3 (3)", "digit 5 (5)"]
+    (tmp_path / "names.txt").write_text("\n".join(f"n{i}" for i in range(10)))
+    assert (
+        main([*argv, "--layer", "classifier.2", "--units", "4", "--classes", str(tmp_path / "names.txt")])
+        == 0
+    )
+    assert capsys.readouterr().out.splitlines()[1].startswith("n4 (4): #")
+    assert main([*argv, "--layer", "features.0", "--classes", str(tmp_path / "names.txt")]) == 2
+    assert "layer 'features.0' is not its output layer ('classifier.2' is)" in capsys.readouterr().err
+
+
+def test_every_command_in_the_readme_parses() -> None:
+    """The README's command list cannot drift from the parser (its user-model lines included)."""
+    import shlex
+
+    from convlens.apps.cli import _parser
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text[text.index("From the command line:") :].split("```")[1]
+    commands = [line.split("#")[0] for line in block.splitlines() if line.startswith("convlens ")]
+    assert any("my_net.py:build" in c and "--classes" in c for c in commands)
+    for command in commands:
+        args = _parser().parse_args(shlex.split(command)[1:])  # exits (SystemExit) on a wrong flag
+        assert args.command == shlex.split(command)[1]

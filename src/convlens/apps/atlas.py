@@ -55,14 +55,19 @@ from torch import Tensor, nn
 from convlens.apps.atlas_site import Plan, cache_key, write_site
 from convlens.attribution.cam import GradCAM
 from convlens.core.checks import check_int
+from convlens.core.deprecation import UNSET, Unset, renamed
 from convlens.core.distributed import rank
+from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import unwrap
+from convlens.core.layouts import Layout, ReshapeSpec, as_layout, channels_last_hint
 from convlens.core.report import LayerShape, ShapeReport
 from convlens.core.shapes import trace_shapes
+from convlens.core.tap import LayerTap
 from convlens.core.values import model_dtype_device
 from convlens.errors import InvalidArgumentError, LayerNotFoundError, did_you_mean
 from convlens.featureviz.neurons import NeuronVisualizer, TopExamplesResult
-from convlens.models.images import PRESETS, deprocess
+from convlens.models.images import PRESETS, ClassesSpec, deprocess
+from convlens.models.images import class_names as class_names_of
 from convlens.render import FilterRenderer, overlay
 
 __all__ = ["AtlasResult", "build_atlas"]
@@ -106,11 +111,14 @@ def build_atlas(
     picture_size: int | None = None,
     title: str | None = None,
     note: str | None = None,
-    class_names: Sequence[str] | None = None,
+    classes: ClassesSpec | None = None,
+    forward_args: ForwardArgsLike = None,
+    reshape: ReshapeSpec = None,
     batch_size: int = 64,
     num_workers: int = 0,
     seed: int = 0,
     progress: bool = True,
+    class_names: Sequence[str] | Unset | None = UNSET,
 ) -> AtlasResult:
     """Write a browsable, offline atlas of ``model`` over ``data`` to ``out``.
 
@@ -133,13 +141,29 @@ def build_atlas(
         picture_size: The side of the feature visualizations when
             ``input_shape`` is None (None: the data's own).
         title: The site's title (default: the model's class name).
-        class_names: Names of the output units (e.g.
-            :func:`~convlens.models.images.imagenet_classes`), shown on their pages.
-        note: A line shown on every page (e.g. "random weights").
+        note: A line shown on every page (e.g. "random weights"); None: no line.
+            A model of your own with its own weights needs none.
+        classes: Names of the model's output classes, shown on the output
+            layer's pages: ``"imagenet"`` (the 1000 ImageNet categories), the
+            path of a file with one name per line (or a JSON list), or the
+            names (:func:`~convlens.models.images.class_names`). Their count
+            must equal the model's number of outputs (checked before any work).
+        forward_args: The model's other forward arguments after the input
+            (:class:`~convlens.ForwardArgs`, a tuple, or a mapping of keywords),
+            passed on every forward: the shape trace, the dataset passes (where
+            tensors whose first dimension is the batch's follow the batch), the
+            feature visualizations and the output units' Grad-CAMs.
+        reshape: How each layer's output becomes ``(N, C, *spatial)`` before
+            its units are counted and ranked (``"vit"``, ``"channels_last"``, a
+            callable or :class:`~convlens.Layout`); the first tensor of a layer
+            that returns several is read unless ``reshape=Layout(part=...)``
+            says otherwise. None: the output is channels first already; a
+            channels-last output is refused before any work.
         batch_size: Batch size when ``data`` is a Dataset.
         num_workers: DataLoader workers when ``data`` is a Dataset.
         seed: Seeds the feature visualizations.
         progress: A line per layer on stderr, with its time.
+        class_names: The old spelling of ``classes`` (deprecated).
 
     Returns:
         What was written, and how much of it came from the cache.
@@ -147,7 +171,11 @@ def build_atlas(
     Raises:
         LayerNotFoundError: A layer the model does not have (the nearest is named).
         InvalidArgumentError: An unknown preset, ``units``, ``k`` or ``steps``
-            below 1, or empty data.
+            below 1, empty data, ``classes`` whose count differs from the
+            model's outputs, or a channels-last layer without ``reshape=``.
+        UnsupportedModelError: A quantized model (the feature visualizations
+            need gradients) or one on the meta device.
+        DeviceMismatchError: The data and the model live on different devices.
     """
     started = time.perf_counter()
     root = Path(out)
@@ -158,15 +186,20 @@ def build_atlas(
             f"preset must be one of {', '.join(map(repr, PRESETS))} or None; got {preset!r}."
             f"{did_you_mean(str(preset), list(PRESETS))}"
         )
+    chosen = renamed("class_names", class_names, "classes", classes, default=None)
+    fa, layout = as_forward_args(forward_args), as_layout(reshape)
     sample = _first_input(data)
+    check_runnable(model, sample[None], who="build_atlas", gradients=True, forward_args=fa)
     shape = tuple(input_shape) if input_shape is not None else (1, *sample.shape)
     if input_shape is None and picture_size is not None and len(shape) == 4:
         shape = (1, shape[1], picture_size, picture_size)
-    report = trace_shapes(model, (1, *sample.shape))
+    report = trace_shapes(model, (1, *sample.shape), forward_args=fa)
+    names_of = None if chosen is None else class_names_of(chosen, outputs=_outputs(report))
     rows = _layer_rows(model, report, layers)
-    fingerprint = _fingerprint(
-        model, data, sample, {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed}
-    )
+    units_of = _unit_counts(model, sample, rows, layout, fa)
+    options = {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed}
+    options |= {"reshape": layout.describe(), "forward_args": repr(fa)}
+    fingerprint = _fingerprint(model, data, [sample, *fa.tensors()], options)
     output = report.rows[-1].name if report.rows else ""
     cam_layer = next(  # the last spatial map that is still a grid (not a global pool's 1 x 1)
         (r.name for r in reversed(report.rows) if len(r.output_shape) == 4 and max(r.output_shape[2:]) > 1),
@@ -177,7 +210,7 @@ def build_atlas(
     cache = root / "_cache"
     plan: Plan = []  # row, units shown, units to compute
     for row in rows:
-        size = row.output_shape[1] if len(row.output_shape) > 1 else 1
+        size = units_of[row.name]
         shown = list(range(size if count is None else min(count, size)))
         missing = [
             u for u in shown if not (cache / cache_key(fingerprint, row.name, u) / "unit.json").is_file()
@@ -186,7 +219,7 @@ def build_atlas(
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # every rank has read the cache before rank 0 writes to it
     writer = rank() == 0
-    names = {output: list(class_names)} if class_names is not None else {}
+    names = {output: list(names_of)} if names_of is not None else {}
     reused = 0
     for row, shown, missing in plan:
         began = time.perf_counter()
@@ -195,7 +228,7 @@ def build_atlas(
                 model, data, row, missing, cache=cache, fingerprint=fingerprint, writer=writer, k=k, steps=steps,
                 preset=preset, shape=shape, seed=seed, batch_size=batch_size, num_workers=num_workers,
                 filters=row.name == first_conv, classes=row.name == output and row.type == "Linear",
-                cam_layer=cam_layer,
+                cam_layer=cam_layer, forward_args=fa, reshape=reshape,
             )  # fmt: skip
         reused += len(shown) - len(missing)
         if progress and writer:
@@ -246,19 +279,30 @@ def _compute_layer(
     filters: bool,
     classes: bool,
     cam_layer: str | None,
+    forward_args: ForwardArgs,
+    reshape: ReshapeSpec,
 ) -> None:
     """One dataset pass for the layer's missing units, then (rank 0) their pictures and pages' data."""
-    nv = NeuronVisualizer(model, row.name, input_shape=shape)
+    nv = NeuronVisualizer(model, row.name, input_shape=shape, reshape=reshape)
     best = nv.top_examples(
-        data, unit=missing, k=k, batch_size=batch_size, num_workers=num_workers, progress=False
-    )
+        data, unit=missing, k=k, batch_size=batch_size, num_workers=num_workers, progress=False,
+        forward_args=forward_args,
+    )  # fmt: skip
     if not writer:
         return
     if preset is None:
-        viz = nv.maximize(missing, steps=steps, seed=seed, value_range=(0.0, 1.0), l1=0.0)
+        viz = nv.maximize(
+            missing, steps=steps, seed=seed, value_range=(0.0, 1.0), l1=0.0, forward_args=forward_args
+        )
         pictures = viz.image.detach().float().clamp(0, 1).cpu()
     else:
-        viz = nv.maximize(missing, steps=steps, seed=seed, normalize=preset)  # type: ignore[arg-type]
+        viz = nv.maximize(
+            missing,
+            steps=steps,
+            seed=seed,
+            normalize=preset,  # type: ignore[arg-type]  # checked against PRESETS in build_atlas
+            forward_args=forward_args,
+        )
         assert viz.picture is not None  # with normalize, the picture in [0, 1]
         pictures = viz.picture.detach().float().cpu()
     weights = FilterRenderer(model, row.name).images() if filters else None
@@ -284,7 +328,8 @@ def _compute_layer(
         if classes and cam_layer is not None and examples:
             xs = torch.stack([x for _, _, x, _ in examples])
             dtype, device = model_dtype_device(unwrap(model))
-            maps = GradCAM(model, cam_layer)(xs.to(device, dtype), target=unit).maps.detach().cpu()
+            cam = GradCAM(model, cam_layer)
+            maps = cam(xs.to(device, dtype), target=unit, forward_args=forward_args).maps.detach().cpu()
             for i, (_, _, x, _) in enumerate(examples):
                 blended = overlay(_as_rgb(x, preset), maps[i], alpha=0.45)
                 _png(blended, _PANEL).save(folder / f"cam{i}.png")
@@ -336,8 +381,11 @@ def _framed(picture: np.ndarray, box: list[int] | None) -> Image.Image:
 # -- keys, layers, data ------------------------------------------------------------------------------
 
 
-def _fingerprint(model: nn.Module, data: Any, sample: Tensor, options: dict[str, Any]) -> str:
-    """A hash of the weights (every parameter and buffer), the data and the options."""
+def _fingerprint(model: nn.Module, data: Any, values: list[Tensor], options: dict[str, Any]) -> str:
+    """A hash of the weights (every parameter and buffer), the data, the values and the options.
+
+    ``values``: the first example and the tensors among the forward arguments.
+    """
     digest = hashlib.sha256(f"v{_VERSION}".encode())
     for name, tensor in unwrap(model).state_dict().items():
         digest.update(name.encode())
@@ -345,7 +393,8 @@ def _fingerprint(model: nn.Module, data: Any, sample: Tensor, options: dict[str,
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     digest.update(type(data).__name__.encode())
     digest.update(str(len(data) if isinstance(data, Sized) else "?").encode())
-    digest.update(sample.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    for value in values:
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     digest.update(json.dumps(options, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
@@ -376,6 +425,41 @@ def _layer_rows(model: nn.Module, report: ShapeReport, layers: Sequence[str] | N
     }
     unique = list({r.name: r for r in chosen}.values())
     return sorted(unique, key=lambda r: (last[r.name], r.name))
+
+
+def _outputs(report: ShapeReport) -> int | None:
+    """The model's number of outputs (classes): dimension 1 of what it returns, if it has one."""
+    return report.output_shape[1] if len(report.output_shape) >= 2 else None
+
+
+def _unit_counts(
+    model: nn.Module, sample: Tensor, rows: list[LayerShape], layout: Layout, fa: ForwardArgs
+) -> dict[str, int]:
+    """Each layer's number of units: dimension 1 of its output as ``reshape=`` reads it.
+
+    Without a layout the trace's shapes say it, and a channels-last output is refused (never its rows
+    counted as units); with one, one real forward of one example shows what the layout gives.
+    """
+    modules = dict(unwrap(model).named_modules())
+    if layout.part is None and not layout.reshapes:
+        for row in rows:
+            module = modules.get(row.name.split("#")[0])
+            hint = None if module is None else channels_last_hint(module, row.output_shape)
+            if hint is not None:
+                raise InvalidArgumentError(
+                    f"build_atlas reads channels at dimension 1, but layer {row.name!r} gives "
+                    f"{row.output_shape}, channels last: a {hint} in it computes {row.output_shape[-1]} "
+                    'features along the last dimension. Pass reshape="channels_last".'
+                )
+        return {r.name: r.output_shape[1] if len(r.output_shape) > 1 else 1 for r in rows}
+    dtype, device = model_dtype_device(unwrap(model))
+    x = sample[None].to(device, dtype)
+    found = LayerTap(model, [r.name for r in rows]).run(x, forward_args=fa)
+    counts = {}
+    for row in rows:
+        tensor = layout.apply(layout.pick(found[row.name]))
+        counts[row.name] = int(tensor.shape[1]) if tensor.dim() > 1 else 1
+    return counts
 
 
 def _first_input(data: Any) -> Tensor:

@@ -166,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
         "--scale", default="symmetric", help="symmetric, lecture or minmax (default symmetric)"
     )
     gradcam.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
+    for sub in (gradcam, topk, atlas):
+        sub.add_argument(
+            "--classes",
+            help="names of the output classes: imagenet, or a file with one name per line or a JSON list "
+            "(default: the zoo model's own, if known)",
+        )
     gradcam.add_argument("--method", default="gradcam", help=f"one of {', '.join(METHODS)} (default gradcam)")
     return parser
 
@@ -263,10 +269,13 @@ def _gradcam(args: argparse.Namespace) -> None:
     model = _load(args)
     cam = method(model, args.layer)  # validates the layer name before any work
     x = _picture_input(args, model)
+    names = _classes(args, model, x)
     result = cam(x, target=args.target)
     target = -1 if result.targets is None else int(result.targets[0])
-    name = _class_name(model, args.model, target)
-    title = f"{args.method} at {args.layer}: {name} ({target}), score {float(result.scores[0]):.2f}"
+    name = (
+        f"{names[target]} ({target})" if names is not None and 0 <= target < len(names) else f"class {target}"
+    )
+    title = f"{args.method} at {args.layer}: {name}, score {float(result.scores[0]):.2f}"
     picture = x[0, 0] if isinstance(model, zoo.DigitsCNN) else images.deprocess(x, preset=args.preset)
     _save(plot_cam(picture, result.maps[0], title=title, note=zoo.weights_note(model)), args.out)
 
@@ -312,6 +321,7 @@ def _topk(args: argparse.Namespace) -> None:
     model = _on_device(args, _load(args))
     visualizer = NeuronVisualizer(model, args.layer)  # validates the layer name before any work
     data = _dataset(args, model)
+    names = _output_names(args, model, data, visualizer.layer)
     best = visualizer.top_examples(
         data, unit=units, k=args.k, batch_size=args.batch_size, num_workers=args.workers
     )
@@ -319,13 +329,15 @@ def _topk(args: argparse.Namespace) -> None:
         preset = None if isinstance(model, zoo.DigitsCNN) or args.data == "digits" else args.preset
         title = f"{args.model} {args.layer}: the {args.k} of {len(data)} pictures that excite each unit most"
         figure = plot_top_examples(
-            best, preset=preset, crops=args.crops, rows=args.rows, title=title, note=zoo.weights_note(model)
-        )
+            best, preset=preset, crops=args.crops, rows=args.rows, title=title, note=zoo.weights_note(model),
+            names=names,
+        )  # fmt: skip
         _save(figure, args.out)
         units_ranked = best.unit if isinstance(best.unit, list) else [best.unit]
         kind = "channel" if best.positions is not None else "unit"
         for unit, row in list(zip(units_ranked, best.indices.tolist(), strict=True))[: args.rows]:
-            print(f"{kind} {unit}: " + " ".join(f"#{i}" for i in row))
+            label = f"{names[unit]} ({unit})" if names is not None else f"{kind} {unit}"
+            print(f"{label}: " + " ".join(f"#{i}" for i in row))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -362,7 +374,7 @@ def _atlas(args: argparse.Namespace) -> None:
         picture_size=args.size if pictures else None,
         title=args.model,
         note=zoo.weights_note(model),
-        class_names=_class_names(args.model),
+        classes=args.classes if args.classes is not None else zoo.default_classes(args.model),
         batch_size=args.batch_size,
         num_workers=args.workers,
         seed=args.seed,
@@ -374,13 +386,34 @@ def _atlas(args: argparse.Namespace) -> None:
         )
 
 
-def _class_names(spec: str) -> list[str] | None:
-    """ImageNet's class names for a torchvision classifier, the digits for the digits CNN, else None."""
-    if spec == "convlens:digits_cnn":
-        return [f"digit {d}" for d in range(10)]
-    if spec.startswith("torchvision:"):
-        return images.imagenet_classes()
-    return None
+def _classes(args: argparse.Namespace, model: nn.Module, x: Tensor) -> tuple[str, ...] | None:
+    """``--classes`` checked against the model's outputs before any work; else the zoo model's own names."""
+    if args.classes is None:
+        return zoo.default_classes(args.model)
+    return images.class_names(args.classes, outputs=_outputs(model, x))
+
+
+def _output_names(
+    args: argparse.Namespace, model: nn.Module, data: TensorDataset | images.PictureFolder, layer: str
+) -> tuple[str, ...] | None:
+    """The class names for ``topk`` when ``layer`` is the model's output layer (its units are the classes).
+
+    ``--classes`` for another layer is refused before any work; the zoo's own names are then left out.
+    """
+    x = data[0][0][None]
+    rows = trace_shapes(model, x).rows
+    if args.classes is not None and rows and rows[-1].name != layer:
+        raise InvalidArgumentError(
+            f"--classes names the model's output classes, but layer {layer!r} is not its output layer "
+            f"({rows[-1].name!r} is): its units are no classes."
+        )
+    return _classes(args, model, x) if rows and rows[-1].name == layer else None
+
+
+def _outputs(model: nn.Module, x: Tensor) -> int | None:
+    """How many outputs (classes) the model gives for ``x``: dim 1 of its output (probed, no real compute)."""
+    shape = trace_shapes(model, x).output_shape
+    return shape[1] if len(shape) >= 2 else None
 
 
 def _init_distributed(device: str) -> bool:
@@ -395,16 +428,6 @@ def _init_distributed(device: str) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group("nccl" if nccl else "gloo")
     return True
-
-
-def _class_name(model: nn.Module, spec: str, index: int) -> str:
-    if isinstance(model, zoo.DigitsCNN):
-        return f"digit {index}"
-    if spec.startswith("torchvision:"):
-        names = images.imagenet_classes()
-        if 0 <= index < len(names):
-            return names[index]
-    return f"class {index}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
