@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+import convlens as cl
 from convlens.attribution.cam import (
     CAMContext,
     EigenCAM,
@@ -824,3 +825,191 @@ def test_method_names_are_the_literal_type_and_the_table_alike() -> None:
     from convlens.core.checks import choices
 
     assert choices(MethodName) == tuple(METHODS)
+
+
+# -- any model: forward arguments, reshape presets, model checks, quantized and half-precision models -----
+
+
+class Conditioned(nn.Module):
+    """``forward(x, mask, temperature=1)``: small_net's logits of ``x * mask``, divided by ``temperature``.
+
+    Every call's device is logged in an object the probe's snapshot does not walk.
+    """
+
+    class Log:
+        def __init__(self) -> None:
+            self.devices: list[str] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_net()
+        self.log = Conditioned.Log()
+
+    def forward(self, x: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
+        self.log.devices.append(x.device.type)
+        out: Tensor = self.net(x * mask) / temperature
+        return out
+
+
+class Bound(nn.Module):
+    """``Conditioned`` with a mask and a temperature fixed: the reference without forward_args."""
+
+    def __init__(self, model: Conditioned, mask: Tensor, temperature: float) -> None:
+        super().__init__()
+        self.model, self.mask, self.temperature = model, mask, temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = self.mask.expand(len(x), *self.mask.shape[1:])
+        out: Tensor = self.model(x, mask, temperature=self.temperature)
+        return out
+
+
+def masks(n: int = 5, seed: int = 7) -> Tensor:
+    return (torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) > 0.3).float()
+
+
+@pytest.mark.parametrize("as_loader", [False, True], ids=["Dataset", "DataLoader"])
+def test_forward_args_of_the_datas_length_follow_the_examples(as_loader: bool) -> None:
+    model, x, mask = Conditioned(), images(5), masks()
+    data: Any = DataLoader(TensorDataset(x), batch_size=2) if as_loader else TensorDataset(x)
+    kwargs: dict[str, Any] = {"layer": "net.3", "intervals": 4, "baseline": "blur", "progress": False}
+    res = evaluate(model, ["gradcam", "scorecam"], data, batch_size=2, forward_args=(mask, 0.5), **kwargs)
+    assert set(model.log.devices) == {"cpu", "meta"}  # the probe got them too
+    # Each example alone, its mask bound into the model: the mean of those is the dataset's number.
+    alone = [
+        numbers(
+            evaluate(
+                Bound(model, mask[i : i + 1], 0.5),
+                ["gradcam", "scorecam"],
+                [x[i : i + 1]],
+                **{**kwargs, "layer": "model.net.3"},
+            )
+        )
+        for i in range(len(x))
+    ]
+    expected = torch.tensor(alone, dtype=torch.float64).mean(0).tolist()
+    assert res.count == 5
+    assert_numbers(res, expected)
+
+
+def test_forward_args_of_another_length_pass_as_they_are() -> None:
+    model, x = Conditioned(), images(4)
+    shared = masks(1)  # one mask for every example: passed as it is
+    kwargs: dict[str, Any] = {"layer": "net.3", "intervals": 3, "progress": False}
+    res = evaluate(model, "gradcam", [x[:3], x[3:]], forward_args={"mask": shared}, **kwargs)
+    reference = evaluate(
+        Bound(model, shared, 1.0), "gradcam", [x[:3], x[3:]], **{**kwargs, "layer": "model.net.3"}
+    )
+    assert_numbers(res, numbers(reference))
+
+
+def test_forward_args_of_the_wrong_type_are_refused_before_any_forward(
+    forwards: tuple[nn.Module, list[str]],
+) -> None:
+    model, calls = forwards
+    with pytest.raises(InvalidTypeError, match=r"forward_args must be a tuple.*got list"):
+        evaluate(model, "gradcam", TensorDataset(images(2)), layer="3", forward_args=[1])  # type: ignore[arg-type]
+    assert calls == []
+
+
+def test_reshape_presets_reach_the_methods_and_a_bad_one_is_refused_before_any_forward() -> None:
+    class ChannelsLast(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(3, 8, 2, stride=2)
+            self.block = nn.Linear(8, 8)
+            self.head = nn.Linear(8, 5)
+            self.real = Conditioned.Log()
+
+        def forward(self, x: Tensor) -> Tensor:
+            self.real.devices.append(x.device.type)
+            out: Tensor = self.head(self.block(self.embed(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
+            return out
+
+    torch.manual_seed(0)
+    model, x = ChannelsLast().eval(), images(4)
+    with pytest.raises(InvalidArgumentError, match="Did you mean 'channels_last'"):
+        evaluate(model, ["gradcam"], [x], layer="block", reshape="channel_last", progress=False)  # type: ignore[arg-type]
+    assert model.real.devices == []
+    preset = evaluate(
+        model, ["gradcam"], [x], layer="block", reshape="channels_last", intervals=3, progress=False
+    )
+    permute = partial(Tensor.permute, dims=(0, 3, 1, 2))
+    by_hand = evaluate(model, ["gradcam"], [x], layer="block", reshape=permute, intervals=3, progress=False)
+    assert numbers(preset) == numbers(by_hand)
+    layout = evaluate(
+        model, ["gradcam"], [x], layer="block", reshape=cl.Layout(part=0, reshape="channels_last"), intervals=3,
+        progress=False,
+    )  # fmt: skip
+    assert numbers(layout) == numbers(by_hand)
+
+
+def quantized_net() -> nn.Module:
+    """small_net quantized in eager mode, calibrated on random images."""
+    from torch.ao import quantization as tq
+
+    class Float(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+            self.body = small_net()
+
+        def forward(self, x: Tensor) -> Tensor:
+            out: Tensor = self.dequant(self.body(self.quant(x)))
+            return out
+
+    model = Float().eval()
+    model.qconfig = tq.get_default_qconfig(torch.backends.quantized.engine)  # type: ignore[no-untyped-call]
+    calibrating = tq.prepare(model)  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        calibrating(images(16, seed=11))
+    quantized: nn.Module = tq.convert(calibrating)  # type: ignore[no-untyped-call]
+    return quantized
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_a_quantized_model_is_refused_for_gradient_methods_and_scored_by_the_others() -> None:
+    model, x = quantized_net(), images(4)
+    before = snapshot(model)
+    for methods in (["gradcam"], ["eigencam", "layercam"]):
+        with pytest.raises(cl.UnsupportedModelError, match=r"^evaluate needs gradients.*quantized") as info:
+            evaluate(model, methods, TensorDataset(x), layer="body.3", progress=False)
+        assert isinstance(info.value, ValueError | TypeError | RuntimeError)
+    res = evaluate(model, "eigencam", TensorDataset(x), layer="body.3", intervals=4, progress=False)
+    assert_unchanged(model, before)
+    assert_numbers(res, [brute_force(model, "eigencam", x, "body.3", intervals=4)])
+
+
+def test_a_model_on_the_meta_device_is_refused_before_work() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, device="meta"), nn.ReLU(), nn.Flatten(), nn.Linear(144, 5, device="meta")
+    )
+    with pytest.raises(cl.UnsupportedModelError, match=r"^evaluate cannot run a model on the meta device"):
+        evaluate(model, "gradcam", TensorDataset(images(2)), layer="1", progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_forward_args_on_another_device_are_refused_before_work(
+    forwards: tuple[nn.Module, list[str]],
+) -> None:
+    model, calls = forwards
+    with pytest.raises(cl.DeviceMismatchError, match="forward_args is on cuda"):
+        evaluate(
+            model,
+            "gradcam",
+            TensorDataset(images(2)),
+            layer="3",
+            forward_args=(torch.zeros(2, device="cuda"),),
+        )
+    assert calls == []
+
+
+def test_a_bfloat16_model_gives_the_float32_numbers_to_the_documented_tolerance() -> None:
+    """The docstring's promise: the AUCs and the average drop within four bfloat16 epsilons."""
+    x = images(6)
+    kwargs: dict[str, Any] = {"layer": "3", "intervals": 4, "baseline": "blur", "progress": False}
+    full = evaluate(small_net(), ["gradcam", "scorecam"], TensorDataset(x), **kwargs)
+    half = evaluate(small_net().to(torch.bfloat16), ["gradcam", "scorecam"], TensorDataset(x), **kwargs)
+    got = torch.tensor(numbers(half), dtype=torch.float64) / SCALES
+    expected = torch.tensor(numbers(full), dtype=torch.float64) / SCALES
+    torch.testing.assert_close(got[:, :3], expected[:, :3], **tolerance(torch.bfloat16, roundings=4))

@@ -16,6 +16,7 @@ import convlens as cl
 from convlens.attribution.cam import GradCAM
 from convlens.attribution.faithfulness import FaithfulnessResult, deletion, insertion
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
+from helpers import tolerance
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import InplaceNet
 
@@ -587,3 +588,163 @@ def test_the_core_note_names_the_caller_and_the_points() -> None:
     assert info.value.__notes__ == [
         "caller: raised on insertion points 0 to 1, a batch of shape (4, 1, 2, 2)."
     ]
+
+
+# -- any model: forward arguments, model checks, quantized and half-precision models ------------------
+
+
+class Conditioned(nn.Module):
+    """``forward(x, mask, temperature=1)``: the logits of ``x * mask`` divided by ``temperature``.
+
+    ``mask`` is ``(N, 1, H, W)``, one per sample; every call's device and temperature are logged (in an
+    object the probe's snapshot does not walk, so the meta call stays in the log).
+    """
+
+    class Log:
+        def __init__(self) -> None:
+            self.entries: list[tuple[str, float]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_cnn()
+        self.log = Conditioned.Log()
+
+    def forward(self, x: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
+        self.log.entries.append((x.device.type, temperature))
+        out: Tensor = self.net(x * mask) / temperature
+        return out
+
+
+class Bound(nn.Module):
+    """``Conditioned`` with one sample's mask and the temperature fixed: the reference without forward_args."""
+
+    def __init__(self, model: Conditioned, mask: Tensor, temperature: float) -> None:
+        super().__init__()
+        self.model, self.mask, self.temperature = model, mask, temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = self.mask.expand(len(x), *self.mask.shape[1:])
+        out: Tensor = self.model(x, mask, temperature=self.temperature)
+        return out
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("spelling", ["ForwardArgs", "tuple", "dict"])
+def test_forward_args_reach_every_forward_and_batched_tensors_follow_each_sample(
+    method: Method, spelling: str
+) -> None:
+    model, x, maps = Conditioned(), batch(3, 8), random_maps(3, 8)
+    masks = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(7)) > 0.3).float()
+    extra: Any = {
+        "ForwardArgs": cl.ForwardArgs(masks, temperature=0.5),
+        "tuple": (masks,),  # the temperature keeps its default, 1
+        "dict": {"mask": masks, "temperature": 0.5},
+    }[spelling]
+    temperature = 1.0 if spelling == "tuple" else 0.5
+    res = method(model, x, maps, intervals=5, baseline="blur", batch_size=4, forward_args=extra)
+    assert {device for device, _ in model.log.entries} == {"cpu", "meta"}  # the probe got them too
+    assert {t for _, t in model.log.entries} == {temperature}
+    for i in range(len(x)):  # each sample alone, its mask bound into the model: the same row
+        alone = method(Bound(model, masks[i : i + 1], temperature), x[i : i + 1], maps[i : i + 1],
+                       intervals=5, baseline="blur")  # fmt: skip
+        assert alone.targets is not None
+        assert res.targets is not None
+        assert alone.targets.tolist() == res.targets[i : i + 1].tolist()
+        torch.testing.assert_close(alone.curve, res.curve[i : i + 1], **tolerance())
+
+
+def test_forward_args_of_the_wrong_type_are_refused_before_any_forward() -> None:
+    model = Counting(quadrant_net())
+    with pytest.raises(InvalidTypeError, match=r"forward_args must be a tuple.*got list"):
+        deletion(model, ones(2), torch.zeros(2, 4, 4), forward_args=[1])  # type: ignore[arg-type]
+    assert model.calls == 0
+
+
+def test_a_model_on_the_meta_device_is_refused_before_work() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3, device="meta"))
+    for method in (deletion, insertion):
+        with pytest.raises(cl.UnsupportedModelError, match="cannot run a model on the meta device") as info:
+            method(model, ones(2), torch.rand(2, 4, 4))
+        assert isinstance(info.value, ValueError | TypeError | RuntimeError)
+        assert str(info.value).startswith(method.__name__)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_device_mismatch_names_both_devices_before_any_forward() -> None:
+    model = Counting(tiny_cnn().cuda())
+    with pytest.raises(
+        cl.DeviceMismatchError, match=r"the model is on cuda:0 but a tensor of the input is on cpu"
+    ):
+        deletion(model, batch(), random_maps())
+    with pytest.raises(cl.DeviceMismatchError, match="a tensor of forward_args is on cpu"):
+        insertion(model, batch().cuda(), random_maps(), forward_args=(torch.zeros(3),))
+    assert model.calls == 0
+
+
+def quantized_cnn() -> nn.Module:
+    """tiny_cnn's shape, quantized in eager mode (int8 weights, uint8 activations), calibrated on random data."""
+    from torch.ao import quantization as tq
+
+    class Float(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+            self.body = tiny_cnn()
+
+        def forward(self, x: Tensor) -> Tensor:
+            out: Tensor = self.dequant(self.body(self.quant(x)))
+            return out
+
+    model = Float().eval()
+    model.qconfig = tq.get_default_qconfig(torch.backends.quantized.engine)  # type: ignore[no-untyped-call]
+    prepared = tq.prepare(model)  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        prepared(batch(8, 12, seed=11))
+    quantized: nn.Module = tq.convert(prepared)  # type: ignore[no-untyped-call]
+    return quantized
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+@pytest.mark.parametrize("method", METHODS)
+def test_a_quantized_model_runs_as_it_is_no_gradients_needed(method: Method) -> None:
+    model = quantized_cnn()
+    x, maps = batch(), random_maps()
+    before = snapshot(model)
+    res = method(model, x, maps, intervals=4, baseline="mean", batch_size=5)
+    assert_unchanged(model, before)
+    # The reference: the quantized model run on each perturbed input built here.
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    assert res.targets is not None
+    assert torch.equal(res.targets, targets)
+    base = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    order = torch.sort(maps.flatten(1), dim=1, descending=True, stable=True).indices
+    for k in range(5):
+        chosen = torch.zeros(3, 144, dtype=torch.bool)
+        chosen.scatter_(1, order[:, : k * 144 // 4], True)
+        chosen = chosen.view(3, 1, 12, 12)
+        perturbed = torch.where(chosen, base, x) if method is deletion else torch.where(chosen, x, base)
+        with torch.no_grad():
+            expected = model(perturbed).softmax(1).gather(1, targets.view(-1, 1)).squeeze(1)
+        torch.testing.assert_close(res.curve[:, k], expected, **tolerance())
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("probability", [True, False])
+def test_a_bfloat16_model_gives_the_float32_curves_to_the_documented_tolerance(
+    method: Method, probability: bool
+) -> None:
+    """The docstring's promise: float32 curves, within four bfloat16 epsilons of the scores' size."""
+    x, maps = batch(), random_maps()
+    full = method(tiny_cnn(), x, maps, intervals=6, baseline="blur", probability=probability)
+    half = method(
+        tiny_cnn().to(torch.bfloat16), x.to(torch.bfloat16), maps, intervals=6, baseline="blur",
+        probability=probability,
+    )  # fmt: skip
+    assert half.curve.dtype == half.auc.dtype == torch.float32
+    assert full.targets is not None
+    assert half.targets is not None
+    assert torch.equal(half.targets, full.targets)
+    scale = float(full.curve.abs().max())
+    torch.testing.assert_close(half.curve, full.curve, **tolerance(torch.bfloat16, scale=scale, roundings=4))
+    torch.testing.assert_close(half.auc, full.auc, **tolerance(torch.bfloat16, scale=scale, roundings=4))
