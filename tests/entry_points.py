@@ -148,11 +148,13 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
         "ScoreCAM",
         lambda m, x, layer: cl.ScoreCAM(m, layer, chunk_size=2)(x, target=0),
         lambda m, x, layer, fa: cl.ScoreCAM(m, layer, chunk_size=2)(x, target=0, forward_args=fa),
+        gradients=False,  # reads activations only: works on a quantized model
     ),
     EntryPoint(
         "EigenCAM",
         lambda m, x, layer: cl.EigenCAM(m, layer)(x),
         lambda m, x, layer, fa: cl.EigenCAM(m, layer)(x, forward_args=fa),
+        gradients=False,  # reads activations only: works on a quantized model
     ),
     EntryPoint(
         "Saliency",

@@ -38,7 +38,7 @@ from torch.ao.nn.quantized.modules.conv import _ConvNd as _QuantizedConv
 
 from convlens.core.checks import check_choice, check_int, choices
 from convlens.core.layers import LayerSpec, resolve_layer
-from convlens.errors import InvalidArgumentError, InvalidTypeError, did_you_mean
+from convlens.errors import InvalidArgumentError, InvalidTypeError, UnsupportedModelError, did_you_mean
 from convlens.models.images import ImageSource, deprocess, to_rgb_array
 
 if TYPE_CHECKING:
@@ -188,6 +188,12 @@ class FilterRenderer:
             raise InvalidArgumentError(
                 f"layer {self.name!r} ({kind}) has no weights yet: "
                 "run one forward pass to initialize the lazy module first."
+            )
+        if weight.is_meta:
+            raise UnsupportedModelError(
+                f"FilterRenderer cannot draw a layer on the meta device: it holds no data ({self.name!r}, "
+                f'{kind}, has shapes only). Load its weights first, e.g. model.to_empty(device="cpu") '
+                "then model.load_state_dict(state)."
             )
         self.module = module
         self._read = read
