@@ -252,6 +252,18 @@ class NeuronVisualizer:
         Traceback (most recent call last):
         ...
         convlens.errors.InvalidArgumentError: channel 5 is out of range: layer '3' has 5 units (0 to 4).
+
+        A stage that computes along the last dimension (Swin, ConvNeXt) is read with ``reshape=``:
+
+        >>> from torch.utils.data import TensorDataset
+        >>> swin_like = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8))  # (N, H, W, 3) to (N, H, W, 8)
+        >>> data = TensorDataset(torch.randn(5, 6, 6, 3))
+        >>> NeuronVisualizer(swin_like, "1").top_examples(data, None, 2)
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: NeuronVisualizer.top_examples reads channels at dimension 1 ... Pass reshape='channels_last' ...
+        >>> NeuronVisualizer(swin_like, "1", reshape="channels_last").top_examples(data, None, 2).indices.shape
+        torch.Size([8, 2])
     """
 
     def __init__(
@@ -436,7 +448,8 @@ class NeuronVisualizer:
             InvalidTypeError: ``data`` is not a Dataset, DataLoader or iterable,
                 or items whose ``x`` is not a tensor.
             UnsupportedModelError: A model on the ``meta`` device (load its weights first).
-            DeviceMismatchError: A tensor of ``forward_args`` on another device than the model.
+            DeviceMismatchError: A tensor of ``forward_args`` on another device than the model, or
+                data on the ``meta`` device (batches on another real device are moved to the model's).
 
         Example:
             >>> import torch
@@ -452,6 +465,21 @@ class NeuronVisualizer:
             >>> every = NeuronVisualizer(net, "1").top_examples(data, k=2)  # every channel, one pass
             >>> every.unit, every.indices.tolist(), every.inputs.shape
             ([0, 1], [[1, 0], [2, 0]], torch.Size([2, 2, 1, 1, 1]))
+
+            A mask with one row per example follows the examples, batch after batch:
+
+            >>> class Masked(nn.Module):
+            ...     def __init__(self) -> None:
+            ...         super().__init__()
+            ...         self.out = nn.Identity()
+            ...     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            ...         return self.out(x * mask)
+            >>> images, masks = torch.rand(6, 2, 3, 3), torch.ones(6, 1, 1, 1)
+            >>> masks[3:] = 0  # the last three examples are masked out
+            >>> best = NeuronVisualizer(Masked(), "out").top_examples(
+            ...     TensorDataset(images), 0, 3, batch_size=2, forward_args=(masks,))
+            >>> sorted(best.indices.tolist())
+            [0, 1, 2]
         """
         unit = renamed("neuron", neuron, "unit", unit, default=None)
         single = (
@@ -481,6 +509,8 @@ class NeuronVisualizer:
         chunks = part.chunks(progress=progress, desc="top_examples")
         with tap.steady():  # one pass: hooks registered once, the model's structure read once
             for batch, positions in batch_inputs(chunks):
+                if batch.is_meta:  # other devices' batches are moved to the model's; this one holds no data
+                    check_runnable(tap.module, batch, who="NeuronVisualizer.top_examples", forward_args=extra)
                 x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
                 if sample is None:  # before any work: the layer's shape, the units (the tap's own probe)
                     first = x if len(x) else torch.zeros((1, *x.shape[1:]), dtype=x.dtype, device=device)
