@@ -413,3 +413,27 @@ def test_top_examples_on_bfloat16_equals_float32_within_its_tolerance() -> None:
         # ... and the kept ones are the float32 top 4, ties within the tolerance aside.
         _, values = ranking(exact[:, unit], 4)
         torch.testing.assert_close(exact[best.indices[unit], unit], torch.tensor(values), **close)
+
+
+@pytest.mark.slow
+def test_timm_swin_stage_is_refused_then_ranked_with_channels_last() -> None:
+    """A real channels-last family: timm's Swin stages return (N, H, W, C)."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False).eval()
+    images = torch.randn(3, 3, 224, 224)
+    before = snapshot(model)
+    with pytest.raises(
+        InvalidArgumentError, match=r"'layers.1' gives \(3, 28, 28, 192\).*reshape='channels_last'"
+    ):
+        NeuronVisualizer(model, "layers.1").top_examples(TensorDataset(images), 0, 2)
+    best = NeuronVisualizer(model, "layers.1", reshape="channels_last").top_examples(
+        TensorDataset(images), [0, 191], 2
+    )
+    assert_unchanged(model, before)
+    with torch.no_grad():  # by hand: the stages up to layers.1, channels last, averaged over the grid
+        means = model.layers[1](model.layers[0](model.patch_embed(images))).mean((1, 2))
+    for row, unit in enumerate([0, 191]):
+        order, values = ranking(means[:, unit], 2)
+        assert best.indices[row].tolist() == order
+        torch.testing.assert_close(best.activations[row], torch.tensor(values), **tolerance(scale=1.0))

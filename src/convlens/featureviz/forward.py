@@ -64,10 +64,12 @@ def check_channels_first(
         return
     part = "" if layout.part is None else f"Layout(part={layout.part!r}, reshape='channels_last')"
     spelled = part or "'channels_last'"
+    tokens = " (reshape='vit' for tokens (N, L, C) on a square grid)" if len(shape) == 3 else ""
     raise InvalidArgumentError(
         f"{who} reads channels at dimension 1 of (N, C, *spatial); layer {key!r} gives {shape}, which looks "
         f"channels last (N, *spatial, C): a {found} in it computes {shape[-1]} features along the last "
-        f"dimension. Pass reshape={spelled} to read its {shape[-1]} channels, or a callable to (N, C, *spatial)."
+        f"dimension. Pass reshape={spelled} to read its {shape[-1]} channels{tokens}, or a callable to "
+        "(N, C, *spatial)."
     )
 
 
