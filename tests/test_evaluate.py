@@ -988,6 +988,21 @@ def test_a_model_on_the_meta_device_is_refused_before_work() -> None:
         evaluate(model, "gradcam", TensorDataset(images(2)), layer="1", progress=False)
 
 
+def test_forward_args_or_a_batch_on_another_device_are_refused_before_any_forward(
+    forwards: tuple[nn.Module, list[str]],
+) -> None:
+    model, calls = forwards
+    with pytest.raises(
+        cl.DeviceMismatchError, match="the model is on cpu but a tensor of forward_args is on meta"
+    ):
+        evaluate(model, "gradcam", [images(2)], layer="3", forward_args=(torch.zeros(2, device="meta"),))
+    with pytest.raises(
+        cl.DeviceMismatchError, match="the model is on cpu but a tensor of the input is on meta"
+    ):
+        evaluate(model, "gradcam", [images(2).to("meta")], layer="3")
+    assert calls == []
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_forward_args_on_another_device_are_refused_before_work(
     forwards: tuple[nn.Module, list[str]],

@@ -669,6 +669,24 @@ def test_a_model_on_the_meta_device_is_refused_before_work() -> None:
         assert str(info.value).startswith(method.__name__)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_an_input_or_forward_args_on_another_device_name_both_devices_before_any_forward(
+    method: Method,
+) -> None:
+    model = Counting(tiny_cnn())
+    before = snapshot(model)
+    with pytest.raises(
+        cl.DeviceMismatchError, match="the model is on cpu but a tensor of the input is on meta"
+    ):
+        method(model, batch().to("meta"), random_maps())
+    with pytest.raises(
+        cl.DeviceMismatchError, match="the model is on cpu but a tensor of forward_args is on meta"
+    ):
+        method(model, batch(), random_maps(), forward_args=(torch.zeros(3, device="meta"),))
+    assert model.calls == 0
+    assert_unchanged(model, before)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_device_mismatch_names_both_devices_before_any_forward() -> None:
     model = Counting(tiny_cnn().cuda())

@@ -266,7 +266,8 @@ def evaluate(
             model with a method that needs gradients (all but ``"scorecam"``
             and ``"eigencam"``).
         DeviceMismatchError: A tensor of ``forward_args`` on another device
-            than the model (the inputs are moved to the model's device).
+            than the model, or a batch on the ``meta`` device (it holds no
+            data); the inputs on any other device are moved to the model's.
         ShapeError: An input the model rejects (naming the layer), or an
             ``x`` without 1 to 3 non-channel axes.
 
@@ -324,6 +325,8 @@ def evaluate(
         x, labels = _split(chunk, isinstance(target, str) and target == "label")
         if not len(x):  # a rank's padding, or an empty batch: nothing to score, but the sum below still runs
             continue
+        if x.is_meta:  # shapes only: it cannot be moved to the model's device like any other batch
+            check_runnable(module, x, who="evaluate")
         x = x.to(device, dtype)
         check_baseline_fits(baseline, x)
         if given is not None:
