@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import gc
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -594,3 +594,163 @@ def test_a_conv_that_pads_through_a_child_is_a_row_with_its_field_from_the_paddi
     assert row.output_shape == (1, 1, 6, 4)
 
     assert_fields_match_the_gradient(net, row, size, [(0, 0), (2, 3), (5, 3)])
+
+
+# -- issue 18: any model ---------------------------------------------------------------------------
+
+
+class _Log:
+    """Outside what the probe restores (it walks lists and dicts held by modules, not other objects)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float]] = []
+
+
+class Conditioned(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.log = _Log()
+
+    def forward(self, x: Tensor, mask: Tensor, *, temperature: float) -> Tensor:
+        self.log.calls.append((x.device.type, temperature))
+        out: Tensor = self.conv(x * mask) / temperature
+        return out
+
+
+def test_forward_args_reach_the_meta_pass() -> None:
+    model = Conditioned().eval()
+    mask = torch.ones(2, 3, 7, 7)
+    before = snapshot(model)
+    report = cl.trace_shapes(model, (2, 3, 7, 7), forward_args=cl.ForwardArgs(mask, temperature=3.0))
+    assert report["conv"].output_shape == (2, 4, 5, 5)
+    assert model.log.calls == [("meta", 3.0)]  # shapes only: no real forward
+    assert_unchanged(model, before)
+    with pytest.raises(cl.InvalidTypeError, match=r"cannot take the inputs given"):
+        cl.trace_shapes(model, (2, 3, 7, 7), forward_args=(mask,))
+
+
+def test_the_old_kwargs_spelling_warns_and_still_works() -> None:
+    model = Conditioned().eval()
+    mask = torch.ones(1, 3, 7, 7)
+    with pytest.warns(DeprecationWarning, match=r"kwargs=\.\.\.\) is deprecated, use forward_args="):
+        report = cl.trace_shapes(model, (1, 3, 7, 7), forward_args=(mask,), kwargs={"temperature": 2.0})
+    assert report["conv"].output_shape == (1, 4, 5, 5)
+
+
+def test_mode_is_checked_before_any_work() -> None:
+    model = Conditioned().eval()
+    with pytest.raises(cl.InvalidArgumentError, match=r"mode must be one of 'eval', 'train'; got 'training'"):
+        cl.trace_shapes(model, (1, 3, 7, 7), mode="training")  # type: ignore[arg-type]
+    assert model.log.calls == []
+
+
+def _googlenet() -> nn.Module:
+    torch.manual_seed(0)
+    model: nn.Module = _tv().googlenet(weights=None, aux_logits=True, init_weights=False)
+    return model.eval()
+
+
+def _tv() -> Any:
+    return pytest.importorskip("torchvision").models
+
+
+#: Rows of torchinfo's own golden output for GoogLeNet at (1, 3, 112, 112) in train mode
+#: (TylerYep/torchinfo, tests/test_output/google.out, second table; test_google in torchinfo_xl_test.py):
+#: the auxiliary classifiers' layers, which run in train mode only, with output shape and parameters.
+TORCHINFO_GOOGLENET_TRAIN = {
+    "aux1.conv.conv": ((1, 128, 4, 4), 65_536),
+    "aux1.conv.bn": ((1, 128, 4, 4), 256),
+    "aux1.fc1": ((1, 1024), 2_098_176),
+    "aux1.fc2": ((1, 1000), 1_025_000),
+    "aux2.conv.conv": ((1, 128, 4, 4), 67_584),
+    "aux2.fc1": ((1, 1024), 2_098_176),
+    "aux2.fc2": ((1, 1000), 1_025_000),
+    "conv1.conv": ((1, 64, 56, 56), 9_408),
+    "inception4e.branch4.1.conv": ((1, 128, 7, 7), 67_584),
+    "inception5b.branch2.1.conv": ((1, 384, 4, 4), 663_552),
+    "fc": ((1, 1000), 1_025_000),
+}
+TORCHINFO_GOOGLENET_PARAMS = 13_004_888  # "Total params" in both of its tables
+
+
+@pytest.mark.slow  # GoogLeNet on meta, twice
+def test_train_mode_shows_googlenets_auxiliary_classifiers_as_torchinfo_does() -> None:
+    model = _googlenet()
+    before = snapshot(model)
+    train = cl.trace_shapes(model, (1, 3, 112, 112), mode="train")
+    evaluated = cl.trace_shapes(model, (1, 3, 112, 112))
+    assert_unchanged(model, before)  # eval flags back, and no buffer touched
+    for name, (shape, params) in TORCHINFO_GOOGLENET_TRAIN.items():
+        assert train[name].output_shape == shape, name
+        assert train[name].params == params, name
+    assert train.params == evaluated.params == TORCHINFO_GOOGLENET_PARAMS
+    assert sum(row.params for row in train) == TORCHINFO_GOOGLENET_PARAMS  # every layer ran once
+    assert not any(name.startswith("aux") for name in evaluated.names)
+    aux = {n for n in train.names if n.startswith("aux")}
+    assert set(train.names) - aux == set(evaluated.names)
+    assert train.output_shape == evaluated.output_shape == (1, 1000)
+
+
+class TrainOnlyBranch(nn.Module):
+    """Cannot run on meta (``.item()``); BatchNorm and Dropout behave differently in train mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.drop = nn.Dropout(0.5)
+        self.extra = nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h: Tensor = self.drop(self.bn(self.conv(x)))
+        if self.training and h.sum().item() != 0.0:  # data-dependent, and a train-only branch
+            out: Tensor = self.extra(h.mean(dim=(2, 3)))
+            return out
+        return h
+
+
+def test_train_mode_with_a_real_forward_leaves_statistics_and_the_rng_as_found() -> None:
+    torch.manual_seed(0)
+    model = TrainOnlyBranch().eval()
+    before = snapshot(model)
+    rng = torch.get_rng_state()
+    report = cl.trace_shapes(model, (2, 3, 6, 6), mode="train")
+    assert report.traced == "real"
+    assert report["extra"].output_shape == (2, 2)
+    assert "extra" not in cl.trace_shapes(model, (2, 3, 6, 6)).names
+    assert torch.equal(torch.get_rng_state(), rng)  # the dropout mask came from a forked generator
+    assert_unchanged(model, before)  # running statistics put back, eval flags restored
+
+
+def test_a_quantized_model_falls_back_to_one_real_forward() -> None:
+    from models import quantized_cnn
+
+    model = cast("nn.Sequential", quantized_cnn())
+    before = snapshot(model)
+    report = cl.trace_shapes(model, (2, 3, 12, 12))
+    assert_unchanged(model, before)
+    with torch.no_grad():
+        expected = model[3](model[2](model[1](model[0](torch.zeros(2, 3, 12, 12)))))
+    assert report["3"].output_shape == tuple(expected.shape) == (2, 8, 8, 8)
+    assert report.output_shape == (2, 4)
+    assert report.traced in ("meta", "real")  # "real" where quantized kernels have no meta support
+    if report.traced == "real":
+        assert "meta" in report.note
+
+
+def test_a_bfloat16_model_traces_in_bfloat16() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).to(torch.bfloat16).eval()
+    report = cl.trace_shapes(model, (1, 3, 8, 8))
+    assert report["0"].output_shape == (1, 4, 6, 6)
+    example = cl.trace_shapes(model, torch.zeros(1, 3, 8, 8, dtype=torch.bfloat16))
+    assert str(example) == str(report)
+
+
+def test_a_meta_model_whose_forward_needs_data_is_refused() -> None:
+    with torch.device("meta"):
+        model = TrainOnlyBranch().train()
+    with pytest.raises(cl.UnsupportedModelError, match="meta device: it holds no data"):
+        cl.trace_shapes(model, (2, 3, 6, 6), mode="train")
+    assert cl.trace_shapes(model, (2, 3, 6, 6))["bn"].output_shape == (2, 4, 4, 4)  # eval runs on meta

@@ -10,6 +10,7 @@ import convlens as cl
 from convlens.core import tap as tap_module
 from convlens.core.tap import LayerTap
 from convlens.errors import ShapeError
+from helpers import Tolerance
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import DictNet, InplaceNet, ReusedNet, seeded_alexnet, without_inplace
 
@@ -675,3 +676,238 @@ def test_grads_must_be_a_bool_before_any_work() -> None:
     with pytest.raises(cl.InvalidTypeError, match=r"grads must be True or False; got str 'yes'"):
         LayerTap(net, "0", grads="yes")  # type: ignore[arg-type]
     assert not net[0]._forward_hooks
+
+
+# -- issue 18: any model ---------------------------------------------------------------------------
+
+
+class Conditioned(nn.Module):
+    """``forward(x, mask, *, temperature)``: needs both; logs the device of every call (the probe's too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 2, 1)
+        self.log = _Log()
+
+    def forward(self, x: Tensor, mask: Tensor, *, temperature: float) -> Tensor:
+        self.log.devices.append(x.device.type)
+        out: Tensor = self.head(torch.relu(self.conv(x * mask))) / temperature
+        return out
+
+
+class _Log:
+    """Kept outside what the probe restores (it walks lists and dicts, not objects)."""
+
+    def __init__(self) -> None:
+        self.devices: list[str] = []
+
+
+def test_forward_args_reach_the_probe_and_the_real_forward() -> None:
+    torch.manual_seed(0)
+    model = Conditioned().eval()
+    x, mask = torch.rand(2, 3, 6, 6), torch.rand(2, 1, 6, 6)
+    before = snapshot(model)
+    tap = LayerTap(model, ["conv", "head"])
+    acts = tap.run(x, forward_args=cl.ForwardArgs(mask, temperature=2.0))
+    assert model.log.devices == ["meta", "cpu"]  # the probe got the arguments too
+    torch.testing.assert_close(acts["conv"], model.conv(x * mask).detach(), rtol=0, atol=0)
+    # A tuple and a dict, and the old keyword passthrough, give the same thing.
+    again = LayerTap(model, ["head"]).run(x, forward_args=(mask,), temperature=2.0)
+    torch.testing.assert_close(again["head"], acts["head"], rtol=0, atol=0)
+    with_dict = LayerTap(model, ["head"]).run(x, mask, forward_args={"temperature": 2.0})
+    torch.testing.assert_close(with_dict["head"], acts["head"], rtol=0, atol=0)
+    assert_unchanged(model, before)
+
+
+def test_forward_args_with_grads_give_the_gradient_of_the_conditioned_model() -> None:
+    torch.manual_seed(0)
+    model = Conditioned().eval()
+    x, mask = torch.rand(2, 3, 6, 6), torch.rand(2, 1, 6, 6)
+    before = snapshot(model)
+    tap = LayerTap(model, "conv", grads=True)
+    tap.run(x, forward_args=cl.ForwardArgs(mask, temperature=4.0))
+    act = model.conv(x * mask).detach().requires_grad_()
+    expected = torch.autograd.grad((model.head(torch.relu(act)) / 4.0).sum(), act)[0]
+    torch.testing.assert_close(tap.gradient("conv"), expected)
+    assert_unchanged(model, before)
+
+
+def test_forward_args_errors_before_work() -> None:
+    model = Conditioned().eval()
+    x, mask = torch.rand(2, 3, 6, 6), torch.rand(2, 1, 6, 6)
+    with pytest.raises(cl.InvalidTypeError, match=r"forward_args must be a tuple"):
+        LayerTap(model, "conv").run(x, forward_args=[mask])  # type: ignore[arg-type]
+    with pytest.raises(
+        cl.InvalidArgumentError, match=r"temperature both as a keyword input and in forward_args"
+    ):
+        LayerTap(model, "conv").run(x, mask, forward_args={"temperature": 1.0}, temperature=2.0)
+    with pytest.raises(cl.InvalidTypeError, match=r"cannot take the inputs given"):
+        LayerTap(model, "conv").run(x, forward_args=(mask,))  # temperature missing: said before any forward
+    assert model.log.devices == []
+
+
+class MultiResolution(nn.Module):
+    """An HRNet-like stage: one branch per resolution, returned as a tuple; ReLU in place after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.high = nn.Conv2d(3, 4, 3, padding=1)
+        self.mid = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.low = nn.Conv2d(3, 8, 3, stride=4, padding=1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.high(x), self.mid(x), self.low(x)
+
+
+class HRNetLike(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage = MultiResolution()
+        self.fuse = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        high, mid, low = self.stage(x)
+        mid.relu_()  # a later in-place op rewrites the second tensor only
+        up = nn.functional.interpolate(self.fuse(low), size=high.shape[-2:])
+        out: Tensor = high + up + nn.functional.interpolate(mid[:, :4], size=high.shape[-2:])
+        return out
+
+
+def test_outputs_keep_every_tensor_of_a_multi_branch_stage() -> None:
+    torch.manual_seed(0)
+    model = HRNetLike().eval()
+    x = torch.rand(2, 3, 16, 16)
+    before = snapshot(model)
+    tap = LayerTap(model, "stage")
+    acts = tap.run(x)
+    high, mid, low = tap.outputs["stage"]
+    with torch.no_grad():
+        expected = model.stage(x)  # before the in-place ReLU
+    for got, want in zip((high, mid, low), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        assert not got.requires_grad
+    assert (mid < 0).any()  # recorded before the later relu_ rewrote it
+    assert acts["stage"] is high
+    assert tap["stage"] is high
+    assert tap.copied == frozenset()  # tap.run stops right after the stage: nothing can rewrite it
+    assert_unchanged(model, before)
+
+
+def test_outputs_copy_only_what_a_later_op_rewrites() -> None:
+    torch.manual_seed(0)
+    model = HRNetLike().eval()
+    x = torch.rand(1, 3, 16, 16)
+    real: list[tuple[Tensor, ...]] = []
+    handle = model.stage.register_forward_hook(lambda _m, _a, out: real.append(out))
+    try:
+        with LayerTap(model, "stage") as tap:
+            model(x)
+    finally:
+        handle.remove()
+    high, mid, low = tap.outputs["stage"]
+    (returned,) = [out for out in real if not out[0].is_meta]  # the probe's meta pass ran the hook too
+    assert tap.copied == {"stage"}
+    assert high.data_ptr() == returned[0].data_ptr()  # kept by reference
+    assert low.data_ptr() == returned[2].data_ptr()
+    assert mid.data_ptr() != returned[1].data_ptr()  # rewritten later: copied
+
+
+def test_outputs_keep_a_dict_as_the_fpn_returns_it(dict_net: DictNet) -> None:
+    from collections import OrderedDict
+
+    class Pyramid(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p3 = nn.Conv2d(3, 4, 1)
+            self.p4 = nn.Conv2d(3, 4, 1, stride=2)
+
+        def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+            return OrderedDict([("p3", self.p3(x)), ("p4", self.p4(x))])
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fpn = Pyramid()
+
+        def forward(self, x: Tensor) -> Tensor:
+            levels = self.fpn(x)
+            out: Tensor = levels["p3"].mean() + levels["p4"].mean()
+            return out
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.rand(1, 3, 8, 8)
+    tap = LayerTap(model, "fpn")
+    tap.run(x)
+    out = tap.outputs["fpn"]
+    assert type(out) is OrderedDict
+    assert list(out) == ["p3", "p4"]
+    torch.testing.assert_close(out["p4"], model.fpn.p4(x).detach(), rtol=0, atol=0)
+    assert tap["fpn"] is out["p3"]
+
+
+def test_a_quantized_model_is_tapped_without_gradients() -> None:
+    from models import quantized_cnn
+
+    model = cast("nn.Sequential", quantized_cnn())
+    x = torch.rand(2, 3, 12, 12)
+    before = snapshot(model)
+    name = "3"  # the second quantized convolution
+    acts = LayerTap(model, name).run(x)
+    with torch.no_grad():
+        expected = model[3](model[2](model[1](model[0](x))))
+    assert acts[name].is_quantized
+    torch.testing.assert_close(acts[name].dequantize(), expected.dequantize(), rtol=0, atol=0)
+    with pytest.raises(cl.UnsupportedModelError, match="needs gradients through the model"):
+        LayerTap(model, name, grads=True).run(x)
+    with pytest.raises(cl.UnsupportedModelError, match="needs gradients through the model"):
+        LayerTap(model, name, grads=True).__enter__()
+    assert_unchanged(model, before)
+
+
+def test_a_meta_model_and_a_device_mismatch_are_refused_before_work() -> None:
+    with torch.device("meta"):
+        meta = nn.Sequential(nn.Conv2d(3, 4, 3))
+    with pytest.raises(cl.UnsupportedModelError, match="meta device: it holds no data"):
+        LayerTap(meta, "0").run(torch.rand(1, 3, 5, 5))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    calls: list[str] = []
+    model.register_forward_pre_hook(lambda _m, a: calls.append(a[0].device.type))
+    with pytest.raises(
+        cl.DeviceMismatchError, match=r"the model is on cpu but a tensor of the input is on meta"
+    ):
+        LayerTap(model, "0").run(torch.rand(1, 3, 5, 5, device="meta"))
+    with pytest.raises(cl.DeviceMismatchError, match=r"tensor of forward_args is on meta"):
+        LayerTap(model, "0").run(torch.rand(1, 3, 5, 5), forward_args=(torch.zeros(1, device="meta"),))
+    assert calls == []
+
+
+#: bfloat16 keeps 8 bits of mantissa: one rounding is a relative error of 2**-8; a conv, a SiLU and a
+#: second conv over 27-36 terms stay within 4 roundings of values of size ~1 (measured: ~1.5).
+BF16: Tolerance = {"rtol": 4 * 2.0**-8, "atol": 4 * 2.0**-8}
+
+
+def test_a_bfloat16_model_matches_the_float32_model() -> None:
+    """Activations and gradients stay bfloat16 (as the layers return them) and equal float32's within BF16."""
+    torch.manual_seed(0)
+    # SiLU, not ReLU: a ReLU's gate flips where bfloat16 rounds a value near 0 to the other side.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.SiLU(inplace=True), nn.Conv2d(4, 2, 3)).eval()
+    half = copy_to(model, torch.bfloat16)
+    x = torch.rand(2, 3, 8, 8)
+    before = snapshot(half)
+    full_tap, half_tap = LayerTap(model, ["0", "2"], grads=True), LayerTap(half, ["0", "2"], grads=True)
+    full_tap.run(x)
+    half_tap.run(x.to(torch.bfloat16))
+    for name in ("0", "2"):
+        assert half_tap[name].dtype == torch.bfloat16
+        assert half_tap.gradient(name).dtype == torch.bfloat16
+        torch.testing.assert_close(half_tap[name].float(), full_tap[name], **BF16)
+        torch.testing.assert_close(half_tap.gradient(name).float(), full_tap.gradient(name), **BF16)
+    assert_unchanged(half, before)
+
+
+def copy_to(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).to(dtype)
