@@ -158,7 +158,9 @@ def unwrap(model: nn.Module) -> nn.Module:
 
     convlens runs the wrapped model itself, eagerly: DataParallel's replicas
     would run hooks in several threads, and a compiled graph ignores hooks
-    added after it was compiled. Layers are named as in the wrapped model.
+    added after it was compiled. Layers keep the names the user gives: the
+    wrapper's (``"module.layer4"``) or the wrapped model's (``"layer4"``); see
+    :func:`resolve_layer`.
 
     Example:
         >>> import torch.nn as nn

@@ -458,8 +458,11 @@ class LayerTap:
         """
         return self._module
 
-    def probe(self, *inputs: Any, **kwargs: Any) -> Probe:
+    def probe(self, *inputs: Any, forward_args: ForwardArgsLike = None, **kwargs: Any) -> Probe:
         """What the meta-device pass learns of a forward on these inputs, as :meth:`run` runs it.
+
+        ``forward_args`` and ``**kwargs`` are the model's other forward
+        arguments, as :meth:`run` takes them.
 
         Nothing real runs: the pass is on the meta device, in eval mode, and
         cached per model and input signature (a second LayerTap on the same
@@ -474,7 +477,8 @@ class LayerTap:
             >>> seen.count("0"), seen.seen["0"][0].shape, seen.rewritten("0", 0)
             (1, (1, 2, 3, 3), True)
         """
-        return self._prober(inputs, kwargs)
+        extra = as_forward_args(forward_args)
+        return self._prober((*inputs, *extra.args), {**kwargs, **extra.kwargs})
 
     @property
     def activations(self) -> dict[str, Tensor]:
