@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import convlens as cl
-from convlens.attribution.cam import GradCAM
+from convlens.attribution.cam import CAMContext, GradCAM
+from helpers import tolerance
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import InplaceNet, ReusedNet, seeded_alexnet
 
@@ -580,3 +581,269 @@ def test_guided_gradcam_passes_reshape_to_its_gradcam() -> None:
     torch.testing.assert_close(out.gradients, guided.gradients * cam.maps.unsqueeze(1))
     assert out.targets is not None
     assert out.targets.tolist() == [1, 1]
+
+
+# -- any model: forward arguments, multi-tensor layers, models that cannot run, half precision ------
+
+
+class Masked(nn.Module):
+    """A forward that needs more than the image: ``forward(x, mask, *, temperature)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x: Tensor, mask: Tensor, *, temperature: float) -> Tensor:
+        features = torch.relu(self.conv(x)) * mask
+        out: Tensor = self.fc(features.mean(dim=(2, 3))) / temperature
+        return out
+
+
+ALL_CAMS: list[Callable[[nn.Module, str], cl.GradCAM]] = [
+    cl.GradCAM,
+    cl.GradCAMPlusPlus,
+    cl.XGradCAM,
+    cl.LayerCAM,
+    partial(cl.ScoreCAM, chunk_size=3),
+    cl.EigenCAM,
+]
+
+
+@pytest.mark.parametrize("method", ALL_CAMS)
+def test_forward_args_reach_every_forward_and_follow_the_batch(
+    method: Callable[[nn.Module, str], cl.GradCAM],
+) -> None:
+    torch.manual_seed(0)
+    model = Masked().eval()
+    x = torch.randn(3, 3, 8, 8)
+    mask = (torch.rand(3, 1, 8, 8) > 0.3).float()
+    out = method(model, "conv")(x, target=[0, 1, 2], forward_args=cl.ForwardArgs(mask, temperature=2.0))
+    # One sample at a time, its own row of the mask: ScoreCAM's masked copies of sample i must see
+    # mask[i], every method the same arguments.
+    for i in range(3):
+        alone = method(model, "conv")(
+            x[i : i + 1], target=i, forward_args=cl.ForwardArgs(mask[i : i + 1], temperature=2.0)
+        )
+        torch.testing.assert_close(
+            out.raw[i], alone.raw[0], **tolerance(scale=float(alone.raw.abs().amax()) + 1)
+        )
+    with pytest.raises(cl.InvalidTypeError, match="cannot take the inputs given"):
+        method(model, "conv")(x, target=0)
+    with pytest.raises(cl.InvalidTypeError, match="forward_args must be a tuple"):
+        method(model, "conv")(x, target=0, forward_args=[mask])  # type: ignore[arg-type]
+
+
+def test_forward_args_as_a_tuple_and_a_dict_equal_the_long_way() -> None:
+    torch.manual_seed(0)
+    model = Masked().eval()
+    x, mask = torch.randn(2, 3, 8, 8), torch.ones(2, 1, 8, 8)
+    out = cl.GradCAM(model, "conv")(x, 4, forward_args=cl.ForwardArgs(mask, temperature=0.5))
+    with torch.enable_grad():
+        a = model.conv(x).detach().requires_grad_()
+        score = model.fc((torch.relu(a) * mask).mean(dim=(2, 3)))[:, 4] / 0.5
+        (g,) = torch.autograd.grad(score.sum(), a)
+    torch.testing.assert_close(out.raw, F.relu((g.mean(dim=(2, 3), keepdim=True) * a.detach()).sum(dim=1)))
+    torch.testing.assert_close(out.scores, score.detach())
+
+    class Keyword(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = Masked()
+
+        def forward(self, x: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
+            out: Tensor = self.net(x, mask, temperature=temperature)
+            return out
+
+    wrapped = Keyword().eval()
+    wrapped.net.load_state_dict(model.state_dict())
+    by_tuple = cl.GradCAM(wrapped, "net.conv")(x, 4, forward_args=(mask, 0.5))
+    by_dict = cl.GradCAM(wrapped, "net.conv")(x, 4, forward_args={"mask": mask, "temperature": 0.5})
+    torch.testing.assert_close(by_tuple.raw, out.raw)
+    torch.testing.assert_close(by_dict.raw, out.raw)
+    saliency = cl.Saliency(model)(x, 4, forward_args=cl.ForwardArgs(mask, temperature=0.5))
+    guided = cl.GuidedGradCAM(model, "conv")(x, 4, forward_args=cl.ForwardArgs(mask, temperature=0.5))
+    torch.testing.assert_close(guided.cam, out.maps)
+    assert saliency.gradients.shape == x.shape
+
+
+class Branches(nn.Module):
+    """A multi-resolution stage: returns (high, low) or {"high": ..., "low": ...}."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.high = nn.Conv2d(3, 4, 3, padding=1)
+        self.low = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+        self.as_dict = as_dict
+
+    def forward(self, x: Tensor) -> Any:
+        high, low = torch.relu(self.high(x)), torch.relu(self.low(x))
+        return {"high": high, "low": low} if self.as_dict else (high, low)
+
+
+class MultiBranch(nn.Module):
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.stage = Branches(as_dict)
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.stage(x)
+        high, low = (out["high"], out["low"]) if isinstance(out, dict) else out
+        result: Tensor = self.fc(torch.cat([high.mean(dim=(2, 3)), low.mean(dim=(2, 3))], dim=1))
+        return result
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_a_multi_tensor_layer_reads_the_first_tensor_unless_layout_part_says(as_dict: bool) -> None:
+    torch.manual_seed(0)
+    model = MultiBranch(as_dict).eval()
+    x = torch.randn(2, 3, 8, 8)
+    first = cl.GradCAM(model, "stage")(x, target=1)
+    second = cl.GradCAM(model, "stage", reshape=cl.Layout(part="low" if as_dict else 1))(x, target=1)
+    by_position = cl.GradCAM(model, "stage", reshape=cl.Layout(part=1))(x, target=1)
+    assert first.raw.shape == (2, 8, 8)
+    assert second.raw.shape == (2, 4, 4)
+    torch.testing.assert_close(by_position.raw, second.raw, rtol=0, atol=0)
+    for name, result in (("high", first), ("low", second)):
+        with torch.enable_grad():
+            high = torch.relu(model.stage.high(x)).detach().requires_grad_()
+            low = torch.relu(model.stage.low(x)).detach().requires_grad_()
+            score = model.fc(torch.cat([high.mean(dim=(2, 3)), low.mean(dim=(2, 3))], dim=1))[:, 1]
+            a = high if name == "high" else low
+            (g,) = torch.autograd.grad(score.sum(), a)
+        torch.testing.assert_close(
+            result.raw, F.relu((g.mean(dim=(2, 3), keepdim=True) * a.detach()).sum(dim=1))
+        )
+    before = snapshot(model)
+    wrong = cl.Layout(part="middle" if as_dict else 5)
+    with pytest.raises(cl.InvalidArgumentError, match="Layout part"):
+        cl.GradCAM(model, "stage", reshape=wrong)(x, target=1)
+    assert_unchanged(model, before)
+
+
+def quantized_net() -> nn.Module:
+    torch.manual_seed(0)
+    float_net = nn.Sequential(
+        torch.ao.quantization.QuantStub(),
+        nn.Conv2d(3, 4, 3),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
+        torch.ao.quantization.DeQuantStub(),
+    ).eval()
+    float_net.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")  # type: ignore[no-untyped-call]
+    prepared = torch.ao.quantization.prepare(float_net)  # type: ignore[no-untyped-call]
+    prepared(torch.randn(8, 3, 8, 8))
+    quantized: nn.Module = torch.ao.quantization.convert(prepared)  # type: ignore[no-untyped-call]
+    return quantized
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: cl.GradCAM(m, "1")(torch.randn(1, 3, 8, 8)),
+        lambda m: cl.LayerCAM(m, "1")(torch.randn(1, 3, 8, 8)),
+        lambda m: cl.Saliency(m)(torch.randn(1, 3, 8, 8)),
+        lambda m: cl.GuidedBackprop(m)(torch.randn(1, 3, 8, 8)),
+        lambda m: cl.GuidedGradCAM(m, "1")(torch.randn(1, 3, 8, 8)),
+    ],
+)
+def test_a_quantized_model_gets_a_typed_error_before_work(call: Callable[[nn.Module], Any]) -> None:
+    try:
+        model = quantized_net()
+    except RuntimeError as err:  # pragma: no cover - a torch build without a quantized engine
+        pytest.skip(f"no quantized engine: {err}")
+    before = snapshot(model)
+    with pytest.raises(cl.UnsupportedModelError, match=r"quantized model has none.*float model"):
+        call(model)
+    assert_unchanged(model, before)
+
+
+def test_gradient_free_methods_read_a_quantized_model() -> None:
+    try:
+        model = quantized_net()
+    except RuntimeError as err:  # pragma: no cover
+        pytest.skip(f"no quantized engine: {err}")
+    x = torch.randn(2, 3, 8, 8)
+    kept: list[Tensor] = []
+    handle = model.get_submodule("2").register_forward_hook(lambda _m, _i, out: kept.append(out.dequantize()))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    eigen = cl.EigenCAM(model, "2")(x)
+    expected = cl.EigenCAM(nn.Sequential(nn.Identity()), "0")  # the same method on the dequantized activation
+    context = CAMContext(cam=expected, x=x, target=None, targets=None)
+    torch.testing.assert_close(eigen.raw, expected.raw_map(kept[0], None, context))
+    score = cl.ScoreCAM(model, "2", chunk_size=2)(x, target=1)
+    assert score.maps.shape == (2, 8, 8)
+
+
+def test_a_meta_model_gets_a_typed_error_before_work() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)).to("meta")
+    for call in (
+        lambda: cl.GradCAM(model, "0")(torch.randn(1, 3, 8, 8)),
+        lambda: cl.ScoreCAM(model, "0")(torch.randn(1, 3, 8, 8)),
+        lambda: cl.Saliency(model)(torch.randn(1, 3, 8, 8)),
+    ):
+        with pytest.raises(cl.UnsupportedModelError, match=r"meta device.*Load its weights"):
+            call()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_device_mismatch_names_both_devices_before_work() -> None:
+    model = CountingNet().cuda()
+    with pytest.raises(cl.DeviceMismatchError, match=r"cuda:0.*cpu"):
+        cl.GradCAM(model, "conv")(torch.randn(1, 3, 6, 6))
+    with pytest.raises(cl.DeviceMismatchError, match="forward_args"):
+        cl.Saliency(Masked().cuda())(
+            torch.randn(1, 3, 8, 8, device="cuda"),
+            forward_args=cl.ForwardArgs(torch.ones(1, 1, 8, 8), temperature=1.0),
+        )
+    assert model.real_calls == 0
+
+
+#: A bfloat16 model's maps against the float32 model's (GradCAM's docstring states it): maps lie in
+#: [0, 1]; bfloat16 keeps 8 bits of mantissa and every layer before the map rounds, so a few pixels
+#: move by up to 0.25 while the maps agree on average within 0.03.
+BFLOAT16_MAX, BFLOAT16_MEAN = 0.25, 0.03
+
+
+def assert_near_float32(low: Tensor, full: Tensor) -> None:
+    difference = (low - full).abs()
+    assert float(difference.amax()) <= BFLOAT16_MAX, float(difference.amax())
+    assert float(difference.mean()) <= BFLOAT16_MEAN, float(difference.mean())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [*ALL_CAMS, lambda m, layer: cl.Saliency(m)])
+def test_bfloat16_model_maps_are_float32_and_near_the_float32_models(
+    method: Callable[[nn.Module, str], Any],
+) -> None:
+    model = seeded_alexnet()
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 67, 67)
+    layer = "features.7"
+    target = [1, 2]
+    full = method(model, layer)(x, target=target)
+    low = method(half, layer)(x.to(torch.bfloat16), target=target)
+    assert low.maps.dtype == torch.float32
+    assert_near_float32(low.maps, full.maps)
+    if isinstance(low, cl.CAMResult):
+        assert low.raw.dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", [*ALL_CAMS, lambda m, layer: cl.Saliency(m)])
+def test_float16_on_cuda(method: Callable[[nn.Module, str], Any]) -> None:
+    model = seeded_alexnet().cuda()
+    half = copy.deepcopy(model).half()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 67, 67, device="cuda")
+    full = method(model, "features.7")(x, target=[1, 2])
+    low = method(half, "features.7")(x.half(), target=[1, 2])
+    assert low.maps.dtype == torch.float32
+    assert_near_float32(low.maps, full.maps)
