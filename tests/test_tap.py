@@ -911,3 +911,27 @@ def copy_to(model: nn.Module, dtype: torch.dtype) -> nn.Module:
     import copy
 
     return copy.deepcopy(model).to(dtype)
+
+
+#: float16 keeps 11 bits of mantissa: 4 roundings of values of size ~1 (2**-11 each).
+FP16: Tolerance = {"rtol": 4 * 2.0**-11, "atol": 4 * 2.0**-11}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_float16_model_on_cuda_matches_the_float32_model() -> None:
+    torch.manual_seed(0)
+    model = (
+        nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.SiLU(inplace=True), nn.Conv2d(4, 2, 3)).eval().cuda()
+    )
+    half = copy_to(model, torch.float16)
+    x = torch.rand(2, 3, 8, 8, device="cuda")
+    before = snapshot(half)
+    full_tap, half_tap = LayerTap(model, ["0", "2"], grads=True), LayerTap(half, ["0", "2"], grads=True)
+    full_tap.run(x)
+    half_tap.run(x.half())
+    for name in ("0", "2"):
+        assert half_tap[name].dtype == torch.float16
+        assert half_tap[name].device.type == "cuda"
+        torch.testing.assert_close(half_tap[name].float(), full_tap[name], **FP16)
+        torch.testing.assert_close(half_tap.gradient(name).float(), full_tap.gradient(name), **FP16)
+    assert_unchanged(half, before)
