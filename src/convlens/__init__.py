@@ -21,9 +21,11 @@ from convlens.attribution.cam import (
     ScoreCAM,
     XGradCAM,
 )
+from convlens.attribution.detection import BoxScoreTarget, SegmentationTarget
 from convlens.attribution.evaluation import EvaluationResult, EvaluationRow, evaluate
 from convlens.attribution.faithfulness import FaithfulnessResult, deletion, insertion
 from convlens.attribution.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult
+from convlens.attribution.targets import ScoreTarget
 from convlens.core.inputs import ForwardArgs
 from convlens.core.layers import LayerInfo, list_layers, resolve_layer
 from convlens.core.layouts import Layout
@@ -70,6 +72,7 @@ __all__ = [
     "ActivationMaximizer",
     "AmbiguousLayerError",
     "AtlasResult",
+    "BoxScoreTarget",
     "CAMResult",
     "ConvlensError",
     "DeviceMismatchError",
@@ -99,6 +102,8 @@ __all__ = [
     "Saliency",
     "SaliencyResult",
     "ScoreCAM",
+    "ScoreTarget",
+    "SegmentationTarget",
     "ShapeError",
     "ShapeReport",
     "TopExamplesResult",
