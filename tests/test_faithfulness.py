@@ -766,3 +766,18 @@ def test_a_bfloat16_model_gives_the_float32_curves_to_the_documented_tolerance(
     scale = float(full.curve.abs().max())
     torch.testing.assert_close(half.curve, full.curve, **tolerance(torch.bfloat16, scale=scale, roundings=4))
     torch.testing.assert_close(half.auc, full.auc, **tolerance(torch.bfloat16, scale=scale, roundings=4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", METHODS)
+def test_a_float16_model_on_cuda_gives_the_float32_curves_to_the_documented_tolerance(method: Method) -> None:
+    """As for bfloat16 (float16 rounds finer): against the float32 model on the CPU (no TF32 there)."""
+    x, maps = batch(), random_maps()
+    full = method(tiny_cnn(), x, maps, intervals=6, baseline="blur")
+    half = method(tiny_cnn().cuda().half(), x.cuda().half(), maps, intervals=6, baseline="blur")
+    assert half.curve.dtype == torch.float32
+    assert half.curve.device.type == "cuda"
+    scale = float(full.curve.abs().max())
+    torch.testing.assert_close(
+        half.curve.cpu(), full.curve, **tolerance(torch.bfloat16, scale=scale, roundings=4)
+    )
