@@ -58,7 +58,10 @@ class Case:
     skip: tuple[tuple[str, str], ...] = ()  # (entry point, why it does not apply)
 
 
-_NO_RANK = "deletion/insertion define maps for images (N, C, H, W) only: there is no map to give them"
+_NO_RANK = (
+    "deletion/insertion perturb the positions of (N, C, L), (N, C, H, W) or (N, C, T, H, W): an (N, C) input "
+    "has no positions, and they say so before the model is asked (tests/test_ranks.py pins it)"
+)
 _SALIENCY_RANK = (
     "saliency maps are taken over channels, so x must be (N, C, ...): an InvalidTypeError of its own, "
     "before the model is asked (tests/test_saliency.py pins it)"
@@ -66,8 +69,8 @@ _SALIENCY_RANK = (
 _INPUT_SHAPE = "takes an input_shape, not a tensor: there is no array to pass"
 _NO_NUMPY = "a TensorDataset cannot hold a numpy array"
 _EVALUATE_RANK = (
-    "evaluate scores maps of images (N, C, H, W) only, and says so in a ShapeError of its own before the "
-    "model is asked (tests/test_evaluate.py pins it)"
+    "evaluate scores maps of (N, C, L), (N, C, H, W) or (N, C, T, H, W) batches, and says so in a ShapeError "
+    "of its own before the model is asked (tests/test_evaluate.py pins it)"
 )
 _TRANSFORMS_RANK = (
     "its transforms need images (N, C, H, W): an InvalidArgumentError about input_shape of its own, before "
@@ -91,12 +94,7 @@ CASES: dict[str, Case] = {
         first="conv1",
         error=cl.ShapeError,
         patterns=(r"\bconv1 expects a 3-D or 4-D input, got 5-D\b", r"\bConv2d\b", "{shape}"),
-        skip=(
-            ("deletion", _NO_RANK),
-            ("insertion", _NO_RANK),
-            ("evaluate", _EVALUATE_RANK),
-            ("ActivationMaximizer class_logit", _TRANSFORMS_RANK),
-        ),
+        skip=(("ActivationMaximizer class_logit", _TRANSFORMS_RANK),),
     ),
     "two dimensions": Case(
         model="stem",

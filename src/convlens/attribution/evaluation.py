@@ -71,7 +71,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from convlens.attribution.cam import (
     EigenCAM,
@@ -95,7 +95,7 @@ from convlens.attribution.perturbation import (
 from convlens.attribution.targets import check_target, class_scores
 from convlens.core.checks import check_bool, check_choice, check_int, check_model, choices, format_shape
 from convlens.core.deprecation import UNSET, Unset, deprecated_value, renamed
-from convlens.core.distributed import Chunk, all_sum, shard
+from convlens.core.distributed import Chunk, all_sum, data_length, shard
 from convlens.core.inputs import NO_ARGS, ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
 from convlens.core.layouts import ReshapeSpec, as_layout
@@ -312,7 +312,7 @@ def evaluate(
     named = _methods(model, methods, layer, reshape)
     gradients = any(cam.needs_gradient for _, cam in named)
     check_runnable(model, who="evaluate", gradients=gradients, forward_args=extra)
-    total = _length(data) if extra else None
+    total = data_length(data) if extra else None
     part = shard(data, batch_size=batch_size, num_workers=num_workers)
 
     module = unwrap(model)
@@ -467,17 +467,6 @@ def _check_evaluation_target(target: object, data: object) -> tuple[str | int | 
         return "per-example", given
     check_target(target, 1, None)  # type: ignore[arg-type]  # raises the type message
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _length(data: object) -> int | None:
-    """How many examples the data holds, where it says: a map-style Dataset's, or a DataLoader's dataset's."""
-    dataset = data.dataset if isinstance(data, DataLoader) else data
-    if isinstance(dataset, Dataset) and not isinstance(dataset, IterableDataset):
-        try:
-            return len(dataset)  # type: ignore[arg-type]
-        except TypeError:
-            return None
-    return None
 
 
 def _per_example(given: Tensor, positions: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ __all__ = [
     "Chunk",
     "Shard",
     "all_sum",
+    "data_length",
     "merge_top",
     "rank",
     "ranked",
@@ -39,6 +40,26 @@ __all__ = [
     "share_rows",
     "world_size",
 ]
+
+
+def data_length(data: object) -> int | None:
+    """How many examples the data holds, where it says: a map-style Dataset's, or a DataLoader's dataset's.
+
+    None for an iterable of batches or an ``IterableDataset`` (their length is not known before the end).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> data_length(TensorDataset(torch.zeros(5, 1))), data_length([torch.zeros(2, 1)])
+        (5, None)
+    """
+    dataset = data.dataset if isinstance(data, DataLoader) else data
+    if isinstance(dataset, Dataset) and not isinstance(dataset, IterableDataset):
+        try:
+            return len(dataset)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+    return None
+
 
 #: How many examples run at once, wherever reading data takes a ``batch_size``: one default for the
 #: whole package (top examples, deletion and insertion, evaluate, the atlas, the command line).

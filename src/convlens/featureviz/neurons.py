@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from convlens.core import display
 from convlens.core.checks import as_int, check_bool, check_indices, check_int, check_real, check_shape
 from convlens.core.deprecation import UNSET, Unset, renamed, renamed_attribute
-from convlens.core.distributed import shard
+from convlens.core.distributed import data_length, shard
 from convlens.core.inputs import ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
 from convlens.core.layouts import Layout, ReshapeSpec, as_layout
@@ -62,7 +62,6 @@ from convlens.featureviz.objectives import l1 as l1_penalty
 from convlens.featureviz.topk import (
     RunningTop,
     batch_inputs,
-    data_length,
     peak_boxes,
     receptive_field,
     unravel,

@@ -13,11 +13,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
 
 from convlens.core.arithmetic import Shape
 from convlens.core.distributed import Chunk, merge_top, ranked, share_rows
@@ -25,16 +24,7 @@ from convlens.core.memo import recall, remember, structure
 from convlens.core.shapes import trace_shapes
 from convlens.errors import ConvlensError, InvalidTypeError, ShapeError
 
-__all__ = ["Field", "RunningTop", "batch_inputs", "data_length", "peak_boxes", "receptive_field", "unravel"]
-
-
-def data_length(data: object) -> int | None:
-    """How many examples the data holds: a Dataset's length, a DataLoader's dataset's; None if unknown."""
-    if isinstance(data, DataLoader):
-        data = data.dataset
-    if isinstance(data, Dataset) and isinstance(data, Sized):
-        return len(data)
-    return None
+__all__ = ["Field", "RunningTop", "batch_inputs", "peak_boxes", "receptive_field", "unravel"]
 
 
 class RunningTop:
