@@ -99,18 +99,43 @@ def seeded_alexnet(*, inplace: bool = True, train: bool = False) -> nn.Module:
     return model if inplace else without_inplace(model)
 
 
-def quantized_cnn() -> nn.Module:
-    """A small CNN quantized the eager-mode way (a QuantStub, conv+relu, pooling, a linear head), in eval mode.
+def quantized_engine() -> str:
+    """A quantized engine this CPU supports (fbgemm or x86 on x86-64, qnnpack on ARM), set as torch's engine.
 
-    Skips the test where this CPU has no quantized engine.
+    Skips the test where there is none.
     """
-    import warnings
-
     engines = torch.backends.quantized.supported_engines
     engine = next((e for e in ("fbgemm", "x86", "qnnpack") if e in engines), None)
     if engine is None:
         pytest.skip(f"no quantized engine on this CPU ({engines})")
     torch.backends.quantized.engine = engine
+    return engine
+
+
+def quantize(model: M, calibration: Tensor) -> M:
+    """``model`` (with its QuantStub and DeQuantStub) quantized the eager way, calibrated on ``calibration``.
+
+    The engine is one this CPU supports (:func:`quantized_engine`); the model is in eval mode.
+    """
+    import warnings
+
+    engine = quantized_engine()
+    model.eval()
+    model.qconfig = torch.ao.quantization.get_default_qconfig(engine)  # type: ignore[no-untyped-call]
+    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, not ours
+        warnings.simplefilter("ignore")
+        prepared = torch.ao.quantization.prepare(model)  # type: ignore[no-untyped-call]
+        with torch.no_grad():
+            prepared(calibration)
+        quantized: M = torch.ao.quantization.convert(prepared)  # type: ignore[no-untyped-call]
+    return quantized
+
+
+def quantized_cnn() -> nn.Module:
+    """A small CNN quantized the eager way (a QuantStub, conv+relu, pooling, a linear head), in eval mode.
+
+    Input ``(N, 3, 12, 12)``; skips the test where this CPU has no quantized engine.
+    """
     torch.manual_seed(0)
     model = nn.Sequential(
         torch.ao.quantization.QuantStub(),
@@ -122,11 +147,5 @@ def quantized_cnn() -> nn.Module:
         nn.Flatten(),
         nn.Linear(8, 4),
         torch.ao.quantization.DeQuantStub(),
-    ).eval()
-    model.qconfig = torch.ao.quantization.get_default_qconfig(engine)  # type: ignore[no-untyped-call]
-    with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, not ours
-        warnings.simplefilter("ignore")
-        prepared = torch.ao.quantization.prepare(model)  # type: ignore[no-untyped-call]
-        prepared(torch.rand(4, 3, 12, 12))
-        quantized: nn.Module = torch.ao.quantization.convert(prepared)  # type: ignore[no-untyped-call]
-        return quantized
+    )
+    return quantize(model, torch.rand(4, 3, 12, 12))

@@ -16,7 +16,7 @@ import convlens as cl
 from convlens.attribution.cam import CAMContext, GradCAM
 from helpers import tolerance
 from invariants import assert_unchanged, global_hook_counts, snapshot
-from models import InplaceNet, ReusedNet, seeded_alexnet
+from models import InplaceNet, ReusedNet, quantize, seeded_alexnet
 
 # -- a model small enough to compute every method by hand -------------------------------
 
@@ -733,11 +733,7 @@ def quantized_net() -> nn.Module:
         nn.Linear(4, 5),
         torch.ao.quantization.DeQuantStub(),
     ).eval()
-    float_net.qconfig = torch.ao.quantization.get_default_qconfig("fbgemm")  # type: ignore[no-untyped-call]
-    prepared = torch.ao.quantization.prepare(float_net)  # type: ignore[no-untyped-call]
-    prepared(torch.randn(8, 3, 8, 8))
-    quantized: nn.Module = torch.ao.quantization.convert(prepared)  # type: ignore[no-untyped-call]
-    return quantized
+    return quantize(float_net, torch.randn(8, 3, 8, 8))
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ from convlens.errors import (
 )
 from helpers import tolerance
 from invariants import assert_unchanged, global_hook_counts, snapshot
+from models import quantize
 
 CLASSES = {
     "gradcam": GradCAM,
@@ -958,13 +959,7 @@ def quantized_net() -> nn.Module:
             out: Tensor = self.dequant(self.body(self.quant(x)))
             return out
 
-    model = Float().eval()
-    model.qconfig = tq.get_default_qconfig(torch.backends.quantized.engine)  # type: ignore[no-untyped-call]
-    calibrating = tq.prepare(model)  # type: ignore[no-untyped-call]
-    with torch.no_grad():
-        calibrating(images(16, seed=11))
-    quantized: nn.Module = tq.convert(calibrating)  # type: ignore[no-untyped-call]
-    return quantized
+    return quantize(Float(), images(16, seed=11))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")

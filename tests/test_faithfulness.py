@@ -18,7 +18,7 @@ from convlens.attribution.faithfulness import FaithfulnessResult, deletion, inse
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
 from helpers import tolerance
 from invariants import assert_unchanged, global_hook_counts, snapshot
-from models import InplaceNet
+from models import InplaceNet, quantize
 
 Method = Callable[..., FaithfulnessResult]
 METHODS = [pytest.param(deletion, id="deletion"), pytest.param(insertion, id="insertion")]
@@ -713,13 +713,7 @@ def quantized_cnn() -> nn.Module:
             out: Tensor = self.dequant(self.body(self.quant(x)))
             return out
 
-    model = Float().eval()
-    model.qconfig = tq.get_default_qconfig(torch.backends.quantized.engine)  # type: ignore[no-untyped-call]
-    prepared = tq.prepare(model)  # type: ignore[no-untyped-call]
-    with torch.no_grad():
-        prepared(batch(8, 12, seed=11))
-    quantized: nn.Module = tq.convert(prepared)  # type: ignore[no-untyped-call]
-    return quantized
+    return quantize(Float(), batch(8, 12, seed=11))
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")

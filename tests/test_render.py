@@ -20,7 +20,7 @@ from torch import Tensor, nn
 import convlens as cl
 from convlens.render import FilterRenderer, FilterScale, figure_grid, overlay, plot_feature_maps
 from invariants import assert_unchanged, snapshot
-from models import InplaceNet, seeded
+from models import InplaceNet, quantize, seeded
 
 
 def conv_with(weight: list[float] | Tensor, in_channels: int = 1) -> nn.Conv2d:
@@ -260,31 +260,17 @@ def test_model_is_left_unchanged() -> None:
 # --- fused, quantized and scripted convolutions (issue 18) ----------------------------------
 
 
-def quantized_engine() -> str:
-    engines = torch.backends.quantized.supported_engines
-    engine = next((e for e in ("fbgemm", "x86", "qnnpack") if e in engines), None)
-    if engine is None:
-        pytest.skip(f"no quantized engine on this CPU ({engines})")
-    return engine
-
-
 def fused_quantized(conv: nn.Module) -> nn.Sequential:
     """``conv`` (3 input channels) + ReLU fused (ConvReLU2d), then quantized the eager way: a quantized ConvReLU2d."""
     import warnings
 
-    engine = quantized_engine()
-    torch.backends.quantized.engine = engine
     model = nn.Sequential(
         torch.ao.quantization.QuantStub(), conv, nn.ReLU(), torch.ao.quantization.DeQuantStub()
     ).eval()
     with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices, not ours
         warnings.simplefilter("ignore")
-        fused = torch.ao.quantization.fuse_modules(model, [["1", "2"]])  # type: ignore[no-untyped-call]
-        fused.qconfig = torch.ao.quantization.get_default_qconfig(engine)  # type: ignore[no-untyped-call]
-        prepared = torch.ao.quantization.prepare(fused)  # type: ignore[no-untyped-call]
-        prepared(torch.rand(8, 3, 9, 9))
-        quantized: nn.Sequential = torch.ao.quantization.convert(prepared)  # type: ignore[no-untyped-call]
-    return quantized
+        fused: nn.Sequential = torch.ao.quantization.fuse_modules(model, [["1", "2"]])  # type: ignore[no-untyped-call]
+    return quantize(fused, torch.rand(8, 3, 9, 9))
 
 
 def scripted(module: nn.Module) -> torch.jit.ScriptModule:
