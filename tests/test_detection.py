@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -29,6 +28,8 @@ from pytorch_grad_cam.utils.model_targets import (  # noqa: E402
     SemanticSegmentationTarget,
 )
 
+from gradcam_reference import assert_same_raw, reference_raw  # noqa: E402
+
 
 def detector() -> nn.Module:
     """Seeded random weights (nothing can be downloaded here). A random detector's class scores are
@@ -39,22 +40,6 @@ def detector() -> nn.Module:
         weights=None, weights_backbone=None, box_score_thresh=0.0
     )
     return model.eval()
-
-
-def reference_raw(model: nn.Module, layer: nn.Module, x: Tensor, targets: list[Any]) -> Tensor:
-    """pytorch-grad-cam's GradCAM map before its scaling, on a copy (it writes .grad)."""
-    with grad_cam.GradCAM(model=model, target_layers=[layer]) as cam:
-        cam(input_tensor=x, targets=targets)
-        recorded = cam.activations_and_grads
-        (activations,), (gradients,) = recorded.activations, recorded.gradients
-        raw = cam.get_cam_image(x, layer, targets, activations.numpy(), gradients.numpy())
-    return torch.from_numpy(np.maximum(raw, 0)).float()
-
-
-def assert_same_raw(ours: Tensor, reference: Tensor) -> None:
-    scale = float(reference.abs().amax())
-    assert scale > 0, "the reference map is flat: the test would prove nothing"
-    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4 * scale)
 
 
 @pytest.mark.slow

@@ -10,10 +10,7 @@ from the activations and gradients it recorded, against ``result.raw``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
-from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,6 +23,8 @@ timm = pytest.importorskip("timm")
 grad_cam = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
+from gradcam_reference import assert_same_raw, reference_raw  # noqa: E402
+
 
 def vit_reshape_transform(tensor: Tensor, height: int = 14, width: int = 14) -> Tensor:
     """pytorch-grad-cam's documented ViT reshape_transform, as its tutorial writes it."""
@@ -36,24 +35,6 @@ def vit_reshape_transform(tensor: Tensor, height: int = 14, width: int = 14) -> 
 def swin_reshape_transform(tensor: Tensor) -> Tensor:
     """pytorch-grad-cam's Swin reshape_transform for timm's (N, H, W, C) stages."""
     return tensor.permute(0, 3, 1, 2)
-
-
-def reference_raw(
-    model: nn.Module, layer: nn.Module, x: Tensor, targets: list[Any], transform: Callable[[Tensor], Tensor]
-) -> Tensor:
-    """pytorch-grad-cam's map before its scaling, on a copy of the model (it writes .grad)."""
-    with grad_cam.GradCAM(model=model, target_layers=[layer], reshape_transform=transform) as cam:
-        cam(input_tensor=x, targets=targets)
-        recorded = cam.activations_and_grads
-        (activations,), (gradients,) = recorded.activations, recorded.gradients
-        raw = cam.get_cam_image(x, layer, targets, activations.numpy(), gradients.numpy())
-    return torch.from_numpy(np.maximum(raw, 0)).float()
-
-
-def assert_same_raw(ours: Tensor, reference: Tensor) -> None:
-    scale = float(reference.abs().amax())
-    assert scale > 0, "the reference map is flat: the test would prove nothing"
-    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4 * scale)
 
 
 def timm_model(name: str) -> nn.Module:
