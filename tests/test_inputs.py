@@ -114,3 +114,11 @@ def test_a_quantized_model_is_refused_only_where_gradients_are_needed() -> None:
     check_runnable(model, torch.zeros(1, 3, 8, 8), who="LayerTap")
     with pytest.raises(cl.UnsupportedModelError, match=r"GradCAM needs gradients .* Use the float model"):
         check_runnable(model, torch.zeros(1, 3, 8, 8), who="GradCAM", gradients=True)
+
+
+def test_a_meta_model_on_meta_inputs_is_a_shapes_only_run() -> None:
+    with torch.device("meta"):
+        model = nn.Conv2d(3, 4, 3)
+    check_runnable(model, torch.zeros(1, 3, 8, 8, device="meta"), who="LayerTap.run")
+    with pytest.raises(cl.UnsupportedModelError, match="meta device"):
+        check_runnable(model, torch.zeros(1, 3, 8, 8, device="meta"), who="GradCAM", gradients=True)

@@ -236,9 +236,13 @@ def check_runnable(
         gradients: Whether the entry point differentiates through the model.
         forward_args: The model's other forward arguments; their tensors must share the device too.
 
+    A model on the ``meta`` device given only meta inputs, where no gradients are needed, is a
+    shapes-only run (``LayerTap.run`` records meta activations) and passes.
+
     Raises:
         UnsupportedModelError: a quantized model where gradients are needed (use the float model, or
-            dequantize), or a model whose parameters live on the ``meta`` device (load its weights).
+            dequantize), or a model whose parameters live on the ``meta`` device given real inputs
+            or asked for gradients (load its weights).
         DeviceMismatchError: the model and a tensor of the input or of ``forward_args`` live on
             different devices; both are named.
 
@@ -251,7 +255,9 @@ def check_runnable(
         convlens.errors.UnsupportedModelError: GradCAM cannot run a model on the meta device: it holds no data (its parameters are shapes only). Load its weights first, e.g. model.to_empty(device="cpu") then model.load_state_dict(state), or build it on a real device.
     """
     device = model_device(model)
-    if device is not None and device.type == "meta":
+    given = [*_input_tensors(inputs), *forward_args.tensors()]
+    shapes_only = not gradients and bool(given) and all(t.is_meta for t in given)
+    if device is not None and device.type == "meta" and not shapes_only:
         raise UnsupportedModelError(
             f"{who} cannot run a model on the meta device: it holds no data (its parameters are shapes "
             'only). Load its weights first, e.g. model.to_empty(device="cpu") then '
