@@ -142,6 +142,40 @@ def test_trace_shapes_rows_are_the_wrappers_names(kind: str) -> None:
     assert_unchanged(wrapper, before)
 
 
+@pytest.mark.parametrize("kind", sorted(WRAPPERS))
+def test_a_wrappers_report_takes_the_wrapped_models_own_names(kind: str) -> None:
+    make, prefix = WRAPPERS[kind]
+    wrapper, inner = make()
+    before = snapshot(wrapper)
+    report = cl.trace_shapes(wrapper, (2, 3, 8, 8))
+    plain = cl.trace_shapes(inner, (2, 3, 8, 8))
+    assert report.prefix == prefix
+    assert plain.prefix == ""
+    for name in plain.names:  # every inner name reaches the row the wrapper's name does
+        assert name in report
+        assert prefix + name in report
+        assert report[name] is report[prefix + name]
+        assert report[name].output_shape == plain[name].output_shape
+    assert "layer5" not in report
+    assert prefix + "layer5" not in report
+    with pytest.raises(
+        cl.LayerNotFoundError, match=r"no layer 'layer5'\. Did you mean 'layer4\.1' or 'layer4\.0'\?"
+    ):
+        report["layer5"]
+    assert_unchanged(wrapper, before)
+
+
+def test_the_inner_names_reach_the_rows_of_a_wrappers_shape_error() -> None:
+    wrapper = nn.DataParallel(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(10, 2)))
+    with pytest.raises(cl.ShapeError, match=r"^module\.2 ") as caught:
+        cl.trace_shapes(wrapper, (1, 3, 8, 8))  # the Linear gets 144 features, not 10
+    report = caught.value.report
+    assert isinstance(report, cl.ShapeReport)
+    assert report.names == ["module.0", "module.1"]
+    assert report["0"] is report["module.0"]
+    assert "1" in report
+
+
 def test_a_rejected_input_names_the_layer_as_the_wrapper_does() -> None:
     wrapper, _ = data_parallel()
     with pytest.raises(cl.ShapeError, match=r"^module\.stem expects 3 input channels, got 1"):

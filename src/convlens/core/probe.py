@@ -132,6 +132,7 @@ class Probe:
     _message: str | None = None
     _report_model: nn.Module | None = None
     _cause: BaseException | None = None
+    _prefix: str = ""
 
     def check(self, *, stops_after: Mapping[str, int] | None = None) -> None:
         """Raise the :class:`~convlens.ShapeError` of a model that rejects the input, if it does.
@@ -154,6 +155,7 @@ class Probe:
             self._message,
             input_shape=self.input_shape,
             real=False,
+            prefix=self._prefix,
         ) from self._cause
 
     @property
@@ -451,7 +453,7 @@ def probe(
     if failed is not None:
         if not trace:  # where and why: the same pass again, every leaf traced
             return probe(model, args, kwargs, watched=watched, training=training, trace=True, prefix=prefix)
-        return _failed(model, rec, names, records, failed, input_shape=input_shape)
+        return _failed(model, rec, names, records, failed, input_shape=input_shape, prefix=prefix)
     found = tensors(output)
     return Probe(
         complete=True,
@@ -477,6 +479,7 @@ def _failed(
     err: Exception,
     *,
     input_shape: Shape,
+    prefix: str = "",
 ) -> Probe:
     culprit = rec.culprit(err)
     message = None
@@ -500,6 +503,7 @@ def _failed(
         _message=message,
         _report_model=model if message is not None else None,
         _cause=err.with_traceback(None) if message is not None else None,
+        _prefix=prefix,
     )
 
 

@@ -122,6 +122,11 @@ class ShapeReport:
         traced: ``"meta"`` (no arithmetic) or ``"real"`` (a real forward, when
             the model could not run on the meta device; see ``note``).
         note: Why the trace fell back to a real forward, else ``""``.
+        prefix: What wrappers add before the wrapped model's names (``"module."``
+            for ``nn.DataParallel``, ``"_orig_mod."`` for ``torch.compile``),
+            else ``""``. The rows carry the wrapper's names; indexing and ``in``
+            take the wrapped model's own names too (``report["layer4"]`` finds
+            ``"module.layer4"``).
 
     Example:
         >>> import torch.nn as nn
@@ -139,6 +144,9 @@ class ShapeReport:
         traced on the meta device (no arithmetic)
         >>> report["2"].output_shape, len(report), report[-1].name
         ((1, 4, 3, 3), 5, '4')
+        >>> wrapped = cl.trace_shapes(nn.DataParallel(net), (1, 1, 8, 8))
+        >>> wrapped["0"].name, "0" in wrapped, wrapped.prefix
+        ('module.0', True, 'module.')
     """
 
     model: str
@@ -149,6 +157,7 @@ class ShapeReport:
     macs: int
     traced: Literal["meta", "real"]
     note: str = ""
+    prefix: str = ""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -157,7 +166,10 @@ class ShapeReport:
         return iter(self.rows)
 
     def __contains__(self, name: object) -> bool:
-        return any(row.name == name for row in self.rows)
+        if not isinstance(name, str):
+            return False
+        names = self.names
+        return name in names or (bool(self.prefix) and self.prefix + name in names)
 
     @property
     def names(self) -> list[str]:
@@ -166,6 +178,9 @@ class ShapeReport:
 
     def __getitem__(self, key: str | int) -> LayerShape:
         """The row of a leaf call by name (``"relu#1"`` for a reused module) or position.
+
+        For a wrapper's report a name without the wrapper's prefix is looked up
+        with it (``"layer4"`` as ``"module.layer4"``).
 
         Raises:
             LayerNotFoundError: No such row; the message names the nearest ones.
@@ -178,6 +193,19 @@ class ShapeReport:
             raise InvalidTypeError(
                 f"A ShapeReport is indexed by layer name or position; got {type(key).__name__}."
             )
+        try:
+            return self._lookup(key)
+        except LayerNotFoundError as err:
+            if not self.prefix or key.startswith(self.prefix):
+                raise
+            try:  # the wrapped model's own name
+                return self._lookup(self.prefix + key)
+            except LayerNotFoundError:
+                raise err from None  # the error about the name given
+
+    def _lookup(self, key: str) -> LayerShape:
+        """The row named exactly ``key`` (or ``name#i``); the errors of :meth:`__getitem__`."""
+        names = self.names
         for row in self.rows:
             if row.name == key:
                 return row
@@ -188,15 +216,17 @@ class ShapeReport:
             raise AmbiguousLayerError(
                 f"Layer {key!r} ran {len(calls)} times in one forward; name the call: {listed}."
             )
-        if call is not None and (calls or base in self):
-            if call == 0 and base in self:
-                return self[base]
+        if call is not None and (calls or base in names):
+            if call == 0 and base in names:
+                return self._lookup(base)
             count = len(calls) or 1
             raise LayerNotFoundError(
                 f"Layer {key!r} does not exist: {base!r} ran {count} time{'s' if count > 1 else ''} "
                 f"(#0 to #{count - 1})."
             )
-        choices = list(dict.fromkeys([*self.names, *(split_call(n)[0] for n in self.names)]))
+        choices = list(dict.fromkeys([*names, *(split_call(n)[0] for n in names)]))
+        if self.prefix:  # the wrapped model's own names are accepted too
+            choices += [n.removeprefix(self.prefix) for n in choices if n.startswith(self.prefix)]
         raise LayerNotFoundError(
             f"The shape report of {self.model} has no layer {key!r}.{did_you_mean(key, choices)} It lists "
             f"{len(self.rows)} leaf calls (modules without children); print the report to see them all."
@@ -310,8 +340,12 @@ def build_report(
     output_shape: Shape,
     traced: Literal["meta", "real"],
     note: str = "",
+    prefix: str = "",
 ) -> ShapeReport:
-    """The :class:`ShapeReport` of ``calls``, named through ``names`` (``id(module)`` to name)."""
+    """The :class:`ShapeReport` of ``calls``, named through ``names`` (``id(module)`` to name).
+
+    ``prefix`` is what a wrapper puts before the names (see :attr:`ShapeReport.prefix`).
+    """
     counts = Counter(id(c.module) for c in calls if c.output_shape is not None)
     seen: Counter[int] = Counter()
     nd = len(input_shape) - 2
@@ -364,6 +398,7 @@ def build_report(
         macs=sum(r.macs for r in rows),
         traced=traced,
         note=note,
+        prefix=prefix,
     )
 
 
@@ -375,12 +410,13 @@ def shape_error(
     *,
     input_shape: Shape,
     real: bool,
+    prefix: str = "",
 ) -> ShapeError:
     """A :class:`~convlens.ShapeError` saying ``message``, with the rows traced before the failure."""
     note = f"stopped at the failure: {message}"
     traced: Literal["meta", "real"] = "real" if real else "meta"
     report = build_report(
-        model, names, calls, input_shape=input_shape, output_shape=(), traced=traced, note=note
+        model, names, calls, input_shape=input_shape, output_shape=(), traced=traced, note=note, prefix=prefix
     )
     return ShapeError(
         f"{message.rstrip('.')}. The {len(report)} layer calls traced before the failure are in err.report.",

@@ -159,7 +159,8 @@ def trace_shapes(
     Wrappers (``nn.DataParallel``, ``DistributedDataParallel``,
     ``torch.compile``) are looked through, their model run eagerly, and the
     rows are named as ``named_modules()`` of the wrapper names them
-    (``"module.layer4"``, ``"_orig_mod.layer4"``).
+    (``"module.layer4"``, ``"_orig_mod.layer4"``); the report's indexing and
+    ``in`` take the wrapped model's own names too (``report["layer4"]``).
 
     The receptive field follows each tensor from the layer that made it; a
     tensor made between layers (``torch.cat``, ``a * b``) takes the field of
@@ -271,6 +272,7 @@ def trace_shapes(
             input_shape=input_shape,
             output_shape=seen.output_shape or (),
             traced="meta",
+            prefix=prefix,
         )
     # The meta pass could not run the whole forward: one real forward, on the model's device.
     check_runnable(model, (), who="trace_shapes", forward_args=extra)
@@ -290,9 +292,18 @@ def trace_shapes(
             output = first_tensor(model(*real, *extra.args, **keywords))
     except Exception as err:
         message = _failure(model, names, rec, err)
-        raise shape_error(model, names, rec.calls, message, input_shape=input_shape, real=True) from err
+        raise shape_error(
+            model, names, rec.calls, message, input_shape=input_shape, real=True, prefix=prefix
+        ) from err
     note = f"{seen.failure}; ran on {device}"
     output_shape = () if output is None else tuple(output.shape)
     return build_report(
-        model, names, rec.calls, input_shape=input_shape, output_shape=output_shape, traced="real", note=note
+        model,
+        names,
+        rec.calls,
+        input_shape=input_shape,
+        output_shape=output_shape,
+        traced="real",
+        note=note,
+        prefix=prefix,
     )
