@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import warnings
 import weakref
 from typing import Any, cast
 
@@ -564,6 +565,51 @@ def test_example_tensors_tuple_and_nothing_retained() -> None:
     del model
     gc.collect()
     assert ref() is None  # neither the report nor convlens keeps the model alive
+
+
+class _TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        out: Tensor = self.conv(a + b)
+        return out
+
+
+class _ListOfImages(nn.Module):
+    """A detector's signature in small: ``forward(images, targets=None)`` takes one list of images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, images: list[Tensor], targets: object = None) -> Tensor:
+        out: Tensor = self.conv(torch.stack(images))
+        return out
+
+
+def test_a_list_of_tensors_is_still_several_inputs_where_forward_takes_only_those() -> None:
+    model = _TwoInputs()
+    before = snapshot(model)
+    a, b = torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)
+    with pytest.warns(DeprecationWarning, match=r"pass a tuple \(trace_shapes\(model, \(a, b\)\)\)"):
+        report = cl.trace_shapes(model, [a, b])
+    assert str(report) == str(cl.trace_shapes(model, (a, b)))
+    assert report["conv"].output_shape == (1, 4, 6, 6)
+    assert_unchanged(model, before)
+
+
+def test_a_list_of_tensors_is_one_input_where_forward_takes_the_list() -> None:
+    model = _ListOfImages()
+    before = snapshot(model)
+    images = [torch.zeros(3, 8, 8), torch.zeros(3, 8, 8)]  # forward(images, targets) binds these two too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = cl.trace_shapes(model, images)
+    assert report.input_shape == (3, 8, 8)
+    assert report["conv"].output_shape == (2, 4, 6, 6)
+    assert_unchanged(model, before)
 
 
 class _PaddedConv(nn.Conv2d):

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
@@ -104,6 +105,31 @@ def _inputs(inputs: object, dtype: object, model: nn.Module) -> tuple[Shape | No
     return tuple(inputs), (torch.empty(inputs, dtype=dtype, device="meta"),)
 
 
+def _list_is_inputs(
+    model: nn.Module, items: list[Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> bool:
+    """Whether ``forward`` binds a list's items as separate inputs and not the list as one (the old reading).
+
+    A detector's ``forward(images, targets=None)`` binds the list as one: that reading wins. A
+    ``forward(a, b)`` given ``[a, b]`` cannot take the list alone: its items are the inputs.
+    """
+    if len(items) < 2 or not all(isinstance(t, Tensor) for t in items):
+        return False
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):  # a builtin or C forward: nothing to read
+        return False
+
+    def binds(*given: Any) -> bool:
+        try:
+            signature.bind(*given, *args, **kwargs)
+        except TypeError:
+            return False
+        return True
+
+    return binds(*items) and not binds(items)
+
+
 @contextlib.contextmanager
 def _untouched(model: nn.Module, device: torch.device, *, training: bool) -> Iterator[None]:
     """A real forward that leaves the model as found: modes restored; in train mode, buffers and RNG too.
@@ -173,7 +199,10 @@ def trace_shapes(
         input: The input size with batch (``(1, 3, 224, 224)``), an example
             tensor, a list of tensors (a detector's images: the model's one
             input, ``model([img])``), or a tuple of the model's inputs
-            (``(x, mask)``, or ``([img],)``).
+            (``(x, mask)``, or ``([img],)``). Deprecated: a list of tensors
+            whose items ``forward`` takes as separate inputs and that it cannot
+            take as one (``forward(a, b)`` given ``[a, b]``) is read as a tuple
+            of inputs, as before, with a ``DeprecationWarning``.
         forward_args: The model's other forward arguments, after the input: a
             tuple (positional), a dict (keyword) or
             :class:`~convlens.ForwardArgs` for both.
@@ -258,8 +287,18 @@ def trace_shapes(
     model = unwrap(model)
     require_hooks(model, "trace_shapes")
     size, inputs = _inputs(input, dtype, model)
-    args = (*inputs, *extra.args)
     keywords = {**dict(kwargs or {}), **extra.kwargs}
+    if isinstance(input, list) and _list_is_inputs(model, input, extra.args, keywords):
+        warnings.warn(
+            f"trace_shapes(model, [a, b]): a list of {len(input)} tensors as the model's several inputs is "
+            "deprecated; pass a tuple (trace_shapes(model, (a, b))). A list is the model's one input (a "
+            f"detector's images); it is read as several here because {type(model).__name__}.forward takes "
+            "the items and not the list, until the next release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        inputs = tuple(input)
+    args = (*inputs, *extra.args)
     first = first_tensor(inputs)
     input_shape = () if first is None else tuple(first.shape)
     seen = probe(model, args, keywords, trace=True, training=training, prefix=prefix)
