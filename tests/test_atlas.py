@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -301,9 +302,138 @@ class ChannelsLast(torch.nn.Module):
 def test_build_atlas_refuses_a_channels_last_layer_and_reads_it_with_reshape(tmp_path: Path) -> None:
     model = ChannelsLast()
     data = torch.utils.data.TensorDataset(torch.rand(6, 1, 9, 9))
-    with pytest.raises(cl.InvalidArgumentError, match=r'channels last.*Pass reshape="channels_last"'):
+    # The one wording of featureviz.forward.check_channels_first, as top_examples and the maximizer say it.
+    with pytest.raises(
+        cl.InvalidArgumentError, match=r"build_atlas reads channels.*Pass reshape='channels_last'"
+    ):
         build_atlas(model, data, tmp_path / "bad", layers=["stage"], units=None, steps=1, progress=False)
     assert not (tmp_path / "bad").exists()
     site = build_atlas(model, data, tmp_path / "ok", layers=["stage"], units=None, k=2, steps=1,
                        progress=False, reshape="channels_last")  # fmt: skip
     assert site.units == 5  # the stage's 5 features, not its 7 rows
+
+
+def tiny_classifier() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(2, 2),
+    )  # fmt: skip
+
+
+def unit_metas(root: Path) -> dict[tuple[str, int], dict[str, Any]]:
+    metas = [json.loads(p.read_text()) for p in (root / "_cache").rglob("unit.json")]
+    return {(str(m["layer"]), int(m["unit"])): m for m in metas}
+
+
+def test_the_atlas_of_a_wrapper_draws_its_layers_under_either_name(tmp_path: Path) -> None:
+    net = tiny_classifier()
+    data = torch.utils.data.TensorDataset(torch.rand(4, 3, 10, 10))
+    options: dict[str, object] = {"units": 1, "k": 2, "steps": 1, "progress": False}
+    plain = build_atlas(net, data, tmp_path / "plain", **options)  # type: ignore[arg-type]
+    dp = torch.nn.DataParallel(net)
+    before = snapshot(dp)
+    wrapped = build_atlas(dp, data, tmp_path / "dp", **options)  # type: ignore[arg-type]
+    assert_unchanged(dp, before)
+    assert plain.layers == ("0", "2", "5")
+    assert wrapped.layers == (
+        "module.0",
+        "module.2",
+        "module.5",
+    )  # as named_modules() of the wrapper names them
+    assert wrapped.units == plain.units == 3
+    inner = build_atlas(dp, data, tmp_path / "inner", layers=["5", "0", "module.0"], **options)  # type: ignore[arg-type]
+    assert inner.layers == ("0", "5")  # the model's order, the names as given, one page per layer
+    metas = unit_metas(tmp_path / "inner")
+    assert metas[("0", 0)].get("filter") is True  # the first conv layer, found under its inner name
+    assert metas[("5", 0)].get("cam") == "module.2"  # the output layer's Grad-CAM
+    assert (tmp_path / "inner" / "units" / "0" / "0.html").is_file()
+    with pytest.raises(cl.LayerNotFoundError, match=r"has no layer 'module.9'"):
+        build_atlas(dp, data, tmp_path / "bad", layers=["module.9"], **options)  # type: ignore[arg-type]
+
+
+class TwoBranches(torch.nn.Module):
+    """A stage that returns two tensors (4 and 6 channels), as multi-resolution networks' stages do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(4, 4, 1), torch.nn.Conv2d(4, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a(x), self.b(x)
+
+
+class Branching(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.two, self.fc = torch.nn.Conv2d(3, 4, 3), TwoBranches(), torch.nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, b = self.two(self.conv(x))
+        out: torch.Tensor = self.fc(b.mean((2, 3)))
+        return out
+
+
+def test_build_atlas_reads_the_tensor_layout_part_picks(tmp_path: Path) -> None:
+    model = Branching()
+    data = torch.utils.data.TensorDataset(torch.rand(5, 3, 12, 12))
+    before = snapshot(model)
+    options: dict[str, object] = {"layers": ["two"], "units": None, "k": 2, "steps": 1, "progress": False}
+    second = build_atlas(model, data, tmp_path / "b", reshape=cl.Layout(part=1), **options)  # type: ignore[arg-type]
+    first = build_atlas(model, data, tmp_path / "a", **options)  # type: ignore[arg-type]
+    assert_unchanged(model, before)
+    assert (first.units, second.units) == (4, 6)  # the first tensor by default, the second as asked
+    best = cl.NeuronVisualizer(model, "two", reshape=cl.Layout(part=1)).top_examples(data, k=2)
+    metas = unit_metas(tmp_path / "b")
+    shown = [[e["index"] for e in metas[("two", u)]["examples"]] for u in range(6)]
+    assert shown == best.indices.tolist()
+
+
+class MaskedInput(torch.nn.Module):
+    """forward(x, mask): the mask is one more input channel, so its batch must be x's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(2, 3, 3)
+        self.fc = torch.nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc(torch.relu(self.conv(torch.cat([x, mask], 1))).mean((2, 3)))
+        return out
+
+
+def test_per_example_forward_args_follow_the_examples_through_the_atlas(tmp_path: Path) -> None:
+    model = MaskedInput()
+    images = torch.rand(6, 1, 9, 9)
+    masks = (torch.rand(6, 1, 9, 9) > 0.5).float()  # one per example: len(data) rows
+    data = torch.utils.data.TensorDataset(images)
+    before = snapshot(model)
+    site = build_atlas(model, data, tmp_path, units=2, k=3, steps=2, batch_size=4, progress=False,
+                       forward_args=(masks,))  # fmt: skip
+    assert_unchanged(model, before)
+    assert site.layers == ("conv", "fc")
+    assert site.units == 4
+    metas = unit_metas(tmp_path)
+    best = cl.NeuronVisualizer(model, "fc").top_examples(data, [0, 1], 3, forward_args=(masks,))
+    assert [[e["index"] for e in metas[("fc", u)]["examples"]] for u in (0, 1)] == best.indices.tolist()
+    for u in (0, 1):  # the output units' Grad-CAM over their top examples, each with its own mask row
+        assert metas[("fc", u)].get("cam") == "conv"
+        assert all((tmp_path / "_cache").rglob(f"cam{i}.png") for i in range(3))
+
+
+def test_build_atlas_refuses_data_on_the_meta_device_and_names_both_devices(tmp_path: Path) -> None:
+    data = torch.utils.data.TensorDataset(torch.rand(4, 3, 10, 10, device="meta"))
+    with pytest.raises(cl.DeviceMismatchError, match=r"model is on cpu.*on meta"):
+        build_atlas(tiny_classifier(), data, tmp_path, units=1, k=1, steps=1, progress=False)
+    assert not tmp_path.joinpath("index.html").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_model_on_the_gpu_draws_cpu_data(tmp_path: Path) -> None:
+    net = tiny_classifier().cuda()
+    data = torch.utils.data.TensorDataset(torch.rand(4, 3, 10, 10))  # CPU tensors, moved batch by batch
+    site = build_atlas(net, data, tmp_path, units=1, k=2, steps=1, progress=False)
+    assert site.layers == ("0", "2", "5")
+    assert site.units == 3

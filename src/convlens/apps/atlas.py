@@ -56,15 +56,16 @@ from convlens.apps.atlas_site import Plan, cache_key, write_site
 from convlens.attribution.cam import GradCAM
 from convlens.core.checks import check_int
 from convlens.core.deprecation import UNSET, Unset, renamed
-from convlens.core.distributed import rank
+from convlens.core.distributed import data_length, rank
 from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
-from convlens.core.layers import unwrap
-from convlens.core.layouts import Layout, ReshapeSpec, as_layout, channels_last_hint
+from convlens.core.layers import resolve_layer, unwrap, wrapper_prefix
+from convlens.core.layouts import Layout, ReshapeSpec, as_layout
 from convlens.core.report import LayerShape, ShapeReport
 from convlens.core.shapes import trace_shapes
 from convlens.core.tap import LayerTap
 from convlens.core.values import model_dtype_device
 from convlens.errors import InvalidArgumentError, LayerNotFoundError, did_you_mean
+from convlens.featureviz.forward import check_channels_first
 from convlens.featureviz.neurons import NeuronVisualizer, TopExamplesResult
 from convlens.models.images import PRESETS, ClassesSpec, deprocess
 from convlens.models.images import class_names as class_names_of
@@ -127,7 +128,10 @@ def build_atlas(
         data: A Dataset, a DataLoader or an iterable of batches, as
             :meth:`~convlens.NeuronVisualizer.top_examples` takes.
         out: The site's folder (created); ``out/index.html`` is its front page.
-        layers: Qualified layer names; None: every conv and Linear layer.
+        layers: Qualified layer names; None: every conv and Linear layer. For a wrapper
+            (``nn.DataParallel``, ``DistributedDataParallel``, ``torch.compile``) the wrapper's
+            names (``"module.layer4"``) and the wrapped model's (``"layer4"``) both work; pages
+            and :attr:`AtlasResult.layers` keep the names as given (the wrapper's by default).
         units: The first this many units of each layer (None: all of them).
         k: Top dataset examples per unit.
         steps: Optimization steps of each feature visualization.
@@ -150,9 +154,14 @@ def build_atlas(
             must equal the model's number of outputs (checked before any work).
         forward_args: The model's other forward arguments after the input
             (:class:`~convlens.ForwardArgs`, a tuple, or a mapping of keywords),
-            passed on every forward: the shape trace, the dataset passes (where
-            tensors whose first dimension is the batch's follow the batch), the
-            feature visualizations and the output units' Grad-CAMs.
+            passed on every forward. A tensor among them whose first dimension
+            is the number of examples in the data (``len(data)``) is per example:
+            the dataset passes give each batch its rows, the output units'
+            Grad-CAMs give each top example its own row, and what runs on one
+            made-up input (the shape trace, the unit count, the feature
+            visualizations: one row per picture) gets the first example's row.
+            Every other value, and every value for an iterable of batches (its
+            length is unknown), is passed as given.
         reshape: How each layer's output becomes ``(N, C, *spatial)`` before
             its units are counted and ranked (``"vit"``, ``"channels_last"``, a
             callable or :class:`~convlens.Layout`); the first tensor of a layer
@@ -175,7 +184,9 @@ def build_atlas(
             model's outputs, or a channels-last layer without ``reshape=``.
         UnsupportedModelError: A quantized model (the feature visualizations
             need gradients) or one on the meta device.
-        DeviceMismatchError: The data and the model live on different devices.
+        DeviceMismatchError: A tensor of ``forward_args`` on another device than the
+            model, or data on the ``meta`` device (data on another real device is
+            moved to the model's, batch by batch, as ``top_examples`` does).
     """
     started = time.perf_counter()
     root = Path(out)
@@ -189,14 +200,18 @@ def build_atlas(
     chosen = renamed("class_names", class_names, "classes", classes, default=None)
     fa, layout = as_forward_args(forward_args), as_layout(reshape)
     sample = _first_input(data)
-    check_runnable(model, sample[None], who="build_atlas", gradients=True, forward_args=fa)
+    # Batches are moved to the model's device as they are read; only data that holds none is refused.
+    given = sample[None] if sample.is_meta else ()
+    check_runnable(model, given, who="build_atlas", gradients=True, forward_args=fa)
+    examples = data_length(data)
+    one = _example_args(fa, examples, [0])
     shape = tuple(input_shape) if input_shape is not None else (1, *sample.shape)
     if input_shape is None and picture_size is not None and len(shape) == 4:
         shape = (1, shape[1], picture_size, picture_size)
-    report = trace_shapes(model, (1, *sample.shape), forward_args=fa)
+    report = trace_shapes(model, (1, *sample.shape), forward_args=one)
     names_of = None if chosen is None else class_names_of(chosen, outputs=_outputs(report))
     rows = _layer_rows(model, report, layers)
-    units_of = _unit_counts(model, sample, rows, layout, fa)
+    units_of = _unit_counts(model, sample, rows, layout, one)
     options = {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed}
     options |= {"reshape": layout.describe(), "forward_args": repr(fa)}
     fingerprint = _fingerprint(model, data, [sample, *fa.tensors()], options)
@@ -206,6 +221,7 @@ def build_atlas(
         None,
     )
     first_conv = next((r.name for r in report.rows if r.type.startswith("Conv")), None)
+    same = _Names(model)  # rows keep the names as given; the report's are the object's: compare canonically
 
     cache = root / "_cache"
     plan: Plan = []  # row, units shown, units to compute
@@ -219,7 +235,7 @@ def build_atlas(
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # every rank has read the cache before rank 0 writes to it
     writer = rank() == 0
-    names = {output: list(names_of)} if names_of is not None else {}
+    names = {} if names_of is None else {r.name: list(names_of) for r in rows if same(r.name, output)}
     reused = 0
     for row, shown, missing in plan:
         began = time.perf_counter()
@@ -227,8 +243,8 @@ def build_atlas(
             _compute_layer(
                 model, data, row, missing, cache=cache, fingerprint=fingerprint, writer=writer, k=k, steps=steps,
                 preset=preset, shape=shape, seed=seed, batch_size=batch_size, num_workers=num_workers,
-                filters=row.name == first_conv, classes=row.name == output and row.type == "Linear",
-                cam_layer=cam_layer, forward_args=fa, reshape=reshape,
+                filters=same(row.name, first_conv), classes=same(row.name, output) and row.type == "Linear",
+                cam_layer=cam_layer, forward_args=fa, examples=examples, reshape=reshape,
             )  # fmt: skip
         reused += len(shown) - len(missing)
         if progress and writer:
@@ -280,9 +296,13 @@ def _compute_layer(
     classes: bool,
     cam_layer: str | None,
     forward_args: ForwardArgs,
+    examples: int | None,
     reshape: ReshapeSpec,
 ) -> None:
-    """One dataset pass for the layer's missing units, then (rank 0) their pictures and pages' data."""
+    """One dataset pass for the layer's missing units, then (rank 0) their pictures and pages' data.
+
+    ``examples``: the data's length (None: unknown), for the per-example rows of ``forward_args``.
+    """
     nv = NeuronVisualizer(model, row.name, input_shape=shape, reshape=reshape)
     best = nv.top_examples(
         data, unit=missing, k=k, batch_size=batch_size, num_workers=num_workers, progress=False,
@@ -290,9 +310,10 @@ def _compute_layer(
     )  # fmt: skip
     if not writer:
         return
+    pictures_args = _example_args(forward_args, examples, [0] * len(missing))  # the first example's row each
     if preset is None:
         viz = nv.maximize(
-            missing, steps=steps, seed=seed, value_range=(0.0, 1.0), l1=0.0, forward_args=forward_args
+            missing, steps=steps, seed=seed, value_range=(0.0, 1.0), l1=0.0, forward_args=pictures_args
         )
         pictures = viz.image.detach().float().clamp(0, 1).cpu()
     else:
@@ -301,7 +322,7 @@ def _compute_layer(
             steps=steps,
             seed=seed,
             normalize=preset,  # type: ignore[arg-type]  # checked against PRESETS in build_atlas
-            forward_args=forward_args,
+            forward_args=pictures_args,
         )
         assert viz.picture is not None  # with normalize, the picture in [0, 1]
         pictures = viz.picture.detach().float().cpu()
@@ -311,9 +332,9 @@ def _compute_layer(
         folder.mkdir(parents=True, exist_ok=True)
         _png(_as_rgb(pictures[j], None), _THUMB * 2).save(folder / "viz.png")
         meta: dict[str, Any] = {"layer": row.name, "unit": unit, "value": float(viz.values[j])}
-        examples = _unit_examples(best, j)
+        examples_of = _unit_examples(best, j)
         meta["examples"] = []
-        for i, (index, value, x, box) in enumerate(examples):
+        for i, (index, value, x, box) in enumerate(examples_of):
             picture = _as_rgb(x, preset)
             framed = _framed(picture, box)
             framed.save(folder / f"example{i}.png")
@@ -325,12 +346,13 @@ def _compute_layer(
         if weights is not None:
             _png((weights[unit] * 255).round().astype(np.uint8), _PANEL).save(folder / "filter.png")
             meta["filter"] = True
-        if classes and cam_layer is not None and examples:
-            xs = torch.stack([x for _, _, x, _ in examples])
+        if classes and cam_layer is not None and examples_of:
+            xs = torch.stack([x for _, _, x, _ in examples_of])
             dtype, device = model_dtype_device(unwrap(model))
             cam = GradCAM(model, cam_layer)
-            maps = cam(xs.to(device, dtype), target=unit, forward_args=forward_args).maps.detach().cpu()
-            for i, (_, _, x, _) in enumerate(examples):
+            own = _example_args(forward_args, examples, [index for index, _, _, _ in examples_of])
+            maps = cam(xs.to(device, dtype), target=unit, forward_args=own).maps.detach().cpu()
+            for i, (_, _, x, _) in enumerate(examples_of):
                 blended = overlay(_as_rgb(x, preset), maps[i], alpha=0.45)
                 _png(blended, _PANEL).save(folder / f"cam{i}.png")
             meta["cam"] = cam_layer
@@ -399,32 +421,55 @@ def _fingerprint(model: nn.Module, data: Any, values: list[Tensor], options: dic
     return digest.hexdigest()
 
 
+class _Names:
+    """Whether two layer names of ``model`` (a wrapper's ``"module.0"``, the wrapped model's ``"0"``) are one call."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def key(self, name: str) -> str:
+        """The canonical name with its call: what ``trace_shapes`` of the wrapped model names the row."""
+        ref = resolve_layer(self.model, name)
+        return ref.name if ref.call is None else f"{ref.name}#{ref.call}"
+
+    def __call__(self, a: str, b: str | None) -> bool:
+        return b is not None and self.key(a) == self.key(b)
+
+
 def _layer_rows(model: nn.Module, report: ShapeReport, layers: Sequence[str] | None) -> list[LayerShape]:
-    """The report's rows of the layers asked for (default: every conv and Linear), in the model's order."""
-    by_name = {r.name: r for r in report.rows}
-    if layers is None:
-        modules = dict(unwrap(model).named_modules())
-        return [r for r in report.rows if isinstance(modules.get(r.name.split("#")[0]), _LAYER_TYPES)]
+    """The report's rows of the layers asked for (default: every conv and Linear), in the model's order.
+
+    A layer asked for by name keeps that name (the wrapper's or the wrapped model's): it is resolved
+    with :func:`~convlens.core.layers.resolve_layer` and found under its canonical name.
+    """
+    prefix = wrapper_prefix(model)
+
+    def bare(name: str) -> str:  # the report of a wrapper names rows as the wrapper does
+        return name[len(prefix) :] if prefix and name.startswith(prefix) else name
+
     modules = dict(unwrap(model).named_modules())
-    chosen = []
+    if layers is None:
+        return [r for r in report.rows if isinstance(modules.get(bare(r.name).split("#")[0]), _LAYER_TYPES)]
+    by_key = {bare(r.name): (i, r) for i, r in enumerate(report.rows)}
+    chosen: dict[str, tuple[int, LayerShape]] = {}  # canonical key -> (last row index, row as named)
     for name in layers:
-        if name in by_name:
-            chosen.append(by_name[name])
-            continue
-        inside = [r for r in report.rows if r.name.startswith(name + ".")]
-        if name in modules and inside:  # a container (a ResNet stage): what its last call returns
-            chosen.append(dataclasses.replace(inside[-1], name=name, type=type(modules[name]).__name__))
-            continue
-        raise LayerNotFoundError(
-            f"layer {name!r} is not a layer of {type(unwrap(model)).__name__} the atlas can draw."
-            f"{did_you_mean(name, [*by_name, *(m for m in modules if m)])}"
-        )
-    order = {r.name: i for i, r in enumerate(report.rows)}
-    last = {
-        name: max(i for n, i in order.items() if n == name or n.startswith(name + ".")) for name in layers
-    }
-    unique = list({r.name: r for r in chosen}.values())
-    return sorted(unique, key=lambda r: (last[r.name], r.name))
+        ref = resolve_layer(model, name)  # an unknown name: LayerNotFoundError naming the nearest
+        key = ref.name if ref.call is None else f"{ref.name}#{ref.call}"
+        if key in by_key:
+            at, row = by_key[key]
+            found = (at, dataclasses.replace(row, name=name))
+        else:
+            inside = [(i, r) for n, (i, r) in by_key.items() if ref.name and n.startswith(ref.name + ".")]
+            if ref.call is not None or not inside:
+                raise LayerNotFoundError(
+                    f"layer {name!r} is not a layer of {type(unwrap(model)).__name__} the atlas can draw "
+                    "(it does not run in the forward, or returns no tensor)."
+                    f"{did_you_mean(name, [r.name for r in report.rows])}"
+                )
+            at, row = inside[-1]  # a container (a ResNet stage): what its last call returns
+            found = (at, dataclasses.replace(row, name=name, type=type(ref.module).__name__))
+        chosen.setdefault(key, found)
+    return [row for _, row in sorted(chosen.values(), key=lambda item: (item[0], item[1].name))]
 
 
 def _outputs(report: ShapeReport) -> int | None:
@@ -437,29 +482,39 @@ def _unit_counts(
 ) -> dict[str, int]:
     """Each layer's number of units: dimension 1 of its output as ``reshape=`` reads it.
 
-    Without a layout the trace's shapes say it, and a channels-last output is refused (never its rows
-    counted as units); with one, one real forward of one example shows what the layout gives.
+    Without a layout the trace's shapes of leaf layers say it; with one, or for a container (the
+    trace has its last leaf's shape, not what it returns: a tuple of branches), one real forward of
+    one example shows what the layout picks (``tap.outputs``: every tensor a layer returned) and gives. A channels-last
+    output read without a reshape is refused (:func:`~convlens.featureviz.forward.check_channels_first`),
+    never its rows counted as units. ``fa``: the forward arguments for that one example.
     """
-    modules = dict(unwrap(model).named_modules())
-    if layout.part is None and not layout.reshapes:
-        for row in rows:
-            module = modules.get(row.name.split("#")[0])
-            hint = None if module is None else channels_last_hint(module, row.output_shape)
-            if hint is not None:
-                raise InvalidArgumentError(
-                    f"build_atlas reads channels at dimension 1, but layer {row.name!r} gives "
-                    f"{row.output_shape}, channels last: a {hint} in it computes {row.output_shape[-1]} "
-                    'features along the last dimension. Pass reshape="channels_last".'
-                )
-        return {r.name: r.output_shape[1] if len(r.output_shape) > 1 else 1 for r in rows}
-    dtype, device = model_dtype_device(unwrap(model))
-    x = sample[None].to(device, dtype)
-    found = LayerTap(model, [r.name for r in rows]).run(x, forward_args=fa)
+    picked: dict[str, Tensor] = {}
+    modules = {r.name: resolve_layer(model, r.name).module for r in rows}
+    containers = any(next(m.children(), None) is not None for m in modules.values())  # rows of a last leaf
+    real = layout.part is not None or layout.reshapes or containers
+    if real:
+        dtype, device = model_dtype_device(unwrap(model))
+        tap = LayerTap(model, [r.name for r in rows])
+        tap.run(sample[None].to(device, dtype), forward_args=fa)
+        picked = {r.name: layout.pick(tap.outputs[r.name]) for r in rows}
     counts = {}
     for row in rows:
-        tensor = layout.apply(layout.pick(found[row.name]))
-        counts[row.name] = int(tensor.shape[1]) if tensor.dim() > 1 else 1
+        shape = tuple(picked[row.name].shape) if real else row.output_shape
+        check_channels_first("build_atlas", row.name, modules[row.name], shape, layout)
+        tensor = layout.apply(picked[row.name]) if real else None
+        dims = tuple(tensor.shape) if tensor is not None else shape
+        counts[row.name] = int(dims[1]) if len(dims) > 1 else 1
     return counts
+
+
+def _example_args(fa: ForwardArgs, examples: int | None, rows: list[int]) -> ForwardArgs:
+    """``fa`` for the data's examples at ``rows``: a tensor whose first dimension is ``examples`` is indexed.
+
+    ``examples`` None (data of unknown length): ``fa`` as given.
+    """
+    if examples is None or not fa:
+        return fa
+    return fa.take(torch.tensor(rows, dtype=torch.long), batch=examples)
 
 
 def _first_input(data: Any) -> Tensor:
