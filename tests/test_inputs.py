@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 import convlens as cl
 from convlens.core.inputs import (
@@ -122,3 +122,34 @@ def test_a_meta_model_on_meta_inputs_is_a_shapes_only_run() -> None:
     check_runnable(model, torch.zeros(1, 3, 8, 8, device="meta"), who="LayerTap.run")
     with pytest.raises(cl.UnsupportedModelError, match="meta device"):
         check_runnable(model, torch.zeros(1, 3, 8, 8, device="meta"), who="GradCAM", gradients=True)
+
+
+class _Tempered(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: Tensor, temperature: Tensor) -> Tensor:
+        out: Tensor = self.conv(x) / temperature
+        return out
+
+
+def test_a_0_dim_cpu_tensor_passes_with_a_model_on_another_device() -> None:
+    """PyTorch combines a 0-dim CPU tensor (a temperature) with tensors on any device: so does the check."""
+    with torch.device("meta"):
+        model = _Tempered()
+    x = torch.zeros(1, 3, 8, 8, device="meta")
+    temperature = torch.tensor(2.0)
+    assert model(x, temperature).shape == (1, 4, 6, 6)  # PyTorch itself runs it
+    check_runnable(model, x, who="LayerTap.run", forward_args=ForwardArgs(temperature))
+    check_runnable(model, (x, temperature), who="LayerTap.run")
+    with pytest.raises(cl.UnsupportedModelError, match="meta device"):  # a 1-dim CPU tensor is real data
+        check_runnable(model, x, who="LayerTap.run", forward_args=ForwardArgs(torch.tensor([2.0])))
+    on_cpu = _Tempered()  # only a CPU scalar is let through: a 0-dim tensor elsewhere is a mismatch
+    with pytest.raises(cl.DeviceMismatchError, match="a tensor of forward_args is on meta"):
+        check_runnable(
+            on_cpu,
+            torch.zeros(1, 3, 8, 8),
+            who="GradCAM",
+            forward_args=ForwardArgs(torch.tensor(2.0, device="meta")),
+        )

@@ -883,6 +883,46 @@ def test_a_meta_model_and_a_device_mismatch_are_refused_before_work() -> None:
     assert calls == []
 
 
+class _MovesItsInput(nn.Module):
+    """A model that brings its input to its own device itself (the input may live anywhere)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        device = self.conv.weight.device
+        here = x.to(device) if not x.is_meta else torch.ones(x.shape, device=device)  # meta: shape only
+        out: Tensor = self.conv(here)
+        return out
+
+
+def test_a_users_own_forward_in_a_with_block_runs_the_model_as_it_is() -> None:
+    """No device check inside ``with LayerTap(...)``: the model's forward decides what it takes."""
+    torch.manual_seed(0)
+    model = _MovesItsInput().eval()
+    before = snapshot(model)
+    elsewhere = torch.rand(1, 3, 5, 5, device="meta")  # another device than the model's, on a CPU-only host
+    with LayerTap(model, "conv") as tap:
+        out = model(elsewhere)
+    torch.testing.assert_close(tap["conv"], out.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(tap["conv"], model.conv(torch.ones(1, 3, 5, 5)).detach(), rtol=0, atol=0)
+    assert_unchanged(model, before)
+    with pytest.raises(cl.DeviceMismatchError, match="a tensor of the input is on meta"):
+        LayerTap(model, "conv").run(elsewhere)  # tap.run still checks: convlens runs the model there
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_model_that_moves_a_cpu_input_itself_is_recorded_in_a_with_block() -> None:
+    torch.manual_seed(0)
+    model = _MovesItsInput().cuda().eval()
+    x = torch.rand(1, 3, 5, 5)  # on the CPU: the forward moves it
+    with LayerTap(model, "conv") as tap:
+        out = model(x)
+    assert tap["conv"].device.type == "cuda"
+    torch.testing.assert_close(tap["conv"], out.detach(), rtol=0, atol=0)
+
+
 #: bfloat16 keeps 8 bits of mantissa: one rounding is a relative error of 2**-8; a conv, a SiLU and a
 #: second conv over 27-36 terms stay within 4 roundings of values of size ~1 (measured: ~1.5).
 BF16: Tolerance = {"rtol": 4 * 2.0**-8, "atol": 4 * 2.0**-8}

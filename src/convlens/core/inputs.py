@@ -219,6 +219,11 @@ def _input_tensors(inputs: Any, depth: int = 0) -> Iterator[Tensor]:
             yield from _input_tensors(value, depth + 1)
 
 
+def _cpu_scalar(tensor: Tensor) -> bool:
+    """A 0-dim CPU tensor (a temperature): PyTorch combines it with tensors on any device."""
+    return tensor.dim() == 0 and tensor.device.type == "cpu"
+
+
 def check_runnable(
     model: nn.Module,
     inputs: Any = (),
@@ -244,7 +249,8 @@ def check_runnable(
             dequantize), or a model whose parameters live on the ``meta`` device given real inputs
             or asked for gradients (load its weights).
         DeviceMismatchError: the model and a tensor of the input or of ``forward_args`` live on
-            different devices; both are named.
+            different devices; both are named. A 0-dim CPU tensor (a temperature) is not checked:
+            PyTorch combines it with tensors on any device.
 
     Example:
         >>> import torch
@@ -255,7 +261,7 @@ def check_runnable(
         convlens.errors.UnsupportedModelError: GradCAM cannot run a model on the meta device: it holds no data (its parameters are shapes only). Load its weights first, e.g. model.to_empty(device="cpu") then model.load_state_dict(state), or build it on a real device.
     """
     device = model_device(model)
-    given = [*_input_tensors(inputs), *forward_args.tensors()]
+    given = [t for t in [*_input_tensors(inputs), *forward_args.tensors()] if not _cpu_scalar(t)]
     shapes_only = not gradients and bool(given) and all(t.is_meta for t in given)
     if device is not None and device.type == "meta" and not shapes_only:
         raise UnsupportedModelError(
@@ -277,7 +283,7 @@ def check_runnable(
         ("forward_args", iter(forward_args.tensors())),
     ):
         for tensor in tensors:
-            if tensor.device != device:
+            if tensor.device != device and not _cpu_scalar(tensor):
                 raise DeviceMismatchError(
                     f"{who}: the model is on {device} but a tensor of {what} is on {tensor.device}. "
                     f"Move them to one device first, e.g. x.to({str(device)!r}) or model.to({str(tensor.device)!r})."

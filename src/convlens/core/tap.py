@@ -56,6 +56,13 @@ class LayerTap:
     (calling a submodule directly records nothing), and each forward of
     ``model`` replaces the previous record.
 
+    Inside ``with LayerTap(...)`` your own forward runs the model as it is:
+    nothing about its inputs is checked (their device neither), so a model
+    that moves its inputs itself and DataParallel's replicas on several GPUs
+    work. Entering the block refuses, before any forward, a model on the meta
+    device and, with ``grads=True``, a quantized model. :meth:`run` checks
+    its inputs' devices too, as every entry point that runs the model does.
+
     Records are keyed by the names given: a wrapper (``nn.DataParallel``,
     ``DistributedDataParallel``, ``torch.compile``) is looked through and its
     model runs eagerly; its layers can be named as ``named_modules()`` of the
@@ -84,7 +91,9 @@ class LayerTap:
     Raises:
         LayerNotFoundError: A layer name the model does not have.
         InvalidArgumentError: ``layers`` is empty.
-        UnsupportedModelError: A TorchScript model (hooks cannot see inside it).
+        UnsupportedModelError: A TorchScript model (hooks cannot see inside it);
+            on entering the ``with`` block, a meta or (with ``grads=True``)
+            quantized model.
 
     Shape:
         Each activation has the shape the layer returned.
@@ -223,11 +232,14 @@ class LayerTap:
         self._live.clear()
 
     def _on_forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """A forward of the model begins: a fresh record, and (in a user's block) a probe."""
+        """A forward of the model begins: a fresh record, and (in a user's block) a probe.
+
+        A user's own forward is not checked (no device check): it runs the model as it is, so a
+        model that moves its inputs itself, or DataParallel's replicas on several GPUs, work.
+        """
         self._clear()
         if self._in_run:
             return
-        check_runnable(self._module, (args, kwargs), who="LayerTap")  # the input's device, before work
         try:  # a user's own forward runs as it is: a probe that cannot run only costs copies
             self._probe = self._prober(args, kwargs, training=None)
         except ConvlensError:
