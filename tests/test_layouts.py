@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 
 import pytest
@@ -21,6 +22,26 @@ def test_vit_drops_the_leading_tokens_and_keeps_the_grid_in_row_major_order(pref
     out = as_layout("vit").apply(tokens)
     assert out.shape == (n, width, side, side)
     assert torch.equal(out, grid.permute(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("prefix", [2, 8])  # a class and a distillation token (DeiT); 8 tokens at most
+def test_vit_takes_up_to_8_tokens_before_the_grid(prefix: int) -> None:
+    grid = torch.randn(1, 14, 14, 6)
+    tokens = torch.cat([torch.randn(1, prefix, 6), grid.reshape(1, 196, 6)], dim=1)
+    assert torch.equal(tokens_to_grid(tokens), grid.permute(0, 3, 1, 2))
+
+
+def test_vit_refuses_a_grid_that_is_not_square() -> None:
+    tokens = torch.randn(2, 14 * 16, 6)  # a 14x16 grid alone
+    message = (
+        'reshape="vit" expects a square grid of patches after at most 8 other tokens (a class token, a '
+        "distillation token, registers); got L=224 tokens (shape (2, 224, 6)): the largest square grid, "
+        "14x14 = 196, leaves 28 tokens before it. A grid that is not square (H x W) needs a callable"
+    )
+    with pytest.raises(cl.InvalidArgumentError, match="^" + re.escape(message)):
+        as_layout("vit").apply(tokens)  # 28 patches would be lost
+    with pytest.raises(cl.InvalidArgumentError, match="leaves 9 tokens"):
+        tokens_to_grid(torch.randn(1, 9 + 49, 6))
 
 
 def test_vit_equals_pytorch_grad_cams_documented_reshape_transform() -> None:

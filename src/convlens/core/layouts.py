@@ -7,7 +7,8 @@ takes the same ``reshape=``:
 - ``None``: the output already is ``(N, C, *spatial)`` (a conv layer's, a Linear layer's ``(N, C)``);
 - ``"vit"``: tokens ``(N, L, C)``: a class token (and register or distillation tokens) before a
   square grid of ``s * s`` patches, or the grid alone, to ``(N, C, s, s)``: the prefix is the
-  ``L - s*s`` tokens before the largest square grid that fits;
+  ``L - s*s`` tokens before the largest square grid that fits, at most 8 (more is refused: a grid
+  that is not square needs a callable);
 - ``"channels_last"``: ``(N, *spatial, C)`` as Swin and ConvNeXt stages and timm's NHWC blocks give,
   to ``(N, C, *spatial)``;
 - a callable from the tensor to ``(N, C, *spatial)`` (pytorch-grad-cam's ``reshape_transform``);
@@ -58,16 +59,29 @@ ReshapeName = Literal["vit", "channels_last"]
 Reshape = Callable[[Tensor], Tensor]
 
 
+#: The most tokens ``reshape="vit"`` drops before the grid: a class token, a distillation token and
+#: a few registers. More would be a grid that is not square, read wrong.
+_MAX_PREFIX_TOKENS = 8
+
+
 def tokens_to_grid(tokens: Tensor) -> Tensor:
     """``(N, L, C)`` tokens to ``(N, C, s, s)``: drop the ``L - s*s`` leading tokens, ``s = isqrt(L)``.
 
+    At most 8 leading tokens are dropped: a class token, a distillation
+    token and a few registers. More means the grid is not square (a 14x16 grid is ``L = 224``: 28
+    patches would be lost), and is refused; such a grid needs a callable ``reshape=``.
+
     Raises:
-        InvalidArgumentError: not ``(N, L, C)``.
+        InvalidArgumentError: not ``(N, L, C)``, or more than 8 tokens before the largest square grid.
 
     Example:
         >>> import torch
         >>> tokens_to_grid(torch.zeros(1, 4 + 1 + 49, 8)).shape   # 4 registers, a class token, 7x7
         torch.Size([1, 8, 7, 7])
+        >>> tokens_to_grid(torch.zeros(1, 14 * 16, 8))
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: reshape="vit" expects a square grid of patches after at most 8 other tokens (a class token, a distillation token, registers); got L=224 tokens (shape (1, 224, 8)): the largest square grid, 14x14 = 196, leaves 28 tokens before it. ...
     """
     if tokens.dim() != 3:
         raise InvalidArgumentError(
@@ -76,7 +90,16 @@ def tokens_to_grid(tokens: Tensor) -> Tensor:
         )
     n, length, width = tokens.shape
     side = math.isqrt(length)
-    grid = tokens[:, length - side * side :]
+    prefix = length - side * side
+    if prefix > _MAX_PREFIX_TOKENS:
+        raise InvalidArgumentError(
+            f'reshape="vit" expects a square grid of patches after at most {_MAX_PREFIX_TOKENS} other tokens '
+            f"(a class token, a distillation token, registers); got L={length} tokens (shape "
+            f"{tuple(tokens.shape)}): the largest square grid, {side}x{side} = {side * side}, leaves {prefix} "
+            "tokens before it. A grid that is not square (H x W) needs a callable, e.g. "
+            "reshape=lambda t: t[:, -H * W:].reshape(t.shape[0], H, W, t.shape[2]).permute(0, 3, 1, 2)."
+        )
+    grid = tokens[:, prefix:]
     return grid.reshape(n, side, side, width).permute(0, 3, 1, 2)
 
 
