@@ -398,9 +398,9 @@ def test_the_receptive_field_is_traced_once_per_model_and_input(
 
     traced: list[tuple[int, ...]] = []
 
-    def counted(model: nn.Module, input_shape: tuple[int, ...]) -> cl.ShapeReport:
+    def counted(model: nn.Module, input_shape: tuple[int, ...], **options: object) -> cl.ShapeReport:
         traced.append(input_shape)
-        return trace_shapes(model, input_shape)
+        return trace_shapes(model, input_shape, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr("convlens.featureviz.topk.trace_shapes", counted)
     model = digits_cnn()
@@ -428,3 +428,70 @@ def test_flags_of_top_examples_must_be_bools(flag: str) -> None:
     data = [torch.zeros(2, 1, 3, 3)]
     with pytest.raises(InvalidTypeError, match=rf"{flag} must be True or False; got int 1"):
         NeuronVisualizer(net, "0").top_examples(data, **{flag: 1})  # type: ignore[arg-type]
+
+
+class MaskedConv(nn.Module):
+    """forward(x, mask): the mask is one more input channel (its batch must be x's), then two convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c = nn.Conv2d(4, 4, 3)  # 3 colours and the mask
+        self.d = nn.Conv2d(4, 4, 3, stride=2)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        out: Tensor = self.d(self.c(torch.cat([x, mask], 1)))
+        return out
+
+
+def test_boxes_are_kept_through_a_wrapper_and_with_forward_args() -> None:
+    """The receptive field is traced on the wrapped model's names, with the forward arguments of one row."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2))
+    data = TensorDataset(torch.randn(6, 3, 16, 16))
+    plain = NeuronVisualizer(net, "2").top_examples(data, [0, 1], 2)
+    assert plain.boxes is not None
+    dp = nn.DataParallel(net)
+    for name in ("module.2", "2"):
+        wrapped = NeuronVisualizer(dp, name).top_examples(data, [0, 1], 2)
+        assert wrapped.boxes is not None, name
+        assert torch.equal(wrapped.boxes, plain.boxes)
+    masked = MaskedConv()
+    before = snapshot(masked)
+    masks = torch.ones(6, 1, 16, 16)
+    spellings: list[cl.ForwardArgs | tuple[Tensor]] = [(masks,), cl.ForwardArgs(mask=masks)]
+    for extra in spellings:  # one mask row per example (len(data) rows): the trace takes the first
+        best = NeuronVisualizer(masked, "d").top_examples(data, [0, 1], 2, batch_size=4, forward_args=extra)
+        assert best.boxes is not None
+        assert best.positions is not None
+        rf, jump = 3 + 2 * 1, 2  # conv 3, then conv 3 with stride 2
+        tops = best.positions[..., 0] * jump
+        assert torch.equal(best.boxes[..., 0], tops)
+        assert torch.equal(best.boxes[..., 2], (tops + rf).clamp(max=16))
+    assert_unchanged(masked, before)
+
+
+def test_the_remembered_field_is_keyed_by_the_forward_arguments_signature() -> None:
+    from convlens.core.inputs import ForwardArgs
+    from convlens.featureviz.topk import receptive_field
+
+    class Deep(nn.Module):
+        """The forward arguments choose whether ``a`` runs before ``b``: the field of ``b`` depends on them."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(1, 1, 3)
+            self.b = nn.Conv2d(1, 1, 3)
+
+        def forward(self, x: Tensor, deep: bool) -> Tensor:
+            out: Tensor = self.b(self.a(x) if deep else x)
+            return out
+
+    model = Deep()
+    shallow = receptive_field(model, "b", (1, 1, 12, 12), ForwardArgs(False))
+    deep = receptive_field(model, "b", (1, 1, 12, 12), ForwardArgs(deep=True))
+    assert shallow is not None
+    assert deep is not None
+    assert (shallow[0], deep[0]) == ((3, 3), (5, 5))  # each traced with its own arguments
+    assert receptive_field(model, "b", (1, 1, 12, 12), ForwardArgs(False)) == shallow
+    assert receptive_field(model, "b", (1, 1, 12, 12)) is None  # the forward needs its argument

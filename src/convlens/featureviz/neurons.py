@@ -432,7 +432,8 @@ class NeuronVisualizer:
                 its rows at the batch's positions in the data (as the batches come: with a
                 shuffling DataLoader, carry per-example values in the batches instead). Every
                 other value, and every value for an iterable of batches (its length is unknown),
-                is passed unchanged.
+                is passed unchanged. The receptive-field trace behind ``boxes`` runs on one input
+                with the first example's rows.
             neuron: The old name of ``unit`` (a DeprecationWarning; same result).
 
         Returns:
@@ -505,6 +506,7 @@ class NeuronVisualizer:
         layout = self.layout
         top: RunningTop | None = None
         sample: Tensor | None = None
+        one = extra  # the forward arguments of the sample (its rows), for the receptive field
         chunks = part.chunks(progress=progress, desc="top_examples")
         with tap.steady():  # one pass: hooks registered once, the model's structure read once
             for batch, positions in batch_inputs(chunks):
@@ -537,6 +539,7 @@ class NeuronVisualizer:
                             chosen, k, keep_inputs=keep_inputs, shape=view, ordered=part.ordered
                         )
                     sample = first[0]
+                    one = rows if examples is None else extra.take(at[:1], batch=examples)  # the sample's
                 if not len(x):
                     continue
                 rows = extra if examples is None else extra.take(positions, batch=examples)
@@ -561,7 +564,8 @@ class NeuronVisualizer:
         where_in = None if argmax is None else unravel(argmax, top.spatial)
         boxes = None
         if where_in is not None and layout == Layout():  # a reshaped grid has no receptive field here
-            field = receptive_field(tap.module, self.layer, (1, *sample.shape))
+            call = self.ref.name if self.ref.call is None else f"{self.ref.name}#{self.ref.call}"
+            field = receptive_field(tap.module, call, (1, *sample.shape), one)  # the wrapped model's names
             boxes = None if field is None else peak_boxes(where_in, field, tuple(sample.shape[1:]))
         chosen = top.units
         if single:

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from convlens.core.arithmetic import Shape
 from convlens.core.distributed import Chunk, merge_top, ranked, share_rows
-from convlens.core.memo import recall, remember, structure
+from convlens.core.inputs import NO_ARGS, ForwardArgs
+from convlens.core.memo import SETTINGS, recall, remember, structure
 from convlens.core.shapes import trace_shapes
 from convlens.errors import ConvlensError, InvalidTypeError, ShapeError
 
@@ -141,24 +142,59 @@ def unravel(flat: Tensor, spatial: tuple[int, ...]) -> Tensor:
 Field = tuple[Shape, Shape, Shape]
 
 
-def receptive_field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> Field | None:
+def receptive_field(
+    model: nn.Module, layer: str, input_shape: tuple[int, ...], forward_args: ForwardArgs = NO_ARGS
+) -> Field | None:
     """The layer's receptive field, jump and start per spatial dimension (trace_shapes), or None.
 
-    Remembered per model, structure, layer and input shape (:func:`convlens.core.memo.remember`:
-    weak keys, plain ints only), so a fresh NeuronVisualizer on the same model traces it once.
+    ``layer`` is a row name of ``trace_shapes(model, ...)``: the canonical name (``name#i`` for a
+    call) of the model as given, so pass the wrapped model and its own names. ``forward_args`` are
+    those of one input of ``input_shape`` (a batched tensor among them has one row). None where the
+    trace fails or the layer has no field.
+
+    Remembered per model, structure, layer, input shape and the forward arguments' signature (each
+    tensor's shape and dtype, each plain setting's value, every other value's type:
+    :func:`convlens.core.memo.remember` keeps plain values only), so a fresh NeuronVisualizer on the
+    same model traces it once.
+
+    Example:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3, stride=2))
+        >>> receptive_field(net, "1", (1, 1, 9, 9))
+        ((5, 5), (2, 2), (0, 0))
     """
-    key = ("receptive field", layer, input_shape, structure(model))
+    key = ("receptive field", layer, input_shape, _signature(forward_args), structure(model))
     known = recall(model, key)
     if isinstance(known, tuple) and len(known) == 2 and known[0] == "field":
         return known[1]  # type: ignore[no-any-return]
-    field = _trace_field(model, layer, input_shape)
+    field = _trace_field(model, layer, input_shape, forward_args)
     remember(model, key, ("field", field))
     return field
 
 
-def _trace_field(model: nn.Module, layer: str, input_shape: tuple[int, ...]) -> Field | None:
+def _signature(forward_args: ForwardArgs) -> tuple[object, ...]:
+    """What of the forward arguments a trace's shapes can depend on, as plain values."""
+
+    def one(value: object) -> object:
+        if isinstance(value, Tensor):
+            return ("tensor", tuple(value.shape), str(value.dtype))
+        if type(value) in SETTINGS and not isinstance(value, tuple):
+            return value
+        if isinstance(value, tuple | list):
+            return (type(value).__name__, *(one(v) for v in value))
+        return type(value).__name__
+
+    return (
+        *(one(v) for v in forward_args.args),
+        *((k, one(v)) for k, v in sorted(forward_args.kwargs.items())),
+    )
+
+
+def _trace_field(
+    model: nn.Module, layer: str, input_shape: tuple[int, ...], forward_args: ForwardArgs
+) -> Field | None:
     try:
-        report = trace_shapes(model, input_shape)
+        report = trace_shapes(model, input_shape, forward_args=forward_args)
     except ConvlensError:
         return None
     rows = [r for r in report.rows if r.name == layer] or [
