@@ -843,3 +843,57 @@ def test_float16_on_cuda(method: Callable[[nn.Module, str], Any]) -> None:
     low = method(half, "features.7")(x.half(), target=[1, 2])
     assert low.maps.dtype == torch.float32
     assert_near_float32(low.maps, full.maps)
+
+
+# -- targets that hold a mask or boxes per image -------------------------------------------
+
+
+class TinyBoxes(nn.Module):
+    """A detector's output from a conv: per image, two fixed boxes (labels 1, 2) scored by channels 0, 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 8.0, 8.0]])
+
+    def forward(self, x: Tensor | list[Tensor]) -> list[dict[str, Tensor]]:
+        batch = torch.stack(list(x)) if isinstance(x, list | tuple) else x
+        pooled = torch.relu(self.conv(batch)).mean(dim=(2, 3))  # (N, 4)
+        labels = torch.tensor([1, 2])
+        return [{"boxes": self.boxes, "labels": labels, "scores": torch.sigmoid(row[:2])} for row in pooled]
+
+
+def per_image_targets(kind: str) -> tuple[nn.Module, Any, Callable[[int], Any]]:
+    """A model, a target per image for a batch of 3, and the same target given once for image i alone."""
+    torch.manual_seed(0)
+    if kind == "mask":
+        model: nn.Module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))
+        masks = torch.zeros(3, 8, 8)
+        masks[0, :4], masks[1, 4:], masks[2, :, :3] = 1.0, 1.0, 1.0
+        return model.eval(), cl.SegmentationTarget(1, masks), lambda i: cl.SegmentationTarget(1, masks[i])
+    model = TinyBoxes().eval()
+    labels, boxes = [[1], [2], [2]], [[[0.0, 0.0, 4.0, 4.0]], [[2.0, 2.0, 8.0, 8.0]], [[2.0, 2.0, 8.0, 8.0]]]
+    return model, cl.BoxScoreTarget(labels, boxes), lambda i: cl.BoxScoreTarget(labels[i], boxes[i])
+
+
+@pytest.mark.parametrize("kind", ["mask", "boxes"])
+@pytest.mark.parametrize(
+    "method",
+    [*ALL_CAMS, partial(cl.ScoreCAM, chunk_size=1), partial(cl.ScoreCAM, chunk_size=4), cl.ScoreCAM],
+)
+def test_a_target_per_image_scores_each_sample_as_if_it_ran_alone(
+    method: Callable[[nn.Module, str], cl.GradCAM], kind: str
+) -> None:
+    # ScoreCAM runs masked copies of one sample: a mask or boxes given per image must score them with
+    # that sample's (before, a chunk as long as the batch was scored with the other images' masks, and
+    # any other chunk raised mid-run). The reference gives the target once, for one image run alone.
+    model, target, alone_target = per_image_targets(kind)
+    x = torch.rand(3, 3, 8, 8)
+    before = snapshot(model)
+    out = method(model, "0" if kind == "mask" else "conv")(x, target=target)
+    for i in range(3):
+        alone = method(model, "0" if kind == "mask" else "conv")(x[i : i + 1], target=alone_target(i))
+        scale = float(alone.raw.abs().amax()) + 1
+        torch.testing.assert_close(out.raw[i], alone.raw[0], **tolerance(scale=scale))
+        torch.testing.assert_close(out.scores[i], alone.scores[0], **tolerance(scale=scale))
+    assert_unchanged(model, before)

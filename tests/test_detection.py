@@ -223,9 +223,7 @@ def test_bad_box_targets_are_refused_at_construction(
 
 
 def test_a_box_target_needs_a_detectors_output() -> None:
-    with pytest.raises(
-        cl.InvalidArgumentError, match=r"a detector's output.*got a tensor of shape \(2, 10\)"
-    ):
+    with pytest.raises(cl.InvalidArgumentError, match=r"a detector's output.*got Tensor\[2, 10\] float32"):
         BoxScoreTarget([1], [[0, 0, 1, 1]])(torch.zeros(2, 10))
 
 
@@ -270,3 +268,45 @@ def test_a_segmentation_target_that_does_not_fit_fails_before_any_forward() -> N
     assert model.real_calls == 0
     out = cl.Saliency(model)(torch.rand(2, 3, 8, 8), target=SegmentationTarget(2, torch.ones(8, 8)))
     assert out.maps.shape == (2, 8, 8)
+
+
+# -- a target per image follows its images: take ------------------------------------------
+
+
+def test_a_mask_per_image_follows_the_rows_taken_and_one_mask_serves_all() -> None:
+    scores = torch.arange(3 * 2 * 2 * 2, dtype=torch.float32).reshape(3, 2, 2, 2)
+    masks = torch.stack([torch.eye(2), torch.ones(2, 2), torch.zeros(2, 2)])
+    target = SegmentationTarget(1, masks)
+    taken = target.take(torch.tensor([1, 1, 0]))
+    assert tuple(taken.mask.shape) == (3, 2, 2)
+    assert tuple(target.mask.shape) == (3, 2, 2)  # the target given is left as it was
+    # Row j is scored with the mask of image rows[j]: the same as the given target on those images.
+    by_rows = torch.stack([target(scores)[i] for i in (1, 1, 0)])
+    expected = torch.stack([(scores[j, 1] * masks[i]).sum() for j, i in enumerate((1, 1, 0))])
+    torch.testing.assert_close(taken(scores), expected)
+    torch.testing.assert_close(target.take([1, 1, 0])(scores[[1, 1, 0]]), by_rows)
+    assert target.take(slice(2, 3)).mask.tolist() == [[[0.0, 0.0], [0.0, 0.0]]]
+    one = SegmentationTarget(1, torch.eye(2))
+    assert one.take(torch.tensor([0, 0, 0, 0])) is one
+    with pytest.raises(cl.InvalidArgumentError, match=r"row 3 is out of range for a batch of 3"):
+        target.take([3])
+
+
+def test_boxes_per_image_follow_the_rows_taken_and_boxes_given_once_serve_all() -> None:
+    out = [
+        detections([[0, 0, 4, 4], [5, 5, 9, 9]], [1, 2], [0.9, 0.3]),
+        detections([[0, 0, 4, 4], [5, 5, 9, 9]], [1, 2], [0.2, 0.7]),
+    ]
+    target = BoxScoreTarget([[1], [2]], [[[0, 0, 4, 4]], [[5, 5, 9, 9]]])
+    assert target(out).tolist() == pytest.approx([0.9, 0.7])
+    # Three copies of image 1 (whatever their detections): each scored with image 1's box, label 2.
+    taken = target.take(torch.tensor([1, 1, 1]))
+    assert taken(out + out[:1]).tolist() == pytest.approx([0.3, 0.7, 0.3])
+    assert repr(taken) == "BoxScoreTarget(3 boxes over 3 images, iou_threshold=0.5, add_iou=False)"
+    assert repr(target) == "BoxScoreTarget(2 boxes over 2 images, iou_threshold=0.5, add_iou=False)"
+    with pytest.raises(cl.InvalidArgumentError, match="boxes for 3 images, for a batch of 2"):
+        taken(out)
+    once = BoxScoreTarget([1], [[0, 0, 4, 4]])
+    assert once.take([0, 0, 0]) is once
+    with pytest.raises(cl.InvalidArgumentError, match=r"row 2 is out of range for a batch of 2"):
+        target.take([0, 2])

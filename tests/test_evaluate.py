@@ -1023,3 +1023,40 @@ def test_a_bfloat16_model_gives_the_float32_numbers_to_the_documented_tolerance(
     got = torch.tensor(numbers(half), dtype=torch.float64) / SCALES
     expected = torch.tensor(numbers(full), dtype=torch.float64) / SCALES
     torch.testing.assert_close(got[:, :3], expected[:, :3], **tolerance(torch.bfloat16, roundings=4))
+
+
+def test_forward_args_follow_the_order_a_shuffling_dataloader_reads_not_the_dataset_index() -> None:
+    # Documented in evaluate's docstring (as top_examples'): row i of a data-length tensor goes with
+    # the i-th example read.
+    model, x, mask = Conditioned(), images(5), masks()
+    kwargs: dict[str, Any] = {"layer": "net.3", "intervals": 3, "progress": False}
+
+    def loader(*tensors: Tensor) -> DataLoader[Any]:
+        return DataLoader(
+            TensorDataset(*tensors), batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(3)
+        )
+
+    order = torch.cat([index for _, index in loader(x, torch.arange(5))]).tolist()
+    assert order != sorted(order), "the seed must shuffle"
+    res = evaluate(model, "gradcam", loader(x), forward_args=(mask,), **kwargs)
+
+    def alone(rows: list[int]) -> list[list[float]]:  # example order[j] with mask row rows[j], the mean
+        found = [
+            numbers(
+                evaluate(
+                    Bound(model, mask[r : r + 1], 1.0),
+                    "gradcam",
+                    [x[i : i + 1]],
+                    **{**kwargs, "layer": "model.net.3"},
+                )
+            )
+            for i, r in zip(order, rows, strict=True)
+        ]
+        mean: list[list[float]] = torch.tensor(found, dtype=torch.float64).mean(0).tolist()
+        return mean
+
+    assert_numbers(res, alone(list(range(5))))  # the i-th example read gets mask[i]
+    by_index = alone(order)
+    assert not all(math.isclose(a, b) for a, b in zip(numbers(res)[0], by_index[0], strict=True))
+    doc = " ".join((evaluate.__doc__ or "").split())
+    assert "With a shuffling DataLoader, row ``i`` goes with the ``i``-th example read" in doc

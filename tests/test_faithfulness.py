@@ -775,3 +775,53 @@ def test_a_float16_model_on_cuda_gives_the_float32_curves_to_the_documented_tole
     torch.testing.assert_close(
         half.curve.cpu(), full.curve, **tolerance(torch.bfloat16, scale=scale, roundings=4)
     )
+
+
+# -- targets that hold a mask or boxes per image -------------------------------------------
+
+
+class TinyBoxes(nn.Module):
+    """A detector's output from a conv: per image, two fixed boxes (labels 1, 2) scored by channels 0, 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 8.0, 8.0]])
+
+    def forward(self, x: Tensor) -> list[dict[str, Tensor]]:
+        pooled = torch.relu(self.conv(x)).mean(dim=(2, 3))  # (N, 4)
+        labels = torch.tensor([1, 2])
+        return [{"boxes": self.boxes, "labels": labels, "scores": torch.sigmoid(row[:2])} for row in pooled]
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", ["mask", "boxes"])
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 64])
+def test_a_target_per_image_scores_each_perturbed_input_with_its_own_samples(
+    method: Method, kind: str, batch_size: int
+) -> None:
+    # The perturbed inputs of a chunk belong to any sample: a mask or boxes given per image must
+    # score each with its own sample's (before, a chunk as long as the batch was scored with the
+    # other images' masks, and any other chunk raised mid-run). The reference gives the target once,
+    # for one sample run alone.
+    torch.manual_seed(0)
+    x, maps = batch(3, 8), random_maps(3, 8)
+    if kind == "mask":
+        model: nn.Module = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))
+        masks = torch.zeros(3, 8, 8)
+        masks[0, :4], masks[1, 4:], masks[2, :, :3] = 1.0, 1.0, 1.0
+        target: Any = cl.SegmentationTarget(1, masks)
+        alone_target: Callable[[int], Any] = lambda i: cl.SegmentationTarget(1, masks[i])  # noqa: E731
+    else:
+        model = TinyBoxes()
+        labels, boxes = [[1], [2], [2]], [[[0, 0, 4, 4]], [[2, 2, 8, 8]], [[2, 2, 8, 8]]]
+        target = cl.BoxScoreTarget(labels, boxes)
+        alone_target = lambda i: cl.BoxScoreTarget(labels[i], boxes[i])  # noqa: E731
+    model.eval()
+    before = snapshot(model)
+    res = method(model, x, maps, target=target, intervals=4, batch_size=batch_size)
+    assert res.targets is None
+    for i in range(len(x)):
+        alone = method(model, x[i : i + 1], maps[i : i + 1], target=alone_target(i), intervals=4)
+        torch.testing.assert_close(res.curve[i : i + 1], alone.curve, **tolerance())
+    assert_unchanged(model, before)

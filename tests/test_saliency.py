@@ -370,8 +370,8 @@ class CountsRealForwards(nn.Module):
             InvalidTypeError,
             r"batch tensor \(N, C, ...\) or a list of images .*got \(3, 8\)",
         ),
-        ([[1.0]], 0, InvalidTypeError, "got a list of list"),
-        ([], 0, InvalidTypeError, "got an empty list"),
+        ([[1.0]], 0, InvalidTypeError, r"got list \[list \[float 1.0\]\]"),
+        ([], 0, InvalidTypeError, r"got list \[\]"),
         (
             [torch.ones(3, 8, 8, dtype=torch.int64)],
             0,

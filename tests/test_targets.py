@@ -11,7 +11,14 @@ import torch
 from torch import Tensor
 
 import convlens as cl
-from convlens.attribution.targets import callable_scores, check_target, class_scores, target_scores
+from convlens.attribution.targets import (
+    callable_scores,
+    check_target,
+    class_scores,
+    row_indices,
+    take_target,
+    target_scores,
+)
 from helpers import exact
 
 #: Two samples, four classes, every entry distinct: row i, class j holds 10*i + j.
@@ -194,3 +201,62 @@ def test_target_scores_with_a_callable() -> None:
 def test_target_scores_none_refuses_an_output_without_classes() -> None:
     with pytest.raises(cl.InvalidArgumentError, match=re.escape("got (2, 4, 3). Pass target= a callable")):
         target_scores(torch.zeros(2, 4, 3), None, None, 2)
+
+
+# -- the target of other rows: ScoreTarget.take --------------------------------------------
+
+
+class Second(cl.ScoreTarget):
+    def __call__(self, output: Any) -> Tensor:
+        scores: Tensor = output[:, 1]
+        return scores
+
+
+def test_a_score_target_the_same_for_every_sample_takes_any_rows_as_itself() -> None:
+    target = Second()
+    assert target.take(torch.tensor([0, 0, 5])) is target
+    assert take_target(target, [1]) is target
+
+
+def test_take_target_keeps_plain_callables_and_class_targets() -> None:
+    def score(out: Tensor) -> Tensor:
+        return out[:, 0]
+
+    assert take_target(score, torch.tensor([1, 1])) is score
+    assert take_target(3, [0]) == 3
+    assert take_target(None, slice(0, 1)) is None
+
+
+@pytest.mark.parametrize(
+    ("rows", "n", "expected"),
+    [
+        (torch.tensor([2, 2, 0]), 3, [2, 2, 0]),
+        ([1, -1], 3, [1, 2]),
+        (np.array([0, 1]), 2, [0, 1]),
+        (slice(1, None), 3, [1, 2]),
+        (torch.tensor([], dtype=torch.int64), 3, []),
+    ],
+)
+def test_row_indices(rows: Any, n: int, expected: list[int]) -> None:
+    assert row_indices(rows, n) == expected
+
+
+@pytest.mark.parametrize(
+    ("rows", "error", "message"),
+    [
+        ([3], cl.InvalidArgumentError, "row 3 is out of range for a batch of 2 (0 to 1)."),
+        ([-3], cl.InvalidArgumentError, "row -3 is out of range for a batch of 2 (0 to 1)."),
+        (
+            torch.tensor([0.0]),
+            cl.InvalidTypeError,
+            "rows must be integer indices; got a torch.float32 tensor",
+        ),
+        ([True], cl.InvalidTypeError, "rows must be integer indices; got True."),
+        (1, cl.InvalidTypeError, "rows must be a slice or integer indices; got int."),
+    ],
+)
+def test_row_indices_refuses_rows_outside_the_batch_and_non_indices(
+    rows: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        row_indices(rows, 2)

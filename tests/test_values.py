@@ -11,7 +11,15 @@ import pytest
 import torch
 from torch import Tensor
 
-from convlens.core.values import first_tensor, meta_like, signature, tensors, to_meta, with_first_tensor
+from convlens.core.values import (
+    first_tensor,
+    meta_like,
+    replaced,
+    signature,
+    tensors,
+    to_meta,
+    with_first_tensor,
+)
 
 
 class Pair(NamedTuple):
@@ -239,3 +247,33 @@ def test_signature_is_hashable_for_unhashable_values() -> None:
     # the same object beside other tensor values: one key (the cache must find it again)
     assert signature((torch.zeros(1), odd)) == signature((torch.ones(1), odd))
     assert {key: 1}[key] == 1
+
+
+# -- replaced: one tensor, by identity -------------------------------------------------------
+
+
+def test_replaced_swaps_the_tensor_by_identity_wherever_it_is_and_keeps_container_types() -> None:
+    given = OrderedDict(a=T1, b=Pair("p", T2, T1), c=[Out("o", T3, T1)], d=FrozenOut(1, T2))
+    out = replaced(given, T1, NEW)
+    assert type(out) is OrderedDict
+    assert out["a"] is NEW
+    assert type(out["b"]) is Pair
+    assert (out["b"].label, out["b"].left, out["b"].right) == ("p", T2, NEW)
+    assert type(out["c"]) is list
+    assert (out["c"][0].logits, out["c"][0].hidden) == (T3, NEW)
+    assert out["d"] is given["d"]  # nothing to replace inside: the same object
+    assert given["a"] is T1  # the input is not modified
+    equal = T1.clone()
+    assert replaced((equal, T1), T1, NEW) == (equal, NEW)  # an equal tensor is another tensor
+
+
+@pytest.mark.parametrize("value", [("a", T2), [T3], {"k": T2}, Out("o", T2, T3), Record(k=T2), T2, None])
+def test_replaced_returns_a_value_without_the_tensor_as_it_is(value: Any) -> None:
+    assert replaced(value, T1, NEW) is value
+
+
+def test_the_attribution_wing_uses_the_one_replaced() -> None:
+    from convlens.attribution import cam
+
+    assert vars(cam)["replaced"] is replaced  # imported, not written again
+    assert "replaced" not in cam.__all__

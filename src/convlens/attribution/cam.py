@@ -27,16 +27,22 @@ References:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.attribution.targets import Target, callable_scores, check_target, class_scores, target_scores
+from convlens.attribution.targets import (
+    Target,
+    callable_scores,
+    check_target,
+    class_scores,
+    take_target,
+    target_scores,
+)
 from convlens.core import display
 from convlens.core.checks import check_int, check_ran, require_autograd
 from convlens.core.inputs import NO_ARGS, ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
@@ -44,7 +50,7 @@ from convlens.core.layers import LayerSpec, call_index, resolve_layer, unwrap
 from convlens.core.layouts import Reshape, ReshapeSpec, as_layout, channels_last_hint
 from convlens.core.probe import Probe, Prober, check_inputs, require_hooks
 from convlens.core.recorder import Recorder, grad_mode_restored, internal, preserved_modes
-from convlens.core.values import first_tensor
+from convlens.core.values import describe, first_tensor, replaced
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
 
 __all__ = [
@@ -61,7 +67,6 @@ __all__ = [
     "XGradCAM",
     "batch_shape",
     "min_max",
-    "replaced",
 ]
 
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
@@ -218,7 +223,9 @@ class GradCAM:
                 integer tensor), or a callable mapping the model output to one
                 score per sample (:class:`~convlens.attribution.detection.BoxScoreTarget`
                 for a detector, :class:`~convlens.attribution.detection.SegmentationTarget`
-                for a segmenter).
+                for a segmenter). Where :class:`ScoreCAM` runs masked copies of one
+                sample, a target that holds a mask or boxes per image scores them
+                with that sample's.
             forward_args: The model's other forward arguments, passed on every
                 forward (the probe's included) after ``x``: a tuple (positional),
                 a dict (keyword) or :class:`convlens.ForwardArgs`. Where
@@ -495,7 +502,11 @@ class ScoreCAM(GradCAM):
         """``relu(sum_k softmax_k(score(x * mask_k)) A_k)``.
 
         The masked copies of sample ``i`` run with the rows ``i`` of the batched tensors among
-        ``forward_args`` (:meth:`convlens.ForwardArgs.take`).
+        ``forward_args`` (:meth:`convlens.ForwardArgs.take`), and are scored by sample ``i``'s
+        target: a :class:`~convlens.attribution.targets.ScoreTarget` that holds something per
+        sample (a mask or boxes per image) takes its row ``i``
+        (:meth:`~convlens.attribution.targets.ScoreTarget.take`); a plain callable is called on
+        the masked copies as it is.
         """
         x = context.x
         size = batch_shape(x)[2:]
@@ -514,7 +525,8 @@ class ScoreCAM(GradCAM):
                 with internal():
                     out = context.forward_args.take(rows, batch=n).call(self._module, masked)
                 index = None if context.targets is None else context.targets[i : i + 1].expand(len(chunk))
-                sub = CAMContext(cam=self, x=masked, target=context.target, targets=index)
+                target = take_target(context.target, rows)  # a mask or boxes per image follow sample i
+                sub = CAMContext(cam=self, x=masked, target=target, targets=index)
                 scores[i, start : start + len(chunk)] = sub.score(out).to(scores.dtype)
         weights = torch.softmax(scores, dim=1).view(n, k, *([1] * (activation.dim() - 2)))
         return F.relu((weights * activation).sum(dim=1))
@@ -579,50 +591,11 @@ def batch_shape(x: object) -> tuple[int, ...]:
                 f"{', '.join(map(str, shapes))}. Explain images of different sizes in separate calls."
             )
         return (len(x), *shapes[0])
-    got = tuple(x.shape) if isinstance(x, Tensor) else _describe(x)
+    got = tuple(x.shape) if isinstance(x, Tensor) else describe(x)
     raise InvalidTypeError(
         f"x must be a batch tensor (N, ...) or a list of images (C, H, W) (as torchvision's detectors "
         f"take); got {got}."
     )
-
-
-def _describe(x: object) -> str:
-    if isinstance(x, list | tuple):
-        inner = sorted({type(t).__name__ for t in x})
-        return f"a {type(x).__name__} of {', '.join(inner)}" if x else f"an empty {type(x).__name__}"
-    return type(x).__name__
-
-
-def replaced(value: Any, old: Tensor, new: Tensor) -> Any:
-    """``value`` with the tensor ``old`` (by identity) replaced by ``new``; containers keep their type.
-
-    Example:
-        >>> import torch
-        >>> a, b = torch.zeros(1), torch.ones(1)
-        >>> out = replaced({"0": a, "1": (a, b)}, b, a)
-        >>> out["1"][1] is a
-        True
-    """
-    if value is old:
-        return new
-    if isinstance(value, Mapping):
-        changed = {key: replaced(item, old, new) for key, item in value.items()}
-        if all(changed[key] is item for key, item in value.items()):
-            return value
-        out: Any = copy.copy(value)  # an OrderedDict (an FPN's output) stays one
-        out.update(changed)
-        return out
-    if isinstance(value, tuple | list):
-        items = [replaced(item, old, new) for item in value]
-        if all(a is b for a, b in zip(items, value, strict=True)):
-            return value
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
-        changed = {key: replaced(item, old, new) for key, item in fields.items()}
-        if any(changed[key] is not item for key, item in fields.items()):
-            return dataclasses.replace(value, **changed)
-    return value
 
 
 def _dequantized(tensor: Tensor) -> Tensor:

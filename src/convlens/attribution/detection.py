@@ -32,6 +32,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from numbers import Integral
 from typing import Any
@@ -40,8 +41,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from convlens.attribution.targets import ScoreTarget
+from convlens.attribution.targets import Rows, ScoreTarget, row_indices
 from convlens.core.checks import check_bool, check_real
+from convlens.core.values import describe
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["BoxScoreTarget", "SegmentationTarget", "box_iou"]
@@ -95,7 +97,8 @@ class BoxScoreTarget(ScoreTarget):
         labels: The class of each given box, ``(K,)``; or a list with one such per image.
         boxes: The given boxes ``(K, 4)`` as ``(x1, y1, x2, y2)`` in the image's pixels (a
             detector's own predictions, typically); or a list with one such per image. Given once,
-            the same boxes serve every image.
+            the same boxes serve every image. Given per image, they follow their image where the work
+            runs copies of it (ScoreCAM's masked copies, deletion's perturbed inputs): :meth:`take`.
         iou_threshold: The least IoU (exclusive) of a match, in [0, 1).
         add_iou: Add each match's IoU to its score (pytorch-grad-cam's definition).
 
@@ -152,6 +155,25 @@ class BoxScoreTarget(ScoreTarget):
                 "set per image, or one set for every image."
             )
 
+    def take(self, rows: Rows) -> BoxScoreTarget:
+        """Boxes given per image follow the images: the boxes of image ``rows[j]`` for row ``j``.
+
+        Boxes given once serve every image: the target itself.
+
+        Raises:
+            InvalidArgumentError: A row outside the images the boxes were given for.
+
+        Example:
+            >>> target = BoxScoreTarget(labels=[[1], [2, 3]], boxes=[[[0, 0, 4, 4]], [[1, 1, 5, 5], [0, 0, 2, 2]]])
+            >>> target.take([1, 1])
+            BoxScoreTarget(4 boxes over 2 images, iou_threshold=0.5, add_iou=False)
+        """
+        if not self.per_image:
+            return self
+        taken = copy.copy(self)
+        taken._specs = [self._specs[i] for i in row_indices(rows, len(self._specs))]
+        return taken
+
     def __call__(self, output: Any) -> Tensor:
         """One score per image of a detector's output (a list of dicts, or one dict for one image)."""
         detections = [output] if isinstance(output, Mapping) else output
@@ -160,7 +182,7 @@ class BoxScoreTarget(ScoreTarget):
         ):
             raise InvalidArgumentError(
                 "BoxScoreTarget needs a detector's output: a list of dicts with tensors under 'boxes', "
-                f"'labels' and 'scores' (torchvision's detectors in eval mode); got {_describe(output)}."
+                f"'labels' and 'scores' (torchvision's detectors in eval mode); got {describe(output)}."
             )
         self.check(len(detections), None)
         specs = self._specs if self.per_image else self._specs * len(detections)
@@ -211,14 +233,6 @@ def _spec(labels: object, boxes: object) -> tuple[Tensor, Tensor]:
     return label, box
 
 
-def _describe(output: object) -> str:
-    if isinstance(output, Tensor):
-        return f"a tensor of shape {tuple(output.shape)}"
-    if isinstance(output, Mapping):
-        return f"a dict with keys {list(output)}"
-    return type(output).__name__
-
-
 class SegmentationTarget(ScoreTarget):
     """A segmentation's score: class ``label``'s score summed over a mask, per image.
 
@@ -228,7 +242,9 @@ class SegmentationTarget(ScoreTarget):
     Args:
         label: The class whose score is summed.
         mask: ``(H, W)`` (the same for every image) or ``(N, H, W)``, bool or float weights, at the
-            output's resolution (torchvision's segmenters answer at the input's).
+            output's resolution (torchvision's segmenters answer at the input's). An ``(N, H, W)`` mask
+            follows its image where the work runs copies of it (ScoreCAM's masked copies,
+            deletion's perturbed inputs): :meth:`take`.
 
     Raises:
         InvalidArgumentError: A negative label, or a mask that is not ``(H, W)`` or ``(N, H, W)``;
@@ -278,13 +294,35 @@ class SegmentationTarget(ScoreTarget):
                 f"{output_shape[2:]} per class; give a mask at the output's resolution."
             )
 
+    def take(self, rows: Rows) -> SegmentationTarget:
+        """A mask per image follows the images: the mask of image ``rows[j]`` for row ``j``.
+
+        One ``(H, W)`` mask serves every image: the target itself.
+
+        Raises:
+            InvalidArgumentError: A row outside the images the masks were given for.
+
+        Example:
+            >>> import torch
+            >>> masks = torch.zeros(2, 4, 4)
+            >>> masks[1, 0, 0] = 1.0
+            >>> taken = SegmentationTarget(0, masks).take(torch.tensor([1, 1, 1]))
+            >>> taken, taken(torch.ones(3, 2, 4, 4)).tolist()
+            (SegmentationTarget(label=0, mask (3, 4, 4)), [1.0, 1.0, 1.0])
+        """
+        if self.mask.dim() == 2:
+            return self
+        taken = copy.copy(self)
+        taken.mask = self.mask[row_indices(rows, len(self.mask))]
+        return taken
+
     def __call__(self, output: Any) -> Tensor:
         """One score per image of ``(N, classes, H, W)`` scores (or a dict with them under ``"out"``)."""
         scores = output.get("out") if isinstance(output, Mapping) else output
         if not isinstance(scores, Tensor) or scores.dim() != 4:
             raise InvalidArgumentError(
                 "SegmentationTarget needs scores (N, classes, H, W), or a dict with them under 'out'; got "
-                f"{_describe(output)}."
+                f"{describe(output)}."
             )
         self.check(len(scores), tuple(scores.shape))
         mask = self.mask.to(scores.device, scores.dtype)

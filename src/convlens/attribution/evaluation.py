@@ -218,7 +218,8 @@ def evaluate(
             ``"label"``: the label ``y`` of each example; an int: that class
             for every example; a list, 1-D integer tensor or array: one class
             per example, by position in the data (as given; under
-            ``torchrun`` too). Not a callable: the average drop and the
+            ``torchrun`` too): the order in which the examples are read, which
+            for a shuffling DataLoader is not their index in its dataset. Not a callable: the average drop and the
             increase in confidence are about a class's probability.
             ``"predicted"`` is the old spelling of None (it warns).
         intervals: Deletion and insertion points after the first (as in
@@ -236,9 +237,12 @@ def evaluate(
             (the probe's, the CAM methods', the masked and perturbed inputs').
             A tensor among them whose first dimension is the number of
             examples in the data (a Dataset's length, a DataLoader's
-            dataset's) follows the examples: each batch gets the rows at its
-            examples' positions in the data (as per-example targets do), and
-            within a batch each perturbed input gets its example's row. Every
+            dataset's) follows the examples in the order the batches come:
+            each batch gets the rows at its examples' positions in that order
+            (as per-example targets do), and within a batch each perturbed
+            input gets its example's row. With a shuffling DataLoader, row
+            ``i`` goes with the ``i``-th example read, not with dataset index
+            ``i``: carry per-example values in the batches instead. Every
             other value is passed as it is (over an iterable of batches, whose
             length is unknown, a tensor the size of a batch follows that
             batch's rows within it).

@@ -183,7 +183,12 @@ def deletion(
             (decided once, then fixed along the curve), a class index for all,
             one per sample (list or integer tensor), or a callable mapping the
             model output to one score per row; it is called on chunks of
-            perturbed inputs, so it must score each row on its own.
+            perturbed inputs, so it must score each row on its own. A
+            :class:`~convlens.attribution.detection.SegmentationTarget` with a
+            mask per image, or a
+            :class:`~convlens.attribution.detection.BoxScoreTarget` with boxes
+            per image, scores each perturbed input with its own sample's
+            (:meth:`~convlens.attribution.targets.ScoreTarget.take`).
         intervals: How many equal parts the pixels are perturbed in: points
             after the first, ``intervals + 1`` in all.
         baseline: ``"zeros"`` (zero in the input's own, e.g. normalized,

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.attribution.targets import callable_scores, class_scores
+from convlens.attribution.targets import callable_scores, class_scores, take_target
 from convlens.core.checks import check_choice, choices, format_shape
 from convlens.core.inputs import NO_ARGS, ForwardArgs
 from convlens.core.recorder import internal, preserved_modes
@@ -228,14 +228,17 @@ def scores(
 ) -> Tensor:
     """One score per row of ``output``: a callable's, or the class ``target[rows]``'s (its softmax if ``probability``).
 
-    ``rows`` are the samples the rows of ``output`` perturb (indices into ``target``).
+    ``rows`` are the samples the rows of ``output`` perturb (indices into ``target``);
+    a :class:`~convlens.attribution.targets.ScoreTarget` takes them
+    (:meth:`~convlens.attribution.targets.ScoreTarget.take`: a mask or boxes per
+    sample follow the rows), a plain callable is called as it is.
 
     Example:
         >>> scores(torch.tensor([[0.0, 0.0]]), torch.tensor([1]), torch.tensor([0]), probability=True).tolist()
         [0.5]
     """
-    if not isinstance(target, Tensor):
-        return callable_scores(target, output, len(rows))
+    if not isinstance(target, Tensor):  # a mask or boxes per sample follow the rows
+        return callable_scores(take_target(target, rows), output, len(rows))
     if probability and isinstance(output, Tensor) and output.dim() == 2:
         output = softmax(output)
     return class_scores(output, target[rows])
@@ -275,7 +278,9 @@ def perturbation_curve(
     :func:`baseline_tensor`, ``target`` an ``(N,)`` int64 tensor of classes or
     a callable); ``model`` is the unwrapped module. Each perturbed input gets
     its sample's rows of ``forward_args`` (:meth:`ForwardArgs.take`: a tensor
-    whose first dimension is ``N`` follows the samples). The model's flags are
+    whose first dimension is ``N`` follows the samples), and is scored by its
+    sample's target (:meth:`ScoreTarget.take <convlens.attribution.targets.ScoreTarget.take>`:
+    a mask or boxes per sample follow the samples). The model's flags are
     restored after.
 
     Returns:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from numbers import Integral
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -31,12 +31,26 @@ from torch import Tensor
 
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["ScoreTarget", "Target", "callable_scores", "check_target", "class_scores", "target_scores"]
+__all__ = [
+    "Rows",
+    "ScoreTarget",
+    "Target",
+    "callable_scores",
+    "check_target",
+    "class_scores",
+    "row_indices",
+    "take_target",
+    "target_scores",
+]
 
 #: What ``target=`` accepts: None (the predicted class), a class index, one per
 #: sample (list or integer tensor), or a function of the model output that
 #: returns one score per sample.
 Target = int | Sequence[int] | Tensor | np.ndarray | Callable[[Any], Tensor] | None
+
+#: Which samples of a batch a new batch holds, row by row: an index tensor or array, a list of
+#: indices or a slice.
+Rows = Tensor | np.ndarray | Sequence[int] | slice
 
 
 class ScoreTarget:
@@ -45,7 +59,10 @@ class ScoreTarget:
     Subclasses implement ``__call__(output) -> (N,) scores`` and may override
     :meth:`check`, which :func:`check_target` calls with the batch size and the
     shape of the first tensor of the model's output (from the probe) before any
-    real forward.
+    real forward. A target that holds something per sample (a mask per image,
+    boxes per image) overrides :meth:`take`, so that it follows its samples
+    where the work runs other batches than the one given (ScoreCAM's masked
+    copies of one sample, the perturbed inputs of deletion and insertion).
 
     Example:
         >>> import torch
@@ -62,6 +79,15 @@ class ScoreTarget:
 
     def check(self, n: int, output_shape: tuple[int, ...] | None) -> None:
         """Raise before any work where the target cannot fit ``n`` samples of this output (None: unknown)."""
+
+    def take(self, rows: Rows) -> ScoreTarget:
+        """The target for a batch whose row ``j`` is a copy of sample ``rows[j]`` of the batch it was given for.
+
+        As :meth:`convlens.ForwardArgs.take`: what is held per sample follows
+        the rows (repeated, reordered or left out); a target that is the same
+        for every sample, as this one, returns itself.
+        """
+        return self
 
 
 def check_target(target: Target, n: int, output_shape: tuple[int, ...] | None) -> Tensor | None:
@@ -140,6 +166,64 @@ def callable_scores(target: Callable[[Any], Tensor], output: Any, n: int) -> Ten
             f"a target callable must return one score per sample, shape ({n},); got {got}."
         )
     return scores
+
+
+def row_indices(rows: Rows, n: int) -> list[int]:
+    """``rows`` of a batch of ``n`` as a list of indices in ``[0, n)`` (negative ones count from the end).
+
+    Raises:
+        InvalidTypeError: ``rows`` not a slice or integer indices.
+        InvalidArgumentError: An index outside the batch.
+
+    Example:
+        >>> row_indices(torch.tensor([2, 2, 0]), 3), row_indices(slice(1, None), 3)
+        ([2, 2, 0], [1, 2])
+        >>> row_indices([3], 2)
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: row 3 is out of range for a batch of 2 (0 to 1).
+    """
+    if isinstance(rows, slice):
+        return list(range(n))[rows]
+    if isinstance(rows, np.ndarray):
+        rows = torch.from_numpy(rows.copy())
+    if isinstance(rows, Tensor):
+        if rows.is_floating_point() or rows.is_complex() or rows.dtype == torch.bool or rows.dim() > 1:
+            raise InvalidTypeError(
+                f"rows must be integer indices; got a {rows.dtype} tensor of shape {tuple(rows.shape)}."
+            )
+        given: list[object] = rows.flatten().tolist()
+    elif isinstance(rows, Sequence) and not isinstance(rows, str | bytes):
+        given = list(rows)
+    else:
+        raise InvalidTypeError(f"rows must be a slice or integer indices; got {type(rows).__name__}.")
+    indices = []
+    for row in given:
+        if isinstance(row, bool) or not isinstance(row, Integral):
+            raise InvalidTypeError(f"rows must be integer indices; got {row!r}.")
+        index = int(row)
+        if not -n <= index < n:
+            raise InvalidArgumentError(f"row {index} is out of range for a batch of {n} (0 to {n - 1}).")
+        indices.append(index % n)
+    return indices
+
+
+@overload
+def take_target(target: Callable[[Any], Tensor], rows: Rows) -> Callable[[Any], Tensor]: ...
+@overload
+def take_target(target: Target, rows: Rows) -> Target: ...
+def take_target(target: Target, rows: Rows) -> Target:
+    """``target`` for the rows ``rows`` of its batch: a :class:`ScoreTarget` takes them, anything else is kept.
+
+    A plain callable cannot say what it holds per sample: it is called on each
+    new batch as it is.
+
+    Example:
+        >>> from convlens.attribution.detection import SegmentationTarget
+        >>> take_target(SegmentationTarget(1, torch.zeros(2, 4, 4)), torch.tensor([1, 1, 1]))
+        SegmentationTarget(label=1, mask (3, 4, 4))
+    """
+    return target.take(rows) if isinstance(target, ScoreTarget) else target
 
 
 def target_scores(output: Any, target: Target, fixed: Tensor | None, n: int) -> tuple[Tensor | None, Tensor]:

@@ -3,7 +3,8 @@
 Private. A layer's or a model's output may be a tensor, or a tuple, list,
 dict, NamedTuple or dataclass holding tensors (HuggingFace's ``ModelOutput``
 is a dict and a dataclass at once). These helpers find the tensors in it, in
-order, and rebuild it with one tensor replaced, keeping its type.
+order, and rebuild it with one tensor (the first, or a given one) or every
+tensor replaced, keeping its type, or describe it for a message.
 
 Example:
     >>> import dataclasses
@@ -36,6 +37,7 @@ __all__ = [
     "map_tensors",
     "meta_like",
     "model_dtype_device",
+    "replaced",
     "signature",
     "tensors",
     "to_meta",
@@ -130,6 +132,42 @@ def map_tensors(value: Any, fn: Callable[[Tensor], Tensor]) -> Any:
             f.name: map_tensors(getattr(value, f.name), fn) for f in dataclasses.fields(value) if f.init
         }
         return dataclasses.replace(value, **changed)
+    return value
+
+
+def replaced(value: Any, old: Tensor, new: Tensor) -> Any:
+    """``value`` with the tensor ``old`` (by identity) replaced by ``new``; containers keep their type.
+
+    Tuples, lists, NamedTuples, dicts (an ``OrderedDict``, an FPN's output,
+    stays one) and dataclasses are rebuilt only where ``old`` is inside them;
+    anything without it is returned as it is (the same object).
+
+    Example:
+        >>> a, b = torch.zeros(1), torch.ones(1)
+        >>> value = {"0": a, "1": (a, b)}
+        >>> out = replaced(value, b, a)
+        >>> out["1"][1] is a, out["0"] is a, replaced(value, torch.zeros(1), b) is value
+        (True, True, True)
+    """
+    if value is old:
+        return new
+    if isinstance(value, Mapping):
+        changed = {key: replaced(item, old, new) for key, item in value.items()}
+        if all(changed[key] is item for key, item in value.items()):
+            return value
+        out: Any = copy.copy(value)  # an OrderedDict (an FPN's output) stays one
+        out.update(changed)
+        return out
+    if isinstance(value, tuple | list):
+        items = [replaced(item, old, new) for item in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if _is_dataclass(value):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
+        changed = {key: replaced(item, old, new) for key, item in fields.items()}
+        if any(changed[key] is not item for key, item in fields.items()):
+            return dataclasses.replace(value, **changed)
     return value
 
 
