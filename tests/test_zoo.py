@@ -298,6 +298,41 @@ def test_random_weights_for_a_user_factory_are_reset_seeded_and_said(tmp_path: P
     assert torch.equal(again.state_dict()["head.weight"], now["head.weight"])
 
 
+def test_random_weights_leave_the_global_rng_as_found(tmp_path: Path) -> None:
+    spec, _ = user_factory(tmp_path)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    with pytest.warns(cl.RandomWeightsWarning):
+        first = zoo.load(spec, weights="random", seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.rand(7)  # another global state: the seeded draws do not depend on it
+    with pytest.warns(cl.RandomWeightsWarning):
+        second = zoo.load(spec, weights="random", seed=5)
+    for name, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[name]), name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_random_weights_of_a_factory_building_on_cuda_are_seeded_there(tmp_path: Path) -> None:
+    source = tmp_path / "cuda_net.py"
+    source.write_text(
+        "import torch\nfrom torch import nn\n\n\ndef build():\n    return nn.Conv2d(3, 4, 3, device='cuda')\n"
+    )
+    torch.cuda.manual_seed(123)
+    state = torch.cuda.get_rng_state()
+    weight = zoo.load(f"{source}:build", weights="random", seed=5).state_dict()["weight"]
+    assert weight.is_cuda
+    assert torch.equal(torch.cuda.get_rng_state(), state)  # the user's CUDA generator as found
+    torch.rand(7, device="cuda")
+    again = zoo.load(f"{source}:build", weights="random", seed=5).state_dict()["weight"]
+    assert torch.equal(weight, again)
+    reference = nn.Conv2d(3, 4, 3, device="cuda")
+    with torch.random.fork_rng(devices=[weight.get_device()]):
+        torch.cuda.manual_seed(5)
+        reference.reset_parameters()  # drawn from the seeded CUDA generator
+    assert torch.equal(weight, reference.weight)
+
+
 def test_default_classes_of_the_zoo() -> None:
     torchvision = pytest.importorskip("torchvision")
     names = zoo.default_classes("torchvision:alexnet")

@@ -16,10 +16,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -201,14 +202,32 @@ def _is_file_spec(spec: str) -> bool:
     return spec.rpartition(":")[0] not in ("torchvision", "convlens")
 
 
+@contextlib.contextmanager
+def _seeded(model: nn.Module, seed: int) -> Iterator[None]:
+    """The CPU generator and those of the CUDA devices ``model`` lives on, seeded; every one restored after.
+
+    A factory that builds on CUDA draws ``reset_parameters()`` from that device's generator: it is
+    seeded too, and the user's global RNG state (CPU and CUDA) is left as found.
+    """
+    cuda = sorted({t.get_device() for t in [*model.parameters(), *model.buffers()] if t.is_cuda})
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 def _randomize(model: nn.Module, spec: str, seed: int) -> None:
     """Seeded random init of a user's model: every submodule's ``reset_parameters()`` (and running stats).
+
+    Drawn from the CPU generator and, for parameters on CUDA, their device's, each seeded with
+    ``seed`` and restored after (the global RNG state is left as found).
 
     Parameters that no ``reset_parameters()`` covers keep the factory's values, with a warning naming them.
     """
     covered: set[int] = set()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with _seeded(model, seed):
         for module in model.modules():
             reset = getattr(module, "reset_parameters", None)
             if callable(reset):
