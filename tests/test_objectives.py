@@ -381,3 +381,30 @@ def test_layouts_follow_the_algebra_one_per_layer() -> None:
         channel("s", 1, reshape="channels_last") + channel("s", 2)
     with pytest.raises(InvalidTypeError, match="layouts must map layers the objective reads"):
         Objective(lambda a, i: i.sum((1, 2, 3)), name="x()", layers=frozenset({"a"}), layouts={"b": Layout()})
+
+
+def test_diversity_reads_a_channels_last_layer_through_reshape() -> None:
+    nhwc = diversity("s", reshape="channels_last")
+    assert repr(nhwc) == "diversity('s', reshape='channels_last')"
+    assert dict(nhwc.layouts) == {"s": Layout(reshape="channels_last")}
+    torch.testing.assert_close(nhwc({"s": NHWC}, IMAGE), diversity("conv")({"conv": CONV}, IMAGE))
+    assert dict(diversity("s").layouts) == {"s": Layout()}  # read as returned, and said so
+    both = channel("s", 1, reshape="channels_last") + 2 * diversity("s", reshape="channels_last")
+    assert dict(both.layouts) == {"s": Layout(reshape="channels_last")}
+    with pytest.raises(
+        InvalidArgumentError, match=r"reads 's' two ways: reshape='channels_last', and as returned"
+    ):
+        channel("s", 1, reshape="channels_last") + diversity("s")  # never one term at dim 1, silently
+
+
+def test_the_maximizer_refuses_diversity_over_a_channels_last_layer_without_reshape() -> None:
+    from convlens.featureviz.maximize import ActivationMaximizer
+
+    swin_like = nn.Sequential(nn.Linear(3, 8), nn.LayerNorm(8))  # (N, H, W, 3) to (N, H, W, 8)
+    with pytest.raises(
+        InvalidArgumentError, match=r"ActivationMaximizer reads channels.*layer '1'.*channels_last"
+    ):
+        ActivationMaximizer(swin_like, diversity("1"), input_shape=(2, 6, 6, 3), steps=1)
+    objective = channel("1", 3, reshape="channels_last") + 0.5 * diversity("1", reshape="channels_last")
+    result = ActivationMaximizer(swin_like, objective, input_shape=(2, 6, 6, 3), steps=1).run()
+    assert result.values.shape == (2,)

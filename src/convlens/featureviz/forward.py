@@ -38,16 +38,6 @@ def _picks_first(layout: Layout) -> bool:
     return layout.part in (None, 0)
 
 
-def _pick(key: str, layout: Layout, output: Any) -> Tensor:
-    """The tensor of a layer's output that ``layout`` picks (the first by default)."""
-    if _picks_first(layout):
-        tensor = first_tensor(output)
-        if tensor is None:
-            raise InvalidArgumentError(f"layer {key!r} returns {type(output).__name__}, not a tensor.")
-        return tensor
-    return layout.pick(output)
-
-
 def check_channels_first(
     who: str, key: str, module: nn.Module, shape: tuple[int, ...], layout: Layout
 ) -> None:
@@ -111,7 +101,7 @@ class ObjectiveForward:
         last = self.recorder.remaining == 1
         for key in self.keys[name][call]:
             layout = self.layouts.get(key, _FIRST)
-            tensor = _pick(key, layout, output)
+            tensor = layout.pick(output)
             # Nothing runs after the last wanted call; an earlier one is cloned (in the graph) only
             # where a later op writes into it in place (the probe follows the first tensor only).
             rewritten = not _picks_first(layout) or self.probe.rewritten(name, call)
@@ -216,7 +206,7 @@ def layer_shapes(
         value = calls[call_index(ref, len(calls))]
         if value is None:
             raise InvalidArgumentError(f"layer {key!r} returns no tensor; pick a layer that does.")
-        shapes[key] = tuple(_pick(key, layouts.get(key, _FIRST), value).shape)
+        shapes[key] = tuple(layouts.get(key, _FIRST).pick(value).shape)
     if output_shape is not None:
         shapes[OUTPUT] = output_shape
     return shapes

@@ -267,7 +267,8 @@ def _combine(terms: tuple[tuple[float, Objective], ...]) -> Objective:
             if layouts.setdefault(layer, layout) != layout:
                 raise InvalidArgumentError(
                     f"an objective reads each layer through one layout; {_render(terms)} reads {layer!r} "
-                    f"as {layouts[layer].describe()} and as {layout.describe()}."
+                    f"two ways: {layouts[layer].describe()}, and {layout.describe()}. Give each term the "
+                    "same reshape=."
                 )
     return Objective(
         fn,
@@ -630,7 +631,7 @@ def total_variation() -> Objective:
     return Objective(fn, name="total_variation()")
 
 
-def diversity(layer: str) -> Objective:
+def diversity(layer: str, *, reshape: ReshapeSpec = None) -> Objective:
     """How different each image of a batch is from the others, in style (Lucid's diversity).
 
     Each image's Gram matrix of the layer's channels, ``G = A A^T`` over
@@ -644,6 +645,18 @@ def diversity(layer: str) -> Objective:
     diversity objective is ``N - 1`` times the mean over the batch (Lucid's is
     its negative); this one's weight does not depend on the batch size.
 
+    Args:
+        layer: Qualified name of the layer whose channels' Gram matrices are compared.
+        reshape: How the layer's output becomes ``(N, C, *spatial)``, as for :func:`channel`
+            (``"channels_last"`` for a Swin or ConvNeXt stage's ``(N, H, W, C)``); None: it
+            already is, and the first tensor is read. The maximizer refuses, before any work, a
+            layer that looks channels last read without it. Combined with :func:`channel` on the
+            same layer, both must read it the same way.
+
+    Raises:
+        InvalidArgumentError: An unknown ``reshape`` preset (the nearest is named).
+        InvalidTypeError: A ``reshape`` that is not a name, a callable or a Layout.
+
     Example:
         >>> import torch
         >>> same = torch.ones(2, 3, 4, 4)
@@ -653,14 +666,17 @@ def diversity(layer: str) -> Objective:
         >>> apart[0, 0] = apart[1, 1] = 1.0
         >>> diversity("conv")({"conv": apart}, torch.zeros(2)).round(decimals=4).tolist()
         [0.0, 0.0]
+        >>> diversity("stage", reshape="channels_last")  # channels along the last dimension
+        diversity('stage', reshape='channels_last')
 
     References:
         Olah et al., "Feature Visualization", Distill 2017, section "Diversity".
     """
     layer = _check_layer(layer)
+    layout = as_layout(reshape)
 
     def fn(activations: Activations, image: Tensor) -> Tensor:
-        acts = activations[layer]
+        acts = _read(activations, layer, layout)
         n = acts.shape[0]
         flat = acts.flatten(2) if acts.dim() > 2 else acts.unsqueeze(-1)
         grams = torch.nn.functional.normalize((flat @ flat.transpose(1, 2)).flatten(1), dim=1, eps=1e-10)
@@ -669,4 +685,9 @@ def diversity(layer: str) -> Objective:
         similarity = grams @ grams.T
         return (similarity.diagonal() - similarity.sum(1)) / (n - 1)
 
-    return Objective(fn, name=f"diversity({layer!r})", layers=frozenset({layer}))
+    return Objective(
+        fn,
+        name=f"diversity({layer!r}{_layout_repr(layout)})",
+        layers=frozenset({layer}),
+        layouts={layer: layout},
+    )
