@@ -13,7 +13,7 @@ Objectives do not know the model: layer names and indices are checked
 against it when an :class:`~convlens.featureviz.maximize.ActivationMaximizer` (or a
 :class:`~convlens.featureviz.neurons.NeuronVisualizer`) is built, before any work.
 
-The objectives that read channels (:func:`channel`, :func:`neuron`) take ``reshape=``, the same
+The objectives that read channels (:func:`channel`, :func:`neuron`, :func:`diversity`) take ``reshape=``, the same
 spelling as the CAM family (:mod:`convlens.core.layouts`): ``"channels_last"`` for a Swin or
 ConvNeXt stage's ``(N, H, W, C)``, ``"vit"`` for tokens, a callable, or
 :class:`~convlens.Layout` ``(part=...)`` to read another tensor of a layer that returns several
