@@ -315,6 +315,53 @@ def test_quantized_fused_conv_draws_its_dequantized_weight() -> None:
     assert torch.equal(layer.weight().int_repr(), packed)  # type: ignore[operator]
 
 
+_QUANTIZED_TO_FLOAT = {
+    "Conv1d": nn.Conv1d,
+    "Conv2d": nn.Conv2d,
+    "Conv3d": nn.Conv3d,
+    "ConvTranspose1d": nn.ConvTranspose1d,
+    "ConvTranspose2d": nn.ConvTranspose2d,
+    "ConvTranspose3d": nn.ConvTranspose3d,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_QUANTIZED_TO_FLOAT))
+def test_every_public_quantized_conv_draws_its_dequantized_weight(kind: str) -> None:
+    import warnings
+
+    from torch.ao.nn import quantized as nnq
+
+    with warnings.catch_warnings():  # PyTorch's notice that quantized tensors are deprecated, not ours
+        warnings.simplefilter("ignore")
+        layer: nn.Module = getattr(nnq, kind)(3, 4, 3)
+        floats = _QUANTIZED_TO_FLOAT[kind](3, 4, 3)
+        weight = torch.quantize_per_tensor(
+            torch.randn(floats.weight.shape, generator=torch.Generator().manual_seed(0)), 0.02, 0, torch.qint8
+        )
+        layer.set_weight_bias(weight, None)  # type: ignore[operator]
+    with torch.no_grad():  # the independent reference: a float conv holding the dequantized weight
+        floats.weight.copy_(weight.dequantize())
+    renderer = FilterRenderer(layer)
+    np.testing.assert_array_equal(renderer.images(), FilterRenderer(floats).images())
+
+
+def test_render_imports_no_private_torch_name() -> None:
+    """Private names (``_ConvNd``) move between torch versions: render.py uses public classes only."""
+    import ast
+
+    import convlens.render
+
+    tree = ast.parse(Path(convlens.render.__file__).read_text())
+    private = [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch"
+        for alias in node.names
+        if alias.name.startswith("_") or any(part.startswith("_") for part in (node.module or "").split("."))
+    ]
+    assert private == []
+
+
 def test_scripted_conv_and_scripted_net_by_name() -> None:
     conv = seeded(nn.Conv2d(3, 5, 3))
     expected = FilterRenderer(conv).images()

@@ -34,7 +34,7 @@ from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
-from torch.ao.nn.quantized.modules.conv import _ConvNd as _QuantizedConv
+from torch.ao.nn import quantized as nnq
 
 from convlens.core.checks import check_choice, check_int, choices
 from convlens.core.layers import LayerSpec, resolve_layer
@@ -60,6 +60,15 @@ FilterScale = Literal["symmetric", "lecture", "minmax"]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _CONV_NAMES = "Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d or ConvTranspose3d"
+#: PyTorch's public quantized convolutions (the fused quantized ones, ConvReLU2d and others, subclass them).
+_QUANTIZED_CONV_TYPES = (
+    nnq.Conv1d,
+    nnq.Conv2d,
+    nnq.Conv3d,
+    nnq.ConvTranspose1d,
+    nnq.ConvTranspose2d,
+    nnq.ConvTranspose3d,
+)
 #: The class names of PyTorch's convolutions, as a scripted module's ``original_name`` gives them.
 _CONV_CLASS_NAMES = frozenset(t.__name__ for t in _CONV_TYPES)
 
@@ -81,8 +90,9 @@ def _weight_reader(module: nn.Module) -> Callable[[], Tensor] | None:
         weight = getattr(module, "weight", None)
         if kind in _CONV_CLASS_NAMES and isinstance(weight, Tensor):
             return lambda: getattr(module, "weight")  # noqa: B009 - read now, not when constructed
-    elif isinstance(module, _QuantizedConv):
-        return lambda: module.weight().dequantize()  # type: ignore[operator]  # a method here
+    elif isinstance(module, _QUANTIZED_CONV_TYPES):
+        # weight() is a method here, untyped in some torch versions: read it the same way in all.
+        return lambda: getattr(module, "weight")().dequantize()  # noqa: B009
     fused = type(module).__module__.startswith("torch.ao.nn.intrinsic") or (
         isinstance(module, torch.jit.ScriptModule) and kind.startswith("Conv")
     )
