@@ -141,6 +141,9 @@ _NO_INPUT = "makes its own input on the model's device"
             if e.name == "trace_shapes"
             else _NO_INPUT
             if e.name.startswith("ActivationMaximizer") or e.name == "NeuronVisualizer.maximize"
+            else "a user's own forward inside `with LayerTap(...)` runs the model as it is: nothing checks "
+            "its inputs' device (a model may move them itself; tests/test_tap.py pins it)"
+            if e.user_backward
             else ""
         )
     ),
