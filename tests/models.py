@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -149,3 +149,48 @@ def quantized_cnn() -> nn.Module:
         torch.ao.quantization.DeQuantStub(),
     )
     return quantize(model, torch.rand(4, 3, 12, 12))
+
+
+class CallLog:
+    """A model's calls, logged where the probe's snapshot of module attributes does not reach.
+
+    The probe restores the lists and dicts a module holds after its meta pass; an object like this one
+    is not walked, so the meta call stays in the log.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[Any, ...]] = []
+
+    def devices(self) -> set[str]:
+        """The device types of the calls logged (the first field of each entry)."""
+        return {str(entry[0]) for entry in self.entries}
+
+
+class Conditioned(nn.Module):
+    """``forward(x, mask, temperature=1)``: ``net``'s logits of ``x * mask``, divided by ``temperature``.
+
+    Every call's device and temperature are logged in ``log`` (a :class:`CallLog`).
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.log = CallLog()
+
+    def forward(self, x: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
+        self.log.entries.append((x.device.type, temperature))
+        out: Tensor = self.net(x * mask) / temperature
+        return out
+
+
+class Bound(nn.Module):
+    """``Conditioned`` with a mask and a temperature fixed: the reference without forward_args."""
+
+    def __init__(self, model: Conditioned, mask: Tensor, temperature: float) -> None:
+        super().__init__()
+        self.model, self.mask, self.temperature = model, mask, temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        mask = self.mask.expand(len(x), *self.mask.shape[1:])
+        out: Tensor = self.model(x, mask, temperature=self.temperature)
+        return out

@@ -16,19 +16,12 @@ from torch import Tensor, nn
 import convlens as cl
 from entry_points import ENTRIES, ENTRY_POINTS, EntryPoint
 from invariants import assert_unchanged, snapshot
-from models import quantized_cnn
+from models import CallLog, quantized_cnn
 
 LAYER = "conv2"
 
 
-class Log:
-    """A call log the probe's snapshot of module attributes does not walk (it restores lists and dicts)."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[str, int, int, float]] = []
-
-
-class Conditioned(nn.Module):
+class Demanding(nn.Module):
     """A CNN whose forward needs more than the image: a per-sample mask and a keyword-only temperature.
 
     Every call is logged (device type, batch, mask rows, temperature), meta probe included. The mask
@@ -41,7 +34,7 @@ class Conditioned(nn.Module):
         self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
         self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
         self.fc = nn.Linear(4, 5)
-        self.log = Log()
+        self.log = CallLog()
 
     def forward(self, x: Tensor, mask: Tensor, *, temperature: float) -> Tensor:
         self.log.entries.append((x.device.type, x.shape[0], mask.shape[0], temperature))
@@ -71,7 +64,7 @@ def test_every_entry_point_passes_the_forward_arguments_on_every_forward(name: s
     entry = ENTRIES[name]
     assert entry.call_with is not None
     torch.manual_seed(0)
-    model = Conditioned().eval()
+    model = Demanding().eval()
     x = torch.rand(1 if entry.batch_of_one else 2, 3, 8, 8)
     mask = torch.rand(x.shape[0], 1, 8, 8) + 0.5
     before = snapshot(model)
@@ -88,7 +81,7 @@ def test_every_entry_point_passes_the_forward_arguments_on_every_forward(name: s
 def test_without_the_forward_arguments_the_model_raises_its_own_error(name: str) -> None:
     """The other side of the test above: the arguments really are needed."""
     torch.manual_seed(0)
-    model = Conditioned().eval()
+    model = Demanding().eval()
     entry = ENTRIES[name]
     before = snapshot(model)
     with pytest.raises(TypeError, match=r"mask|temperature"):

@@ -43,7 +43,7 @@ from convlens.errors import (
 )
 from helpers import tolerance
 from invariants import assert_unchanged, global_hook_counts, snapshot
-from models import quantize
+from models import Bound, CallLog, Conditioned, quantize
 
 CLASSES = {
     "gradcam": GradCAM,
@@ -831,51 +831,17 @@ def test_method_names_are_the_literal_type_and_the_table_alike() -> None:
 # -- any model: forward arguments, reshape presets, model checks, quantized and half-precision models -----
 
 
-class Conditioned(nn.Module):
-    """``forward(x, mask, temperature=1)``: small_net's logits of ``x * mask``, divided by ``temperature``.
-
-    Every call's device is logged in an object the probe's snapshot does not walk.
-    """
-
-    class Log:
-        def __init__(self) -> None:
-            self.devices: list[str] = []
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = small_net()
-        self.log = Conditioned.Log()
-
-    def forward(self, x: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
-        self.log.devices.append(x.device.type)
-        out: Tensor = self.net(x * mask) / temperature
-        return out
-
-
-class Bound(nn.Module):
-    """``Conditioned`` with a mask and a temperature fixed: the reference without forward_args."""
-
-    def __init__(self, model: Conditioned, mask: Tensor, temperature: float) -> None:
-        super().__init__()
-        self.model, self.mask, self.temperature = model, mask, temperature
-
-    def forward(self, x: Tensor) -> Tensor:
-        mask = self.mask.expand(len(x), *self.mask.shape[1:])
-        out: Tensor = self.model(x, mask, temperature=self.temperature)
-        return out
-
-
 def masks(n: int = 5, seed: int = 7) -> Tensor:
     return (torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) > 0.3).float()
 
 
 @pytest.mark.parametrize("as_loader", [False, True], ids=["Dataset", "DataLoader"])
 def test_forward_args_of_the_datas_length_follow_the_examples(as_loader: bool) -> None:
-    model, x, mask = Conditioned(), images(5), masks()
+    model, x, mask = Conditioned(small_net()), images(5), masks()
     data: Any = DataLoader(TensorDataset(x), batch_size=2) if as_loader else TensorDataset(x)
     kwargs: dict[str, Any] = {"layer": "net.3", "intervals": 4, "baseline": "blur", "progress": False}
     res = evaluate(model, ["gradcam", "scorecam"], data, batch_size=2, forward_args=(mask, 0.5), **kwargs)
-    assert set(model.log.devices) == {"cpu", "meta"}  # the probe got them too
+    assert model.log.devices() == {"cpu", "meta"}  # the probe got them too
     # Each example alone, its mask bound into the model: the mean of those is the dataset's number.
     alone = [
         numbers(
@@ -894,7 +860,7 @@ def test_forward_args_of_the_datas_length_follow_the_examples(as_loader: bool) -
 
 
 def test_forward_args_of_another_length_pass_as_they_are() -> None:
-    model, x = Conditioned(), images(4)
+    model, x = Conditioned(small_net()), images(4)
     shared = masks(1)  # one mask for every example: passed as it is
     kwargs: dict[str, Any] = {"layer": "net.3", "intervals": 3, "progress": False}
     res = evaluate(model, "gradcam", [x[:3], x[3:]], forward_args={"mask": shared}, **kwargs)
@@ -920,10 +886,10 @@ def test_reshape_presets_reach_the_methods_and_a_bad_one_is_refused_before_any_f
             self.embed = nn.Conv2d(3, 8, 2, stride=2)
             self.block = nn.Linear(8, 8)
             self.head = nn.Linear(8, 5)
-            self.real = Conditioned.Log()
+            self.real = CallLog()
 
         def forward(self, x: Tensor) -> Tensor:
-            self.real.devices.append(x.device.type)
+            self.real.entries.append((x.device.type,))
             out: Tensor = self.head(self.block(self.embed(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
             return out
 
@@ -931,7 +897,7 @@ def test_reshape_presets_reach_the_methods_and_a_bad_one_is_refused_before_any_f
     model, x = ChannelsLast().eval(), images(4)
     with pytest.raises(InvalidArgumentError, match="Did you mean 'channels_last'"):
         evaluate(model, ["gradcam"], [x], layer="block", reshape="channel_last", progress=False)  # type: ignore[arg-type]
-    assert model.real.devices == []
+    assert model.real.entries == []
     preset = evaluate(
         model, ["gradcam"], [x], layer="block", reshape="channels_last", intervals=3, progress=False
     )
@@ -1028,7 +994,7 @@ def test_a_bfloat16_model_gives_the_float32_numbers_to_the_documented_tolerance(
 def test_forward_args_follow_the_order_a_shuffling_dataloader_reads_not_the_dataset_index() -> None:
     # Documented in evaluate's docstring (as top_examples'): row i of a data-length tensor goes with
     # the i-th example read.
-    model, x, mask = Conditioned(), images(5), masks()
+    model, x, mask = Conditioned(small_net()), images(5), masks()
     kwargs: dict[str, Any] = {"layer": "net.3", "intervals": 3, "progress": False}
 
     def loader(*tensors: Tensor) -> DataLoader[Any]:

@@ -18,7 +18,7 @@ from convlens.attribution.faithfulness import FaithfulnessResult, deletion, inse
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
 from helpers import tolerance
 from invariants import assert_unchanged, global_hook_counts, snapshot
-from models import InplaceNet, quantize
+from models import Bound, Conditioned, InplaceNet, quantize
 
 Method = Callable[..., FaithfulnessResult]
 METHODS = [pytest.param(deletion, id="deletion"), pytest.param(insertion, id="insertion")]
@@ -593,47 +593,12 @@ def test_the_core_note_names_the_caller_and_the_points() -> None:
 # -- any model: forward arguments, model checks, quantized and half-precision models ------------------
 
 
-class Conditioned(nn.Module):
-    """``forward(x, mask, temperature=1)``: the logits of ``x * mask`` divided by ``temperature``.
-
-    ``mask`` is ``(N, 1, H, W)``, one per sample; every call's device and temperature are logged (in an
-    object the probe's snapshot does not walk, so the meta call stays in the log).
-    """
-
-    class Log:
-        def __init__(self) -> None:
-            self.entries: list[tuple[str, float]] = []
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = tiny_cnn()
-        self.log = Conditioned.Log()
-
-    def forward(self, x: Tensor, mask: Tensor, temperature: float = 1.0) -> Tensor:
-        self.log.entries.append((x.device.type, temperature))
-        out: Tensor = self.net(x * mask) / temperature
-        return out
-
-
-class Bound(nn.Module):
-    """``Conditioned`` with one sample's mask and the temperature fixed: the reference without forward_args."""
-
-    def __init__(self, model: Conditioned, mask: Tensor, temperature: float) -> None:
-        super().__init__()
-        self.model, self.mask, self.temperature = model, mask, temperature
-
-    def forward(self, x: Tensor) -> Tensor:
-        mask = self.mask.expand(len(x), *self.mask.shape[1:])
-        out: Tensor = self.model(x, mask, temperature=self.temperature)
-        return out
-
-
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("spelling", ["ForwardArgs", "tuple", "dict"])
 def test_forward_args_reach_every_forward_and_batched_tensors_follow_each_sample(
     method: Method, spelling: str
 ) -> None:
-    model, x, maps = Conditioned(), batch(3, 8), random_maps(3, 8)
+    model, x, maps = Conditioned(tiny_cnn()), batch(3, 8), random_maps(3, 8)
     masks = (torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(7)) > 0.3).float()
     extra: Any = {
         "ForwardArgs": cl.ForwardArgs(masks, temperature=0.5),
