@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -185,21 +186,16 @@ _QUANTIZED = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrin
 
 
 def is_quantized(model: nn.Module) -> bool:
-    """Whether the model holds quantized modules or tensors (eager-mode quantization or quantized weights).
+    """Whether the model holds PyTorch's quantized modules (eager-mode static or dynamic quantization).
+
+    Read from the modules' classes only: called before every gradient entry point's work, it stays cheap.
 
     Example:
         >>> from torch import nn
         >>> is_quantized(nn.Conv2d(1, 1, 1))
         False
     """
-    for module in model.modules():
-        if type(module).__module__.startswith(_QUANTIZED):
-            return True
-        if any(t.is_quantized for t in module.parameters(recurse=False)):
-            return True
-        if any(t.is_quantized for t in module.buffers(recurse=False)):
-            return True
-    return False
+    return any(type(module).__module__.startswith(_QUANTIZED) for module in model.modules())
 
 
 def model_device(model: nn.Module) -> torch.device | None:
@@ -260,8 +256,12 @@ def check_runnable(
         ...
         convlens.errors.UnsupportedModelError: GradCAM cannot run a model on the meta device: it holds no data (its parameters are shapes only). Load its weights first, e.g. model.to_empty(device="cpu") then model.load_state_dict(state), or build it on a real device.
     """
-    device = model_device(model)
     given = [t for t in [*_input_tensors(inputs), *forward_args.tensors()] if not _cpu_scalar(t)]
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    if first is not None and not first.is_meta and all(t.device == first.device for t in given):
+        device: torch.device | None = first.device  # the common case, without a walk over every tensor
+    else:
+        device = model_device(model)
     shapes_only = not gradients and bool(given) and all(t.is_meta for t in given)
     if device is not None and device.type == "meta" and not shapes_only:
         raise UnsupportedModelError(
