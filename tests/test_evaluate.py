@@ -774,18 +774,23 @@ def test_batch_size_defaults_to_64() -> None:
     assert inspect.signature(deletion).parameters["batch_size"].default == 64
 
 
+class ChannelsLast(nn.Module):
+    """A patch embedding, then a Linear over the channels-last grid (N, H, W, C); every call logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 2, stride=2)
+        self.block = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 5)
+        self.real = CallLog()
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.real.entries.append((x.device.type,))
+        out: Tensor = self.head(self.block(self.embed(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
+        return out
+
+
 def test_reshape_reaches_the_methods_given_by_name() -> None:
-    class ChannelsLast(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Conv2d(3, 8, 2, stride=2)
-            self.block = nn.Linear(8, 8)
-            self.head = nn.Linear(8, 5)
-
-        def forward(self, x: Tensor) -> Tensor:
-            out: Tensor = self.head(self.block(self.embed(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
-            return out
-
     torch.manual_seed(0)
     model, x = ChannelsLast().eval(), images(4)
     permute = partial(Tensor.permute, dims=(0, 3, 1, 2))
@@ -880,19 +885,6 @@ def test_forward_args_of_the_wrong_type_are_refused_before_any_forward(
 
 
 def test_reshape_presets_reach_the_methods_and_a_bad_one_is_refused_before_any_forward() -> None:
-    class ChannelsLast(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Conv2d(3, 8, 2, stride=2)
-            self.block = nn.Linear(8, 8)
-            self.head = nn.Linear(8, 5)
-            self.real = CallLog()
-
-        def forward(self, x: Tensor) -> Tensor:
-            self.real.entries.append((x.device.type,))
-            out: Tensor = self.head(self.block(self.embed(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
-            return out
-
     torch.manual_seed(0)
     model, x = ChannelsLast().eval(), images(4)
     with pytest.raises(InvalidArgumentError, match="Did you mean 'channels_last'"):
