@@ -161,6 +161,7 @@ def concept_section(
     parts = [
         html.element("h2", title if title is not None else f"Concepts at {result.layer}"),
         html.element("p", summary_line(result)),
+        html.nav(((f"#concept-{i}", f"concept {i}") for i in range(result.n)), separator=" · "),
     ]
     for i in range(result.n):
         figures = []
