@@ -9,17 +9,21 @@ from hypothesis import strategies as st
 from torch import nn
 
 from convlens.core.layouts import Layout
+from convlens.core.tap import LayerTap
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz.objectives import (
     OUTPUT,
     Objective,
     channel,
     class_logit,
+    direction,
+    direction_neuron,
     diversity,
     l1,
     neuron,
     total_variation,
 )
+from helpers import exact
 
 # Hand-made activations: conv (N=2, C=3, 2x3), fc (N=2, 4 units), the model output (N=2, 5 classes).
 CONV = torch.arange(36.0).view(2, 3, 2, 3)
@@ -408,3 +412,237 @@ def test_the_maximizer_refuses_diversity_over_a_channels_last_layer_without_resh
     objective = channel("1", 3, reshape="channels_last") + 0.5 * diversity("1", reshape="channels_last")
     result = ActivationMaximizer(swin_like, objective, input_shape=(2, 6, 6, 3), steps=1).run()
     assert result.values.shape == (2,)
+
+
+# -- direction and direction_neuron (issue 19): Lucid's direction objectives -----------------------
+
+
+def tiny_activations() -> torch.Tensor:
+    """A 1x1 conv with hand-set weights on a known input: activations known by hand.
+
+    Input (1, 2, 1, 2): position 0 holds (1, 2), position 1 holds (0, 4). The conv's three channels
+    are x0, x1 and x0 + x1, so the activation vectors are a0 = (1, 2, 3) and a1 = (0, 4, 4).
+    """
+    conv = nn.Conv2d(2, 3, 1, bias=False)
+    net = nn.Sequential(conv)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]).view(3, 2, 1, 1))
+    x = torch.tensor([[[[1.0, 0.0]], [[2.0, 4.0]]]])
+    acts = LayerTap(net, ["0"]).run(x)["0"]
+    assert acts.flatten(2)[0].T.tolist() == [[1.0, 2.0, 3.0], [0.0, 4.0, 4.0]]
+    return acts
+
+
+def test_direction_is_the_dot_product_averaged_over_positions() -> None:
+    acts = {"conv": tiny_activations()}
+    # a0 . v = 1 - 3 = -2, a1 . v = 0 - 4 = -4: the mean is -3
+    assert direction("conv", [1.0, 0.0, -1.0])(acts, IMAGE).tolist() == [-3.0]
+    # (2, 0, 0): 2 and 0, mean 1; a vector's length scales the value
+    assert direction("conv", torch.tensor([2.0, 0.0, 0.0]))(acts, IMAGE).tolist() == [1.0]
+    # a unit axis is the channel: direction(e_c) == channel(c), on every sample
+    for c in range(3):
+        axis = torch.zeros(3)
+        axis[c] = 1.0
+        torch.testing.assert_close(direction("conv", axis)(ACTS, IMAGE), channel("conv", c)(ACTS, IMAGE))
+    # a layer without positions: the dot product with the whole output
+    assert direction("fc", [1.0, 0.0, 0.0, 0.5])(ACTS, IMAGE).tolist() == [3.0, 4.5]
+
+
+def test_direction_with_cossim_weights_each_position_by_its_floored_cosine() -> None:
+    acts = {"conv": tiny_activations()}
+    # v = (1, 1, 0), |v| = sqrt(2): a0 . v = 3, |a0| = sqrt(14); a1 . v = 4, |a1| = sqrt(32)
+    cos0, cos1 = 3 / math.sqrt(28), 4 / math.sqrt(64)
+    got = direction("conv", [1.0, 1.0, 0.0], cossim_pow=1)(acts, IMAGE)
+    # Lucid adds 1e-4 to both lengths: a relative change of about 1e-4
+    torch.testing.assert_close(got, torch.tensor([(3 * cos0 + 4 * cos1) / 2]), rtol=1e-3, atol=0)
+    got = direction("conv", [1.0, 1.0, 0.0], cossim_pow=2)(acts, IMAGE)
+    torch.testing.assert_close(got, torch.tensor([(3 * cos0**2 + 4 * cos1**2) / 2]), rtol=1e-3, atol=0)
+    # v = (-1, 0, 0): a0 . v = -1 with a negative cosine, floored at 0.1; a1 . v = 0
+    away = direction("conv", [-1.0, 0.0, 0.0], cossim_pow=1)(acts, IMAGE)
+    torch.testing.assert_close(away, torch.tensor([-1 * 0.1 / 2]))
+    away = direction("conv", [-1.0, 0.0, 0.0], cossim_pow=3)(acts, IMAGE)
+    torch.testing.assert_close(away, torch.tensor([-1 * 0.1**3 / 2]))
+    # cossim_pow=0 is the plain dot product
+    assert direction("conv", [1.0, 1.0, 0.0], cossim_pow=0)(acts, IMAGE).tolist() == [3.5]
+
+
+def test_direction_neuron_at_the_centre_and_at_a_position() -> None:
+    v = [1.0, -1.0, 0.5]
+    # CONV[n, c, 1, 1] = 18 n + 6 c + 4: (4, 10, 16) and (22, 28, 34)
+    assert direction_neuron("conv", v)(ACTS, IMAGE).tolist() == [4 - 10 + 8, 22 - 28 + 17]
+    # (0, 2): (2, 8, 14) and (20, 26, 32)
+    assert direction_neuron("conv", v, position=(0, 2))(ACTS, IMAGE).tolist() == [2 - 8 + 7, 20 - 26 + 16]
+    assert direction_neuron("fc", [0.0, 1.0, 0.0, 1.0])(ACTS, IMAGE).tolist() == [2.0, 8.25]
+    # a unit axis at a position is the neuron
+    torch.testing.assert_close(
+        direction_neuron("conv", [0.0, 0.0, 1.0], position=(1, 0))(ACTS, IMAGE),
+        neuron("conv", 2, position=(1, 0))(ACTS, IMAGE),
+    )
+    # with the cosine: the centre of the tiny net's 1x2 grid is position 1, a1 = (0, 4, 4)
+    acts = {"conv": tiny_activations()}
+    got = direction_neuron("conv", [0.0, 1.0, 0.0], cossim_pow=1)(acts, IMAGE)
+    torch.testing.assert_close(got, torch.tensor([4 * (4 / math.sqrt(32))]), rtol=1e-3, atol=0)
+
+
+def test_direction_one_vector_per_image() -> None:
+    bank = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # image 0 channel 0, image 1 channel 2
+    assert direction("conv", bank)(ACTS, IMAGE).tolist() == channel("conv", [0, 2])(ACTS, IMAGE).tolist()
+    assert direction_neuron("conv", bank)(ACTS, IMAGE).tolist() == [4.0, 34.0]
+    # each row is its image's own objective: swapping the rows swaps the values
+    swapped = direction("conv", bank.flip(0))(ACTS, IMAGE).tolist()
+    assert swapped == channel("conv", [2, 0])(ACTS, IMAGE).tolist()
+    # the vector is copied: changing it afterwards changes nothing
+    v = torch.ones(3)
+    obj = direction("conv", v)
+    before = obj(ACTS, IMAGE)
+    v.zero_()
+    assert obj(ACTS, IMAGE).tolist() == before.tolist()
+
+
+def test_direction_composes_like_every_objective() -> None:
+    v = [1.0, 0.0, -1.0]
+    obj = direction("conv", v) - 0.5 * channel("conv", 1) + 2 * direction_neuron("fc", [1.0, 1.0, 0.0, 0.0])
+    expected = (
+        direction("conv", v)(ACTS, IMAGE)
+        - 0.5 * channel("conv", 1)(ACTS, IMAGE)
+        + 2 * direction_neuron("fc", [1.0, 1.0, 0.0, 0.0])(ACTS, IMAGE)
+    )
+    torch.testing.assert_close(obj(ACTS, IMAGE), expected)
+    assert obj.layers == frozenset({"conv", "fc"})
+    assert repr(obj) == (
+        "direction('conv', <vector of 3>) - 0.5 * channel('conv', 1) + 2 * direction_neuron('fc', <vector of 4>)"
+    )
+    total = sum([direction("conv", v), -direction("conv", v) / 4])
+    assert isinstance(total, Objective)
+    torch.testing.assert_close(total(ACTS, IMAGE), 0.75 * direction("conv", v)(ACTS, IMAGE))
+    with pytest.raises(TypeError):
+        direction("conv", v) * direction("conv", v)
+
+
+def test_direction_repr_names_its_options() -> None:
+    assert repr(direction("conv", torch.ones(2, 3), cossim_pow=1)) == (
+        "direction('conv', <2 vectors of 3>, cossim_pow=1)"
+    )
+    assert repr(
+        direction_neuron("s", [1.0, 2.0], position=(0, 1), cossim_pow=0.5, reshape="channels_last")
+    ) == ("direction_neuron('s', <vector of 2>, position=(0, 1), cossim_pow=0.5, reshape='channels_last')")
+    assert (
+        repr(direction_neuron("seq", [1.0], position=3))
+        == "direction_neuron('seq', <vector of 1>, position=3)"
+    )
+
+
+def test_direction_reads_a_channels_last_layer_through_reshape() -> None:
+    v = torch.tensor([0.5, -1.0, 2.0])
+    torch.testing.assert_close(
+        direction("s", v, reshape="channels_last", cossim_pow=1)({"s": NHWC}, IMAGE),
+        direction("conv", v, cossim_pow=1)(ACTS, IMAGE),
+    )
+    torch.testing.assert_close(
+        direction_neuron("s", v, position=(1, 2), reshape="channels_last")({"s": NHWC}, IMAGE),
+        direction_neuron("conv", v, position=(1, 2))(ACTS, IMAGE),
+    )
+    assert dict(direction("s", v, reshape="channels_last").layouts) == {"s": Layout(reshape="channels_last")}
+    with pytest.raises(
+        InvalidArgumentError,
+        match=exact(
+            "direction's vector has 3 values, but layer 's' has 96 channels after reshape='channels_last': "
+            "give one value per channel."
+        ),
+    ):
+        direction("s", v, reshape="channels_last").validate({"s": (1, 7, 7, 96)})
+
+
+def test_direction_gradient_is_finite_where_the_layer_is_silent() -> None:
+    # a ReLU layer's dead positions have |a| = 0: the cosine's gradient must not be nan there
+    acts = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    value = direction("conv", [1.0, 2.0, 3.0], cossim_pow=1)({"conv": acts}, IMAGE)
+    (grad,) = torch.autograd.grad(value.sum(), [acts])
+    assert torch.isfinite(grad).all()
+    # at a = 0 the cosine sits on its floor: d/da (a . v * 0.1) = 0.1 v, over 4 positions
+    torch.testing.assert_close(grad[0, :, 0, 0], torch.tensor([1.0, 2.0, 3.0]) * 0.1 / 4)
+
+
+def test_direction_errors_when_built() -> None:
+    with pytest.raises(
+        InvalidArgumentError, match=r"shape \(C,\).*or \(B, C\).*got torch.float32 of shape \(2, 2, 2\)"
+    ):
+        direction("conv", torch.ones(2, 2, 2))
+    with pytest.raises(InvalidArgumentError, match=r"got torch.float32 of shape \(0,\)"):
+        direction("conv", torch.ones(0))
+    with pytest.raises(InvalidArgumentError, match=r"direction's vector is all zeros: it points nowhere"):
+        direction("conv", [0.0, 0.0])
+    with pytest.raises(InvalidArgumentError, match=r"direction_neuron's vector is all zeros \(rows \[1\]\)"):
+        direction_neuron("conv", torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(InvalidArgumentError, match="must be finite"):
+        direction("conv", [1.0, float("nan")])
+    with pytest.raises(InvalidTypeError, match=r"direction needs a vector of numbers.*got str"):
+        direction("conv", "up")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=exact("cossim_pow must be a finite number >= 0; got -1.")):
+        direction("conv", [1.0], cossim_pow=-1)
+    with pytest.raises(InvalidTypeError, match="qualified name"):
+        direction(nn.ReLU(), [1.0])  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match=r"position must hold ints >= 0; got \(-1, 0\)"):
+        direction_neuron("conv", [1.0], position=(-1, 0))
+    with pytest.raises(InvalidTypeError, match="position must be an int or a tuple of ints"):
+        direction_neuron("conv", [1.0], position=1.5)  # type: ignore[arg-type]
+    # an integer vector (a one-hot of ints) is read as float
+    assert direction("conv", torch.tensor([0, 1, 0]))(ACTS, IMAGE).tolist() == [8.5, 26.5]
+
+
+def test_direction_errors_against_the_layer() -> None:
+    shapes = {"features.3": (6, 16, 8, 8), "classifier.0": (6, 64)}
+    direction("features.3", torch.ones(16)).validate(shapes)
+    direction("features.3", torch.ones(6, 16)).validate(shapes)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=exact(
+            "direction's vector has 10 values, but layer 'features.3' has 16 channels: give one value per channel."
+        ),
+    ):
+        direction("features.3", torch.ones(10)).validate(shapes)
+    with pytest.raises(
+        InvalidArgumentError, match=r"but layer 'classifier\.0' has 64 units: give one value per unit"
+    ):
+        direction_neuron("classifier.0", torch.ones(16)).validate(shapes)
+    with pytest.raises(
+        InvalidArgumentError,
+        match=exact(
+            "direction's vector holds 4 directions, one per image, for a batch of 6: give one row per image, "
+            "or one (16,) vector for every image."
+        ),
+    ):
+        direction("features.3", torch.ones(4, 16)).validate(shapes)
+    with pytest.raises(InvalidArgumentError, match=r"position \(8, 0\) is outside the \(8, 8\) feature map"):
+        direction_neuron("features.3", torch.ones(16), position=(8, 0)).validate(shapes)
+    with pytest.raises(InvalidArgumentError, match="without positions; leave position=None"):
+        direction_neuron("classifier.0", torch.ones(64), position=(0, 0)).validate(shapes)
+    # the same checks when the objective runs on activations it was not validated against
+    with pytest.raises(InvalidArgumentError, match="holds 3 directions, one per image, for a batch of 2"):
+        direction("conv", torch.ones(3, 3))(ACTS, IMAGE)
+    with pytest.raises(InvalidArgumentError, match="has 2 values, but layer 'conv' has 3 channels"):
+        direction_neuron("conv", [1.0, 1.0])(ACTS, IMAGE)
+    with pytest.raises(InvalidArgumentError, match="layer 'fc' has no positions; leave position=None"):
+        direction_neuron("fc", torch.ones(4), position=(0, 0))(ACTS, IMAGE)
+
+
+def test_the_maximizer_checks_a_direction_before_any_work() -> None:
+    from convlens.featureviz.maximize import ActivationMaximizer
+
+    real: list[bool] = []
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    net.register_forward_pre_hook(lambda module, args: real.append(not args[0].is_meta))
+    with pytest.raises(InvalidArgumentError, match="vector has 5 values, but layer '1' has 8 channels"):
+        ActivationMaximizer(net, direction("1", torch.ones(5)), input_shape=(1, 3, 8, 8), steps=1)
+    with pytest.raises(InvalidArgumentError, match="holds 3 directions, one per image, for a batch of 2"):
+        ActivationMaximizer(net, direction("1", torch.ones(3, 8)), input_shape=(2, 3, 8, 8), steps=1)
+    with pytest.raises(InvalidArgumentError, match=r"position \(6, 6\) is outside the \(6, 6\) feature map"):
+        ActivationMaximizer(
+            net, direction_neuron("1", torch.ones(8), position=(6, 6)), input_shape=(1, 3, 8, 8)
+        )
+    assert not any(real)  # nothing ran on real tensors (a probe on the meta device may)
+    result = ActivationMaximizer(
+        net, direction("1", torch.rand(2, 8), cossim_pow=1), input_shape=(2, 3, 8, 8), steps=8, lr=0.1
+    ).run()
+    assert result.values.shape == (2,)
+    assert result.history[-1] > result.history[0]

@@ -8,13 +8,15 @@ combine linearly, ``channel("features.10", 5) - 1e-3 * l1()`` or
 ``0.5 * neuron("classifier.4", 7) + class_logit(3)``, and ``sum(objs)``
 works. Every objective knows the layers it reads (:attr:`Objective.layers`),
 so the maximizer taps only those and stops the forward after the last one.
+The type and its algebra live in :mod:`convlens.featureviz.algebra`; this module
+holds the leaves and re-exports :class:`Objective` and :data:`OUTPUT`.
 
 Objectives do not know the model: layer names and indices are checked
 against it when an :class:`~convlens.featureviz.maximize.ActivationMaximizer` (or a
 :class:`~convlens.featureviz.neurons.NeuronVisualizer`) is built, before any work.
 
-The objectives that read channels (:func:`channel`, :func:`neuron`, :func:`diversity`) take ``reshape=``, the same
-spelling as the CAM family (:mod:`convlens.core.layouts`): ``"channels_last"`` for a Swin or
+The objectives that read channels (:func:`channel`, :func:`neuron`, :func:`direction`,
+:func:`direction_neuron`, :func:`diversity`) take ``reshape=``, the same spelling as the CAM family (:mod:`convlens.core.layouts`): ``"channels_last"`` for a Swin or
 ConvNeXt stage's ``(N, H, W, C)``, ``"vit"`` for tokens, a callable, or
 :class:`~convlens.Layout` ``(part=...)`` to read another tensor of a layer that returns several
 (the first is read unless ``reshape=Layout(part=...)`` says otherwise). Channels are counted after
@@ -38,272 +40,32 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass, field
-from numbers import Real
-from types import MappingProxyType
+from collections.abc import Sequence
 from typing import Final
 
 import torch
 from torch import Tensor
 
-from convlens.core.checks import check_indices
+from convlens.core.checks import check_indices, check_real
 from convlens.core.layouts import Layout, ReshapeSpec, as_layout
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
+from convlens.featureviz.algebra import OUTPUT, Activations, Check, Objective, Shapes
 
 __all__ = [
     "OUTPUT",
     "Objective",
     "channel",
     "class_logit",
+    "direction",
+    "direction_neuron",
     "diversity",
     "l1",
     "neuron",
     "total_variation",
 ]
 
-#: The key of the model's output among the activations an objective reads.
-#: It is the root module's qualified name in ``named_modules()`` (the empty
-#: string), so it cannot clash with any layer's name.
-OUTPUT: Final = ""
-
-#: ``{layer name or OUTPUT: tensor}`` recorded by one forward.
-Activations = Mapping[str, Tensor]
-#: ``{layer name or OUTPUT: output shape}`` from a shape-only pass, for :meth:`Objective.validate`.
-Shapes = Mapping[str, tuple[int, ...]]
-ObjectiveFn = Callable[[Activations, Tensor], Tensor]
-Check = Callable[[Shapes], None]
 #: One index for every sample, or one index per sample (a sequence or 1-D integer tensor).
 Index = int | Sequence[int] | Tensor
-
-
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
-class Objective:
-    """A function of one forward's activations and the image, one value per sample; higher is better.
-
-    Build objectives with :func:`channel`, :func:`neuron`, :func:`class_logit`,
-    :func:`l1` and :func:`total_variation`, and combine them with ``+``, ``-``,
-    unary ``-``, and ``*`` or ``/`` by a real number. Adding ``0`` gives the
-    objective back (so ``sum(objectives)`` works); any other operand makes the
-    operator return ``NotImplemented`` (Python then raises ``TypeError``).
-    Every combination is a weighted sum of leaf objectives, kept in
-    :attr:`terms` and shown by ``repr``.
-
-    Args:
-        fn: ``fn(activations, image) -> (N,)``. ``activations`` maps each name
-            in ``layers`` to that layer's output (the model's output under
-            :data:`OUTPUT`); ``image`` is the image being optimized, before
-            any random augmentation, ``(N, C, ...)``.
-        name: What ``repr`` shows, e.g. ``"mean_red()"``.
-        layers: The qualified layer names (``"features.10"``, ``"relu#1"``)
-            that ``fn`` reads; :data:`OUTPUT` here stands for the model's
-            output and is kept apart, in :attr:`reads_output`.
-        reads_output: Whether ``fn`` reads the model's output (set for you
-            when ``layers`` holds :data:`OUTPUT`).
-        checks: Functions that validate the objective against the layers'
-            output shapes (``{name: shape}``) and raise
-            :class:`~convlens.errors.InvalidArgumentError` when it cannot apply.
-        terms: ``((weight, leaf), ...)`` for a combination; empty for a leaf.
-        layouts: ``{layer: Layout}`` for the layers whose channels ``fn`` reads: which tensor of
-            the layer's output the forward hands to ``fn`` (``activations[layer]``, the first
-            unless ``Layout(part=...)``) and how ``fn`` reshapes it to ``(N, C, *spatial)``. A
-            layer read without a reshape is checked not to look channels last. A combination
-            reads each layer through one layout.
-
-    Raises:
-        InvalidTypeError: ``fn`` not callable, ``name`` not a string, or a
-            layer name that is not a string.
-        InvalidArgumentError: A combination that reads one layer through two layouts.
-
-    Example:
-        >>> import torch
-        >>> red = Objective(lambda acts, image: image[:, 0].flatten(1).mean(1), name="mean_red()")
-        >>> obj = -red / 2 + neuron("fc", 1)
-        >>> obj, sorted(obj.layers)
-        (-0.5 * mean_red() + neuron('fc', 1), ['fc'])
-        >>> obj({"fc": torch.tensor([[0.0, 4.0]])}, torch.ones(1, 3, 2, 2)).tolist()
-        [3.5]
-        >>> neuron("fc", 1) * neuron("fc", 2)
-        Traceback (most recent call last):
-        ...
-        TypeError: unsupported operand type(s) for *: 'Objective' and 'Objective'
-    """
-
-    fn: ObjectiveFn
-    _: KW_ONLY
-    name: str
-    layers: frozenset[str] = frozenset()
-    reads_output: bool = False
-    checks: tuple[Check, ...] = ()
-    terms: tuple[tuple[float, Objective], ...] = field(default=())
-    layouts: Mapping[str, Layout] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not callable(self.fn):
-            raise InvalidTypeError(f"fn must be callable; got {type(self.fn).__name__}.")
-        if not isinstance(self.name, str):
-            raise InvalidTypeError(f"name must be a string; got {type(self.name).__name__}.")
-        layers = frozenset(self.layers)
-        for layer in layers:
-            if not isinstance(layer, str):
-                raise InvalidTypeError(f"layers must be qualified names (str); got {layer!r}.")
-        object.__setattr__(self, "layers", layers - {OUTPUT})
-        object.__setattr__(self, "reads_output", bool(self.reads_output) or OUTPUT in layers)
-        object.__setattr__(self, "checks", tuple(self.checks))
-        layouts = dict(self.layouts)
-        for layer, layout in layouts.items():
-            if layer not in self.layers or not isinstance(layout, Layout):
-                raise InvalidTypeError(
-                    f"layouts must map layers the objective reads to convlens.Layout; got {layer!r}: {layout!r}."
-                )
-        object.__setattr__(self, "layouts", MappingProxyType(layouts))
-
-    def __call__(self, activations: Activations, image: Tensor) -> Tensor:
-        """Evaluate the objective: one value per sample, shape ``(N,)``."""
-        return self.fn(activations, image)
-
-    def validate(self, shapes: Shapes) -> None:
-        """Check the objective against the output shapes of the layers it reads.
-
-        ``shapes[layer]`` is the shape of the tensor the forward hands over (the one the layer's
-        layout picks); checks of a reshaping objective reshape it themselves.
-
-        Raises:
-            InvalidArgumentError: An index out of range for its layer, a
-                position outside the feature map, a per-sample index list of the
-                wrong length, or a layer output of the wrong rank.
-
-        Example:
-            >>> channel("features.10", 300).validate({"features.10": (1, 256, 13, 13)})
-            Traceback (most recent call last):
-            ...
-            convlens.errors.InvalidArgumentError: channel 300 is out of range: layer 'features.10' has 256 channels (0 to 255).
-        """
-        for check in self.checks:
-            check(shapes)
-
-    def __repr__(self) -> str:
-        return _render(self._weighted())
-
-    # -- the algebra ------------------------------------------------------------------
-
-    def _weighted(self) -> tuple[tuple[float, Objective], ...]:
-        return self.terms or ((1.0, self),)
-
-    def __add__(self, other: object) -> Objective:
-        if _is_zero(other):
-            return self
-        if not isinstance(other, Objective):
-            return NotImplemented
-        return _combine((*self._weighted(), *other._weighted()))
-
-    def __radd__(self, other: object) -> Objective:
-        if _is_zero(other):
-            return self
-        if not isinstance(other, Objective):
-            return NotImplemented
-        return _combine((*other._weighted(), *self._weighted()))
-
-    def __sub__(self, other: object) -> Objective:
-        if _is_zero(other):
-            return self
-        if not isinstance(other, Objective):
-            return NotImplemented
-        return self + (-other)
-
-    def __neg__(self) -> Objective:
-        return _combine(tuple((-w, leaf) for w, leaf in self._weighted()))
-
-    def __mul__(self, other: object) -> Objective:
-        if not _is_scalar(other):
-            return NotImplemented
-        factor = _finite(other, "multiply")
-        return _combine(tuple((w * factor, leaf) for w, leaf in self._weighted()))
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other: object) -> Objective:
-        if not _is_scalar(other):
-            return NotImplemented
-        divisor = _finite(other, "divide")
-        if divisor == 0:
-            raise InvalidArgumentError(f"cannot divide the objective {self!r} by zero.")
-        return _combine(tuple((w / divisor, leaf) for w, leaf in self._weighted()))
-
-
-def _is_scalar(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
-def _is_zero(value: object) -> bool:
-    return _is_scalar(value) and value == 0
-
-
-def _finite(value: object, verb: str) -> float:
-    number = float(value)  # type: ignore[arg-type]
-    if not math.isfinite(number):
-        raise InvalidArgumentError(f"cannot {verb} an objective by {number}; use a finite number.")
-    return number
-
-
-def _combine(terms: tuple[tuple[float, Objective], ...]) -> Objective:
-    """The weighted sum of leaf objectives."""
-
-    def fn(activations: Activations, image: Tensor) -> Tensor:
-        values = [
-            value if weight == 1 else value * weight
-            for weight, leaf in terms
-            for value in [leaf.fn(activations, image)]
-        ]
-        total = values[0]
-        for value in values[1:]:
-            total = total + value
-        return total
-
-    layouts: dict[str, Layout] = {}
-    for _, leaf in terms:
-        for layer, layout in leaf.layouts.items():
-            if layouts.setdefault(layer, layout) != layout:
-                raise InvalidArgumentError(
-                    f"an objective reads each layer through one layout; {_render(terms)} reads {layer!r} "
-                    f"two ways: {layouts[layer].describe()}, and {layout.describe()}. Give each term the "
-                    "same reshape=."
-                )
-    return Objective(
-        fn,
-        name=_render(terms),
-        layers=frozenset().union(*(leaf.layers for _, leaf in terms)),
-        reads_output=any(leaf.reads_output for _, leaf in terms),
-        checks=tuple(check for _, leaf in terms for check in leaf.checks),
-        terms=terms,
-        layouts=layouts,
-    )
-
-
-def _number(value: float) -> str:
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-def _compound(name: str) -> bool:
-    """Whether a leaf's name needs parentheses next to a weight (``"a + b"``, ``"-a"``)."""
-    return name.startswith("-") or " + " in name or " - " in name
-
-
-def _render(terms: tuple[tuple[float, Objective], ...]) -> str:
-    parts: list[str] = []
-    for i, (weight, leaf) in enumerate(terms):
-        name = f"({leaf.name})" if _compound(leaf.name) else leaf.name
-        magnitude = abs(weight)
-        body = name if magnitude == 1 else f"{_number(magnitude)} * {name}"
-        negative = weight < 0 or (weight == 0 and math.copysign(1.0, weight) < 0)
-        if i == 0:
-            parts.append(f"-{body}" if negative else body)
-        else:
-            parts.append(f"{'-' if negative else '+'} {body}")
-    return " ".join(parts)
 
 
 # -- leaves ----------------------------------------------------------------------
@@ -474,9 +236,69 @@ def _layout_repr(layout: Layout) -> str:
     return f", reshape={layout.reshape!r}" if isinstance(layout.reshape, str) else ", reshape=<callable>"
 
 
-def neuron(
-    layer: str, index: Index, *, position: int | Sequence[int] | None = None, reshape: ReshapeSpec = None
-) -> Objective:
+#: Where in a layer's grid a neuron sits: ``(row, col)`` for 2-D maps, an int for 1-D; None: the centre.
+Position = int | Sequence[int] | None
+
+
+def _check_position(position: object) -> tuple[int, ...] | None:
+    """``position`` as a tuple of ints >= 0; None stays None (the centre, found when the shape is known)."""
+    if position is None:
+        return None
+    if isinstance(position, bool) or not isinstance(position, int | Sequence):
+        raise InvalidTypeError(f"position must be an int or a tuple of ints; got {position!r}.")
+    pos = (position,) if isinstance(position, int) else tuple(position)
+    if not pos or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pos):
+        raise InvalidArgumentError(f"position must hold ints >= 0; got {position!r}.")
+    return pos
+
+
+def _spot(spatial: Sequence[int], pos: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The position in a grid of size ``spatial``: ``pos``, or the centre ``size // 2`` along each dimension."""
+    return tuple(s // 2 for s in spatial) if pos is None else pos
+
+
+def _at(acts: Tensor, layer: str, pos: tuple[int, ...] | None) -> Tensor:
+    """``(N, C, *spatial)`` at one position (the centre by default) as ``(N, C)``; ``(N, C)`` as it is."""
+    if acts.dim() == 2:
+        if pos is not None:
+            raise InvalidArgumentError(f"layer {layer!r} has no positions; leave position=None.")
+        return acts
+    spot = _spot(acts.shape[2:], pos)
+    if len(spot) != acts.dim() - 2:
+        raise InvalidArgumentError(
+            f"position {spot} has {len(spot)} entries; layer {layer!r} has {acts.dim() - 2} spatial dimensions."
+        )
+    key: tuple[slice | int, ...] = (slice(None), slice(None), *spot)
+    return acts[key]
+
+
+def _position_check(layer: str, pos: tuple[int, ...] | None, layout: Layout) -> Check:
+    """Check the position against the layer's grid, after the layout's reshape."""
+
+    def check(shapes: Shapes) -> None:
+        shape = reshaped_shape(shapes[layer], layout) if layer in shapes else None
+        if shape is None or len(shape) < 3:
+            if shape is not None and pos is not None:
+                raise InvalidArgumentError(
+                    f"layer {layer!r} gives {shape}, without positions; leave position=None."
+                )
+            return
+        spatial = shape[2:]
+        spot = _spot(spatial, pos)
+        if len(spot) != len(spatial) or any(p >= s for p, s in zip(spot, spatial, strict=False)):
+            raise InvalidArgumentError(
+                f"position {spot} is outside the {tuple(spatial)} feature map of layer {layer!r}."
+            )
+
+    return check
+
+
+def _position_repr(position: Position, pos: tuple[int, ...] | None) -> str:
+    """``", position=..."`` as it was given; empty for the centre."""
+    return "" if pos is None else f", position={pos[0] if isinstance(position, int) else pos}"
+
+
+def neuron(layer: str, index: Index, *, position: Position = None, reshape: ReshapeSpec = None) -> Objective:
     """One unit: unit ``index`` of a Linear layer, or channel ``index`` at one position of a conv layer.
 
     Args:
@@ -508,56 +330,242 @@ def neuron(
     layer = _check_layer(layer)
     idx = _check_index("neuron", index)
     layout = as_layout(reshape)
-    pos: tuple[int, ...] | None = None
-    if position is not None:
-        if isinstance(position, bool) or not isinstance(position, int | Sequence):
-            raise InvalidTypeError(f"position must be an int or a tuple of ints; got {position!r}.")
-        pos = (position,) if isinstance(position, int) else tuple(position)
-        if not pos or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pos):
-            raise InvalidArgumentError(f"position must hold ints >= 0; got {position!r}.")
-
-    def where(shape: Sequence[int]) -> tuple[int, ...]:
-        return tuple(s // 2 for s in shape) if pos is None else pos
+    pos = _check_position(position)
 
     def fn(activations: Activations, image: Tensor) -> Tensor:
-        picked = _pick(_read(activations, layer, layout), idx, "neuron")
-        if picked.dim() == 1:
-            if pos is not None:
-                raise InvalidArgumentError(f"layer {layer!r} has no positions; leave position=None.")
-            return picked
-        spot = where(picked.shape[1:])
-        if len(spot) != picked.dim() - 1:
-            raise InvalidArgumentError(
-                f"position {spot} has {len(spot)} entries; layer {layer!r} has {picked.dim() - 1} "
-                "spatial dimensions."
-            )
-        key: tuple[slice | int, ...] = (slice(None), *spot)
-        return picked[key]
+        return _pick(_at(_read(activations, layer, layout), layer, pos), idx, "neuron")
 
-    index_check = _index_check(layer, idx, "neuron", layout=layout)
-
-    def check(shapes: Shapes) -> None:
-        index_check(shapes)
-        shape = reshaped_shape(shapes[layer], layout) if layer in shapes else None
-        if shape is None or len(shape) < 3:
-            if shape is not None and pos is not None:
-                raise InvalidArgumentError(
-                    f"layer {layer!r} gives {shape}, without positions; leave position=None."
-                )
-            return
-        spatial = shape[2:]
-        spot = where(spatial)
-        if len(spot) != len(spatial) or any(p >= s for p, s in zip(spot, spatial, strict=False)):
-            raise InvalidArgumentError(
-                f"position {spot} is outside the {tuple(spatial)} feature map of layer {layer!r}."
-            )
-
-    suffix = "" if pos is None else f", position={pos[0] if isinstance(position, int) else pos}"
     return Objective(
         fn,
-        name=f"neuron({layer!r}, {_index_repr(idx)}{suffix}{_layout_repr(layout)})",
+        name=f"neuron({layer!r}, {_index_repr(idx)}{_position_repr(position, pos)}{_layout_repr(layout)})",
         layers=frozenset({layer}),
-        checks=(check,),
+        checks=(_index_check(layer, idx, "neuron", layout=layout), _position_check(layer, pos, layout)),
+        layouts={layer: layout},
+    )
+
+
+# -- directions in a layer's channel space (Lucid's direction, direction_neuron) -----------------
+
+#: Lucid's ``_dot_cossim``: the epsilon added to both lengths in the cosine, and the floor under it.
+_COSSIM_EPS: Final = 1e-4
+_COSSIM_FLOOR: Final = 0.1
+
+
+def _check_vector(vector: object, what: str) -> Tensor:
+    """A direction ``(C,)`` or one per image ``(B, C)``: real, finite, no row all zeros; a detached float copy."""
+    if not isinstance(vector, Tensor):
+        try:
+            vector = torch.as_tensor(vector, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise InvalidTypeError(
+                f"{what} needs a vector of numbers, shape (C,) or (B, C); got {type(vector).__name__}."
+            ) from err
+    if vector.is_complex() or vector.dim() not in (1, 2) or 0 in vector.shape:
+        raise InvalidArgumentError(
+            f"{what} needs a real vector of shape (C,), one direction for every image, or (B, C), one "
+            f"per image; got {vector.dtype} of shape {tuple(vector.shape)}."
+        )
+    vector = vector.detach().to(torch.promote_types(vector.dtype, torch.float32)).clone()
+    if not bool(torch.isfinite(vector).all()):
+        raise InvalidArgumentError(f"{what}'s vector must be finite; it holds nan or inf.")
+    zero = (vector == 0).all(dim=-1).reshape(-1).nonzero().flatten().tolist()
+    if zero:
+        rows = "" if vector.dim() == 1 else f" (rows {zero})"
+        raise InvalidArgumentError(f"{what}'s vector is all zeros{rows}: it points nowhere.")
+    return vector
+
+
+def _vector_fits(what: str, layer: str, vector: Tensor, shape: tuple[int, ...], after: str = "") -> None:
+    """The vector against the layer's ``(N, C, ...)`` shape: one value per channel, one row per image."""
+    where = "the model output" if layer == OUTPUT else f"layer {layer!r}"
+    if len(shape) < 2:
+        raise InvalidArgumentError(
+            f"{what} needs an output of shape (N, channels, ...); {where} gives {shape}{after}."
+        )
+    word = "unit" if len(shape) == 2 else "channel"
+    if vector.shape[-1] != shape[1]:
+        raise InvalidArgumentError(
+            f"{what}'s vector has {vector.shape[-1]} values, but {where} has {shape[1]} {word}s{after}: "
+            f"give one value per {word}."
+        )
+    if vector.dim() == 2 and vector.shape[0] != shape[0]:
+        raise InvalidArgumentError(
+            f"{what}'s vector holds {vector.shape[0]} directions, one per image, for a batch of {shape[0]}: "
+            f"give one row per image, or one ({shape[1]},) vector for every image."
+        )
+
+
+def _vector_check(what: str, layer: str, vector: Tensor, layout: Layout) -> Check:
+    after = f" after {layout.describe()}" if layout.reshapes else ""
+
+    def check(shapes: Shapes) -> None:
+        shape = reshaped_shape(shapes[layer], layout) if layer in shapes else None
+        if shape is not None:
+            _vector_fits(what, layer, vector, shape, after)
+
+    return check
+
+
+def _dot_cossim(acts: Tensor, vector: Tensor, cossim_pow: float) -> Tensor:
+    """Per sample, the mean over positions of ``a . v``, times ``max(0.1, cos(a, v)) ** cossim_pow``.
+
+    ``acts`` is ``(N, C, P)`` (P positions), ``vector`` ``(C,)`` or ``(N, C)``; float32 at least.
+    """
+    work = torch.promote_types(acts.dtype, torch.float32)
+    acts = acts.to(work)
+    v = vector.to(device=acts.device, dtype=work).expand(acts.shape[0], -1)
+    dot = torch.einsum("ncp,nc->np", acts, v)
+    if cossim_pow == 0:
+        return dot.mean(1)
+    lengths = (_COSSIM_EPS + acts.norm(dim=1)) * (_COSSIM_EPS + v.norm(dim=1, keepdim=True))
+    weight: Tensor = (dot / lengths).clamp_min(_COSSIM_FLOOR).pow(cossim_pow)
+    return (dot * weight).mean(1)
+
+
+def _direction_name(
+    what: str, layer: str, vector: Tensor, *, position: str, power: float, layout: Layout
+) -> str:
+    """``what('layer', <vector of C>, position=..., cossim_pow=..., reshape=...)``, the options as given."""
+    size = vector.shape[-1]
+    shown = f"<vector of {size}>" if vector.dim() == 1 else f"<{vector.shape[0]} vectors of {size}>"
+    cossim = f", cossim_pow={power:g}" if power else ""
+    return f"{what}({layer!r}, {shown}{position}{cossim}{_layout_repr(layout)})"
+
+
+def direction(
+    layer: str, vector: Tensor | Sequence[float], *, cossim_pow: float = 0.0, reshape: ReshapeSpec = None
+) -> Objective:
+    """A direction in the layer's channel space: ``a . v`` at every position, averaged (Lucid's ``direction``).
+
+    A channel is a direction along one axis (``channel(layer, c)`` is ``direction(layer, e_c)``); a
+    concept (a row of :attr:`convlens.ConceptsResult.bank`) or any mix of channels is another.
+    Per sample, the value is the mean over the layer's positions of the dot product of the
+    activation vector ``a`` (``C`` values at one position) with ``vector``; it scales with the
+    vector's length. With ``cossim_pow > 0`` each position's dot product is weighted by
+    ``max(0.1, cos(a, v)) ** cossim_pow`` (Lucid's ``_dot_cossim``, the cosine computed as
+    ``a . v / ((1e-4 + |a|) (1e-4 + |v|))``): an image then gains by pointing the activations *along*
+    the direction, not only by making them large; Lucid's building-blocks notebook draws neuron
+    groups this way (with ``cossim_pow=1``).
+
+    Args:
+        layer: Qualified name of the layer (``"features.3"``, ``"layer4.1.relu#1"``).
+        vector: ``(C,)``, the direction for every image, or ``(B, C)``, row ``b`` for image ``b``
+            of a batch of ``B`` (a bank of concepts drawn at once); a tensor, a NumPy array or a
+            list of numbers. Copied; its device and dtype follow the layer's when it is read.
+        cossim_pow: The power of the floored cosine; 0: the plain dot product.
+        reshape: How the layer's output becomes ``(N, C, *spatial)``, as for :func:`channel`;
+            ``C`` is counted after the reshape.
+
+    Returns:
+        The objective; per sample ``n``, ``mean over positions p of a[n, :, p] . v[n]``
+        (times the floored cosine to the power ``cossim_pow``), float32 at least.
+
+    Raises:
+        InvalidArgumentError: A vector that is not ``(C,)`` or ``(B, C)``, not finite, or all zeros
+            (a row of zeros); a negative ``cossim_pow``; an unknown ``reshape`` preset. Against the
+            model (when a maximizer is built, or at the first evaluation): a vector whose length is
+            not the layer's number of channels, or whose ``B`` is not the batch (both sizes named).
+        InvalidTypeError: A vector that is not numbers; a ``layer`` that is not a name.
+
+    Example:
+        >>> import torch
+        >>> acts = {"conv": torch.tensor([[[[1.0, 0.0]], [[2.0, 4.0]]]])}  # (1, 2, 1, 2): a = (1, 2), (0, 4)
+        >>> direction("conv", [1.0, 1.0])(acts, torch.zeros(1)).tolist()  # (3 + 4) / 2
+        [3.5]
+        >>> direction("conv", torch.eye(2), cossim_pow=1)
+        direction('conv', <2 vectors of 2>, cossim_pow=1)
+        >>> direction("conv", [1.0, 0.0, 0.0]).validate({"conv": (1, 2, 1, 2)})
+        Traceback (most recent call last):
+        ...
+        convlens.errors.InvalidArgumentError: direction's vector has 3 values, but layer 'conv' has 2 channels: give one value per channel.
+
+    References:
+        Lucid, ``lucid/optvis/objectives.py``: ``direction``, ``direction_neuron`` and
+        ``_dot_cossim``. https://github.com/tensorflow/lucid/blob/master/lucid/optvis/objectives.py
+        Olah et al., "The Building Blocks of Interpretability", Distill 2018 (neuron groups).
+        https://distill.pub/2018/building-blocks/
+    """
+    layer = _check_layer(layer)
+    vec = _check_vector(vector, "direction")
+    power = check_real("cossim_pow", cossim_pow, positive=False)
+    layout = as_layout(reshape)
+
+    def fn(activations: Activations, image: Tensor) -> Tensor:
+        acts = _read(activations, layer, layout)
+        _vector_fits("direction", layer, vec, tuple(acts.shape))
+        return _dot_cossim(acts.flatten(2) if acts.dim() > 2 else acts.unsqueeze(-1), vec, power)
+
+    return Objective(
+        fn,
+        name=_direction_name("direction", layer, vec, position="", power=power, layout=layout),
+        layers=frozenset({layer}),
+        checks=(_vector_check("direction", layer, vec, layout),),
+        layouts={layer: layout},
+    )
+
+
+def direction_neuron(
+    layer: str,
+    vector: Tensor | Sequence[float],
+    *,
+    position: Position = None,
+    cossim_pow: float = 0.0,
+    reshape: ReshapeSpec = None,
+) -> Objective:
+    """A direction at one position of the layer's grid (Lucid's ``direction_neuron``).
+
+    :func:`direction` at a single position, as :func:`neuron` is :func:`channel` at one: per sample,
+    ``a . v`` for the activation vector ``a`` at ``position`` (the centre by default), times
+    ``max(0.1, cos(a, v)) ** cossim_pow`` when ``cossim_pow > 0``. For a layer without positions
+    (a Linear layer's ``(N, F)``) it is the dot product with the whole output.
+
+    Args:
+        layer: Qualified name of the layer.
+        vector: ``(C,)`` or ``(B, C)``, as for :func:`direction`.
+        position: As for :func:`neuron`: ``(row, col)`` for 2-D maps, an int for 1-D; None: the
+            centre, ``size // 2`` along each dimension; must be None for a layer without positions.
+        cossim_pow: The power of the floored cosine; 0: the plain dot product.
+        reshape: As for :func:`channel` (positions are then in the reshaped grid).
+
+    Returns:
+        The objective; per sample ``n``, ``a[n, :, row, col] . v[n]`` (times the floored cosine to
+        the power ``cossim_pow``).
+
+    Raises:
+        InvalidArgumentError: As :func:`direction`, and a negative position entry; against the model,
+            a position outside the layer's grid, or a position for a layer without one.
+        InvalidTypeError: As :func:`direction`, and a position that is not ints.
+
+    Example:
+        >>> import torch
+        >>> acts = {"conv": torch.arange(18.0).view(1, 2, 3, 3)}  # the centre holds (4, 13)
+        >>> direction_neuron("conv", [1.0, -1.0])(acts, torch.zeros(1)).tolist()
+        [-9.0]
+        >>> direction_neuron("conv", [0.0, 2.0], position=(0, 1))
+        direction_neuron('conv', <vector of 2>, position=(0, 1))
+
+    References:
+        Lucid, ``lucid/optvis/objectives.py``: ``direction_neuron``.
+        https://github.com/tensorflow/lucid/blob/master/lucid/optvis/objectives.py
+    """
+    layer = _check_layer(layer)
+    vec = _check_vector(vector, "direction_neuron")
+    pos = _check_position(position)
+    power = check_real("cossim_pow", cossim_pow, positive=False)
+    layout = as_layout(reshape)
+
+    def fn(activations: Activations, image: Tensor) -> Tensor:
+        acts = _read(activations, layer, layout)
+        _vector_fits("direction_neuron", layer, vec, tuple(acts.shape))
+        return _dot_cossim(_at(acts, layer, pos).unsqueeze(-1), vec, power)
+
+    return Objective(
+        fn,
+        name=_direction_name(
+            "direction_neuron", layer, vec, position=_position_repr(position, pos), power=power, layout=layout
+        ),
+        layers=frozenset({layer}),
+        checks=(_vector_check("direction_neuron", layer, vec, layout), _position_check(layer, pos, layout)),
         layouts={layer: layout},
     )
 
