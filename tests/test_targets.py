@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 import convlens as cl
-from convlens.attribution.targets import (
+from convlens.core.targets import (
     callable_scores,
     check_target,
     class_scores,

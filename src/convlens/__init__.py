@@ -25,7 +25,6 @@ from convlens.attribution.detection import BoxScoreTarget, SegmentationTarget
 from convlens.attribution.evaluation import EvaluationResult, EvaluationRow, evaluate
 from convlens.attribution.faithfulness import FaithfulnessResult, deletion, insertion
 from convlens.attribution.saliency import GuidedBackprop, GuidedGradCAM, Saliency, SaliencyResult
-from convlens.attribution.targets import ScoreTarget
 from convlens.core.inputs import ForwardArgs
 from convlens.core.layers import LayerInfo, list_layers, resolve_layer
 from convlens.core.layouts import Layout
@@ -37,6 +36,7 @@ from convlens.core.shapes import (
     trace_shapes,
 )
 from convlens.core.tap import LayerTap
+from convlens.core.targets import ScoreTarget
 from convlens.errors import (
     AmbiguousLayerError,
     ConvlensError,
@@ -50,6 +50,8 @@ from convlens.errors import (
     UnsupportedModelError,
     WeightsUnavailableError,
 )
+from convlens.featureviz.concept_result import ConceptsResult
+from convlens.featureviz.concepts import concepts
 from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
 from convlens.featureviz.neurons import NeuronVisualizer, TopExamplesResult
 from convlens.featureviz.objectives import Objective
@@ -74,6 +76,7 @@ __all__ = [
     "AtlasResult",
     "BoxScoreTarget",
     "CAMResult",
+    "ConceptsResult",
     "ConvlensError",
     "DeviceMismatchError",
     "EigenCAM",
@@ -112,6 +115,7 @@ __all__ = [
     "XGradCAM",
     "__version__",
     "build_atlas",
+    "concepts",
     "conv_output_size",
     "conv_transpose_output_size",
     "deletion",

@@ -35,7 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.attribution.targets import (
+from convlens.core import display
+from convlens.core.checks import check_int, check_ran, require_autograd
+from convlens.core.inputs import NO_ARGS, ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
+from convlens.core.layers import LayerSpec, call_index, resolve_layer, unwrap
+from convlens.core.layouts import Reshape, ReshapeSpec, as_layout, channels_last_hint
+from convlens.core.leaf import forward_with_leaf
+from convlens.core.probe import Probe, Prober, check_inputs, require_hooks
+from convlens.core.recorder import grad_mode_restored, internal, preserved_modes
+from convlens.core.targets import (
     Target,
     callable_scores,
     check_target,
@@ -43,14 +51,7 @@ from convlens.attribution.targets import (
     take_target,
     target_scores,
 )
-from convlens.core import display
-from convlens.core.checks import check_int, check_ran, require_autograd
-from convlens.core.inputs import NO_ARGS, ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
-from convlens.core.layers import LayerSpec, call_index, resolve_layer, unwrap
-from convlens.core.layouts import Reshape, ReshapeSpec, as_layout, channels_last_hint
-from convlens.core.probe import Probe, Prober, check_inputs, require_hooks
-from convlens.core.recorder import Recorder, grad_mode_restored, internal, preserved_modes
-from convlens.core.values import describe, first_tensor, replaced
+from convlens.core.values import describe
 from convlens.errors import ConvlensError, InvalidArgumentError, InvalidTypeError
 
 __all__ = [
@@ -342,40 +343,16 @@ class GradCAM:
         check_ran(self.ref, calls, model=type(self._module).__name__)
 
     def _forward(self, x: Images, extra: ForwardArgs, probe: Probe) -> tuple[Tensor, Any]:
-        """One forward, autograd off until the layer; returns (activation, model output).
-
-        With a gradient, the activation is a leaf that requires grad and flows on in the
-        output's place; without one, the output flows on untouched and a copy is kept where
-        a later op rewrites it in place.
-        """
-        captured: list[Tensor] = []
-        name, wanted = self.ref.name, self.ref.call or 0
-        # The probe knows about in-place rewrites of the first tensor only.
-        unknown = self.layout.part not in (None, 0)
-
-        def keep(_name: str, call: int, output: Any) -> Any:
-            if first_tensor(output) is None:
-                return None
-            tensor = self.layout.pick(output)
-            rewritten = unknown or probe.rewritten(name, call)
-            if not self.needs_gradient:
-                captured.append(tensor.detach().clone() if rewritten else tensor.detach())
-                return None
-            leaf = tensor.detach().requires_grad_()
-            captured.append(leaf)
-            torch.set_grad_enabled(True)  # record autograd from here on
-            # Where a later op writes into the output in place, a clone flows on instead; a
-            # multi-tensor output keeps its other items.
-            return replaced(output, tensor, leaf.clone() if rewritten else leaf)
-
-        recorder = Recorder(self._module, {name: self.ref.module}, wanted={name: {wanted}}, keep=keep)
-        torch.set_grad_enabled(False)
-        with recorder.attached(), recorder.owned():
-            output = extra.call(self._module, x)
-        self._check_calls(recorder.counts[name])  # again: the probe cannot see every forward whole
-        if not captured:
-            raise InvalidArgumentError(f"layer {self.ref.key!r} returns no tensor to explain.")
-        return captured[0], output
+        """One forward, autograd off until the layer (:func:`convlens.core.leaf.forward_with_leaf`)."""
+        return forward_with_leaf(
+            self._module,
+            self.ref,
+            self.layout,
+            x,
+            extra,
+            gradient=self.needs_gradient,
+            rewritten=probe.rewritten,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -503,9 +480,9 @@ class ScoreCAM(GradCAM):
 
         The masked copies of sample ``i`` run with the rows ``i`` of the batched tensors among
         ``forward_args`` (:meth:`convlens.ForwardArgs.take`), and are scored by sample ``i``'s
-        target: a :class:`~convlens.attribution.targets.ScoreTarget` that holds something per
+        target: a :class:`~convlens.core.targets.ScoreTarget` that holds something per
         sample (a mask or boxes per image) takes its row ``i``
-        (:meth:`~convlens.attribution.targets.ScoreTarget.take`); a plain callable is called on
+        (:meth:`~convlens.core.targets.ScoreTarget.take`); a plain callable is called on
         the masked copies as it is.
         """
         x = context.x

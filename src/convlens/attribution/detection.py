@@ -1,6 +1,6 @@
 """Targets for detectors and segmenters: which score of a box or of a region to explain.
 
-Both are :class:`~convlens.attribution.targets.ScoreTarget` objects, so they go wherever
+Both are :class:`~convlens.core.targets.ScoreTarget` objects, so they go wherever
 ``target=`` goes (the CAM family, saliency, guided Grad-CAM):
 
 - :class:`BoxScoreTarget`: for a detector whose output is a list of dicts with ``"boxes"``,
@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from convlens.attribution.targets import Rows, ScoreTarget, row_indices
 from convlens.core.checks import check_bool, check_real
+from convlens.core.targets import Rows, ScoreTarget, row_indices
 from convlens.core.values import describe
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 

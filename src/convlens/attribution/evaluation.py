@@ -92,7 +92,6 @@ from convlens.attribution.perturbation import (
     perturbation_curve,
     softmax,
 )
-from convlens.attribution.targets import check_target, class_scores
 from convlens.core.checks import check_bool, check_choice, check_int, check_model, choices, format_shape
 from convlens.core.deprecation import UNSET, Unset, deprecated_value, renamed
 from convlens.core.distributed import Chunk, all_sum, data_length, shard
@@ -101,6 +100,7 @@ from convlens.core.layers import LayerSpec, resolve_layer, unwrap
 from convlens.core.layouts import ReshapeSpec, as_layout
 from convlens.core.probe import Prober
 from convlens.core.recorder import preserved_modes
+from convlens.core.targets import check_target, class_scores
 from convlens.core.values import model_dtype_device
 from convlens.errors import (
     ConvlensError,

@@ -52,7 +52,6 @@ from convlens.attribution.perturbation import (
     perturbation_curve,
     spatial_letters,
 )
-from convlens.attribution.targets import Target, check_target, target_scores
 from convlens.core import display
 from convlens.core.checks import check_bool, check_int
 from convlens.core.deprecation import UNSET, Unset, renamed
@@ -60,6 +59,7 @@ from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args, 
 from convlens.core.layers import unwrap
 from convlens.core.probe import Prober, check_inputs
 from convlens.core.recorder import preserved_modes
+from convlens.core.targets import Target, check_target, target_scores
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["Baseline", "FaithfulnessResult", "deletion", "insertion"]
@@ -188,7 +188,7 @@ def deletion(
             mask per image, or a
             :class:`~convlens.attribution.detection.BoxScoreTarget` with boxes
             per image, scores each perturbed input with its own sample's
-            (:meth:`~convlens.attribution.targets.ScoreTarget.take`).
+            (:meth:`~convlens.core.targets.ScoreTarget.take`).
         intervals: How many equal parts the pixels are perturbed in: points
             after the first, ``intervals + 1`` in all.
         baseline: ``"zeros"`` (zero in the input's own, e.g. normalized,

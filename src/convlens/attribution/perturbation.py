@@ -42,10 +42,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from convlens.attribution.targets import callable_scores, class_scores, take_target
 from convlens.core.checks import check_choice, choices, format_shape
 from convlens.core.inputs import NO_ARGS, ForwardArgs
 from convlens.core.recorder import internal, preserved_modes
+from convlens.core.targets import callable_scores, class_scores, take_target
 from convlens.errors import InvalidArgumentError, ShapeError
 
 __all__ = [
@@ -229,8 +229,8 @@ def scores(
     """One score per row of ``output``: a callable's, or the class ``target[rows]``'s (its softmax if ``probability``).
 
     ``rows`` are the samples the rows of ``output`` perturb (indices into ``target``);
-    a :class:`~convlens.attribution.targets.ScoreTarget` takes them
-    (:meth:`~convlens.attribution.targets.ScoreTarget.take`: a mask or boxes per
+    a :class:`~convlens.core.targets.ScoreTarget` takes them
+    (:meth:`~convlens.core.targets.ScoreTarget.take`: a mask or boxes per
     sample follow the rows), a plain callable is called as it is.
 
     Example:
@@ -279,7 +279,7 @@ def perturbation_curve(
     a callable); ``model`` is the unwrapped module. Each perturbed input gets
     its sample's rows of ``forward_args`` (:meth:`ForwardArgs.take`: a tensor
     whose first dimension is ``N`` follows the samples), and is scored by its
-    sample's target (:meth:`ScoreTarget.take <convlens.attribution.targets.ScoreTarget.take>`:
+    sample's target (:meth:`ScoreTarget.take <convlens.core.targets.ScoreTarget.take>`:
     a mask or boxes per sample follow the samples). The model's flags are
     restored after.
 

@@ -53,7 +53,6 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.overrides import TorchFunctionMode
 
 from convlens.attribution.cam import GradCAM, Images, batch_shape, min_max
-from convlens.attribution.targets import Target, check_target, target_scores
 from convlens.core import display
 from convlens.core.checks import require_autograd
 from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
@@ -61,6 +60,7 @@ from convlens.core.layers import LayerSpec, unwrap
 from convlens.core.layouts import ReshapeSpec
 from convlens.core.probe import Prober, require_hooks
 from convlens.core.recorder import grad_mode_restored, internal, preserved_modes
+from convlens.core.targets import Target, check_target, target_scores
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["GuidedBackprop", "GuidedGradCAM", "Saliency", "SaliencyResult"]

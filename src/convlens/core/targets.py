@@ -5,7 +5,8 @@ sample (a list or an integer tensor), or a function of the model output that
 returns one score per sample. A :class:`ScoreTarget` is such a function that can
 also check itself against the model's output shape before any work (the
 detection and segmentation targets of :mod:`convlens.attribution.detection`). Shared by :mod:`convlens.attribution.cam`,
-:mod:`convlens.attribution.saliency` and :mod:`convlens.attribution.faithfulness`.
+:mod:`convlens.attribution.saliency`, :mod:`convlens.attribution.faithfulness`
+and the importance of :func:`convlens.concepts`.
 
 Example:
     >>> import numpy as np

@@ -1,0 +1,119 @@
+"""What :func:`convlens.concepts` returns: the bank, its fit, and per concept examples and importance.
+
+A *concept* is a direction in a layer's channel space (one row of the bank, unit length). At every
+position of every example the layer's activation vector ``a`` (``C`` values) is explained as a
+nonnegative mix of the concepts, ``a ~ sum_i u_i * bank_i`` with coefficients ``u_i >= 0``: the
+coefficient map of concept ``i`` over a picture is ``u_i`` at each position of the layer's grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["ConceptMethod", "ConceptsResult"]
+
+#: How the bank is fitted: ``"nmf"`` (bank and coefficients nonnegative: activations after a ReLU),
+#: ``"semi-nmf"`` (coefficients nonnegative, the bank signed: any activations).
+ConceptMethod = Literal["nmf", "semi-nmf"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConceptsResult:
+    """A layer's concepts over a dataset; tensors on the model's device.
+
+    Attributes:
+        bank: ``(n, C)`` float32, one concept per row, each of unit length; nonnegative for
+            ``method="nmf"``.
+        layer: The layer's name as the user gave it (wrapper prefixes kept).
+        method: ``"nmf"`` or ``"semi-nmf"``.
+        error: The relative reconstruction error over every position of every example,
+            ``||A - U bank||_F / ||A||_F`` (0 is perfect), in float64 sums.
+        explained: The share of the layer's variance the bank explains,
+            ``1 - ||A - U bank||^2 / ||A - mean(A)||^2`` (1 is perfect; the mean is per channel).
+        examples: How many examples the data held.
+        indices: ``(n, k)`` int64 positions in the data of each concept's top examples, strongest
+            first (ties to the lower position).
+        strengths: ``(n, k)`` float32 the concept's largest coefficient in each of them.
+        positions: ``(n, k, nd)`` int64 where in the layer's grid it peaks (the first maximum in
+            raster order); None for a layer without spatial dimensions.
+        boxes: ``(n, k, 2 * nd)`` int64 the input window that position sees (starts then ends,
+            clipped; as :meth:`convlens.NeuronVisualizer.top_examples` gives it); None without
+            ``positions`` or a receptive field.
+        maps: ``(n, k, *grid)`` float32 the concept's coefficient map over each top example, at the
+            layer's resolution; None with ``keep_inputs=False``.
+        inputs: ``(n, k, *sample)`` the top examples themselves; None with ``keep_inputs=False``.
+        importance: ``(T, n)`` float32 each concept's contribution to the score of each target
+            class: the mean over the examples explained for that class of
+            ``sum over positions of u_i * (d score / d a) . bank_i`` (gradient x coefficient, as
+            CRAFT); None with ``importance=False``.
+        classes: ``(T,)`` int64 the class of each row of ``importance`` (the classes that were
+            targeted at least once, ascending); None without importance.
+        class_counts: ``(T,)`` int64 how many examples each row averages.
+    """
+
+    bank: Tensor
+    layer: str
+    method: ConceptMethod
+    error: float
+    explained: float
+    examples: int
+    indices: Tensor
+    strengths: Tensor
+    positions: Tensor | None = None
+    boxes: Tensor | None = None
+    maps: Tensor | None = None
+    inputs: Tensor | None = None
+    importance: Tensor | None = None
+    classes: Tensor | None = None
+    class_counts: Tensor | None = None
+    encode: Callable[..., Tensor] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def n(self) -> int:
+        """How many concepts the bank holds."""
+        return int(self.bank.shape[0])
+
+    def transform(self, x: Tensor, *, forward_args: object = None) -> Tensor:
+        """The concept coefficient maps of new inputs ``x``: ``(N, n, *grid)``, nonnegative.
+
+        The model runs to the layer (no autograd, stopped right after it) and each position's
+        activation is explained by the bank as in the fit.
+        """
+        if self.encode is None:
+            raise RuntimeError("this ConceptsResult was built without a model: transform needs one.")
+        return self.encode(x, forward_args=forward_args)
+
+    def heatmaps(self, size: tuple[int, ...] | None = None) -> Tensor:
+        """``maps`` upsampled to ``size`` and scaled to [0, 1] per concept: ``(n, k, *size)``.
+
+        Bilinear upsampling (as Grad-CAM's) to ``size`` (default: the inputs' size); each concept's
+        maps are divided by their largest value over its ``k`` examples, so that they compare
+        across examples; for :func:`convlens.overlay`.
+        """
+        if self.maps is None:
+            raise RuntimeError("no maps were kept: call concepts with keep_inputs=True.")
+        if size is None:
+            if self.inputs is None:
+                raise RuntimeError("no inputs were kept: pass size=.")
+            size = tuple(self.inputs.shape[3:])
+        n, k = self.maps.shape[:2]
+        grid = self.maps.shape[2:]
+        flat = self.maps.reshape(n * k, 1, *grid).float()
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(grid)]
+        up = F.interpolate(flat, size=size, mode=mode, align_corners=False).reshape(n, k, *size)
+        top = self.maps.reshape(n, -1).amax(1).clamp(min=torch.finfo(torch.float32).tiny)
+        return (up / top.view(n, 1, *([1] * len(size)))).clamp(0, 1)
+
+    def top_classes(self, concept: int, m: int = 3) -> list[tuple[int, float]]:
+        """The ``m`` classes the concept contributes to most: ``(class, importance)``, highest first."""
+        if self.importance is None or self.classes is None:
+            return []
+        column = self.importance[:, concept]
+        order = torch.argsort(column, descending=True, stable=True)[:m]
+        return [(int(self.classes[i]), float(column[i])) for i in order]

@@ -1,0 +1,324 @@
+"""Concepts: what a layer has learned beyond single units, over a whole dataset.
+
+One channel answers to several unrelated things, and one idea is spread over many channels. The
+layer's activation vectors at every position of every example are factorized into a few directions
+of its channel space, the *concepts* (Olah et al.'s "neuron groups", CRAFT's concept bank): each
+position's activation is a nonnegative mix of the concepts. Two passes over the data:
+
+1. **Fit** (stopped right after the layer, no autograd): the bank, streamed by
+   :class:`~convlens.featureviz.nmf.StreamingNMF` (Mairal's online statistics, then a polish on a
+   fixed-size uniform sample of positions): memory does not grow with the data.
+2. **Rank** (the whole model with autograd from the layer on when ``importance``, else stopped after
+   the layer): every position's coefficients, the reconstruction error, each concept's running top
+   ``k`` examples (its largest coefficient in the example, where, and the receptive-field box), and
+   each concept's importance for the class explained: gradient x coefficient, as CRAFT.
+
+Under ``torchrun`` each rank reads its shard; the fit's statistics, the errors and the importance are
+summed over the ranks and the top examples merged, so every rank returns the same result.
+
+References:
+    Olah et al., "The Building Blocks of Interpretability", Distill 2018. https://distill.pub/2018/building-blocks
+    Fel et al., "CRAFT: Concept Recursive Activation FacTorization for Explainability", CVPR 2023.
+    https://arxiv.org/abs/2211.10154
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from convlens.core.checks import check_bool, check_choice, check_int
+from convlens.core.distributed import BATCH_SIZE, all_sum
+from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args
+from convlens.core.layers import LayerSpec
+from convlens.core.layouts import ReshapeSpec
+from convlens.core.targets import class_scores
+from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.featureviz.concept_result import ConceptMethod, ConceptsResult
+from convlens.featureviz.nmf import StreamingNMF, blocks, solve_codes
+from convlens.featureviz.stream import Batch, LayerReader, LayerStream
+from convlens.featureviz.topk import RunningTop, peak_boxes, unravel
+
+__all__ = ["ConceptTarget", "concepts"]
+
+#: Which class each example's importance explains: None (the class the model predicts), ``"label"``
+#: (the ``y`` of ``(x, y)`` items), or one class index for every example.
+ConceptTarget = Literal["label"] | int | None
+
+#: Rows (positions) per step of the streamed fit.
+ROWS_PER_STEP = 1024
+
+
+def concepts(
+    model: nn.Module,
+    layer: LayerSpec,
+    data: Any,
+    n: int,
+    *,
+    method: ConceptMethod = "nmf",
+    k: int = 9,
+    target: ConceptTarget = None,
+    importance: bool = True,
+    bank: Tensor | None = None,
+    seed: int = 0,
+    reshape: ReshapeSpec = None,
+    batch_size: int = BATCH_SIZE,
+    num_workers: int = 0,
+    keep_inputs: bool = True,
+    progress: bool = True,
+    forward_args: ForwardArgsLike = None,
+) -> ConceptsResult:
+    """Factorize ``layer``'s activations over ``data`` into ``n`` concepts, rank and weigh them.
+
+    Args:
+        model: Any ``nn.Module``; left as found (hooks, modes, flags).
+        layer: The layer, by name or module; its output ``(N, C, *grid)`` (or ``(N, C)``).
+        data: A Dataset (read in order, ``batch_size`` at a time), a DataLoader as it is, or an
+            iterable of batches; items ``x`` or ``(x, y, ...)``.
+        n: How many concepts (at most the layer's channels).
+        method: ``"nmf"``: bank and coefficients nonnegative, for activations after a ReLU (a
+            negative activation is an error that names the fix); ``"semi-nmf"``: a signed bank
+            with nonnegative coefficients, for any layer.
+        k: Top examples kept per concept.
+        target: The class whose score the importance explains, per example: None (the predicted
+            class), ``"label"`` (each example's ``y``), or a class index.
+        importance: Compute each concept's importance (the rank pass then runs the whole model
+            and back-propagates to the layer); False stops both passes right after the layer.
+        bank: A ``(n, C)`` bank to use instead of fitting one (one pass: the rank pass only).
+        seed: Seeds the order of the positions in the fit and its sample: same data, same seed,
+            same bank.
+        reshape: How the layer's output becomes ``(N, C, *grid)`` (as every ``reshape=``).
+        batch_size: Batch size when ``data`` is a Dataset.
+        num_workers: DataLoader workers when ``data`` is a Dataset.
+        keep_inputs: Keep the top examples' inputs and coefficient maps.
+        progress: A progress bar per pass when tqdm is installed and the output is a terminal.
+        forward_args: The model's other forward arguments; a tensor whose first dimension is the
+            data's length follows the examples (as in :meth:`convlens.NeuronVisualizer.top_examples`).
+
+    Returns:
+        The bank, its reconstruction error and explained variance, each concept's top examples
+        with positions, boxes and coefficient maps, and the importance per class, concepts in the
+        order of their total coefficient over the data (the most used first).
+
+    Raises:
+        InvalidArgumentError: ``n`` or ``k`` < 1, ``n`` above the layer's channels, an unknown
+            ``method`` (the nearest is named), negative activations with ``method="nmf"``, a
+            ``bank`` of the wrong shape (or negative with ``"nmf"``), empty data, a target out of
+            range, or ``target="label"`` with items that hold no ``y``.
+        LayerNotFoundError: No such layer (the nearest is named).
+        UnsupportedModelError: A model on the meta device, or a quantized one with ``importance``.
+
+    Example:
+        >>> import convlens as cl
+        >>> from convlens.models.zoo import digits_cnn, digits_dataset
+        >>> res = cl.concepts(digits_cnn(), "features.4", digits_dataset("test"), 4, k=3, progress=False)
+        >>> res.bank.shape, res.indices.shape, res.maps.shape, res.importance.shape
+        (torch.Size([4, 16]), torch.Size([4, 3]), torch.Size([4, 3, 8, 8]), torch.Size([10, 4]))
+        >>> bool((res.bank >= 0).all()), 0.0 < res.explained < 1.0
+        (True, True)
+        >>> res.transform(digits_dataset("test")[0][0][None]).shape
+        torch.Size([1, 4, 8, 8])
+    """
+    n, k = check_int("n", n, 1), check_int("k", k, 1)
+    method = check_choice("method", method, get_args(ConceptMethod))  # type: ignore[assignment]
+    for name, flag in (("importance", importance), ("keep_inputs", keep_inputs), ("progress", progress)):
+        check_bool(name, flag)
+    seed = check_int("seed", seed, 0)
+    _check_target(target)
+    if bank is not None and not isinstance(bank, Tensor):
+        raise InvalidTypeError(f"bank must be an (n, C) tensor; got {type(bank).__name__}.")
+    stream = LayerStream(
+        model, layer, data, who="concepts", reshape=reshape, batch_size=batch_size,
+        num_workers=num_workers, forward_args=forward_args, gradients=importance,
+    )  # fmt: skip
+    signed = method == "semi-nmf"
+    if bank is None:
+        fit = StreamingNMF(n, signed=signed, merge=stream.shard.merge, seed=seed)
+        fitted = fit.fit(_rows(stream, n, signed, seed, progress))
+        bank = fitted / fitted.norm(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    else:
+        bank = bank.detach().float()
+    return _rank(stream, bank, n=n, k=k, method=method, target=target, importance=importance,
+                 keep_inputs=keep_inputs, progress=progress)  # fmt: skip
+
+
+def _rows(stream: LayerStream, n: int, signed: bool, seed: int, progress: bool) -> Iterator[Tensor]:
+    """The fit's blocks: every position of every batch, as rows of channels, in a seeded order."""
+    generator = torch.Generator().manual_seed(seed)
+    for batch in stream.batches(progress=progress, desc="concepts: fit"):
+        rows = _positions(batch.activations)
+        _check_layer(stream, rows, n, signed)
+        yield from blocks(rows, ROWS_PER_STEP, generator)
+
+
+def _positions(acts: Tensor) -> Tensor:
+    """``(B, C, *grid)`` activations as ``(B * positions, C)`` float32 rows."""
+    wide = torch.promote_types(acts.dtype, torch.float32)
+    if acts.dim() == 2:
+        return acts.to(wide)
+    return acts.flatten(2).transpose(1, 2).reshape(-1, acts.shape[1]).to(wide)
+
+
+def _check_layer(stream: LayerStream, rows: Tensor, n: int, signed: bool) -> None:
+    """``n`` at most the channels; nonnegative activations for NMF (else the fix is named)."""
+    channels = rows.shape[1]
+    if n > channels:
+        raise InvalidArgumentError(
+            f"n={n} concepts for layer {stream.layer!r}, which has {channels} channels: at most {channels}."
+        )
+    if not signed and len(rows) and float(rows.min()) < 0:
+        raise InvalidArgumentError(
+            f"method='nmf' needs nonnegative activations; layer {stream.layer!r} gives values down to "
+            f"{float(rows.min()):.3g}. Pick the activation after it (a ReLU), or pass method='semi-nmf' "
+            "(a signed bank, nonnegative coefficients)."
+        )
+
+
+def _rank(
+    stream: LayerStream, bank: Tensor, *, n: int, k: int, method: ConceptMethod, target: ConceptTarget,
+    importance: bool, keep_inputs: bool, progress: bool,
+) -> ConceptsResult:  # fmt: skip
+    """The second pass: coefficients, errors, top examples and importance under one bank."""
+    signed = method == "semi-nmf"
+    sums = torch.zeros(4, dtype=torch.float64)  # residual^2, |a|^2, positions, examples
+    channel_sums: Tensor | None = None
+    mass: Tensor | None = None
+    weights: Tensor | None = None  # (classes, n) sums of gradient x coefficient
+    counts: Tensor | None = None
+    top: RunningTop | None = None
+    for batch in stream.batches(gradient=importance, progress=progress, desc="concepts: rank"):
+        acts = batch.activations
+        rows = _positions(acts.detach())
+        if bank.shape != (n, rows.shape[1]):
+            raise InvalidArgumentError(
+                f"bank must be (n, C) = ({n}, {rows.shape[1]}) for layer {stream.layer!r}; got {tuple(bank.shape)}."
+            )
+        _check_layer(stream, rows, n, signed)
+        if not signed and float(bank.min()) < 0:
+            raise InvalidArgumentError("bank has negative entries: pass method='semi-nmf' for a signed bank.")
+        bank = bank.to(rows.device)
+        codes = solve_codes(rows, bank)  # (P, n)
+        grid = tuple(acts.shape[2:])
+        per = codes.view(len(acts), -1, n)  # (B, positions, n)
+        residual = (rows - codes @ bank).double()
+        sums += torch.tensor([residual.square().sum(), rows.double().square().sum(), len(rows), len(acts)])
+        channel_sums = rows.double().sum(0) if channel_sums is None else channel_sums + rows.double().sum(0)
+        mass = per.double().sum((0, 1)) if mass is None else mass + per.double().sum((0, 1))
+        if importance:
+            contribution, classes = _contributions(batch, bank, per, target)
+            width = int(batch.output.shape[1])
+            if weights is None or counts is None:
+                weights = torch.zeros(width, n, dtype=torch.float64)
+                counts = torch.zeros(width, dtype=torch.float64)
+            weights.index_add_(0, classes.cpu(), contribution.double().cpu())
+            counts.index_add_(0, classes.cpu(), torch.ones(len(classes), dtype=torch.float64))
+        flat_maps = per.transpose(1, 2).contiguous()  # (B, n, positions)
+        if top is None:
+            top = RunningTop(
+                list(range(n)), k, keep_inputs=keep_inputs, spatial=grid, ordered=stream.shard.ordered
+            )
+        top.update(flat_maps.amax(2).T.contiguous(), batch.positions.to(flat_maps.device), batch.x, flat_maps)
+    sample = stream.sample
+    if top is None or sample is None or channel_sums is None or mass is None:
+        raise InvalidArgumentError("data is empty: there are no examples to factorize.")
+    merge = stream.shard.merge
+    sums = all_sum(sums, merge)
+    channel_sums = all_sum(channel_sums, merge)
+    mass = all_sum(mass, merge)
+    indices, strengths, inputs, argmax = top.result(merge, sample)
+    total = float(sums[1]) - float(channel_sums.square().sum()) / max(float(sums[2]), 1.0)
+    error = (float(sums[0]) / max(float(sums[1]), 1e-300)) ** 0.5
+    explained = 1.0 - float(sums[0]) / total if total > 0 else 0.0
+    positions = None if argmax is None else unravel(argmax, top.spatial)
+    field = None if positions is None else stream.field()
+    boxes = (
+        None if field is None or positions is None else peak_boxes(positions, field, tuple(sample.shape[1:]))
+    )
+    order = torch.argsort(mass, descending=True, stable=True).to(bank.device)
+    result_importance: Tensor | None = None
+    classes_seen: Tensor | None = None
+    class_counts: Tensor | None = None
+    if weights is not None and counts is not None:
+        weights, counts = all_sum(weights, merge), all_sum(counts, merge)
+        seen = counts > 0
+        classes_seen = seen.nonzero().flatten()
+        result_importance = (weights[seen] / counts[seen, None]).float()[:, order.cpu()].to(bank.device)
+        class_counts, classes_seen = counts[seen].long().to(bank.device), classes_seen.to(bank.device)
+    bank = bank[order]
+    encode = _Encoder(stream.reader, bank)
+    maps: Tensor | None = None
+    if inputs is not None:  # the kept examples' maps: one forward of n * k inputs at most
+        flat = inputs[order].reshape(-1, *inputs.shape[2:])
+        at = indices[order].flatten()
+        kept_args = stream.extra if stream.examples is None else stream.extra.take(at, batch=stream.examples)
+        every = encode.encode(flat, kept_args).reshape(n, -1, n, *top.spatial)  # every concept's map of each
+        concept = torch.arange(n, device=every.device)
+        maps = every[concept, :, concept]  # (n, k, *grid): concept i's own map over its examples
+    return ConceptsResult(
+        bank=bank, layer=stream.layer, method=method, error=error, explained=explained,
+        examples=round(float(sums[3])), indices=indices[order], strengths=strengths[order].float(),
+        positions=None if positions is None else positions[order], boxes=None if boxes is None else boxes[order],
+        maps=maps, inputs=None if inputs is None else inputs[order], importance=result_importance,
+        classes=classes_seen, class_counts=class_counts, encode=encode,
+    )  # fmt: skip
+
+
+def _contributions(batch: Batch, bank: Tensor, per: Tensor, target: ConceptTarget) -> tuple[Tensor, Tensor]:
+    """Each example's gradient x coefficient per concept ``(B, n)``, and the class it explains ``(B,)``."""
+    output = batch.output
+    if not isinstance(output, Tensor) or output.dim() != 2:
+        got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise InvalidArgumentError(
+            f"concepts' importance needs a model output of shape (N, classes); got {got}. "
+            "Pass importance=False."
+        )
+    if target is None:
+        classes = output.detach().argmax(1)
+    elif target == "label":
+        if batch.labels is None:
+            raise InvalidArgumentError("target='label' needs items (x, y, ...); these hold x only.")
+        classes = torch.as_tensor(
+            np.asarray(batch.labels) if not isinstance(batch.labels, Tensor) else batch.labels
+        )
+        classes = classes.to(output.device).long().view(-1)
+    else:
+        classes = torch.full((len(output),), int(target), dtype=torch.long, device=output.device)
+    scores = class_scores(output, classes)
+    (gradient,) = torch.autograd.grad(scores.sum(), batch.activations, allow_unused=True)
+    if gradient is None:
+        raise InvalidArgumentError(f"the score does not depend on layer {batch.activations.shape}.")
+    along = _positions(gradient.detach()) @ bank.to(gradient.device).T  # (P, n): d score / d coefficient
+    contribution = (per * along.view(per.shape)).sum(1)  # (B, n)
+    return contribution, classes
+
+
+class _Encoder:
+    """``transform``: new inputs' coefficient maps under the bank (holds the model, never the data)."""
+
+    def __init__(self, reader: LayerReader, bank: Tensor) -> None:
+        self.reader, self.bank = reader, bank
+
+    def __call__(self, x: Tensor, *, forward_args: ForwardArgsLike = None) -> Tensor:
+        return self.encode(x, as_forward_args(forward_args))
+
+    def encode(self, x: Tensor, forward_args: ForwardArgs) -> Tensor:
+        """The coefficient maps ``(N, n, *grid)`` of ``x``."""
+        acts = self.reader.read(x, forward_args)
+        n = len(self.bank)
+        codes = solve_codes(_positions(acts), self.bank)
+        return codes.view(len(acts), -1, n).transpose(1, 2).reshape(len(acts), n, *acts.shape[2:])
+
+
+def _check_target(target: object) -> None:
+    if target is None or (isinstance(target, int) and not isinstance(target, bool) and target >= 0):
+        return
+    if isinstance(target, str) and target == "label":
+        return
+    raise InvalidArgumentError(
+        f"target must be None (the predicted class), 'label' (each example's y) or a class index >= 0; "
+        f"got {target!r}."
+    )
