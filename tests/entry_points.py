@@ -82,6 +82,14 @@ def _atlas(model: nn.Module, x: Any, layer: str, forward_args: Any = None) -> An
         )
 
 
+def _concepts(model: nn.Module, x: Any, layer: str, forward_args: Any, *, importance: bool) -> Any:
+    """Two concepts of a conv layer's (signed) output over the batch as a dataset."""
+    return cl.concepts(
+        model, layer, TensorDataset(x), 1, method="semi-nmf", k=1, importance=importance, progress=False,
+        **({} if forward_args is None else {"forward_args": forward_args}),
+    )  # fmt: skip
+
+
 def _with_block_args(model: nn.Module, x: Any, layer: str, fa: Any) -> Any:
     """The user's own forward passes its own arguments."""
     with cl.LayerTap(model, [layer], grads=True):
@@ -229,6 +237,17 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
         gradients=False,
     ),
     EntryPoint("build_atlas", _atlas, _atlas, batch_of_one=True),
+    EntryPoint(
+        "concepts",
+        lambda m, x, layer: _concepts(m, x, layer, None, importance=True),
+        lambda m, x, layer, fa: _concepts(m, x, layer, fa, importance=True),
+    ),
+    EntryPoint(
+        "concepts importance=False",
+        lambda m, x, layer: _concepts(m, x, layer, None, importance=False),
+        lambda m, x, layer, fa: _concepts(m, x, layer, fa, importance=False),
+        gradients=False,
+    ),
     EntryPoint(
         "FilterRenderer",
         lambda m, x, layer: cl.FilterRenderer(m, layer).plot(n=4, cols=2),

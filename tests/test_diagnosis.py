@@ -135,6 +135,8 @@ CASES: dict[str, Case] = {
             ("NeuronVisualizer.top_examples", _ROWS),
             ("evaluate", _EVALUATE_RANK),
             ("build_atlas", _ROWS),
+            ("concepts", _ROWS),
+            ("concepts importance=False", _ROWS),
             ("ActivationMaximizer class_logit", _TRANSFORMS_RANK),
         ),
     ),
@@ -152,6 +154,8 @@ CASES: dict[str, Case] = {
             ("ActivationMaximizer class_logit", _INPUT_SHAPE),
             ("evaluate", _NO_NUMPY),
             ("build_atlas", _NO_NUMPY),
+            ("concepts", _NO_NUMPY),
+            ("concepts importance=False", _NO_NUMPY),
         ),
     ),
 }

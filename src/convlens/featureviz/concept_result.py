@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convlens.errors import InvalidArgumentError
+
 __all__ = ["ConceptMethod", "ConceptsResult"]
 
 #: How the bank is fitted: ``"nmf"`` (bank and coefficients nonnegative: activations after a ReLU),
@@ -86,7 +88,7 @@ class ConceptsResult:
         activation is explained by the bank as in the fit.
         """
         if self.encode is None:
-            raise RuntimeError("this ConceptsResult was built without a model: transform needs one.")
+            raise InvalidArgumentError("this ConceptsResult was built without a model: transform needs one.")
         return self.encode(x, forward_args=forward_args)
 
     def heatmaps(self, size: tuple[int, ...] | None = None) -> Tensor:
@@ -97,10 +99,10 @@ class ConceptsResult:
         across examples; for :func:`convlens.overlay`.
         """
         if self.maps is None:
-            raise RuntimeError("no maps were kept: call concepts with keep_inputs=True.")
+            raise InvalidArgumentError("no maps were kept: call concepts with keep_inputs=True.")
         if size is None:
             if self.inputs is None:
-                raise RuntimeError("no inputs were kept: pass size=.")
+                raise InvalidArgumentError("no inputs were kept: pass size= (the pictures' spatial size).")
             size = tuple(self.inputs.shape[3:])
         n, k = self.maps.shape[:2]
         grid = self.maps.shape[2:]
