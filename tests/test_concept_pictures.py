@@ -16,41 +16,30 @@ from helpers import exact
 from invariants import assert_unchanged, global_hook_counts, snapshot
 
 
-def last_conv(model: nn.Module) -> str:
-    return [info.name for info in cl.list_layers(model) if info.type == "Conv2d"][-1]
-
-
-def digits_bank(model: DigitsCNN, data: torch.utils.data.TensorDataset, n: int) -> Tensor:
-    """Concepts of the digits CNN's last conv layer over the test digits: NMF of its rectified activations.
-
-    scikit-learn's NMF (the test-only reference of issue 19) on every position of the first 120 test
-    digits; rows scaled to unit length, as ConceptsResult.bank holds them.
-    """
-    from sklearn.decomposition import NMF
-
-    layer = last_conv(model)
-    acts = cl.LayerTap(model, [layer]).run(data.tensors[0][:120])[layer].clamp(min=0)
-    flat = acts.permute(0, 2, 3, 1).reshape(-1, acts.shape[1]).double().numpy()
-    components = NMF(n, init="nndsvda", max_iter=200, random_state=0).fit(flat).components_
-    bank = torch.tensor(components, dtype=torch.float32)
-    unit: Tensor = bank / bank.norm(dim=1, keepdim=True)
-    return unit
+def rectified_last_conv(model: nn.Module) -> str:
+    """The layer after the model's last conv layer (its ReLU): nonnegative, where NMF concepts live."""
+    names = [(info.name, info.type) for info in cl.list_layers(model) if info.leaf]
+    last = max(i for i, (_, kind) in enumerate(names) if kind == "Conv2d")
+    assert names[last + 1][1] == "ReLU"
+    return names[last + 1][0]
 
 
 def test_each_concept_picture_is_the_best_picture_for_its_own_concept(
     digits: DigitsCNN, test_set: torch.utils.data.TensorDataset
 ) -> None:
-    layer = last_conv(digits)
-    assert layer == "features.3"
-    bank = digits_bank(digits, test_set, 6)
-    res = concept_pictures(digits, layer, bank, normalize=None, steps=32)
+    layer = rectified_last_conv(digits)
+    assert layer == "features.4"  # the ReLU of features.3
+    found = cl.concepts(digits, layer, test_set, 6, importance=False, keep_inputs=False, progress=False)
+    res = concept_pictures(digits, found.layer, found.bank, normalize=None, steps=32)
     assert res.image.shape == (6, 1, 28, 28)
     assert res.picture is None
     assert res.image.min() >= 0  # the digits' [0, 1]
     assert res.image.max() <= 1
     # scores[i, k]: concept k's objective on picture i, the same objective the pictures ascended
     acts = {layer: cl.LayerTap(digits, [layer]).run(res.image)[layer]}
-    scores = torch.stack([direction(layer, bank[k], cossim_pow=1)(acts, res.image) for k in range(6)], dim=1)
+    scores = torch.stack(
+        [direction(layer, found.bank[k], cossim_pow=1)(acts, res.image) for k in range(6)], dim=1
+    )
     torch.testing.assert_close(scores.diagonal(), res.values)
     # for every concept, the picture drawn for it raises its objective more than any other picture does
     assert scores.argmax(dim=0).tolist() == list(range(6))
