@@ -435,3 +435,97 @@ def test_every_command_in_the_readme_parses() -> None:
     for command in commands:
         args = _parser().parse_args(shlex.split(command)[1:])  # exits (SystemExit) on a wrong flag
         assert args.command == shlex.split(command)[1]
+
+
+# -- convlens concepts ------------------------------------------------------------------------------
+
+
+def test_concepts_writes_the_page_with_pictures_and_the_digits_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    out = tmp_path / "page"
+    argv = ["concepts", "convlens:digits_cnn", "--layer", "features.4", "--data", "digits", "--n", "3"]
+    assert main([*argv, "--k", "2", "--steps", "3", "--target", "label", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert re.fullmatch(
+        rf"wrote {re.escape(str(out / 'index.html'))}: 3 concepts explain \d+\.\d% of features\.4 over 360 "
+        r"examples\n",
+        printed,
+    ), printed
+    page = (out / "index.html").read_text()
+    assert "<h1>convlens:digits_cnn: concepts at features.4</h1>" in page
+    assert "convlens concepts convlens:digits_cnn --layer features.4 --data digits --n 3 --k 2" in page
+    assert len(re.findall(r'alt="concept \d+"', page)) == 3  # the pictures
+    assert len(re.findall(r'alt="concept \d+ example \d+"', page)) == 3 * 2
+    assert page.count("Matters most for: digit ") == 3  # the zoo model's own class names
+    assert "random weights" not in page.lower()  # the shipped weights: no warning
+    written = sorted(p.name for p in (out / "images").iterdir())
+    assert written == sorted([f"concept{i}.png" for i in range(3)] + [
+        f"concept{i}_example{j}.png" for i in range(3) for j in range(2)
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--layer", "feature.4"], "Did you mean 'features.4'"),
+        (["--layer", "features.4", "--method", "nmff"], "Did you mean 'nmf'"),
+        (["--layer", "features.3"], "method='nmf' needs nonnegative activations"),
+        (
+            ["--layer", "features.4", "--classes", "{tmp}/names.txt"],
+            "names 3 classes, but the model has 10 outputs",
+        ),
+        (["--layer", "features.4", "--target", "lbl"], "or a class index >= 0; got 'lbl'"),
+        (["--layer", "features.4", "--target", "12"], "target 12 is out of range"),
+    ],
+)
+def test_concepts_refuses_bad_input_before_writing(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "names.txt").write_text("a\nb\nc\n")  # 3 names for 10 classes
+    out = tmp_path / "page"
+    argv = [
+        "concepts",
+        "convlens:digits_cnn",
+        "--data",
+        "digits",
+        "--n",
+        "3",
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert main([*argv, *[e.format(tmp=tmp_path) for e in extra]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("convlens: error: ")
+    assert message in err
+    assert err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_concepts_under_torchrun_rank_0_alone_writes_the_page(tmp_path: Path) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is needed")
+    argv = ["concepts", "convlens:digits_cnn", "--layer", "features.4", "--data", "digits", "--n", "3"]
+    argv += ["--k", "2", "--steps", "2", "--out", str(tmp_path / "two")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        # "--": torchrun's argparse would read --n as an abbreviation of its own --nnodes, --nproc-per-node, ...
+        [*launch, "-m", "convlens.apps.cli", "--", *argv], env=env, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("wrote ") == 1  # rank 0 alone writes and prints
+    assert "over 360 examples" in done.stdout  # every example, read in two shards
+    page = (tmp_path / "two" / "index.html").read_text()
+    assert len(list((tmp_path / "two" / "images").iterdir())) == 3 * (1 + 2)
+    assert page.count("<h3") == 3

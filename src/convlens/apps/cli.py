@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from convlens.apps.atlas import build_atlas
+from convlens.apps.concepts_page import build_concepts_page
 from convlens.apps.tour import run_tour
 from convlens.attribution.evaluation import METHODS, evaluate
 from convlens.core.checks import check_choice, check_device
@@ -96,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluation = commands.add_parser(
         "evaluate", help="score CAM methods over a dataset (deletion, insertion, drop)"
     )
-    for sub in (topk, evaluation):
+    concepts = commands.add_parser("concepts", help="a layer's concepts over a dataset, as an offline page")
+    for sub in (topk, evaluation, concepts):
         sub.add_argument("model", help=_MODEL_HELP)
         sub.add_argument("--layer", required=True, help="qualified layer name, e.g. features.0")
         sub.add_argument(
@@ -166,7 +168,13 @@ def _parser() -> argparse.ArgumentParser:
         "--scale", default="symmetric", help="symmetric, lecture or minmax (default symmetric)"
     )
     gradcam.add_argument("--target", type=int, help="class index to explain (default: the predicted class)")
-    for sub in (gradcam, topk, atlas):
+    concepts.add_argument("--n", type=int, default=10, help="concepts in the bank (default 10)")
+    concepts.add_argument("--k", type=int, default=9, help="top examples per concept (default 9)")
+    concepts.add_argument("--method", default="nmf", help="nmf (activations >= 0) or semi-nmf (default nmf)")
+    concepts.add_argument("--steps", type=int, default=128, help="steps of each concept's picture (0: none)")
+    concepts.add_argument("--target", type=_target, help="class for the importance: predicted, label or N")
+    concepts.add_argument("--out", required=True, type=Path, help="the page's folder (index.html inside)")
+    for sub in (gradcam, topk, atlas, concepts):
         sub.add_argument(
             "--classes",
             help="names of the output classes: imagenet, or a file with one name per line or a JSON list "
@@ -174,6 +182,11 @@ def _parser() -> argparse.ArgumentParser:
         )
     gradcam.add_argument("--method", default="gradcam", help=f"one of {', '.join(METHODS)} (default gradcam)")
     return parser
+
+
+def _target(text: str) -> int | str | None:
+    """``--target`` of ``concepts``: a class index, ``"label"``, or None for ``"predicted"``."""
+    return int(text) if text.isdigit() else None if text == "predicted" else text
 
 
 def _input_size(text: str) -> tuple[int, ...]:
@@ -252,6 +265,8 @@ def _run(args: argparse.Namespace) -> None:
         _evaluate(args)
     elif args.command == "atlas":
         _atlas(args)
+    elif args.command == "concepts":
+        _concepts(args)
     else:
         model = _load(args)
         tap = LayerTap(model, [args.layer])  # validates the layer name before any work
@@ -386,6 +401,21 @@ def _atlas(args: argparse.Namespace) -> None:
         )
 
 
+def _concepts(args: argparse.Namespace) -> None:
+    model = _on_device(args, _load(args))
+    data = _dataset(args, model)
+    call = f"convlens concepts {args.model} --layer {args.layer} --data {args.data} --n {args.n} --k {args.k}"
+    page = build_concepts_page(
+        model, args.layer, data, args.n, args.out, method=args.method, k=args.k, target=args.target,
+        steps=args.steps, class_names=_classes(args, model, data[0][0][None]),  # checked before any work
+        preset=None if isinstance(model, zoo.DigitsCNN) or args.data == "digits" else args.preset,
+        title=f"{args.model}: concepts at {args.layer}", note=zoo.weights_note(model), seed=args.seed,
+        call=f"{call} --method {args.method}", batch_size=args.batch_size, num_workers=args.workers,
+    )  # fmt: skip
+    if rank() == 0:
+        print(f"wrote {page.index}: {page.line}")
+
+
 def _classes(args: argparse.Namespace, model: nn.Module, x: Tensor) -> tuple[str, ...] | None:
     """``--classes`` checked against the model's outputs before any work; else the zoo model's own names."""
     if args.classes is None:
@@ -435,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     joined = False
     try:
-        if args.command in ("topk", "evaluate", "atlas"):
+        if args.command in ("topk", "evaluate", "atlas", "concepts"):
             joined = _init_distributed(args.device)
         _run(args)
     except (ConvlensError, OSError) as err:

@@ -57,6 +57,12 @@ _PANEL = 112  # pixels: an example, as the atlas shows a unit's examples
 _PICTURE = 160  # pixels: a concept's own picture
 _ALPHA = 0.45  # the heat map's weight over the example (the atlas's Grad-CAM overlays use the same)
 _BOX = (255, 220, 0)  # the receptive-field window's outline, the atlas's yellow
+_LEGEND = (
+    "Each example shows the concept's coefficient map as a heat map and, outlined, the window of the input "
+    "its peak sees; it is captioned with its position in the data and the concept's largest coefficient "
+    "in it. A concept's importance for a class is the mean, over the examples explained for that class, "
+    "of gradient x coefficient: how much the concept adds to the class's score."
+)
 
 
 def summary_line(result: ConceptsResult) -> str:
@@ -161,6 +167,7 @@ def concept_section(
     parts = [
         html.element("h2", title if title is not None else f"Concepts at {result.layer}"),
         html.element("p", summary_line(result)),
+        html.element("p", _LEGEND),
         html.nav(((f"#concept-{i}", f"concept {i}") for i in range(result.n)), separator=" · "),
     ]
     for i in range(result.n):
