@@ -24,6 +24,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any, Literal, get_args
 
@@ -221,7 +222,10 @@ def _rank(
             top = RunningTop(
                 list(range(n)), k, keep_inputs=keep_inputs, spatial=grid, ordered=stream.shard.ordered
             )
-        top.update(flat_maps.amax(2).T.contiguous(), batch.positions.to(flat_maps.device), batch.x, flat_maps)
+        top.update(
+            flat_maps.amax(2).T.contiguous(), batch.positions.to(flat_maps.device), batch.x, flat_maps,
+            attach=flat_maps,
+        )  # fmt: skip
     sample = stream.sample
     if top is None or sample is None or channel_sums is None or mass is None:
         raise InvalidArgumentError("data is empty: there are no examples to factorize.")
@@ -251,13 +255,10 @@ def _rank(
     bank = bank[order]
     encode = _Encoder(stream.reader, bank)
     maps: Tensor | None = None
-    if inputs is not None:  # the kept examples' maps: one forward of n * k inputs at most
-        flat = inputs[order].reshape(-1, *inputs.shape[2:])
-        at = indices[order].flatten()
-        kept_args = stream.extra if stream.examples is None else stream.extra.take(at, batch=stream.examples)
-        every = encode.encode(flat, kept_args).reshape(n, -1, n, *top.spatial)  # every concept's map of each
+    if inputs is not None:  # each kept example's maps of every concept, kept by the running top
+        every = top.attached_rows(torch.zeros(n, math.prod(top.spatial), device=bank.device))
         concept = torch.arange(n, device=every.device)
-        maps = every[concept, :, concept]  # (n, k, *grid): concept i's own map over its examples
+        maps = every[concept, :, concept][order].reshape(n, -1, *top.spatial).float()  # concept i's own
     return ConceptsResult(
         bank=bank, layer=stream.layer, method=method, error=error, explained=explained,
         examples=round(float(sums[3])), indices=indices[order], strengths=strengths[order].float(),

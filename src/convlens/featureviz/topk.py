@@ -55,7 +55,9 @@ class RunningTop:
         self.positions: Tensor | None = None
         self.argmax: Tensor | None = None  # (units, <= k) flat position in the layer's grid
         self.kept: dict[int, Tensor] = {}  # position -> input, for every position in the top
+        self.attached: dict[int, Tensor] = {}  # position -> its row of update's ``attach``
         self.every = False  # the units are every unit of the layer, in order
+        self._wanted: tuple[Tensor, bool] = (torch.empty(0, 0, dtype=torch.long), False)
 
     def pick(self, per_unit: Tensor) -> Tensor:
         """The columns of ``per_unit`` (``(B, all units)``) that are ranked, ``(B, units)``."""
@@ -66,11 +68,14 @@ class RunningTop:
             return per_unit  # every unit, in order: no copy
         return per_unit.index_select(1, self.index)
 
-    def update(self, values: Tensor, positions: Tensor, x: Tensor, maps: Tensor | None) -> None:
+    def update(
+        self, values: Tensor, positions: Tensor, x: Tensor, maps: Tensor | None, attach: Tensor | None = None
+    ) -> None:
         """Merge one batch: ``values`` is ``(units, B)``, ``positions`` ``(B,)``.
 
         ``maps`` is the layer's ``(B, all units, positions)`` output; its
-        argmax is taken for the new winners only.
+        argmax is taken for the new winners only. With ``keep_inputs``, each
+        winner's input is kept, and its row of ``attach`` (``(B, ...)``) too.
         """
         units, batch = values.shape
         at = positions.expand(units, batch)
@@ -96,12 +101,20 @@ class RunningTop:
                 rows_of = {int(p): i for i, p in enumerate(positions.tolist())}
                 picked = x.index_select(0, torch.tensor([rows_of[p] for p in fresh], device=x.device))
                 self.kept.update((p, row.clone()) for p, row in zip(fresh, picked, strict=True))
+                if attach is not None:
+                    rows = torch.tensor([rows_of[p] for p in fresh], device=attach.device)
+                    extra = attach.index_select(0, rows)
+                    self.attached.update((p, row.clone()) for p, row in zip(fresh, extra, strict=True))
             live = set(torch.unique(at).tolist())
             for p in [p for p in self.kept if p not in live]:
                 del self.kept[p]
+                self.attached.pop(p, None)
 
     def result(self, merge: bool, sample: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """Positions, values, inputs and argmax, ``(units, <= k)``, merged over the ranks when ``merge``."""
+        """Positions, values, inputs and argmax, ``(units, <= k)``, merged over the ranks when ``merge``.
+
+        After it, :meth:`attached_rows` gives the kept rows of ``attach`` for the same positions.
+        """
         units = len(self.units)
         empty = torch.empty((units, 0), device=sample.device)
         values = empty if self.values is None else self.values
@@ -113,7 +126,14 @@ class RunningTop:
             wanted, inverse = torch.unique(positions, sorted=True, return_inverse=True)
             rows = share_rows(self.kept, wanted.tolist(), sample, merge)
             inputs = rows[inverse]
+        self._wanted = (positions, merge)
         return positions, values, inputs, argmax if self.spatial else None
+
+    def attached_rows(self, like: Tensor) -> Tensor:
+        """``(units, <= k, ...)`` the ``attach`` rows of :meth:`result`'s positions (``like``: one row's shape)."""
+        positions, merge = self._wanted
+        wanted, inverse = torch.unique(positions, sorted=True, return_inverse=True)
+        return share_rows(self.attached, wanted.tolist(), like, merge)[inverse]
 
 
 def batch_inputs(chunks: Iterable[Chunk]) -> Iterator[tuple[Tensor, Tensor]]:
