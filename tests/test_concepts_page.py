@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -130,6 +130,20 @@ def test_without_inputs_the_examples_are_listed_and_without_importance_it_says_s
     assert importance_line(hand_built(), 2, class_names=None).startswith("Matters most for: class 0 (")
 
 
+def test_a_layer_without_a_grid_shows_its_examples_plain() -> None:
+    grid = hand_built(n=2, k=2)
+    flat = dataclasses.replace(grid, maps=grid.strengths, positions=None, boxes=None)  # a Linear layer's
+    panels = decoded(concept_section(flat))
+    assert len(panels) == 2 * 2
+    for panel in panels:
+        a = np.asarray(panel).astype(int)
+        assert (a[..., 0] == a[..., 2]).all()  # the grey digit as it is: no heat map, no yellow window
+        assert a.max() > 200  # the digit's strokes
+    assert summary_line(dataclasses.replace(flat, bank=torch.eye(1, 16))).startswith(
+        "1 concept (nmf) in the 16"
+    )
+
+
 def test_files_in_a_folder_are_linked_by_href(tmp_path: Path) -> None:
     section = concept_section(hand_built(n=2, k=2), folder=tmp_path / "c", href="../c/")
     sources = re.findall(r'src="([^"]+)"', section)
@@ -161,7 +175,7 @@ def test_the_page_is_offline_with_every_picture_beside_it(tmp_path: Path) -> Non
     assert summary_line(result) in page
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class DigitsPage:
     """One real build on the digits CNN (its last conv layer's ReLU, 4 concepts), shared by two tests."""
 

@@ -129,7 +129,8 @@ class ConceptsPageResult:
     def line(self) -> str:
         """One line on what was found: ``"3 concepts explain 78.5% of features.4 over 360 examples"``."""
         r = self.result
-        return f"{r.n} concepts explain {r.explained:.1%} of {r.layer} over {r.examples} examples"
+        bank = "1 concept explains" if r.n == 1 else f"{r.n} concepts explain"
+        return f"{bank} {r.explained:.1%} of {r.layer} over {r.examples} examples"
 
 
 def build_concepts_page(

@@ -79,9 +79,10 @@ def summary_line(result: ConceptsResult) -> str:
     """
     n, channels = result.bank.shape
     k = int(result.indices.shape[1]) if result.indices.dim() > 1 else 0
+    bank = f"{n} concepts ({result.method}) in" if n != 1 else f"1 concept ({result.method}) in"
     return (
-        f"{n} concepts ({result.method}) in the {channels} channels of {result.layer}, fitted over "
-        f"{result.examples} examples, explain {result.explained:.1%} of the variance of its activations "
+        f"{bank} the {channels} channels of {result.layer}, fitted over {result.examples} examples, "
+        f"explain{'s' if n == 1 else ''} {result.explained:.1%} of the variance of its activations "
         f"(relative reconstruction error {result.error:.3f}); {k} top examples each."
     )
 
@@ -220,22 +221,24 @@ def _example_panels(
 ) -> list[list[tuple[int, float, Image.Image | None]]]:
     """Per concept, each top example: its index, its strength, and its panel (None: nothing to draw).
 
-    A panel is the example with the concept's heat map overlaid and the window of its peak outlined;
-    examples are drawn when the inputs were kept and are pictures (``(C, H, W)``).
+    A panel is the example, with the concept's heat map overlaid when the layer has a grid of the
+    picture's rank (a layer without one, a ``Linear``, has one coefficient per example: nothing to
+    overlay) and the window of its peak outlined when there is one. Examples are drawn when the
+    inputs were kept and are pictures (``(C, H, W)``).
     """
-    n = result.n
-    indices, strengths = result.indices.cpu().tolist(), result.strengths.float().cpu().tolist()
-    drawable = result.inputs is not None and result.inputs.dim() == 5 and result.maps is not None
-    heat = result.heatmaps().cpu() if drawable else None
+    inputs = result.inputs if result.inputs is not None and result.inputs.dim() == 5 else None
+    grid = result.maps is not None and result.maps.dim() == 4
+    heat = result.heatmaps().cpu() if inputs is not None and grid else None
     boxes = result.boxes.cpu().tolist() if result.boxes is not None and result.boxes.shape[-1] == 4 else None
+    indices, strengths = result.indices.cpu().tolist(), result.strengths.float().cpu().tolist()
     panels: list[list[tuple[int, float, Image.Image | None]]] = []
-    for i in range(n):
+    for i in range(result.n):
         row: list[tuple[int, float, Image.Image | None]] = []
         for j, (index, strength) in enumerate(zip(indices[i][:k], strengths[i][:k], strict=True)):
             panel = None
-            if heat is not None and result.inputs is not None:
-                picture = _rgb(result.inputs[i, j].detach().float().cpu(), preset)
-                blended = overlay(picture, heat[i, j], alpha=_ALPHA)
+            if inputs is not None:
+                picture = _rgb(inputs[i, j].detach().float().cpu(), preset)
+                blended = picture if heat is None else overlay(picture, heat[i, j], alpha=_ALPHA)
                 panel = _framed(blended, None if boxes is None else boxes[i][j])
             row.append((int(index), float(strength), panel))
         panels.append(row)
