@@ -90,6 +90,12 @@ def _concepts(model: nn.Module, x: Any, layer: str, forward_args: Any, *, import
     )  # fmt: skip
 
 
+def _channels(model: nn.Module, layer: str) -> int:
+    """The output channels of a conv layer (of the test model as given, wrapper or not)."""
+    module = dict(model.named_modules())[layer]
+    return int(module.out_channels) if isinstance(module, nn.Conv2d) else 4
+
+
 def _with_block_args(model: nn.Module, x: Any, layer: str, fa: Any) -> Any:
     """The user's own forward passes its own arguments."""
     with cl.LayerTap(model, [layer], grads=True):
@@ -241,6 +247,26 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
         "concepts",
         lambda m, x, layer: _concepts(m, x, layer, None, importance=True),
         lambda m, x, layer, fa: _concepts(m, x, layer, fa, importance=True),
+    ),
+    EntryPoint(
+        "concept_pictures",
+        lambda m, x, layer: cl.concept_pictures(
+            m,
+            layer,
+            torch.rand(len(x), _channels(m, layer)),  # one concept per picture of x
+            input_shape=(1, *x.shape[1:]),
+            normalize=None,
+            steps=2,
+        ),
+        lambda m, x, layer, fa: cl.concept_pictures(
+            m,
+            layer,
+            torch.rand(len(x), _channels(m, layer)),  # one concept per picture of x
+            input_shape=(1, *x.shape[1:]),
+            normalize=None,
+            steps=2,
+            forward_args=fa,
+        ),
     ),
     EntryPoint(
         "concepts importance=False",

@@ -133,7 +133,8 @@ _NO_INPUT = "makes its own input on the model's device"
             else "shapes only: a meta input is its own way to ask for shapes"
             if e.name == "trace_shapes"
             else _NO_INPUT
-            if e.name.startswith("ActivationMaximizer") or e.name == "NeuronVisualizer.maximize"
+            if e.name.startswith("ActivationMaximizer")
+            or e.name in ("NeuronVisualizer.maximize", "concept_pictures")
             else "a user's own forward inside `with LayerTap(...)` runs the model as it is: nothing checks "
             "its inputs' device (a model may move them itself; tests/test_tap.py pins it)"
             if e.user_backward

@@ -132,6 +132,7 @@ CASES: dict[str, Case] = {
         absent=(r"expects 8 channels",),  # the BatchNorm sees 8 images of 16 channels: misleading
         skip=(
             ("NeuronVisualizer.maximize", "its input_shape is (1, C, H, W) by contract and checked as such"),
+            ("concept_pictures", "its input_shape is (1, C, H, W) by contract and checked as such"),
             ("NeuronVisualizer.top_examples", _ROWS),
             ("evaluate", _EVALUATE_RANK),
             ("build_atlas", _ROWS),
@@ -150,6 +151,7 @@ CASES: dict[str, Case] = {
         skip=(
             ("ActivationMaximizer", _INPUT_SHAPE),
             ("NeuronVisualizer.maximize", _INPUT_SHAPE),
+            ("concept_pictures", _INPUT_SHAPE),
             ("NeuronVisualizer.top_examples", _NO_NUMPY),
             ("ActivationMaximizer class_logit", _INPUT_SHAPE),
             ("evaluate", _NO_NUMPY),

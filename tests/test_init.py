@@ -78,6 +78,7 @@ PUBLIC_NAMES = [
     "XGradCAM",
     "__version__",
     "build_atlas",
+    "concept_pictures",
     "concepts",
     "conv_output_size",
     "conv_transpose_output_size",

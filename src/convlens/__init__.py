@@ -50,6 +50,7 @@ from convlens.errors import (
     UnsupportedModelError,
     WeightsUnavailableError,
 )
+from convlens.featureviz.concept_pictures import concept_pictures
 from convlens.featureviz.concept_result import ConceptsResult
 from convlens.featureviz.concepts import concepts
 from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
@@ -115,6 +116,7 @@ __all__ = [
     "XGradCAM",
     "__version__",
     "build_atlas",
+    "concept_pictures",
     "concepts",
     "conv_output_size",
     "conv_transpose_output_size",

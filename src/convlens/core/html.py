@@ -71,6 +71,9 @@ table.mono { font-family: ui-monospace, monospace; }
 .article .note { color: #b00020; font-weight: 600; }
 .article figure { margin: 0.5rem 0; }
 .article img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.article .gallery { display: flex; flex-wrap: wrap; gap: 0.6rem; }
+.article .gallery figure { margin: 0; text-align: center; font-size: 0.8rem; }
+.article .gallery img { image-rendering: pixelated; }
 .article pre, .article code { font: 0.85rem/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
 .article pre { background: #f6f8fa; padding: 0.6rem 0.8rem; overflow-x: auto; border-radius: 6px; }
 .article pre.call { background: #eef4ff; border-left: 4px solid #4a78c2; user-select: all; }
