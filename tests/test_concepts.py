@@ -246,6 +246,7 @@ def test_the_predicted_class_or_one_class(digits: tuple[nn.Module, Any, Tensor, 
         ({"k": 0}, cl.InvalidArgumentError, r"\bk\b"),
         ({"method": "nfm"}, cl.InvalidArgumentError, r"'nmf'"),
         ({"target": "labels"}, cl.InvalidArgumentError, r"'label'"),
+        ({"target": 10}, cl.InvalidArgumentError, r"target 10 is out of range: .* 10 scores"),
         ({"bank": torch.rand(2, 16)}, cl.InvalidArgumentError, r"\(3, 16\)"),
         ({"bank": -torch.rand(3, 16)}, cl.InvalidArgumentError, r"semi-nmf"),
         ({"bank": [[1.0] * 16] * 3}, cl.InvalidTypeError, r"bank"),
@@ -263,6 +264,31 @@ def test_bad_arguments_are_named(
     layer, n = options.pop("layer"), options.pop("n")
     with pytest.raises(error, match=pattern):
         cl.concepts(model, layer, data, n, progress=False, **options)
+
+
+def test_an_out_of_range_target_is_refused_before_any_forward(
+    digits: tuple[nn.Module, Any, Tensor, Tensor],
+) -> None:
+    model, data, _, _ = digits
+    calls: list[bool] = []  # whether each forward's output is real (the probe's are on the meta device)
+    hook = model.register_forward_hook(lambda _m, _i, out: calls.append(not out.is_meta))
+    try:
+        with pytest.raises(cl.InvalidArgumentError, match="out of range"):
+            cl.concepts(model, LAYER, data, 3, target=12, progress=False)
+    finally:
+        hook.remove()
+    assert not any(calls), calls  # the probe ran on the meta device only; nothing real ran
+
+
+def test_a_layer_without_a_grid_has_no_heat_maps(digits: tuple[nn.Module, Any, Tensor, Tensor]) -> None:
+    model, data, _, _ = digits
+    res = cl.concepts(model, "classifier.1", data, 3, k=2, importance=False, progress=False)
+    assert res.maps is not None
+    assert res.maps.shape == (3, 2)
+    assert res.positions is None
+    assert res.boxes is None
+    with pytest.raises(cl.InvalidArgumentError, match="no spatial grid"):
+        res.heatmaps()
 
 
 def test_label_targets_need_labels_and_data_must_hold_examples(

@@ -83,12 +83,14 @@ def test_the_public_callables_are_found() -> None:
         "evaluate",
         "build_atlas",
         "trace_shapes",
+        "concepts",
+        "concept_pictures",
     }
     assert expected <= names, expected - names
 
 
 #: The optimization entry points: the only ones whose ``steps`` counts iterations.
-OPTIMIZATION = {"ActivationMaximizer", "NeuronVisualizer.maximize", "build_atlas"}
+OPTIMIZATION = {"ActivationMaximizer", "NeuronVisualizer.maximize", "build_atlas", "concept_pictures"}
 
 
 def _deprecated(p: Parameter) -> bool:
@@ -161,7 +163,13 @@ LEADING = {
 #: ``top_examples(data, unit, k)`` (DESIGN.md writes ``top_examples(data, neuron, k)``;
 #: tests/test_neurons.py pins ``top_examples(test_set, 3, 9)``), and ``target`` right after the data it
 #: asks about (``cam(x, 3)``, ``deletion(model, x, maps, [3, 7])``), as every release so far took it.
-CONTRACT_POSITIONAL = {"NeuronVisualizer.top_examples": {"unit", "k"}}
+#: ``concepts(model, layer, data, n)``: how many concepts, as DESIGN.md writes the call; and
+#: ``concept_pictures(model, layer, bank)``: the bank is what to look at, after the layer.
+CONTRACT_POSITIONAL = {
+    "NeuronVisualizer.top_examples": {"unit", "k"},
+    "concepts": {"n"},
+    "concept_pictures": {"bank"},
+}
 TARGET_AFTER_DATA = {"target"}
 
 

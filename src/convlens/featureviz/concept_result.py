@@ -100,6 +100,11 @@ class ConceptsResult:
         """
         if self.maps is None:
             raise InvalidArgumentError("no maps were kept: call concepts with keep_inputs=True.")
+        if self.maps.dim() < 3:
+            raise InvalidArgumentError(
+                f"layer {self.layer!r} has no spatial grid: its concepts have one coefficient per example, "
+                "no map to overlay."
+            )
         if size is None:
             if self.inputs is None:
                 raise InvalidArgumentError("no inputs were kept: pass size= (the pictures' spatial size).")

@@ -136,6 +136,8 @@ def concepts(
         model, layer, data, who="concepts", reshape=reshape, batch_size=batch_size,
         num_workers=num_workers, forward_args=forward_args, gradients=importance,
     )  # fmt: skip
+    if importance:
+        stream.check_output = lambda shape: _check_output(shape, target)
     signed = method == "semi-nmf"
     if bank is None:
         fit = StreamingNMF(n, signed=signed, merge=stream.shard.merge, seed=seed)
@@ -312,6 +314,21 @@ class _Encoder:
         n = len(self.bank)
         codes = solve_codes(_positions(acts), self.bank)
         return codes.view(len(acts), -1, n).transpose(1, 2).reshape(len(acts), n, *acts.shape[2:])
+
+
+def _check_output(shape: tuple[int, ...] | None, target: ConceptTarget) -> None:
+    """Before any work: the importance needs ``(N, classes)`` scores, and an int target in range."""
+    if shape is None:
+        return  # the probe could not see the output: checked on the first real one
+    if len(shape) != 2:
+        raise InvalidArgumentError(
+            f"concepts' importance needs a model output of shape (N, classes); the model gives {shape}. "
+            "Pass importance=False."
+        )
+    if isinstance(target, int) and target >= shape[1]:
+        raise InvalidArgumentError(
+            f"target {target} is out of range: the model gives {shape[1]} scores per sample (0 to {shape[1] - 1})."
+        )
 
 
 def _check_target(target: object) -> None:

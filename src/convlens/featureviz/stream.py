@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,9 @@ class LayerStream:
         self.sample: Tensor | None = None  # the first example, once a pass has started
         self.sample_args = self.extra  # the forward arguments of the sample alone
         self.probe: Probe | None = None
+        #: Called with the probe's model output shape (None where the probe could not see it) on the
+        #: first batch, before any work: a caller's checks against the output.
+        self.check_output: Callable[[tuple[int, ...] | None], None] | None = None
 
     @property
     def layer(self) -> str:
@@ -186,6 +189,8 @@ class LayerStream:
             example=first,
         )  # fmt: skip
         check_channels_first(self.who, self.ref.key, self.ref.module, shapes[self.ref.key], self.layout)
+        if self.check_output is not None:
+            self.check_output(self.probe.output_shape)
         self.shape = shapes[self.ref.key]
         self.sample = first[0]
         self.sample_args = rows if self.examples is None else self.extra.take(at[:1], batch=self.examples)
