@@ -179,6 +179,60 @@ def test_importance_ranks_concepts_as_their_ablation_does(
     assert float(np.mean(rhos)) >= 0.8, rhos
 
 
+def ablation_drops(model: nn.Module, x: Tensor, y: Tensor, bank: Tensor) -> Tensor:
+    """Each example's score lost ``(N, n)`` when each concept's component is removed at the layer."""
+    a = activations(model, x)
+    codes = solve_codes(rows_of(a), bank)
+    n = len(bank)
+
+    def score(layer: Tensor) -> Tensor:
+        with torch.no_grad():
+            out: Tensor = part(model, "classifier")(torch.flatten(part(model, "features")[5](layer), 1))
+        return out.gather(1, y[:, None]).squeeze(1)
+
+    removed = [(codes[:, i : i + 1] * bank[i]).view(len(x), 8, 8, 16).permute(0, 3, 1, 2) for i in range(n)]
+    return torch.stack([score(a) - score(a - c) for c in removed], dim=1)
+
+
+def test_ablation_importance_is_the_measured_drop(digits: tuple[nn.Module, Any, Tensor, Tensor]) -> None:
+    model, data, x, y = digits
+    res = cl.concepts(model, LAYER, data, 4, k=2, target="label", importance="ablation", progress=False)
+    assert res.importance is not None and res.classes is not None
+    drops = ablation_drops(model, x, y, res.bank)
+    expected = torch.stack([drops[y == c].mean(0) for c in res.classes.tolist()])
+    torch.testing.assert_close(res.importance, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
+
+
+class KeepsItsBatch(nn.Module):
+    """The digits CNN written with the input's batch size carried past the layer (a larger batch breaks it)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.features, self.classifier = part(net, "features"), part(net, "classifier")
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch = x.shape[0]
+        out: Tensor = self.classifier(self.features(x).reshape(batch, 256))
+        return out
+
+
+def test_ablation_runs_one_forward_per_concept_where_the_batch_cannot_grow(
+    digits: tuple[nn.Module, Any, Tensor, Tensor],
+) -> None:
+    model, _, x, y = digits
+    data = TensorDataset(x[:40], y[:40])
+    plain = cl.concepts(model, LAYER, data, 3, k=2, target="label", importance="ablation", progress=False)
+    kept = cl.concepts(
+        KeepsItsBatch(model), LAYER, data, 3, k=2, target="label", importance="ablation", progress=False
+    )
+    assert plain.importance is not None and kept.importance is not None
+    torch.testing.assert_close(
+        kept.importance, plain.importance, rtol=0, atol=1e-5 * float(plain.importance.abs().max())
+    )
+    with pytest.raises(cl.InvalidArgumentError, match="reshape=None"):
+        cl.concepts(model, LAYER, data, 3, importance="ablation", reshape=lambda t: t, progress=False)
+
+
 def test_the_same_seed_gives_the_same_result(digits: tuple[nn.Module, Any, Tensor, Tensor]) -> None:
     model, data, _, _ = digits
     first, second = (
@@ -246,6 +300,7 @@ def test_the_predicted_class_or_one_class(digits: tuple[nn.Module, Any, Tensor, 
         ({"k": 0}, cl.InvalidArgumentError, r"\bk\b"),
         ({"method": "nfm"}, cl.InvalidArgumentError, r"'nmf'"),
         ({"target": "labels"}, cl.InvalidArgumentError, r"'label'"),
+        ({"importance": "ablate"}, cl.InvalidArgumentError, r"'ablation'"),
         ({"target": 10}, cl.InvalidArgumentError, r"target 10 is out of range: .* 10 scores"),
         ({"bank": torch.rand(2, 16)}, cl.InvalidArgumentError, r"\(3, 16\)"),
         ({"bank": -torch.rand(3, 16)}, cl.InvalidArgumentError, r"semi-nmf"),

@@ -42,6 +42,7 @@ def forward_with_leaf(
     *,
     gradient: bool = True,
     rewritten: Callable[[str, int], bool] | None = None,
+    replace: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Any]:
     """One forward of ``model`` on ``x``, autograd off until ``ref``'s call; returns (activation, output).
 
@@ -63,6 +64,8 @@ def forward_with_leaf(
         gradient: Make the activation a leaf that requires grad.
         rewritten: ``(name, call) -> bool``: whether a later in-place op rewrites that output (the
             probe knows); None: assume it does (a copy is always made).
+        replace: Without ``gradient``: what flows on in the picked tensor's place, from it (the
+            activation returned is still the layer's own).
 
     Raises:
         LayerNotFoundError: The layer does not run (or not that often).
@@ -79,7 +82,7 @@ def forward_with_leaf(
         copy = unknown or rewritten is None or rewritten(name, call)
         if not gradient:
             captured.append(tensor.detach().clone() if copy else tensor.detach())
-            return None
+            return None if replace is None else replaced(output, tensor, replace(captured[-1]))
         leaf = tensor.detach().requires_grad_()
         captured.append(leaf)
         torch.set_grad_enabled(True)  # record autograd from here on

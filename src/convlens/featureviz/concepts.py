@@ -28,7 +28,6 @@ import math
 from collections.abc import Iterator
 from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -37,9 +36,9 @@ from convlens.core.distributed import BATCH_SIZE, all_sum
 from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args
 from convlens.core.layers import LayerSpec
 from convlens.core.layouts import ReshapeSpec
-from convlens.core.targets import class_scores
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz.concept_result import ConceptMethod, ConceptsResult
+from convlens.featureviz.importance import Ablator, ImportanceMethod, by_gradient, rows_of
 from convlens.featureviz.nmf import StreamingNMF, blocks, solve_codes
 from convlens.featureviz.stream import Batch, LayerReader, LayerStream
 from convlens.featureviz.topk import RunningTop, peak_boxes, unravel
@@ -63,7 +62,7 @@ def concepts(
     method: ConceptMethod = "nmf",
     k: int = 9,
     target: ConceptTarget = None,
-    importance: bool = True,
+    importance: ImportanceMethod | bool | None = "gradient",
     bank: Tensor | None = None,
     seed: int = 0,
     reshape: ReshapeSpec = None,
@@ -87,8 +86,12 @@ def concepts(
         k: Top examples kept per concept.
         target: The class whose score the importance explains, per example: None (the predicted
             class), ``"label"`` (each example's ``y``), or a class index.
-        importance: Compute each concept's importance (the rank pass then runs the whole model
-            and back-propagates to the layer); False stops both passes right after the layer.
+        importance: How each concept's importance for the target class is measured
+            (:mod:`convlens.featureviz.importance`): ``"gradient"`` (gradient x coefficient, as
+            CRAFT: the rank pass runs the whole model and back-propagates to the layer), or
+            ``"ablation"`` (the score lost when the concept's component is removed from the layer,
+            exactly: the rest of the network runs on ``n`` ablated copies). None (or False): no
+            importance, and both passes stop right after the layer. True is ``"gradient"``.
         bank: A ``(n, C)`` bank to use instead of fitting one (one pass: the rank pass only).
         seed: Seeds the order of the positions in the fit and its sample: same data, same seed,
             same bank.
@@ -126,17 +129,18 @@ def concepts(
     """
     n, k = check_int("n", n, 1), check_int("k", k, 1)
     method = check_choice("method", method, get_args(ConceptMethod))  # type: ignore[assignment]
-    for name, flag in (("importance", importance), ("keep_inputs", keep_inputs), ("progress", progress)):
+    for name, flag in (("keep_inputs", keep_inputs), ("progress", progress)):
         check_bool(name, flag)
+    measure = _importance(importance)
     seed = check_int("seed", seed, 0)
     _check_target(target)
     if bank is not None and not isinstance(bank, Tensor):
         raise InvalidTypeError(f"bank must be an (n, C) tensor; got {type(bank).__name__}.")
     stream = LayerStream(
         model, layer, data, who="concepts", reshape=reshape, batch_size=batch_size,
-        num_workers=num_workers, forward_args=forward_args, gradients=importance,
+        num_workers=num_workers, forward_args=forward_args, gradients=measure == "gradient",
     )  # fmt: skip
-    if importance:
+    if measure is not None:
         stream.check_output = lambda shape: _check_output(shape, target)
     signed = method == "semi-nmf"
     if bank is None:
@@ -145,7 +149,7 @@ def concepts(
         bank = fitted / fitted.norm(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
     else:
         bank = bank.detach().float()
-    return _rank(stream, bank, n=n, k=k, method=method, target=target, importance=importance,
+    return _rank(stream, bank, n=n, k=k, method=method, target=target, importance=measure,
                  keep_inputs=keep_inputs, progress=progress)  # fmt: skip
 
 
@@ -153,17 +157,9 @@ def _rows(stream: LayerStream, n: int, signed: bool, seed: int, progress: bool) 
     """The fit's blocks: every position of every batch, as rows of channels, in a seeded order."""
     generator = torch.Generator().manual_seed(seed)
     for batch in stream.batches(progress=progress, desc="concepts: fit"):
-        rows = _positions(batch.activations)
+        rows = rows_of(batch.activations)
         _check_layer(stream, rows, n, signed)
         yield from blocks(rows, ROWS_PER_STEP, generator)
-
-
-def _positions(acts: Tensor) -> Tensor:
-    """``(B, C, *grid)`` activations as ``(B * positions, C)`` float32 rows."""
-    wide = torch.promote_types(acts.dtype, torch.float32)
-    if acts.dim() == 2:
-        return acts.to(wide)
-    return acts.flatten(2).transpose(1, 2).reshape(-1, acts.shape[1]).to(wide)
 
 
 def _check_layer(stream: LayerStream, rows: Tensor, n: int, signed: bool) -> None:
@@ -183,7 +179,7 @@ def _check_layer(stream: LayerStream, rows: Tensor, n: int, signed: bool) -> Non
 
 def _rank(
     stream: LayerStream, bank: Tensor, *, n: int, k: int, method: ConceptMethod, target: ConceptTarget,
-    importance: bool, keep_inputs: bool, progress: bool,
+    importance: ImportanceMethod | None, keep_inputs: bool, progress: bool,
 ) -> ConceptsResult:  # fmt: skip
     """The second pass: coefficients, errors, top examples and importance under one bank."""
     signed = method == "semi-nmf"
@@ -193,9 +189,11 @@ def _rank(
     weights: Tensor | None = None  # (classes, n) sums of gradient x coefficient
     counts: Tensor | None = None
     top: RunningTop | None = None
-    for batch in stream.batches(gradient=importance, progress=progress, desc="concepts: rank"):
+    ablator = None if importance != "ablation" else Ablator(stream, bank, solve_codes)
+    gradient = importance == "gradient"
+    for batch in stream.batches(gradient=gradient, progress=progress, desc="concepts: rank"):
         acts = batch.activations
-        rows = _positions(acts.detach())
+        rows = rows_of(acts.detach())
         if bank.shape != (n, rows.shape[1]):
             raise InvalidArgumentError(
                 f"bank must be (n, C) = ({n}, {rows.shape[1]}) for layer {stream.layer!r}; got {tuple(bank.shape)}."
@@ -211,9 +209,13 @@ def _rank(
         sums += torch.tensor([residual.square().sum(), rows.double().square().sum(), len(rows), len(acts)])
         channel_sums = rows.double().sum(0) if channel_sums is None else channel_sums + rows.double().sum(0)
         mass = per.double().sum((0, 1)) if mass is None else mass + per.double().sum((0, 1))
-        if importance:
-            contribution, classes = _contributions(batch, bank, per, target)
-            width = int(batch.output.shape[1])
+        if importance is not None:
+            if ablator is None:
+                contribution, classes = by_gradient(batch, bank, per, target)
+            else:
+                ablator.bank = bank
+                contribution, classes = ablator.drops(batch, target)
+            width = _classes_in(batch, contribution, ablator)
             if weights is None or counts is None:
                 weights = torch.zeros(width, n, dtype=torch.float64)
                 counts = torch.zeros(width, dtype=torch.float64)
@@ -270,35 +272,6 @@ def _rank(
     )  # fmt: skip
 
 
-def _contributions(batch: Batch, bank: Tensor, per: Tensor, target: ConceptTarget) -> tuple[Tensor, Tensor]:
-    """Each example's gradient x coefficient per concept ``(B, n)``, and the class it explains ``(B,)``."""
-    output = batch.output
-    if not isinstance(output, Tensor) or output.dim() != 2:
-        got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-        raise InvalidArgumentError(
-            f"concepts' importance needs a model output of shape (N, classes); got {got}. "
-            "Pass importance=False."
-        )
-    if target is None:
-        classes = output.detach().argmax(1)
-    elif target == "label":
-        if batch.labels is None:
-            raise InvalidArgumentError("target='label' needs items (x, y, ...); these hold x only.")
-        classes = torch.as_tensor(
-            np.asarray(batch.labels) if not isinstance(batch.labels, Tensor) else batch.labels
-        )
-        classes = classes.to(output.device).long().view(-1)
-    else:
-        classes = torch.full((len(output),), int(target), dtype=torch.long, device=output.device)
-    scores = class_scores(output, classes)
-    (gradient,) = torch.autograd.grad(scores.sum(), batch.activations, allow_unused=True)
-    if gradient is None:
-        raise InvalidArgumentError(f"the score does not depend on layer {batch.activations.shape}.")
-    along = _positions(gradient.detach()) @ bank.to(gradient.device).T  # (P, n): d score / d coefficient
-    contribution = (per * along.view(per.shape)).sum(1)  # (B, n)
-    return contribution, classes
-
-
 class _Encoder:
     """``transform``: new inputs' coefficient maps under the bank (holds the model, never the data)."""
 
@@ -312,8 +285,24 @@ class _Encoder:
         """The coefficient maps ``(N, n, *grid)`` of ``x``."""
         acts = self.reader.read(x, forward_args)
         n = len(self.bank)
-        codes = solve_codes(_positions(acts), self.bank)
+        codes = solve_codes(rows_of(acts), self.bank)
         return codes.view(len(acts), -1, n).transpose(1, 2).reshape(len(acts), n, *acts.shape[2:])
+
+
+def _classes_in(batch: Batch, contribution: Tensor, ablator: Ablator | None) -> int:
+    """How many scores the model gives (the gradient pass kept its output; the ablation read it)."""
+    if ablator is not None:
+        return ablator.width
+    return int(batch.output.shape[1])
+
+
+def _importance(importance: object) -> ImportanceMethod | None:
+    """The importance asked for: a method name, None/False (none), or True (``"gradient"``)."""
+    if importance is None or importance is False:
+        return None
+    if importance is True:
+        return "gradient"
+    return check_choice("importance", importance, get_args(ImportanceMethod))  # type: ignore[return-value]
 
 
 def _check_output(shape: tuple[int, ...] | None, target: ConceptTarget) -> None:
@@ -323,7 +312,7 @@ def _check_output(shape: tuple[int, ...] | None, target: ConceptTarget) -> None:
     if len(shape) != 2:
         raise InvalidArgumentError(
             f"concepts' importance needs a model output of shape (N, classes); the model gives {shape}. "
-            "Pass importance=False."
+            "Pass importance=None."
         )
     if isinstance(target, int) and target >= shape[1]:
         raise InvalidArgumentError(
