@@ -245,3 +245,13 @@ def test_the_page_in_a_real_browser(digits_page: DigitsPage) -> None:
         assert Path(unquote(parts.path)) == index.resolve(), link
         assert f'id="{parts.fragment}"' in index.read_text(), link  # the anchor is on the page
     assert shot.stat().st_size > 0
+
+
+def test_the_section_nests_under_a_page_s_headings() -> None:
+    """The tour puts the section under its own part and item headings: level 4, concepts at 5."""
+    section = concept_section(hand_built(), level=4)
+    assert "<h4>" in section
+    assert '<h5 id="concept-0"' in section
+    assert "<h2>" not in section
+    with pytest.raises(cl.InvalidArgumentError, match="level must be 1 to 5"):
+        concept_section(hand_built(), level=6)

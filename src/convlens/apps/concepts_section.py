@@ -123,6 +123,7 @@ def concept_section(
     href: str = "",
     title: str | None = None,
     k: int | None = None,
+    level: int = 2,
 ) -> Html:
     """The HTML of one layer's concepts: a heading, the bank's summary line, then each concept.
 
@@ -142,18 +143,25 @@ def concept_section(
             (e.g. ``"../_cache/abc/"``); unused without ``folder``.
         title: The section's heading (default: ``"Concepts at <layer>"``).
         k: At most this many top examples per concept, strongest first (None: all the result has).
+        level: The heading level of the section's title (2: ``<h2>``); each concept's is one below.
+            A page that nests the section under its own headings (the tour) passes a deeper one.
 
     Returns:
-        The section's markup: an ``<h2>`` with the summary, then per concept an ``<h3>``, a gallery
+        The section's markup: a heading (``<h2>`` at ``level=2``) with the summary, then per concept
+        a heading one level below, a gallery
         (its picture, then its top examples captioned ``#index · strength``) and its importance line.
 
     Raises:
         InvalidArgumentError: ``pictures`` whose count differs from the number of concepts, an
-            unknown ``preset``, or ``k`` below 1.
+            unknown ``preset``, ``k`` below 1, or ``level`` outside 1 to 5.
     """
     if preset is not None:
         check_choice("preset", preset, list(PRESETS))
     shown = None if k is None else check_int("k", k, 1)
+    if check_int("level", level, 1) > 5:
+        raise InvalidArgumentError(
+            f"level must be 1 to 5 (the concepts' headings are one below); got {level}."
+        )
     own = _pictures(pictures, result.n)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -166,7 +174,7 @@ def concept_section(
 
     examples = _example_panels(result, preset, shown)
     parts = [
-        html.element("h2", title if title is not None else f"Concepts at {result.layer}"),
+        html.element(f"h{level}", title if title is not None else f"Concepts at {result.layer}"),
         html.element("p", summary_line(result)),
         html.element("p", _LEGEND),
         html.nav(((f"#concept-{i}", f"concept {i}") for i in range(result.n)), separator=" · "),
@@ -187,7 +195,7 @@ def concept_section(
                 picture = place(panel, f"concept{i}_example{j}.png", f"concept {i} example {index}")
                 figures.append(html.figure(picture, caption))
         parts += [
-            html.element("h3", f"Concept {i}", id=f"concept-{i}"),
+            html.element(f"h{level + 1}", f"Concept {i}", id=f"concept-{i}"),
             html.gallery(figures),
             html.element("p", importance_line(result, i, class_names=class_names)),
         ]
