@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def small_atlas(out: Path, **kwargs: object) -> AtlasResult:
-    options: dict[str, object] = {"units": 3, "k": 4, "steps": 4, "progress": False}
+    options: dict[str, object] = {"units": 3, "k": 4, "steps": 4, "progress": False, "concepts": 0}
     options.update(kwargs)
     return build_atlas(cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test"), out, **options)  # type: ignore[arg-type]
 
@@ -31,13 +31,15 @@ def pages(root: Path) -> list[Path]:
 
 
 def references(page: Path) -> list[str]:
+    """Every file a page links to or shows: an anchor within the page (``#concept-0``) is the page itself."""
     text = page.read_text()
-    return re.findall(r'(?:href|src)="([^"]+)"', text)
+    return [ref.split("#")[0] or page.name for ref in re.findall(r'(?:href|src)="([^"]+)"', text)]
 
 
 def test_every_page_link_and_picture_is_there(tmp_path: Path) -> None:
-    site = small_atlas(tmp_path)
+    site = small_atlas(tmp_path, concepts=6)
     assert site.layers == ("features.0", "features.3", "classifier.0", "classifier.2")
+    assert site.concepts == ("features.0", "features.3")  # the conv layers (8 and 16 units > 6)
     assert site.units == 12
     assert site.reused == 0
     everything = pages(tmp_path)
@@ -122,7 +124,7 @@ def test_every_page_in_a_real_browser(tmp_path: Path) -> None:
     reason = browser_unavailable()
     if reason is not None:
         pytest.skip(reason)
-    small_atlas(tmp_path, units=2)
+    small_atlas(tmp_path, units=2, concepts=6)
     everything = pages(tmp_path)
     shots = ROOT / "build" / "screenshots"
     wanted = {
@@ -147,6 +149,14 @@ def test_every_page_in_a_real_browser(tmp_path: Path) -> None:
     assert all((shots / name).stat().st_size > 0 for name in wanted.values())
     unit_pages = [r for p, r in zip(everything, reports, strict=True) if "units" in p.parts]
     assert all(len(r.images) >= 1 + 2 for r in unit_pages)  # a picture and the examples at least
+    by_page = {p.relative_to(tmp_path).as_posix(): r for p, r in zip(everything, reports, strict=True)}
+    for layer in (
+        "features.0",
+        "features.3",
+    ):  # the conv layers' concepts: 6, each a picture and k = 4 examples
+        report = by_page[f"layers/{layer}.html"]
+        assert any(f"Concepts at {layer}" in h for h in report.heading_texts), report.heading_texts
+        assert len(report.images) == 2 + 6 * (1 + 4), layer  # 2 units, then each concept and its examples
 
 
 def test_cached_unit_data_is_plain_json(tmp_path: Path) -> None:
@@ -178,6 +188,8 @@ def test_under_torchrun_the_command_shards_the_pass_and_writes_the_same_site(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("wrote ") == 1  # rank 0 alone writes and prints
     assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    layer = [(tmp_path / site / "layers" / "features.3.html").read_text() for site in ("one", "two")]
+    assert all(text.count('<h3 id="concept-') == 6 for text in layer)  # both fitted the concepts
     for page in ("units/features.3/1.html", "units/classifier.2/0.html", "index.html"):
         one = (tmp_path / "one" / page).read_text()
         two = (tmp_path / "two" / page).read_text()
@@ -437,3 +449,73 @@ def test_a_model_on_the_gpu_draws_cpu_data(tmp_path: Path) -> None:
     site = build_atlas(net, data, tmp_path, units=1, k=2, steps=1, progress=False)
     assert site.layers == ("0", "2", "5")
     assert site.units == 3
+
+
+# --- concepts on the layer pages (issue 19) -------------------------------------------------------------
+
+
+def section_sources(page: Path) -> list[str]:
+    """The pictures of a layer page's concepts section: everything after its heading."""
+    text = page.read_text()
+    return (
+        re.findall(r'src="([^"]+)"', text[text.index("<h2>Concepts at ") :])
+        if "<h2>Concepts at " in text
+        else []
+    )
+
+
+def test_layer_pages_show_their_concepts_with_the_method_their_sign_needs(tmp_path: Path) -> None:
+    layers = ["features.3", "features.4", "classifier.0"]
+    site = small_atlas(tmp_path, layers=layers, units=1, concepts=6)
+    # features.3 (16 units) is a signed conv output: semi-NMF; features.4 is its ReLU: NMF; classifier.0
+    # is a signed Linear layer without a grid: no section. (features.0's section: the tests above.)
+    assert site.concepts == ("features.3", "features.4")
+    assert site.concepts_reused == 0
+    pictures = {}
+    for layer, method in (("features.3", "semi-nmf"), ("features.4", "nmf")):
+        page = tmp_path / "layers" / f"{layer}.html"
+        text = page.read_text()
+        assert f"<h2>Concepts at {layer}</h2>" in text
+        assert f"6 concepts ({method}) in the" in text
+        assert text.count('<h3 id="concept-') == 6
+        pictures[layer] = section_sources(page)
+        assert len(pictures[layer]) == 6 * (1 + 4)  # its picture and k = 4 top examples per concept
+        for src in pictures[layer]:
+            assert (page.parent / src).resolve().is_file(), src
+        assert "Matters most for: class " in text  # importance for the predicted classes
+    assert "Concepts at" not in (tmp_path / "layers" / "classifier.0.html").read_text()
+    folders = {layer: {str(Path(src).parent) for src in srcs} for layer, srcs in pictures.items()}
+    assert all(len(f) == 1 for f in folders.values())  # one folder per layer
+    assert len(set.union(*folders.values())) == 2  # distinct layers never share a file
+
+
+def test_a_rebuild_reuses_the_concepts_without_refitting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convlens.apps import atlas_concepts
+
+    first = small_atlas(tmp_path, layers=["features.3"], units=1, concepts=6)
+    (section,) = list((tmp_path / "_cache").rglob("concepts.json"))
+    stamp = section.stat().st_mtime_ns
+
+    def refit(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the concepts were fitted again")
+
+    monkeypatch.setattr(atlas_concepts, "fit_concepts", refit)
+    second = small_atlas(tmp_path, layers=["features.3"], units=2, concepts=6)
+    assert (first.concepts_reused, second.concepts, second.concepts_reused) == (0, ("features.3",), 1)
+    assert section.stat().st_mtime_ns == stamp
+    assert "<h2>Concepts at features.3</h2>" in (tmp_path / "layers" / "features.3.html").read_text()
+    with pytest.raises(AssertionError, match="fitted again"):  # another n is another section
+        small_atlas(tmp_path, layers=["features.3"], units=1, concepts=5)
+
+
+def test_concepts_off_and_a_bad_count(tmp_path: Path) -> None:
+    for off in (0, None):
+        site = small_atlas(tmp_path / str(off), layers=["features.3"], units=1, concepts=off)
+        assert site.concepts == ()
+        assert "Concepts at" not in (tmp_path / str(off) / "layers" / "features.3.html").read_text()
+        assert not list((tmp_path / str(off) / "_cache").rglob("concepts.json"))
+    with pytest.raises(cl.InvalidArgumentError, match="concepts"):
+        small_atlas(tmp_path / "bad", concepts=-1)
+    assert not (tmp_path / "bad").exists()

@@ -15,12 +15,18 @@ grid of its units; and a page per unit with
 - for the classifier's output units, the class picture (its feature
   visualization) and the top images with their Grad-CAM overlays.
 
+A layer's page also shows its concepts (``concepts=6`` by default: :mod:`convlens.apps.atlas_concepts`
+says which layers get them and with which method): directions in its channel space fitted over the
+data by :func:`convlens.concepts`, each with its picture, its top examples with its coefficient map
+and its importance for the predicted classes.
+
 Everything is a PNG beside plain HTML, written by :mod:`convlens.apps.atlas_site`
 with the one HTML writer and its stylesheet: no script, nothing fetched. The
 work per unit is cached under ``out/_cache`` by a hash of the weights, the
-layer, the unit, the data and the options, so a second run with
+layer, the unit, the data and the options, and each layer's concepts by a hash of
+the same, the layer and ``concepts``, so a second run with
 more layers or units reuses what is done. The dataset passes run under
-``torchrun`` as ``top_examples`` does (rank 0 writes the site).
+``torchrun`` as ``top_examples`` and ``concepts`` do (rank 0 writes the site).
 
 Example:
     >>> import tempfile
@@ -30,8 +36,8 @@ Example:
     >>> with tempfile.TemporaryDirectory() as out:
     ...     site = build_atlas(digits, cl.zoo.digits_dataset("test"), out, layers=["classifier.2"],
     ...                        units=2, steps=4, progress=False)
-    ...     site.index.name, site.units, site.reused
-    ('index.html', 2, 0)
+    ...     site.index.name, site.units, site.reused, site.concepts
+    ('index.html', 2, 0, ())
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ import torch.distributed as dist
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
+from convlens.apps.atlas_concepts import compute_concepts, plan_concepts
 from convlens.apps.atlas_site import Plan, cache_key, write_site
 from convlens.attribution.cam import GradCAM
 from convlens.core.checks import check_int
@@ -89,6 +96,8 @@ class AtlasResult:
         units: How many unit pages the site has.
         reused: How many of them came from the cache (nothing recomputed).
         seconds: The wall time of the whole build.
+        concepts: The layers whose page has a concepts section, in the model's order.
+        concepts_reused: How many of those sections came from the cache (nothing refitted).
     """
 
     index: Path
@@ -96,6 +105,8 @@ class AtlasResult:
     units: int
     reused: int
     seconds: float
+    concepts: tuple[str, ...] = ()
+    concepts_reused: int = 0
 
 
 def build_atlas(
@@ -107,6 +118,7 @@ def build_atlas(
     units: int | None = 16,
     k: int = 8,
     steps: int = 128,
+    concepts: int | None = 6,
     preset: str | None = None,
     input_shape: Sequence[int] | None = None,
     picture_size: int | None = None,
@@ -134,7 +146,13 @@ def build_atlas(
             and :attr:`AtlasResult.layers` keep the names as given (the wrapper's by default).
         units: The first this many units of each layer (None: all of them).
         k: Top dataset examples per unit.
-        steps: Optimization steps of each feature visualization.
+        steps: Optimization steps of each feature visualization (the concepts' pictures too).
+        concepts: How many concepts each layer's page shows (:func:`convlens.concepts`, with
+            ``k`` top examples each); 0 or None: no concepts section. The default, 6, is the number
+            of neuron groups Olah et al. show per layer ("The Building Blocks of Interpretability",
+            Distill 2018): few enough to read at a glance. Layers with at most that many units,
+            and signed layers without a spatial grid, get no section; nonnegative layers are
+            factored by NMF, signed ones by semi-NMF (see :mod:`convlens.apps.atlas_concepts`).
         preset: The preprocessing the data went through (``"imagenet"`` or
             ``"lecture"``): pictures are shown through it, and feature
             visualizations use the recommended recipe in its colour space.
@@ -180,7 +198,7 @@ def build_atlas(
     Raises:
         LayerNotFoundError: A layer the model does not have (the nearest is named).
         InvalidArgumentError: An unknown preset, ``units``, ``k`` or ``steps``
-            below 1, empty data, ``classes`` whose count differs from the
+            below 1, ``concepts`` below 0, empty data, ``classes`` whose count differs from the
             model's outputs, or a channels-last layer without ``reshape=``.
         UnsupportedModelError: A quantized model (the feature visualizations
             need gradients) or one on the meta device.
@@ -192,6 +210,7 @@ def build_atlas(
     root = Path(out)
     k, steps = check_int("k", k, 1), check_int("steps", steps, 1)
     count = None if units is None else check_int("units", units, 1)
+    n_concepts = 0 if concepts is None else check_int("concepts", concepts, 0)
     if preset is not None and preset not in PRESETS:
         raise InvalidArgumentError(
             f"preset must be one of {', '.join(map(repr, PRESETS))} or None; got {preset!r}."
@@ -199,7 +218,8 @@ def build_atlas(
         )
     chosen = renamed("class_names", class_names, "classes", classes, default=None)
     fa, layout = as_forward_args(forward_args), as_layout(reshape)
-    sample = _first_input(data)
+    first = _first_inputs(data, batch_size if n_concepts else 1)
+    sample = first[0]
     # Batches are moved to the model's device as they are read; only data that holds none is refused.
     given = sample[None] if sample.is_meta else ()
     check_runnable(model, given, who="build_atlas", gradients=True, forward_args=fa)
@@ -232,11 +252,17 @@ def build_atlas(
             u for u in shown if not (cache / cache_key(fingerprint, row.name, u) / "unit.json").is_file()
         ]
         plan.append((row, shown, missing))
+    concept_plans = plan_concepts(
+        model, first, [r.name for r in rows] if n_concepts else [], n=n_concepts, layout=layout,
+        forward_args=_example_args(fa, examples, list(range(len(first)))), fingerprint=fingerprint,
+        cache=cache, names=names_of,
+    )  # fmt: skip
     if dist.is_available() and dist.is_initialized():
         dist.barrier()  # every rank has read the cache before rank 0 writes to it
     writer = rank() == 0
     names = {} if names_of is None else {r.name: list(names_of) for r in rows if same(r.name, output)}
     reused = 0
+    planned = {cp.layer: cp for cp in concept_plans}
     for row, shown, missing in plan:
         began = time.perf_counter()
         if missing:
@@ -246,10 +272,22 @@ def build_atlas(
                 filters=same(row.name, first_conv), classes=same(row.name, output) and row.type == "Linear",
                 cam_layer=cam_layer, forward_args=fa, examples=examples, reshape=reshape,
             )  # fmt: skip
+        cp = planned.get(row.name)
+        if cp is not None and cp.missing:  # every rank: the fit is sharded and all-reduced
+            compute_concepts(
+                model, data, cp, n=n_concepts, cache=cache, writer=writer, k=k, steps=steps, preset=preset,
+                shape=shape, seed=seed, importance=len(report.output_shape) == 2, names=names_of,
+                batch_size=batch_size, num_workers=num_workers, reshape=reshape, forward_args=fa,
+                picture_args=_example_args(fa, examples, [0] * n_concepts),
+            )  # fmt: skip
         reused += len(shown) - len(missing)
         if progress and writer:
+            fitted = cp is not None and cp.missing
+            said = (
+                "" if cp is None else f", {n_concepts} concepts ({'fitted' if fitted else 'from the cache'})"
+            )
             print(
-                f"[atlas] {row.name}: {len(shown)} units ({len(shown) - len(missing)} from the cache) "
+                f"[atlas] {row.name}: {len(shown)} units ({len(shown) - len(missing)} from the cache){said} "
                 f"in {time.perf_counter() - began:.1f} s",
                 file=sys.stderr,
             )
@@ -263,6 +301,7 @@ def build_atlas(
             title=title or type(unwrap(model)).__name__,
             note=note,
             names=names,
+            concepts={cp.layer: cp.key for cp in concept_plans},
         )
     return AtlasResult(
         index=index,
@@ -270,6 +309,8 @@ def build_atlas(
         units=sum(len(shown) for _, shown, _ in plan),
         reused=reused,
         seconds=time.perf_counter() - started,
+        concepts=tuple(cp.layer for cp in concept_plans),
+        concepts_reused=sum(not cp.missing for cp in concept_plans),
     )
 
 
@@ -517,20 +558,25 @@ def _example_args(fa: ForwardArgs, examples: int | None, rows: list[int]) -> For
     return fa.take(torch.tensor(rows, dtype=torch.long), batch=examples)
 
 
-def _first_input(data: Any) -> Tensor:
-    """One example's ``x`` (without its batch dimension), to size what the atlas draws."""
+def _first_inputs(data: Any, most: int) -> Tensor:
+    """The data's first examples' ``x`` as a batch: ``most`` of a Dataset's, or its first batch's.
+
+    The first one sizes what the atlas draws; the batch shows which layers are nonnegative.
+    """
     if isinstance(data, torch.utils.data.Dataset) and not isinstance(data, torch.utils.data.IterableDataset):
         if isinstance(data, Sized) and len(data) == 0:
             raise InvalidArgumentError("data is empty: there are no examples for the atlas.")
-        item = data[0]
-        x = item[0] if isinstance(item, tuple | list) else item
-        if isinstance(x, Tensor):
-            return x
+        xs = []
+        for i in range(min(most, len(data)) if isinstance(data, Sized) else 1):
+            item = data[i]
+            xs.append(item[0] if isinstance(item, tuple | list) else item)
+        if all(isinstance(x, Tensor) for x in xs):
+            return torch.stack(xs)
     source: Iterable[Any] = data
     for batch in source:
         x = batch[0] if isinstance(batch, tuple | list) else batch
         if isinstance(x, Tensor) and x.dim() >= 2:
-            return x[0]
+            return x
         break
     raise InvalidArgumentError(
         "the atlas needs data whose items (or batches) are a tensor x or a tuple (x, y, ...)."

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,14 @@ from convlens.core import html
 from convlens.core.html import Html
 from convlens.core.report import LayerShape, ShapeReport
 
-__all__ = ["Plan", "cache_key", "write_site"]
+__all__ = ["SECTION", "Plan", "cache_key", "concepts_key", "write_site"]
 
 #: Each layer with a page: its row of the shape report, the units shown, and those to compute.
 Plan = list[tuple[LayerShape, list[int], list[int]]]
+
+#: The file of a layer's concepts section in its cache folder (its markup under ``"html"``, plain JSON as a
+#: unit's ``unit.json``), written last: its presence means done.
+SECTION = "concepts.json"
 
 
 def cache_key(fingerprint: str, layer: str, unit: int) -> str:
@@ -45,6 +50,18 @@ def cache_key(fingerprint: str, layer: str, unit: int) -> str:
         (20, False)
     """
     return hashlib.sha256(f"{fingerprint}|{layer}|{unit}".encode()).hexdigest()[:20]
+
+
+def concepts_key(fingerprint: str, layer: str, n: int, method: str, names: Sequence[str] | None) -> str:
+    """The name of a layer's concepts folder in ``out/_cache``: a hash of what its section depends on.
+
+    Example:
+        >>> len(concepts_key("f", "a", 6, "nmf", None)), concepts_key("f", "a", 6, "nmf", None) == (
+        ...     concepts_key("f", "b", 6, "nmf", None))
+        (20, False)
+    """
+    what = json.dumps([fingerprint, layer, "concepts", n, method, None if names is None else list(names)])
+    return hashlib.sha256(what.encode()).hexdigest()[:20]
 
 
 def _slug(name: str) -> str:
@@ -67,6 +84,7 @@ def write_site(
     title: str,
     note: str | None,
     names: dict[str, list[str]],
+    concepts: dict[str, str] | None = None,
 ) -> None:
     """Write ``root/index.html``, ``root/layers/<layer>.html`` and ``root/units/<layer>/<unit>.html``.
 
@@ -78,6 +96,9 @@ def write_site(
         title: The site's title.
         note: A line shown on every page (e.g. "random weights"), or None.
         names: Names of a layer's units (the classes of the output layer), shown on their pages.
+        concepts: The layers with a concepts section, each with its folder's name in ``root/_cache``
+            (:func:`~convlens.apps.atlas_concepts.concepts_key`), where the section's markup
+            (:data:`~convlens.apps.atlas_concepts.SECTION`) and its pictures are; put on the layer's page.
     """
     (root / "layers").mkdir(parents=True, exist_ok=True)
     (root / "units").mkdir(parents=True, exist_ok=True)
@@ -122,6 +143,11 @@ def write_site(
             + html.element("p", "Each unit's feature visualization; follow one for its dataset examples.")
             + html.gallery(cells)
         )
+        if row.name in (concepts or {}):
+            entry = json.loads(
+                (root / "_cache" / (concepts or {})[row.name] / SECTION).read_text(encoding="utf-8")
+            )
+            body += Html(entry["html"])
         _write(root / "layers" / f"{slug}.html", row.name, body, note, 1)
         (root / "units" / slug).mkdir(parents=True, exist_ok=True)
         for ui, unit in enumerate(shown):
