@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,7 @@ def test_every_section_writes_its_files(tour: TourResult) -> None:
         "filters",
         "digits",
         "learn",
+        "concepts",
         "gradcam",
         "alphago",
         "atlas",
@@ -172,3 +174,30 @@ def test_the_users_picture_goes_through_the_tour(tmp_path: Path) -> None:
     assert "picture: 300 x 240" in steps
     assert "-> 280 x 224" in steps
     assert any(line.startswith("[shapes] done in ") for line in lines)
+
+
+def test_the_concepts_item_answers_the_lecture_at_the_level_of_concepts(tmp_path: Path) -> None:
+    from convlens.apps.tour_concepts import LAYER, K, N
+
+    layers = {info.name: info.type for info in cl.list_layers(cl.zoo.digits_cnn())}
+    last_conv = [name for name, kind in layers.items() if kind == "Conv2d"][-1]
+    assert (last_conv, layers[LAYER]) == ("features.3", "ReLU")  # the ReLU right after the last conv layer
+    assert list(layers).index(LAYER) == list(layers).index(last_conv) + 1
+    result = run_tour(tmp_path, sections=["concepts"], quick=True, echo=lambda _line: None)
+    assert [p.name for p in result.files] == ["concepts_digits.md", "index.html"]
+    page = (tmp_path / "index.html").read_text()
+    assert '<h2 id="7-2-what-does-cnn-learn">' in page
+    assert f"cl.concepts(digits, &quot;{LAYER}&quot;, cl.zoo.digits_dataset(&quot;test&quot;), {N}" in page
+    assert f"<h2>Concepts at {LAYER}</h2>" in page
+    assert page.count('<h3 id="concept-') == N
+    sources = re.findall(r'src="(concepts/[^"]+)"', page)
+    assert len(sources) == N * (1 + K)  # each concept's picture, its top digits with its coefficient map
+    assert all((tmp_path / src).is_file() and (tmp_path / src).stat().st_size > 0 for src in sources)
+    assert "Matters most for: digit " in page
+    table = (tmp_path / "concepts_digits.md").read_text().splitlines()
+    rows = [line.split("|")[1:-1] for line in table[2:] if line.startswith("|")]
+    assert [int(r[0]) for r in rows] == list(range(10))  # a row per digit: every label is in the test set
+    assert sum(int(r[1]) for r in rows) == len(cl.zoo.digits_dataset("test"))
+    for r in rows:  # "most" names the concept with the largest importance for that digit
+        values = [float(v) for v in r[2 : 2 + N]]
+        assert int(r[-1]) == values.index(max(values))

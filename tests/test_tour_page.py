@@ -165,3 +165,12 @@ def test_the_screenshot_is_kept(tour_page: tuple[Path, PageReport]) -> None:
     with Image.open(report.screenshot) as png:
         assert png.format == "PNG"
         assert min(png.size) > 0
+
+
+def test_the_concepts_item_shows_its_digits(tour_page: tuple[Path, PageReport]) -> None:
+    from convlens.apps.tour_concepts import K, N
+
+    _, report = tour_page
+    shown = [image for image in report.images if "/concepts/" in image.src]
+    assert len(shown) == N * (1 + K)  # every concept's picture, its top digits with their coefficient maps
+    assert all(image.loaded and image.natural_width > 0 for image in shown)

@@ -61,6 +61,7 @@ class Item:
     note: str | None = None  # e.g. "random weights": shown on the item
     grids: list[tuple[str, list[list[int]]]] = field(default_factory=list)  # small integer grids, captioned
     link: tuple[str, str] | None = None  # (href, text): a page the tour wrote beside it, e.g. an atlas
+    section: str | None = None  # markup of the one HTML writer (a concepts section), placed as it is
 
 
 @dataclass(slots=True)
@@ -168,6 +169,9 @@ def _item(item: Item) -> str:
         parts.append(html.element("p", item.note, class_="note"))
     if item.figure:
         parts.append(html.figure(html.image(item.figure, item.title)))
+    if item.section:
+        # A section of thumbnails (the atlas's concepts) keeps the stylesheet's catalog layout on this page.
+        parts.append(html.element("div", Html(item.section), class_="catalog"))
     if item.grids:
         grids = "".join(
             html.table(None, rows, caption=caption, kind="numbers") for caption, rows in item.grids

@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
+from convlens.apps import tour_concepts
 from convlens.apps.atlas import build_atlas
 from convlens.apps.page import Check, Item, TourPage
 from convlens.attribution.cam import GradCAM
@@ -387,6 +388,13 @@ def _pictures(res: MaximizationResult, titles: list[str], title: str, model: nn.
     return plot_images(pictures, titles, cols=4, title=title, note=zoo.weights_note(model), panel_size=2.5)
 
 
+def _concepts(tour: _Tour) -> None:
+    steps = 32 if tour.quick else 128  # concept_pictures' default, as the atlas draws concepts
+    tour_concepts.add_item(
+        tour, tour.model("convlens:digits_cnn"), heading=LEARN, steps=steps, seed=tour.seed
+    )
+
+
 def _alphago(tour: _Tour) -> None:
     tour.echo("AlphaGo's policy network: 19x19 at every layer, k = 128, 192, 256, 384")
     rows = [
@@ -433,6 +441,7 @@ SECTIONS: dict[str, Callable[[_Tour], None]] = {
     "filters": _filters_and_maps,
     "digits": _digits,
     "learn": _learn,
+    "concepts": _concepts,
     "gradcam": _gradcam,
     "alphago": _alphago,
     "atlas": _atlas,
