@@ -188,8 +188,8 @@ def test_the_concepts_item_answers_the_lecture_at_the_level_of_concepts(tmp_path
     page = (tmp_path / "index.html").read_text()
     assert '<h2 id="7-2-what-does-cnn-learn">' in page
     assert f"cl.concepts(digits, &quot;{LAYER}&quot;, cl.zoo.digits_dataset(&quot;test&quot;), {N}" in page
-    assert f"<h2>Concepts at {LAYER}</h2>" in page
-    assert page.count('<h3 id="concept-') == N
+    assert f"<h4>Concepts at {LAYER}</h4>" in page  # under the part (h2) and the item (h3)
+    assert page.count('<h5 id="concept-') == N
     sources = re.findall(r'src="(concepts/[^"]+)"', page)
     assert len(sources) == N * (1 + K)  # each concept's picture, its top digits with its coefficient map
     assert all((tmp_path / src).is_file() and (tmp_path / src).stat().st_size > 0 for src in sources)

@@ -87,7 +87,7 @@ def add_item(page: TourPage, model: nn.Module, *, heading: str, steps: int, seed
     pictures = concept_pictures(model, LAYER, result.bank, normalize=None, steps=steps, seed=seed).image
     section = concept_section(
         result, pictures=pictures.detach().clamp(0, 1).cpu(), class_names=names, folder=page.out / "concepts",
-        href="concepts/",
+        href="concepts/", level=4,  # under the part's h2 and the item's h3
     )  # fmt: skip
     table = importance_table(result)
     page.save("concepts_digits.md", f"{table}\n\n{CAPTION}")
