@@ -141,7 +141,9 @@ def concepts(
         num_workers=num_workers, forward_args=forward_args, gradients=measure == "gradient",
     )  # fmt: skip
     if measure is not None:
-        stream.check_output = lambda shape: _check_output(shape, target)
+        stream.checks.append(
+            lambda read: _check_output(None if read.probe is None else read.probe.output_shape, target)
+        )
     signed = method == "semi-nmf"
     if bank is None:
         fit = StreamingNMF(n, signed=signed, merge=stream.shard.merge, seed=seed)

@@ -41,15 +41,11 @@ from torch.utils.data import DataLoader, Dataset
 from convlens.core import display
 from convlens.core.checks import as_int, check_bool, check_indices, check_int, check_real, check_shape
 from convlens.core.deprecation import UNSET, Unset, renamed, renamed_attribute
-from convlens.core.distributed import data_length, shard
 from convlens.core.inputs import ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
-from convlens.core.layouts import Layout, ReshapeSpec, as_layout
+from convlens.core.layouts import ReshapeSpec, as_layout
 from convlens.core.probe import require_hooks
-from convlens.core.tap import LayerTap
-from convlens.core.values import model_dtype_device
 from convlens.errors import InvalidArgumentError, InvalidTypeError
-from convlens.featureviz.forward import check_channels_first, layer_shapes
 from convlens.featureviz.maximize import (
     ActivationMaximizer,
     MaximizationResult,
@@ -59,11 +55,10 @@ from convlens.featureviz.maximize import (
 )
 from convlens.featureviz.objectives import Objective, channel, reshaped_shape
 from convlens.featureviz.objectives import l1 as l1_penalty
+from convlens.featureviz.stream import LayerStream
 from convlens.featureviz.topk import (
     RunningTop,
-    batch_inputs,
     peak_boxes,
-    receptive_field,
     unravel,
 )
 
@@ -493,80 +488,49 @@ class NeuronVisualizer:
         k = check_int("k", k, 1)
         check_bool("keep_inputs", keep_inputs)
         check_bool("progress", progress)
-        part = shard(
-            data,
-            batch_size=check_int("batch_size", batch_size, 1),
-            num_workers=check_int("num_workers", num_workers, 0),
-        )
-        extra = as_forward_args(forward_args)
-        tap = LayerTap(self.model, [self.layer])
-        check_runnable(tap.module, who="NeuronVisualizer.top_examples", forward_args=extra)
-        examples = data_length(data)
-        dtype, device = model_dtype_device(tap.module)
+        stream = LayerStream(
+            self.model, self.layer, data,
+            who="NeuronVisualizer.top_examples", reshape=self.layout, batch_size=batch_size,
+            num_workers=num_workers, forward_args=forward_args,
+        )  # fmt: skip
         layout = self.layout
+        ordered = stream.shard.ordered
         top: RunningTop | None = None
-        sample: Tensor | None = None
-        one = extra  # the forward arguments of the sample (its rows), for the receptive field
-        chunks = part.chunks(progress=progress, desc="top_examples")
-        with tap.steady():  # one pass: hooks registered once, the model's structure read once
-            for batch, positions in batch_inputs(chunks):
-                if batch.is_meta:  # other devices' batches are moved to the model's; this one holds no data
-                    check_runnable(tap.module, batch, who="NeuronVisualizer.top_examples", forward_args=extra)
-                x = batch.to(device, dtype) if batch.is_floating_point() else batch.to(device)
-                if sample is None:  # before any work: the layer's shape, the units (the tap's own probe)
-                    first = x if len(x) else torch.zeros((1, *x.shape[1:]), dtype=x.dtype, device=device)
-                    at = positions if len(x) else positions.new_zeros(1)
-                    rows = extra if examples is None else extra.take(at, batch=examples)
-                    shapes = layer_shapes(
-                        tap.module, {self.layer: self.ref}, tuple(first.shape), dtype=x.dtype, device=device,
-                        needs_output=False, probe=tap.probe(first, *rows.args, **rows.kwargs),
-                        forward_args=rows, layouts={self.layer: layout}, example=first,
-                    )  # fmt: skip
-                    check_channels_first(
-                        "NeuronVisualizer.top_examples",
-                        self.layer,
-                        self.ref.module,
-                        shapes[self.layer],
-                        layout,
-                    )
-                    for unit in (
-                        chosen or ()
-                    ):  # each names the layer and its size (after reshape) when out of range
-                        channel(self.layer, unit, reshape=layout).validate(shapes)
-                    view = reshaped_shape(shapes[self.layer], layout)
-                    if view is not None:  # None: a reshape that reads values, known after the first batch
-                        top = RunningTop.start(
-                            chosen, k, keep_inputs=keep_inputs, shape=view, ordered=part.ordered
-                        )
-                    sample = first[0]
-                    one = rows if examples is None else extra.take(at[:1], batch=examples)  # the sample's
-                if not len(x):
-                    continue
-                rows = extra if examples is None else extra.take(positions, batch=examples)
-                tap.run(x, forward_args=rows)
-                acts = tap[self.layer] if layout.part in (None, 0) else layout.pick(tap.outputs[self.layer])
-                acts = layout.apply(acts.dequantize() if acts.is_quantized else acts)
-                if top is None:
-                    top = RunningTop.start(
-                        chosen, k, keep_inputs=keep_inputs, shape=tuple(acts.shape), ordered=part.ordered
-                    )
-                wide = torch.promote_types(
-                    acts.dtype, torch.float32
-                )  # a half-precision unit averaged in float32
-                maps = acts.flatten(2) if acts.dim() > 2 else None  # (B, C, positions)
-                per_unit = maps.mean(2, dtype=wide) if maps is not None else acts.reshape(len(x), -1).to(wide)
-                top.update(top.pick(per_unit).T, positions.to(device), x, maps)
-        if sample is None:
+
+        def start(read: LayerStream) -> None:
+            """Before any work: each unit in range (named with the layer's size after reshape)."""
+            nonlocal top
+            shapes = {self.layer: read.shape}
+            for unit in chosen or ():
+                channel(self.layer, unit, reshape=layout).validate(shapes)
+            view = reshaped_shape(read.shape, layout)
+            if view is not None:  # None: a reshape that reads values, known after the first batch
+                top = RunningTop.start(chosen, k, keep_inputs=keep_inputs, shape=view, ordered=ordered)
+
+        stream.checks.append(start)
+        for batch in stream.batches(progress=progress, desc="top_examples"):
+            acts = batch.activations
+            if top is None:
+                top = RunningTop.start(
+                    chosen, k, keep_inputs=keep_inputs, shape=tuple(acts.shape), ordered=ordered
+                )
+            wide = torch.promote_types(acts.dtype, torch.float32)  # a half-precision unit averaged in float32
+            maps = acts.flatten(2) if acts.dim() > 2 else None  # (B, C, positions)
+            per_unit = maps.mean(2, dtype=wide) if maps is not None else acts.reshape(len(acts), -1).to(wide)
+            top.update(top.pick(per_unit).T, batch.positions.to(acts.device), batch.x, maps)
+        sample = stream.sample
+        if sample is None:  # pragma: no cover - the stream raises on empty data
             raise InvalidArgumentError("data is empty: there are no examples to rank.")
         if top is None:
-            top = RunningTop.start(chosen, k, keep_inputs=keep_inputs, shape=(1, 1), ordered=part.ordered)
-        indices, values, inputs, argmax = top.result(part.merge, sample)
+            top = RunningTop.start(chosen, k, keep_inputs=keep_inputs, shape=(1, 1), ordered=ordered)
+        indices, values, inputs, argmax = top.result(stream.shard.merge, sample)
         where_in = None if argmax is None else unravel(argmax, top.spatial)
-        boxes = None
-        if where_in is not None and layout == Layout():  # a reshaped grid has no receptive field here
-            call = self.ref.name if self.ref.call is None else f"{self.ref.name}#{self.ref.call}"
-            field = receptive_field(tap.module, call, (1, *sample.shape), one)  # the wrapped model's names
-            boxes = None if field is None else peak_boxes(where_in, field, tuple(sample.shape[1:]))
+        field = None if where_in is None else stream.field()  # a reshaped grid has no receptive field here
+        boxes = (
+            None
+            if field is None or where_in is None
+            else peak_boxes(where_in, field, tuple(sample.shape[1:]))
+        )
         chosen = top.units
         if single:
             return TopExamplesResult(

@@ -127,9 +127,10 @@ class LayerStream:
         self.sample: Tensor | None = None  # the first example, once a pass has started
         self.sample_args = self.extra  # the forward arguments of the sample alone
         self.probe: Probe | None = None
-        #: Called with the probe's model output shape (None where the probe could not see it) on the
-        #: first batch, before any work: a caller's checks against the output.
-        self.check_output: Callable[[tuple[int, ...] | None], None] | None = None
+        #: Called on the first batch, before any work, once the probe has run: a caller's checks
+        #: against the layer's shape (``shape``) and the model's output (``probe.output_shape``).
+        self.checks: list[Callable[[LayerStream], None]] = []
+        self.shape: tuple[int, ...] = ()  # the layer's output shape on the first batch (before reshape)
 
     @property
     def layer(self) -> str:
@@ -189,11 +190,11 @@ class LayerStream:
             example=first,
         )  # fmt: skip
         check_channels_first(self.who, self.ref.key, self.ref.module, shapes[self.ref.key], self.layout)
-        if self.check_output is not None:
-            self.check_output(self.probe.output_shape)
         self.shape = shapes[self.ref.key]
         self.sample = first[0]
         self.sample_args = rows if self.examples is None else self.extra.take(at[:1], batch=self.examples)
+        for check in self.checks:
+            check(self)
 
 
 def _split(chunk: Chunk) -> tuple[Tensor, Any]:
