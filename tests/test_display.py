@@ -424,6 +424,27 @@ def test_top_examples_grid_with_boxes(digits: DigitsCNN, test_set: TensorDataset
     assert repr(best) == rep == dataclass_repr(best)
 
 
+def test_concepts_grid_with_boxes_and_importance(digits: DigitsCNN, test_set: TensorDataset) -> None:
+    res = cl.concepts(digits, "features.4", test_set, 3, k=4, progress=False)
+    assert res.boxes is not None
+    assert res.importance is not None
+    page = check(res._repr_html_())
+    assert len(page.images()) == 12
+    assert f"{100 * res.explained:.1f}% of the variance" in page.text
+    assert page.rows[0] == ["concept", "1", "2", "3", "4"]
+    for i in range(3):
+        row = page.rows[1 + i]
+        (best, value), *_ = res.top_classes(i, 2)
+        assert row[0].startswith(f"{i} class {best} ({display.number(value)})")
+        for j in range(4):
+            assert row[1 + j] == f"#{int(res.indices[i, j])} {shown_as(res.strengths[i, j])}"
+    for image in page.images():  # every peak's window is outlined
+        assert np.all(np.asarray(image.convert("RGB")) == (255, 255, 0), axis=-1).any()
+    table = check(dataclasses.replace(res, inputs=None)._repr_html_())
+    assert not table.images()
+    assert table.rows[1][1] == f"#{int(res.indices[0, 0])} {shown_as(res.strengths[0, 0])}"
+
+
 def test_top_examples_of_one_unit_without_grid(digits: DigitsCNN, test_set: TensorDataset) -> None:
     best = NeuronVisualizer(digits, "classifier.0").top_examples(test_set, unit=3, k=5)
     assert best.boxes is None

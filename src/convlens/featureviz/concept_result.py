@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from convlens.core import display
 from convlens.errors import InvalidArgumentError
 
 __all__ = ["ConceptMethod", "ConceptsResult"]
@@ -124,3 +125,70 @@ class ConceptsResult:
         column = self.importance[:, concept]
         order = torch.argsort(column, descending=True, stable=True)[:m]
         return [(int(self.classes[i]), float(column[i])) for i in order]
+
+    def _repr_html_(self) -> str:
+        """The concepts for Jupyter: one row per concept, its top examples with the peak's window.
+
+        The heading says how much of the layer the bank explains; each row's first cell names the
+        concept and the classes it matters most for. At most ``MAX_ITEMS`` (32) pictures are drawn
+        (whole rows); without kept inputs, a table of indices and strengths.
+
+        Example:
+            >>> import torch
+            >>> res = ConceptsResult(bank=torch.eye(2), layer="4", method="nmf", error=0.1, explained=0.9,
+            ...     examples=5, indices=torch.tensor([[0, 1], [2, 3]]), strengths=torch.ones(2, 2),
+            ...     inputs=torch.rand(2, 2, 1, 8, 8))
+            >>> page = res._repr_html_()
+            >>> page.count("<img"), "90.0% of the variance" in page
+            (4, True)
+        """
+        n, k = int(self.indices.shape[0]), int(self.indices.shape[1])
+        title = display.heading(
+            "ConceptsResult",
+            f"layer {self.layer!r}: {n} concepts ({self.method}) over {self.examples} examples explain "
+            f"{100 * self.explained:.1f}% of the variance (relative error {self.error:.3f})",
+        )
+        indices, values = self.indices.tolist(), self.strengths.double().tolist()
+        header = ["concept", *(f"{j + 1}" for j in range(k))]
+
+        def name(i: int) -> display.Html:
+            top = ", ".join(f"class {c} ({display.number(v)})" for c, v in self.top_classes(i, 2))
+            return display.Html(f"{i}<br>{top}") if top else display.Html(str(i))
+
+        if self.inputs is None:
+            shown = display.cap(n, display.MAX_ROWS)
+            rows = [
+                [
+                    name(i),
+                    *(
+                        display.Html(f"#{a}<br>{display.number(v)}")
+                        for a, v in zip(indices[i], values[i], strict=True)
+                    ),
+                ]
+                for i in range(shown)
+            ]
+            body = display.table(header, rows, align="l" + "r" * k, caption="index in the data, strength")
+            return display.block(title, body, display.left_out(shown, n, "concepts"))
+        columns = display.cap(k)
+        shown = display.cap(n, max(1, display.MAX_ITEMS // max(columns, 1)))
+        rows = []
+        for i in range(shown):
+            row: list[display.Html] = [name(i)]
+            for j in range(columns):
+                sample = self.inputs[i, j]
+                box = (
+                    None
+                    if self.boxes is None
+                    else display.box_in_plane(self.boxes[i, j].tolist(), sample.shape[1:])
+                )
+                tag = display.image_tag(display.picture(sample), box=box, alt=f"example {indices[i][j]}")
+                row.append(display.cell(tag, f"#{indices[i][j]}", display.number(values[i][j])))
+            rows.append(row)
+        outlined = "; the peak's receptive field in yellow" if self.boxes is not None else ""
+        body = display.table(header[: columns + 1], rows, caption=f"index in the data, strength{outlined}")
+        return display.block(
+            title,
+            body,
+            display.left_out(shown, n, "concepts"),
+            display.left_out(columns, k, "examples of each row"),
+        )
