@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from convlens.errors import DeviceMismatchError, InvalidTypeError, UnsupportedModelError
+from convlens.errors import DeviceMismatchError, InvalidArgumentError, InvalidTypeError, UnsupportedModelError
 
 __all__ = [
     "NO_ARGS",
@@ -43,6 +43,7 @@ __all__ = [
     "ForwardArgsLike",
     "as_forward_args",
     "check_runnable",
+    "guess_input_shape",
     "is_quantized",
     "model_device",
 ]
@@ -288,3 +289,28 @@ def check_runnable(
                     f"{who}: the model is on {device} but a tensor of {what} is on {tensor.device}. "
                     f"Move them to one device first, e.g. x.to({str(device)!r}) or model.to({str(tensor.device)!r})."
                 )
+
+
+def guess_input_shape(model: nn.Module, *, who: str) -> tuple[int, ...]:
+    """One input of ``model``, batch of 1 first, where the caller was given none.
+
+    The model's own ``input_shape`` attribute (a tuple of ints) when it declares one (the digits CNN
+    and AlphaGo's policy net do), else ``(1, 3, 224, 224)`` for a model whose first ``Conv2d`` reads
+    3 channels. ``model`` is the module itself (unwrapped).
+
+    Raises:
+        InvalidArgumentError: Neither: ``who`` cannot guess, and the message says to pass ``input_shape``.
+
+    Example:
+        >>> guess_input_shape(nn.Sequential(nn.Conv2d(3, 8, 3)), who="example")
+        (1, 3, 224, 224)
+    """
+    declared = getattr(model, "input_shape", None)
+    if isinstance(declared, tuple) and declared and all(isinstance(v, int) for v in declared):
+        return (1, *declared[1:])
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.in_channels == 3:
+        return (1, 3, 224, 224)
+    raise InvalidArgumentError(
+        f"{who} cannot guess the input size of {type(model).__name__}; pass input_shape=(1, C, H, W)."
+    )

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from convlens.core.checks import check_model, check_shape
-from convlens.core.inputs import ForwardArgsLike
+from convlens.core.inputs import ForwardArgsLike, guess_input_shape
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
 from convlens.core.layouts import ReshapeSpec
 from convlens.errors import InvalidArgumentError, InvalidTypeError
@@ -174,13 +174,4 @@ def _one_input(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[int
                 f"picture per concept. Got {shape}."
             )
         return shape
-    module = unwrap(model)
-    declared = getattr(module, "input_shape", None)
-    if isinstance(declared, tuple) and declared and all(isinstance(v, int) for v in declared):
-        return (1, *declared[1:])
-    first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
-    if first is not None and first.in_channels == 3:
-        return (1, 3, 224, 224)
-    raise InvalidArgumentError(
-        f"concept_pictures cannot guess the input size of {type(module).__name__}; pass input_shape=(1, C, H, W)."
-    )
+    return guess_input_shape(unwrap(model), who="concept_pictures")

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from convlens.core import display
 from convlens.core.checks import as_int, check_bool, check_indices, check_int, check_real, check_shape
 from convlens.core.deprecation import UNSET, Unset, renamed, renamed_attribute
-from convlens.core.inputs import ForwardArgsLike, as_forward_args, check_runnable
+from convlens.core.inputs import ForwardArgsLike, as_forward_args, check_runnable, guess_input_shape
 from convlens.core.layers import LayerSpec, resolve_layer, unwrap
 from convlens.core.layouts import ReshapeSpec, as_layout
 from convlens.core.probe import require_hooks
@@ -547,17 +547,7 @@ class NeuronVisualizer:
     def _input_shape(self) -> tuple[int, ...]:
         if self.input_shape is not None:
             return self.input_shape
-        model = unwrap(self.model)
-        declared = getattr(model, "input_shape", None)
-        if isinstance(declared, tuple) and declared and all(isinstance(v, int) for v in declared):
-            return (1, *declared[1:])
-        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        if first is not None and first.in_channels == 3:
-            return (1, 3, 224, 224)
-        raise InvalidArgumentError(
-            f"NeuronVisualizer cannot guess the input size of {type(model).__name__}; pass "
-            "input_shape=(1, C, H, W)."
-        )
+        return guess_input_shape(unwrap(self.model), who="NeuronVisualizer")
 
 
 def _unit_list(units: object) -> list[int]:
