@@ -77,6 +77,7 @@ def _atlas(model: nn.Module, x: Any, layer: str, forward_args: Any = None) -> An
             k=1,
             steps=1,
             picture_size=8,
+            concepts=1,  # the registry's layers have few channels: the default 6 would skip the section
             progress=False,
             **({} if forward_args is None else {"forward_args": forward_args}),
         )

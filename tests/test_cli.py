@@ -426,14 +426,14 @@ def test_every_command_in_the_readme_parses() -> None:
     """The README's command list cannot drift from the parser (its user-model lines included)."""
     import shlex
 
-    from convlens.apps.cli import _parser
+    from convlens.apps.cli_parser import parser
 
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = text[text.index("From the command line:") :].split("```")[1]
     commands = [line.split("#")[0] for line in block.splitlines() if line.startswith("convlens ")]
     assert any("my_net.py:build" in c and "--classes" in c for c in commands)
     for command in commands:
-        args = _parser().parse_args(shlex.split(command)[1:])  # exits (SystemExit) on a wrong flag
+        args = parser().parse_args(shlex.split(command)[1:])  # exits (SystemExit) on a wrong flag
         assert args.command == shlex.split(command)[1]
 
 
@@ -529,3 +529,18 @@ def test_concepts_under_torchrun_rank_0_alone_writes_the_page(tmp_path: Path) ->
     page = (tmp_path / "two" / "index.html").read_text()
     assert len(list((tmp_path / "two" / "images").iterdir())) == 3 * (1 + 2)
     assert page.count("<h3") == 3
+
+
+def test_atlas_concepts_flag_sets_each_layer_s_section(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--concepts N`` is build_atlas(concepts=N); 0 turns the section off."""
+    pages = {}
+    for count in (2, 0):
+        out = tmp_path / str(count)
+        argv = ["atlas", "convlens:digits_cnn", "--data", "digits", "--layers", "features.4", "--units", "1"]
+        assert main([*argv, "--k", "1", "--steps", "1", "--concepts", str(count), "--out", str(out)]) == 0
+        pages[count] = "\n".join(p.read_text() for p in out.rglob("*.html"))
+    capsys.readouterr()
+    assert pages[2].count('id="concept-') == 2
+    assert 'id="concept-' not in pages[0]
