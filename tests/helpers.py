@@ -10,7 +10,10 @@ epsilon and the size of the values, never with a fixed number that happened to p
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from typing import TypedDict
 
 import torch
@@ -42,3 +45,18 @@ def tolerance(
 def exact(message: str) -> str:
     """A ``pytest.raises(match=...)`` pattern that matches ``message`` exactly and nothing else."""
     return "^" + re.escape(message) + "$"
+
+
+def torchrun(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (a script and its arguments, or ``-m module ...``) as two gloo ranks on loopback.
+
+    One thread per rank (the machine has two cores); the run must succeed (its stderr's end is the
+    failure message); returns it for its stdout.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*command, *argv], check=False, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done

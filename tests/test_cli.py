@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from convlens.apps.cli import main
+from helpers import torchrun
 
 
 def test_shapes_prints_the_lecture_alexnet_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -508,22 +509,14 @@ def test_concepts_refuses_bad_input_before_writing(
 
 @pytest.mark.slow
 def test_concepts_under_torchrun_rank_0_alone_writes_the_page(tmp_path: Path) -> None:
-    import os
-
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with gloo is needed")
     argv = ["concepts", "convlens:digits_cnn", "--layer", "features.4", "--data", "digits", "--n", "3"]
     argv += ["--k", "2", "--steps", "2", "--out", str(tmp_path / "two")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run(
-        # "--": torchrun's argparse would read --n as an abbreviation of its own --nnodes, --nproc-per-node, ...
-        [*launch, "-m", "convlens.apps.cli", "--", *argv], env=env, capture_output=True, text=True, timeout=300,
-        check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    # "--": torchrun's argparse would read --n as an abbreviation of its own --nnodes, --nproc-per-node, ...
+    done = torchrun("-m", "convlens.apps.cli", "--", *argv)
     assert done.stdout.count("wrote ") == 1  # rank 0 alone writes and prints
     assert "over 360 examples" in done.stdout  # every example, read in two shards
     page = (tmp_path / "two" / "index.html").read_text()

@@ -13,8 +13,6 @@ OUT``), each rank saves what it returned; the test compares with one process on 
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from torch.utils.data import Subset
 
 import convlens as cl
 from convlens.models.zoo import digits_cnn, digits_dataset
+from helpers import torchrun
 
 LAYER = "features.4"
 FIELDS = (
@@ -75,12 +74,7 @@ def _worker(out: Path) -> None:
 def test_two_ranks_fit_as_well_and_rank_exactly_as_one_process(tmp_path: Path) -> None:
     one = run(None)
     torch.save(one.bank, tmp_path / "bank.pt")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run(
-        [*command, __file__, str(tmp_path)], check=False, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(__file__, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert torch.equal(ranks[0]["fitted"]["bank"], ranks[1]["fitted"]["bank"])
     fitted = ranks[0]["fitted"]

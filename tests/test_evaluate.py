@@ -7,8 +7,6 @@ this file is also the worker of the two-rank test at the bottom.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -41,7 +39,7 @@ from convlens.errors import (
     MethodNotFoundError,
     ShapeError,
 )
-from helpers import tolerance
+from helpers import tolerance, torchrun
 from invariants import assert_unchanged, global_hook_counts, snapshot
 from models import Bound, CallLog, Conditioned, quantize
 
@@ -649,12 +647,7 @@ def _worker(out: Path) -> None:
     not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is needed"
 )
 def test_every_rank_returns_the_one_process_result(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run(
-        [*command, __file__, str(tmp_path)], check=False, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(__file__, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for name, case in DISTRIBUTED.items():
         expected = distributed_case(*case)

@@ -488,13 +488,7 @@ def _per_example(given: Tensor, positions: Tensor) -> Tensor:
 
 def _split(chunk: Chunk, labelled: bool) -> tuple[Tensor, Any]:
     """The inputs ``x`` of a batch, and its labels ``y`` (None unless ``labelled``: ``target="label"``)."""
-    batch = chunk.batch
-    parts = batch if isinstance(batch, tuple | list) else (batch,)
-    x = parts[0] if parts else None
-    if not isinstance(x, Tensor):
-        raise InvalidTypeError(
-            f"data items must be a tensor x or a tuple (x, y, ...); a batch gave {type(x).__name__}."
-        )
+    x, y = chunk.split()
     if x.dim() - 2 not in RANKS:
         raise ShapeError(
             f"evaluate takes batches of 1-D signals (N, C, L), 2-D images (N, C, H, W) or 3-D volumes or "
@@ -504,12 +498,12 @@ def _split(chunk: Chunk, labelled: bool) -> tuple[Tensor, Any]:
         raise InvalidTypeError(f"x must be a float tensor (N, C, *spatial); a batch has {x.dtype}.")
     if not labelled:
         return x, None
-    if len(parts) < 2:
+    if y is None:
         raise InvalidArgumentError(
             "target='label' needs batches (x, y, ...) with class labels y; these hold x only. "
             "Use target=None to explain the model's own predictions."
         )
-    return x, parts[1]
+    return x, y
 
 
 def _batch_sums(

@@ -91,6 +91,25 @@ class Chunk:
     batch: Any
     positions: Tensor
 
+    def split(self) -> tuple[Tensor, Any]:
+        """The batch's inputs ``x`` and its labels ``y`` (None when its items are ``x`` alone).
+
+        Raises:
+            InvalidTypeError: ``x`` is not a tensor.
+
+        Example:
+            >>> x, y = Chunk((torch.zeros(2, 1), torch.tensor([3, 4])), torch.arange(2)).split()
+            >>> tuple(x.shape), y.tolist()
+            ((2, 1), [3, 4])
+        """
+        parts = self.batch if isinstance(self.batch, tuple | list) else (self.batch,)
+        x = parts[0] if parts else None
+        if not isinstance(x, Tensor):
+            raise InvalidTypeError(
+                f"data items must be a tensor x or a tuple (x, y, ...); a batch gave {type(x).__name__}."
+            )
+        return x, parts[1] if len(parts) > 1 else None
+
 
 @dataclass(frozen=True, slots=True)
 class Shard:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from convlens.core.checks import check_int
-from convlens.core.distributed import BATCH_SIZE, Chunk, Shard, data_length, shard
+from convlens.core.distributed import BATCH_SIZE, Shard, data_length, shard
 from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import LayerSpec, resolve_layer
 from convlens.core.layouts import Layout, ReshapeSpec, as_layout
@@ -37,7 +37,7 @@ from convlens.core.probe import Probe
 from convlens.core.recorder import grad_mode_restored, preserved_modes
 from convlens.core.tap import LayerTap
 from convlens.core.values import model_dtype_device
-from convlens.errors import InvalidArgumentError, InvalidTypeError, ShapeError
+from convlens.errors import InvalidArgumentError, ShapeError
 from convlens.featureviz.forward import check_channels_first, layer_shapes
 from convlens.featureviz.topk import Field, receptive_field
 
@@ -143,7 +143,9 @@ class LayerStream:
         chunks = self.shard.chunks(progress=progress, desc=desc or self.who)
         with tap.steady():
             for chunk in chunks:
-                x, labels = _split(chunk)
+                x, labels = chunk.split()
+                if x.dim() < 2:
+                    raise ShapeError(f"a batch of inputs must be (N, ...); got shape {tuple(x.shape)}.")
                 if x.is_meta:
                     check_runnable(tap.module, x, who=self.who, forward_args=self.extra)
                 x = x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
@@ -195,17 +197,3 @@ class LayerStream:
         self.sample_args = rows if self.examples is None else self.extra.take(at[:1], batch=self.examples)
         for check in self.checks:
             check(self)
-
-
-def _split(chunk: Chunk) -> tuple[Tensor, Any]:
-    """A batch's inputs ``x`` and its labels ``y`` (None when its items are ``x`` alone)."""
-    batch = chunk.batch
-    parts = batch if isinstance(batch, tuple | list) else (batch,)
-    x = parts[0] if parts else None
-    if not isinstance(x, Tensor):
-        raise InvalidTypeError(
-            f"data items must be a tensor x or a tuple (x, y, ...); a batch gave {type(x).__name__}."
-        )
-    if x.dim() < 2:
-        raise ShapeError(f"a batch of inputs must be (N, ...); got shape {tuple(x.shape)}.")
-    return x, parts[1] if len(parts) > 1 else None

@@ -13,19 +13,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-
 import torch
 from torch import Tensor, nn
 
 from convlens.core.arithmetic import Shape
-from convlens.core.distributed import Chunk, merge_top, ranked, share_rows
+from convlens.core.distributed import merge_top, ranked, share_rows
 from convlens.core.inputs import NO_ARGS, ForwardArgs
 from convlens.core.memo import SETTINGS, recall, remember, structure
 from convlens.core.shapes import trace_shapes
-from convlens.errors import ConvlensError, InvalidTypeError, ShapeError
+from convlens.errors import ConvlensError
 
-__all__ = ["Field", "RunningTop", "batch_inputs", "peak_boxes", "receptive_field", "unravel"]
+__all__ = ["Field", "RunningTop", "peak_boxes", "receptive_field", "unravel"]
 
 
 class RunningTop:
@@ -134,20 +132,6 @@ class RunningTop:
         positions, merge = self._wanted
         wanted, inverse = torch.unique(positions, sorted=True, return_inverse=True)
         return share_rows(self.attached, wanted.tolist(), like, merge)[inverse]
-
-
-def batch_inputs(chunks: Iterable[Chunk]) -> Iterator[tuple[Tensor, Tensor]]:
-    """The ``x`` of each batch (the batch itself, or the first entry of a tuple/list) and its positions."""
-    for chunk in chunks:
-        batch = chunk.batch
-        x = batch[0] if isinstance(batch, tuple | list) else batch
-        if not isinstance(x, Tensor):
-            raise InvalidTypeError(
-                f"data items must be a tensor x or a tuple (x, y, ...); a batch gave {type(x).__name__}."
-            )
-        if x.dim() < 2:
-            raise ShapeError(f"a batch of inputs must be (N, ...); got shape {tuple(x.shape)}.")
-        yield x, chunk.positions
 
 
 def unravel(flat: Tensor, spatial: tuple[int, ...]) -> Tensor:
