@@ -58,7 +58,7 @@ import torch.distributed as dist
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from convlens.apps.atlas_concepts import compute_concepts, plan_concepts
+from convlens.apps.atlas_concepts import SIGN_EXAMPLES, compute_concepts, plan_concepts
 from convlens.apps.atlas_site import Plan, cache_key, write_site
 from convlens.attribution.cam import GradCAM
 from convlens.core.checks import check_int
@@ -218,7 +218,7 @@ def build_atlas(
         )
     chosen = renamed("class_names", class_names, "classes", classes, default=None)
     fa, layout = as_forward_args(forward_args), as_layout(reshape)
-    first = _first_inputs(data, batch_size if n_concepts else 1)
+    first = _first_inputs(data, SIGN_EXAMPLES if n_concepts else 1)
     sample = first[0]
     # Batches are moved to the model's device as they are read; only data that holds none is refused.
     given = sample[None] if sample.is_meta else ()
@@ -559,7 +559,7 @@ def _example_args(fa: ForwardArgs, examples: int | None, rows: list[int]) -> For
 
 
 def _first_inputs(data: Any, most: int) -> Tensor:
-    """The data's first examples' ``x`` as a batch: ``most`` of a Dataset's, or its first batch's.
+    """The data's first examples' ``x`` as a batch: at most ``most``, of a Dataset or of its first batch.
 
     The first one sizes what the atlas draws; the batch shows which layers are nonnegative.
     """
@@ -576,7 +576,7 @@ def _first_inputs(data: Any, most: int) -> Tensor:
     for batch in source:
         x = batch[0] if isinstance(batch, tuple | list) else batch
         if isinstance(x, Tensor) and x.dim() >= 2:
-            return x
+            return x[:most]
         break
     raise InvalidArgumentError(
         "the atlas needs data whose items (or batches) are a tensor x or a tuple (x, y, ...)."

@@ -6,7 +6,8 @@ data (:func:`convlens.concepts`), each with its picture
 (:func:`~convlens.featureviz.concept_pictures.concept_pictures`, the recipe and ``steps`` of the
 units' pictures), its top examples with their coefficient maps
 and its importance for the classes the model predicts (``target=None``). Which layers get one, and
-with which method, is read from the layer's activations on the data's first batch:
+with which method, is read from the layer's activations on the data's first :data:`SIGN_EXAMPLES`
+examples (one forward, every drawn layer tapped at once):
 
 - a layer whose activations there are all nonnegative (after a ReLU, a pooling of one) is factored
   by ``method="nmf"``: a nonnegative bank, the classic neuron groups;
@@ -57,7 +58,11 @@ from convlens.featureviz.concept_pictures import concept_pictures
 from convlens.featureviz.concept_result import ConceptMethod
 from convlens.featureviz.concepts import concepts as fit_concepts
 
-__all__ = ["ConceptPlan", "compute_concepts", "plan_concepts"]
+__all__ = ["SIGN_EXAMPLES", "ConceptPlan", "compute_concepts", "plan_concepts"]
+
+#: How many of the data's first examples show whether a layer is nonnegative: a few, as every drawn
+#: layer's activations of them are held at once (a ResNet-50's conv layers: about 100 MB per example).
+SIGN_EXAMPLES = 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,7 +89,8 @@ def plan_concepts(
 ) -> list[ConceptPlan]:
     """Which of ``layers`` get a section and with which method, from one forward of ``batch``.
 
-    ``batch``: the data's first examples (a batch); ``forward_args``: their forward arguments.
+    ``batch``: the data's first examples (:data:`SIGN_EXAMPLES` of them, or its first batch's);
+    ``forward_args``: their forward arguments.
     """
     if not layers:
         return []
