@@ -7,6 +7,7 @@ ablation (its component removed from the layer, the rest of the network run) for
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 import convlens as cl
+from convlens.featureviz.importance import ImportanceMethod
 from convlens.featureviz.nmf import solve_codes
 from convlens.models.zoo import digits_cnn, digits_dataset
 from test_nmf import matched_cosines, planted
@@ -197,7 +199,8 @@ def ablation_drops(model: nn.Module, x: Tensor, y: Tensor, bank: Tensor) -> Tens
 def test_ablation_importance_is_the_measured_drop(digits: tuple[nn.Module, Any, Tensor, Tensor]) -> None:
     model, data, x, y = digits
     res = cl.concepts(model, LAYER, data, 4, k=2, target="label", importance="ablation", progress=False)
-    assert res.importance is not None and res.classes is not None
+    assert res.importance is not None
+    assert res.classes is not None
     drops = ablation_drops(model, x, y, res.bank)
     expected = torch.stack([drops[y == c].mean(0) for c in res.classes.tolist()])
     torch.testing.assert_close(res.importance, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
@@ -225,7 +228,8 @@ def test_ablation_runs_one_forward_per_concept_where_the_batch_cannot_grow(
     kept = cl.concepts(
         KeepsItsBatch(model), LAYER, data, 3, k=2, target="label", importance="ablation", progress=False
     )
-    assert plain.importance is not None and kept.importance is not None
+    assert plain.importance is not None
+    assert kept.importance is not None
     torch.testing.assert_close(
         kept.importance, plain.importance, rtol=0, atol=1e-5 * float(plain.importance.abs().max())
     )
@@ -240,15 +244,72 @@ def test_the_same_seed_gives_the_same_result(digits: tuple[nn.Module, Any, Tenso
     )
     assert torch.equal(first.bank, second.bank)
     assert torch.equal(first.indices, second.indices)
+    other = cl.concepts(model, LAYER, data, 3, k=2, seed=1, importance=False, progress=False)
+    assert not torch.equal(other.bank, first.bank)  # the seed orders the positions and draws the sample
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("importance", ["gradient", "ablation", None])
+def test_float64_and_bfloat16_models(
+    digits: tuple[nn.Module, Any, Tensor, Tensor], dtype: torch.dtype, importance: ImportanceMethod | None
+) -> None:
+    """Coefficients and errors are computed in float32 at least; the result matches the float32 model's."""
+    model, _, x, y = digits
+    data = TensorDataset(x[:64], y[:64])
+    reference = cl.concepts(model, LAYER, data, 3, k=2, target="label", importance=importance, progress=False)
+    other = copy.deepcopy(model).to(dtype)
+    got = cl.concepts(other, LAYER, TensorDataset(x[:64].to(dtype), y[:64]), 3, k=2, target="label",
+                      importance=importance, bank=reference.bank, progress=False)  # fmt: skip
+    eps = max(torch.finfo(dtype).eps, torch.finfo(torch.float32).eps)  # against a float32 reference
+    assert got.error == pytest.approx(reference.error, abs=64 * eps)
+    if importance is not None:
+        assert got.importance is not None
+        assert reference.importance is not None
+        scale = float(reference.importance.abs().max())
+        torch.testing.assert_close(
+            got.importance.float(), reference.importance, rtol=0, atol=64 * eps * scale
+        )
+
+
+class ChannelsLast(nn.Module):
+    """The digits CNN's features with its last ReLU run on (N, H, W, C): the layer 'act' is channels last."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.features, self.classifier = part(net, "features"), part(net, "classifier")
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        conv = self.features[:4](x).permute(0, 2, 3, 1)
+        back = self.act(conv).permute(0, 3, 1, 2)
+        out: Tensor = self.classifier(torch.flatten(self.features[5](back), 1))
+        return out
+
+
+def test_a_reshaped_layer_has_the_channels_first_layer_s_concepts_and_importance(
+    digits: tuple[nn.Module, Any, Tensor, Tensor], result: cl.ConceptsResult
+) -> None:
+    model, data, _, _ = digits
+    got = cl.concepts(ChannelsLast(model), "act", data, 8, k=5, target="label", reshape="channels_last",
+                      bank=result.bank, progress=False)  # fmt: skip
+    assert torch.equal(got.indices, result.indices)
+    assert got.importance is not None
+    assert result.importance is not None
+    scale = float(result.importance.abs().max())
+    torch.testing.assert_close(got.importance, result.importance, rtol=0, atol=1e-4 * scale)
 
 
 def test_a_given_bank_is_used_as_it_is(
     digits: tuple[nn.Module, Any, Tensor, Tensor], result: cl.ConceptsResult
 ) -> None:
     model, data, _, _ = digits
-    again = cl.concepts(model, LAYER, data, 8, k=5, target="label", bank=result.bank, progress=False)
-    torch.testing.assert_close(again.bank, result.bank)
-    assert torch.equal(again.indices, result.indices)
+    flipped = result.bank.flip(0)  # the least used first: a given bank keeps its order
+    again = cl.concepts(model, LAYER, data, 8, k=5, target="label", bank=flipped, progress=False)
+    torch.testing.assert_close(again.bank, flipped)
+    assert torch.equal(again.indices, result.indices.flip(0))
+    assert again.importance is not None
+    assert result.importance is not None
+    torch.testing.assert_close(again.importance, result.importance.flip(1))
 
 
 def test_semi_nmf_reads_a_signed_layer_and_nmf_names_the_fix(
@@ -302,7 +363,7 @@ def test_the_predicted_class_or_one_class(digits: tuple[nn.Module, Any, Tensor, 
         ({"target": "labels"}, cl.InvalidArgumentError, r"'label'"),
         ({"importance": "ablate"}, cl.InvalidArgumentError, r"'ablation'"),
         ({"target": 10}, cl.InvalidArgumentError, r"target 10 is out of range: .* 10 scores"),
-        ({"bank": torch.rand(2, 16)}, cl.InvalidArgumentError, r"\(3, 16\)"),
+        ({"bank": torch.rand(2, 16)}, cl.InvalidArgumentError, r"n=3 rows; got \(2, 16\)"),
         ({"bank": -torch.rand(3, 16)}, cl.InvalidArgumentError, r"semi-nmf"),
         ({"bank": [[1.0] * 16] * 3}, cl.InvalidTypeError, r"bank"),
         ({"layer": "features.44"}, cl.LayerNotFoundError, r"features\.4"),
@@ -321,18 +382,31 @@ def test_bad_arguments_are_named(
         cl.concepts(model, layer, data, n, progress=False, **options)
 
 
-def test_an_out_of_range_target_is_refused_before_any_forward(
-    digits: tuple[nn.Module, Any, Tensor, Tensor],
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"target": 12}, "target 12 is out of range"),
+        ({"target": "label", "labelled": False}, "target='label' needs items"),
+        ({"n": 17}, "n=17 concepts"),
+        ({"bank": torch.rand(3, 12)}, r"\(3, 16\)"),
+    ],
+)
+def test_refusals_come_before_any_real_forward(
+    digits: tuple[nn.Module, Any, Tensor, Tensor], options: dict[str, Any], pattern: str
 ) -> None:
-    model, data, _, _ = digits
-    calls: list[bool] = []  # whether each forward's output is real (the probe's are on the meta device)
-    hook = model.register_forward_hook(lambda _m, _i, out: calls.append(not out.is_meta))
+    model, data, x, _ = digits
+    options = dict(options)
+    data = data if options.pop("labelled", True) else TensorDataset(x)
+    n = options.pop("n", 3)
+    calls: list[bool] = []  # the first conv runs in every real forward; the probe's tensors are meta
+    hook = part(model, "features")[0].register_forward_hook(lambda _m, _i, out: calls.append(not out.is_meta))
     try:
-        with pytest.raises(cl.InvalidArgumentError, match="out of range"):
-            cl.concepts(model, LAYER, data, 3, target=12, progress=False)
+        with pytest.raises(cl.InvalidArgumentError, match=pattern):
+            cl.concepts(model, LAYER, data, n, progress=False, **options)
     finally:
         hook.remove()
-    assert not any(calls), calls  # the probe ran on the meta device only; nothing real ran
+    assert calls, "the probe reaches the first conv"
+    assert not any(calls), calls
 
 
 def test_a_layer_without_a_grid_has_no_heat_maps(digits: tuple[nn.Module, Any, Tensor, Tensor]) -> None:

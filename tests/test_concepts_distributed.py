@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from torch.utils.data import Subset
+from torch.utils.data import Subset, TensorDataset
 
 import convlens as cl
 from convlens.models.zoo import digits_cnn, digits_dataset
@@ -57,11 +57,23 @@ def plain(res: cl.ConceptsResult) -> dict[str, Any]:
     return saved
 
 
+def refusal() -> str:
+    """NMF of activations with one negative value, in an example only rank 1 reads (an odd position)."""
+    x = torch.rand(48, 3, 4, 4)
+    x[41, 0, 0, 0] = -1.0
+    try:
+        cl.concepts(torch.nn.Sequential(torch.nn.Identity()), "0", TensorDataset(x), 2, importance=None,
+                    batch_size=4, progress=False)  # fmt: skip
+    except cl.InvalidArgumentError as err:
+        return str(err)
+    return "not refused"
+
+
 def _worker(out: Path) -> None:
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     bank = torch.load(out / "bank.pt")
-    saved = {"fitted": plain(run(None)), "given": plain(run(bank))}
+    saved = {"fitted": plain(run(None)), "given": plain(run(bank)), "refused": refusal()}
     torch.save(saved, out / f"rank{dist.get_rank()}.pt")
     dist.barrier()
     dist.destroy_process_group()
@@ -80,6 +92,9 @@ def test_two_ranks_fit_as_well_and_rank_exactly_as_one_process(tmp_path: Path) -
     fitted = ranks[0]["fitted"]
     assert fitted["error"] <= 1.05 * one.error, (fitted["error"], one.error)
     assert fitted["explained"] >= one.explained - 0.01, (fitted["explained"], one.explained)
+    for saved in ranks:  # both refuse, at the same step: neither waits for the other in a collective
+        assert "needs nonnegative activations" in saved["refused"]
+        assert "1 of them" in saved["refused"]
     for saved in ranks:
         given = saved["given"]
         assert given["examples"] == one.examples == 359

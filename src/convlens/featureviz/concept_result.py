@@ -31,8 +31,9 @@ class ConceptsResult:
     """A layer's concepts over a dataset; tensors on the model's device.
 
     Attributes:
-        bank: ``(n, C)`` float32, one concept per row, each of unit length; nonnegative for
-            ``method="nmf"``.
+        bank: ``(n, C)`` float32, one concept per row, each of unit length (a fitted bank's row
+            is all zero only where the data holds fewer than ``n`` directions); nonnegative for
+            ``method="nmf"``. A fitted bank comes most used first; a given one in its own order.
         layer: The layer's name as the user gave it (wrapper prefixes kept).
         method: ``"nmf"`` or ``"semi-nmf"``.
         error: The relative reconstruction error over every position of every example,
@@ -52,12 +53,14 @@ class ConceptsResult:
             layer's resolution; None with ``keep_inputs=False``.
         inputs: ``(n, k, *sample)`` the top examples themselves; None with ``keep_inputs=False``.
         importance: ``(T, n)`` float32 each concept's contribution to the score of each target
-            class: the mean over the examples explained for that class of
-            ``sum over positions of u_i * (d score / d a) . bank_i`` (gradient x coefficient, as
-            CRAFT); None with ``importance=False``.
+            class, the mean over the examples explained for that class of: with
+            ``importance_method="gradient"``, ``sum over positions of u_i * (d score / d a) . bank_i``
+            (gradient x coefficient, as CRAFT); with ``"ablation"``, the score lost when the
+            concept's component ``u_i * bank_i`` is removed from the layer. None without importance.
         classes: ``(T,)`` int64 the class of each row of ``importance`` (the classes that were
             targeted at least once, ascending); None without importance.
         class_counts: ``(T,)`` int64 how many examples each row averages.
+        importance_method: How ``importance`` was measured: ``"gradient"``, ``"ablation"`` or None.
     """
 
     bank: Tensor
@@ -75,6 +78,7 @@ class ConceptsResult:
     importance: Tensor | None = None
     classes: Tensor | None = None
     class_counts: Tensor | None = None
+    importance_method: str | None = None
     encode: Callable[..., Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property

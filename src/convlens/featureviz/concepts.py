@@ -26,28 +26,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
 
-from convlens.core.checks import check_bool, check_choice, check_int
+from convlens.core.checks import as_int, check_bool, check_choice, check_int
 from convlens.core.distributed import BATCH_SIZE, all_sum
 from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args
 from convlens.core.layers import LayerSpec
 from convlens.core.layouts import ReshapeSpec
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz.concept_result import ConceptMethod, ConceptsResult
-from convlens.featureviz.importance import Ablator, ImportanceMethod, by_gradient, rows_of
-from convlens.featureviz.nmf import StreamingNMF, blocks, solve_codes
+from convlens.featureviz.importance import Ablator, ConceptTarget, ImportanceMethod, by_gradient, rows_of
+from convlens.featureviz.nmf import SignedRowsError, StreamingNMF, blocks, solve_codes
 from convlens.featureviz.stream import Batch, LayerReader, LayerStream
 from convlens.featureviz.topk import RunningTop, peak_boxes, unravel
 
 __all__ = ["ConceptTarget", "concepts"]
-
-#: Which class each example's importance explains: None (the class the model predicts), ``"label"``
-#: (the ``y`` of ``(x, y)`` items), or one class index for every example.
-ConceptTarget = Literal["label"] | int | None
 
 #: Rows (positions) per step of the streamed fit.
 ROWS_PER_STEP = 1024
@@ -133,59 +129,53 @@ def concepts(
         check_bool(name, flag)
     measure = _importance(importance)
     seed = check_int("seed", seed, 0)
-    _check_target(target)
-    if bank is not None and not isinstance(bank, Tensor):
-        raise InvalidTypeError(f"bank must be an (n, C) tensor; got {type(bank).__name__}.")
+    target = _check_target(target)
+    signed = method == "semi-nmf"
+    given = _check_bank(bank, n, signed)
     stream = LayerStream(
         model, layer, data, who="concepts", reshape=reshape, batch_size=batch_size,
         num_workers=num_workers, forward_args=forward_args, gradients=measure == "gradient",
     )  # fmt: skip
-    if measure is not None:
-        stream.checks.append(
-            lambda read: _check_output(None if read.probe is None else read.probe.output_shape, target)
-        )
-    signed = method == "semi-nmf"
-    if bank is None:
+    stream.checks.append(lambda read: _check_first(read, n=n, bank=given, target=target, importance=measure))
+    if given is None:
         fit = StreamingNMF(n, signed=signed, merge=stream.shard.merge, seed=seed)
-        fitted = fit.fit(_rows(stream, n, signed, seed, progress))
+        try:
+            fitted = fit.fit(_rows(stream, seed, progress))
+        except SignedRowsError as err:
+            raise _signed(stream, err.count) from None
         bank = fitted / fitted.norm(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
     else:
-        bank = bank.detach().float()
+        bank = given
     return _rank(stream, bank, n=n, k=k, method=method, target=target, importance=measure,
-                 keep_inputs=keep_inputs, progress=progress)  # fmt: skip
+                 keep_inputs=keep_inputs, progress=progress, sort=given is None)  # fmt: skip
 
 
-def _rows(stream: LayerStream, n: int, signed: bool, seed: int, progress: bool) -> Iterator[Tensor]:
+def _rows(stream: LayerStream, seed: int, progress: bool) -> Iterator[Tensor]:
     """The fit's blocks: every position of every batch, as rows of channels, in a seeded order."""
     generator = torch.Generator().manual_seed(seed)
     for batch in stream.batches(progress=progress, desc="concepts: fit"):
-        rows = rows_of(batch.activations)
-        _check_layer(stream, rows, n, signed)
-        yield from blocks(rows, ROWS_PER_STEP, generator)
+        yield from blocks(rows_of(batch.activations), ROWS_PER_STEP, generator)
 
 
-def _check_layer(stream: LayerStream, rows: Tensor, n: int, signed: bool) -> None:
-    """``n`` at most the channels; nonnegative activations for NMF (else the fix is named)."""
-    channels = rows.shape[1]
-    if n > channels:
-        raise InvalidArgumentError(
-            f"n={n} concepts for layer {stream.layer!r}, which has {channels} channels: at most {channels}."
-        )
-    if not signed and len(rows) and float(rows.min()) < 0:
-        raise InvalidArgumentError(
-            f"method='nmf' needs nonnegative activations; layer {stream.layer!r} gives values down to "
-            f"{float(rows.min()):.3g}. Pick the activation after it (a ReLU), or pass method='semi-nmf' "
-            "(a signed bank, nonnegative coefficients)."
-        )
+def _signed(stream: LayerStream, count: int) -> InvalidArgumentError:
+    """NMF of signed activations: the error that names the fix."""
+    return InvalidArgumentError(
+        f"method='nmf' needs nonnegative activations; layer {stream.layer!r} gives negative values "
+        f"({count} of them in the data read so far). Pick the activation after it (a ReLU), or pass "
+        "method='semi-nmf' (a signed bank, nonnegative coefficients)."
+    )
 
 
 def _rank(
     stream: LayerStream, bank: Tensor, *, n: int, k: int, method: ConceptMethod, target: ConceptTarget,
-    importance: ImportanceMethod | None, keep_inputs: bool, progress: bool,
+    importance: ImportanceMethod | None, keep_inputs: bool, progress: bool, sort: bool,
 ) -> ConceptsResult:  # fmt: skip
-    """The second pass: coefficients, errors, top examples and importance under one bank."""
+    """The second pass: coefficients, errors, top examples and importance under one bank.
+
+    ``sort``: order the concepts by their total coefficient (a fitted bank); a given bank keeps its order.
+    """
     signed = method == "semi-nmf"
-    sums = torch.zeros(4, dtype=torch.float64)  # residual^2, |a|^2, positions, examples
+    sums = torch.zeros(5, dtype=torch.float64)  # residual^2, |a|^2, positions, examples, negatives
     channel_sums: Tensor | None = None
     mass: Tensor | None = None
     weights: Tensor | None = None  # (classes, n) sums of gradient x coefficient
@@ -196,24 +186,21 @@ def _rank(
     for batch in stream.batches(gradient=gradient, progress=progress, desc="concepts: rank"):
         acts = batch.activations
         rows = rows_of(acts.detach())
-        if bank.shape != (n, rows.shape[1]):
-            raise InvalidArgumentError(
-                f"bank must be (n, C) = ({n}, {rows.shape[1]}) for layer {stream.layer!r}; got {tuple(bank.shape)}."
-            )
-        _check_layer(stream, rows, n, signed)
-        if not signed and float(bank.min()) < 0:
-            raise InvalidArgumentError("bank has negative entries: pass method='semi-nmf' for a signed bank.")
+        _check_channels(stream, rows.shape[1], n, bank)  # after a reshape that reads values: only now
         bank = bank.to(rows.device)
-        codes = solve_codes(rows, bank)  # (P, n)
+        codes = solve_codes(rows, bank)  # (P, n), in the rows' dtype
         grid = tuple(acts.shape[2:])
         per = codes.view(len(acts), -1, n)  # (B, positions, n)
-        residual = (rows - codes @ bank).double()
-        sums += torch.tensor([residual.square().sum(), rows.double().square().sum(), len(rows), len(acts)])
+        residual = (rows - codes @ bank.to(codes.dtype)).double()
+        negatives = 0 if signed else int((rows < 0).sum())  # refused after the pass, on every rank alike
+        sums += torch.tensor(
+            [residual.square().sum(), rows.double().square().sum(), len(rows), len(acts), negatives]
+        )
         channel_sums = rows.double().sum(0) if channel_sums is None else channel_sums + rows.double().sum(0)
         mass = per.double().sum((0, 1)) if mass is None else mass + per.double().sum((0, 1))
         if importance is not None:
             if ablator is None:
-                contribution, classes = by_gradient(batch, bank, per, target)
+                contribution, classes = by_gradient(batch, bank, per, target, stream.layout)
             else:
                 ablator.bank = bank
                 contribution, classes = ablator.drops(batch, target)
@@ -237,6 +224,8 @@ def _rank(
         raise InvalidArgumentError("data is empty: there are no examples to factorize.")
     merge = stream.shard.merge
     sums = all_sum(sums, merge)
+    if float(sums[4]) > 0:
+        raise _signed(stream, int(sums[4]))
     channel_sums = all_sum(channel_sums, merge)
     mass = all_sum(mass, merge)
     indices, strengths, inputs, argmax = top.result(merge, sample)
@@ -248,7 +237,7 @@ def _rank(
     boxes = (
         None if field is None or positions is None else peak_boxes(positions, field, tuple(sample.shape[1:]))
     )
-    order = torch.argsort(mass, descending=True, stable=True).to(bank.device)
+    order = (torch.argsort(mass, descending=True, stable=True) if sort else torch.arange(n)).to(bank.device)
     result_importance: Tensor | None = None
     classes_seen: Tensor | None = None
     class_counts: Tensor | None = None
@@ -270,7 +259,7 @@ def _rank(
         examples=round(float(sums[3])), indices=indices[order], strengths=strengths[order].float(),
         positions=None if positions is None else positions[order], boxes=None if boxes is None else boxes[order],
         maps=maps, inputs=None if inputs is None else inputs[order], importance=result_importance,
-        classes=classes_seen, class_counts=class_counts, encode=encode,
+        classes=classes_seen, class_counts=class_counts, importance_method=importance, encode=encode,
     )  # fmt: skip
 
 
@@ -307,26 +296,67 @@ def _importance(importance: object) -> ImportanceMethod | None:
     return check_choice("importance", importance, get_args(ImportanceMethod))  # type: ignore[return-value]
 
 
-def _check_output(shape: tuple[int, ...] | None, target: ConceptTarget) -> None:
-    """Before any work: the importance needs ``(N, classes)`` scores, and an int target in range."""
-    if shape is None:
-        return  # the probe could not see the output: checked on the first real one
-    if len(shape) != 2:
+def _check_first(
+    read: LayerStream,
+    *,
+    n: int,
+    bank: Tensor | None,
+    target: ConceptTarget,
+    importance: ImportanceMethod | None,
+) -> None:
+    """On the first batch, before its forward: the layer's channels, the model's scores, the labels."""
+    if not read.layout.reshapes and len(read.shape) >= 2:
+        _check_channels(read, read.shape[1], n, bank)
+    if importance is None:
+        return
+    shape = None if read.probe is None else read.probe.output_shape
+    if shape is not None and len(shape) != 2:
         raise InvalidArgumentError(
             f"concepts' importance needs a model output of shape (N, classes); the model gives {shape}. "
             "Pass importance=None."
         )
-    if isinstance(target, int) and target >= shape[1]:
+    if isinstance(target, int) and shape is not None and target >= shape[1]:
         raise InvalidArgumentError(
             f"target {target} is out of range: the model gives {shape[1]} scores per sample (0 to {shape[1] - 1})."
         )
+    if target == "label" and read.first_labels is None:
+        raise InvalidArgumentError(
+            "target='label' needs items (x, y, ...) with class labels y; these hold x only."
+        )
 
 
-def _check_target(target: object) -> None:
-    if target is None or (isinstance(target, int) and not isinstance(target, bool) and target >= 0):
-        return
-    if isinstance(target, str) and target == "label":
-        return
+def _check_channels(read: LayerStream, channels: int, n: int, bank: Tensor | None) -> None:
+    """``n`` at most the layer's channels, and a given bank as wide as they are."""
+    if n > channels:
+        raise InvalidArgumentError(
+            f"n={n} concepts for layer {read.layer!r}, which has {channels} channels: at most {channels}."
+        )
+    if bank is not None and bank.shape[1] != channels:
+        raise InvalidArgumentError(
+            f"bank must be (n, C) = ({n}, {channels}) for layer {read.layer!r}; got {tuple(bank.shape)}."
+        )
+
+
+def _check_bank(bank: object, n: int, signed: bool) -> Tensor | None:
+    """A given bank: an ``(n, C)`` float tensor (nonnegative for NMF), detached; None: fit one."""
+    if bank is None:
+        return None
+    if not isinstance(bank, Tensor):
+        raise InvalidTypeError(f"bank must be an (n, C) tensor; got {type(bank).__name__}.")
+    if bank.dim() != 2 or bank.shape[0] != n:
+        raise InvalidArgumentError(f"bank must be (n, C) with n={n} rows; got {tuple(bank.shape)}.")
+    if not signed and float(bank.min()) < 0:
+        raise InvalidArgumentError("bank has negative entries: pass method='semi-nmf' for a signed bank.")
+    return bank.detach().float()
+
+
+def _check_target(target: object) -> ConceptTarget:
+    """None, ``"label"`` or a class index (a Python, NumPy or 0-d tensor int >= 0), as given or as an int."""
+    if target is None or (isinstance(target, str) and target == "label"):
+        return target  # type: ignore[return-value]
+    index = as_int(target)
+    if isinstance(index, int) and not isinstance(index, bool) and index >= 0:
+        return index
     raise InvalidArgumentError(
         f"target must be None (the predicted class), 'label' (each example's y) or a class index >= 0; "
         f"got {target!r}."

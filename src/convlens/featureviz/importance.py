@@ -31,20 +31,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from convlens.core.layouts import Layout
 from convlens.core.leaf import forward_with_leaf
 from convlens.core.recorder import grad_mode_restored, preserved_modes
 from convlens.core.targets import class_scores
 from convlens.errors import InvalidArgumentError
 from convlens.featureviz.stream import Batch, LayerStream
 
-__all__ = ["Ablator", "ImportanceMethod", "ablated", "by_gradient", "classes_of", "rows_of"]
+__all__ = ["Ablator", "ConceptTarget", "ImportanceMethod", "ablated", "by_gradient", "classes_of", "rows_of"]
 
 #: How the concepts' importance is measured: ``"gradient"`` (gradient x coefficient, one backward)
 #: or ``"ablation"`` (each concept's component removed, the rest of the network run).
 ImportanceMethod = Literal["gradient", "ablation"]
 
-#: The class each example's importance explains: None (predicted), ``"label"``, or a class index.
-Target = Literal["label"] | int | None
+#: Which class each example's importance explains: None (the class the model predicts), ``"label"``
+#: (the ``y`` of ``(x, y)`` items), or one class index for every example.
+ConceptTarget = Literal["label"] | int | None
 
 
 def rows_of(acts: Tensor) -> Tensor:
@@ -55,8 +57,13 @@ def rows_of(acts: Tensor) -> Tensor:
     return acts.flatten(2).transpose(1, 2).reshape(-1, acts.shape[1]).to(wide)
 
 
-def classes_of(output: Any, labels: Any, target: Target) -> Tensor:
-    """The class each example explains, from the model's ``(B, classes)`` output of the clean input."""
+def classes_of(output: Any, labels: Any, target: ConceptTarget) -> Tensor:
+    """The class each example explains, from the model's ``(B, classes)`` output of the clean input.
+
+    Raises:
+        InvalidArgumentError: An output that is not ``(B, classes)`` scores, ``target="label"``
+            without labels, or a label that is not a class of the output.
+    """
     if not isinstance(output, Tensor) or output.dim() != 2:
         got = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise InvalidArgumentError(
@@ -68,24 +75,36 @@ def classes_of(output: Any, labels: Any, target: Target) -> Tensor:
         if labels is None:
             raise InvalidArgumentError("target='label' needs items (x, y, ...); these hold x only.")
         found = labels if isinstance(labels, Tensor) else torch.as_tensor(np.asarray(labels))
-        return found.to(output.device).long().view(-1)
+        found = found.to(output.device).long().view(-1)
+        wrong = (found < 0) | (found >= output.shape[1])
+        if bool(wrong.any()):
+            raise InvalidArgumentError(
+                f"target='label': label {int(found[wrong][0])} is not a class of the model, which gives "
+                f"{output.shape[1]} scores per sample (0 to {output.shape[1] - 1})."
+            )
+        return found
     return torch.full((len(output),), int(target), dtype=torch.long, device=output.device)
 
 
-def by_gradient(batch: Batch, bank: Tensor, codes: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+def by_gradient(
+    batch: Batch, bank: Tensor, codes: Tensor, target: ConceptTarget, layout: Layout
+) -> tuple[Tensor, Tensor]:
     """Gradient x coefficient ``(B, n)`` per example and concept, and each example's class ``(B,)``.
 
-    ``batch`` comes from a gradient pass (its activations a leaf of its output); ``codes`` are its
-    coefficients ``(B, positions, n)``.
+    ``batch`` comes from a gradient pass (its ``leaf`` what the rest of the network read); the
+    gradient is taken with respect to the leaf and read through ``layout`` as the activations were;
+    ``codes`` are the coefficients ``(B, positions, n)``.
     """
     classes = classes_of(batch.output, batch.labels, target)
     scores = class_scores(batch.output, classes)
-    (gradient,) = torch.autograd.grad(scores.sum(), batch.activations, allow_unused=True)
+    leaf = batch.activations if batch.leaf is None else batch.leaf
+    (gradient,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
     if gradient is None:
         raise InvalidArgumentError(
             "the class score does not depend on the concepts' layer: no gradient reaches it."
         )
-    along = rows_of(gradient.detach()) @ bank.to(gradient.device).T  # (P, n): d score / d coefficient
+    rows = rows_of(layout.apply(gradient.detach()))
+    along = rows @ bank.to(rows.device, rows.dtype).T  # (P, n): d score / d coefficient
     return (codes * along.view(codes.shape)).sum(1), classes
 
 
@@ -94,6 +113,7 @@ def ablated(acts: Tensor, bank: Tensor, *, solve: Callable[[Tensor, Tensor], Ten
     n, batch = len(bank), len(acts)
     rows = rows_of(acts)
     codes = solve(rows, bank)  # (P, n)
+    bank = bank.to(codes.dtype)
     variants = [acts]
     for i in range(n):
         component = (codes[:, i : i + 1] * bank[i]).view(batch, -1, acts.shape[1])  # (B, positions, C)
@@ -118,7 +138,7 @@ class Ablator:
         self.stacked: bool | None = None  # None: not tried yet
         self.width = 0  # how many scores the model gives, once a batch has run
 
-    def drops(self, batch: Batch, target: Target) -> tuple[Tensor, Tensor]:
+    def drops(self, batch: Batch, target: ConceptTarget) -> tuple[Tensor, Tensor]:
         """The score lost per example and concept ``(B, n)``, and each example's class ``(B,)``."""
         n, size = len(self.bank), len(batch.x)
         outputs = self._outputs(batch, n, size)

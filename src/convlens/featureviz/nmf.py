@@ -40,7 +40,8 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor
 
-from convlens.core.distributed import all_sum
+from convlens.core.distributed import all_sum, rank
+from convlens.errors import InvalidArgumentError
 
 __all__ = [
     "CODE_SWEEPS",
@@ -107,6 +108,14 @@ def blocks(x: Tensor, rows: int, generator: torch.Generator) -> Iterator[Tensor]
     """The rows of ``x`` (``(P, C)``) in a seeded random order, ``rows`` at a time."""
     order = torch.randperm(len(x), generator=generator).to(x.device)
     yield from torch.split(x.index_select(0, order), rows)
+
+
+class SignedRowsError(InvalidArgumentError):
+    """Negative values in the rows of a nonnegative fit, counted over every rank (all raise it)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} negative values in the rows of a nonnegative fit")
+        self.count = count
 
 
 class StreamingNMF:
@@ -182,7 +191,31 @@ class StreamingNMF:
             bank, loss = self._alternate(start)
             if loss < lowest:
                 best, lowest = bank, loss
+        revived = self._revive(best)
+        if revived is not None:  # a concept went unused: it restarts where the bank explains least
+            bank, loss = self._alternate(revived)
+            if loss <= lowest:
+                best = bank
         self.bank = best
+
+    def _revive(self, bank: Tensor) -> Tensor | None:
+        """The bank with each unused (all-zero) row set to a sample row the bank explains worst; None: none unused.
+
+        Rank 0 chooses from its sample and the others add zeros (an exact broadcast through the sum).
+        """
+        dead = bank.norm(dim=1) <= _TINY
+        if not bool(dead.any()):
+            return None
+        chosen = torch.zeros_like(bank)
+        sample = self.sample
+        if sample is not None and len(sample) and rank() == 0:
+            residual = (sample - solve_codes(sample, bank, sweeps=self.sweeps) @ bank).norm(dim=1)
+            worst = torch.argsort(residual, descending=True, stable=True)[: int(dead.sum())]
+            rows = sample[worst] if self.signed else sample[worst].clamp(min=0)
+            rows = rows / rows.norm(dim=1, keepdim=True).clamp(min=_TINY)
+            chosen[dead.nonzero().flatten()[: len(rows)]] = rows
+        chosen = all_sum(chosen, self.merge)
+        return torch.where(dead[:, None], chosen, bank)
 
     def _alternate(self, bank: Tensor) -> tuple[Tensor, float]:
         """``epochs`` alternations over the sample from ``bank``; the bank and its squared error on the sample."""
@@ -251,21 +284,29 @@ class StreamingNMF:
             raise RuntimeError("not started")
         n, width = bank.shape
         if x is None:
-            stats = torch.zeros(n * n + n * width + 1, dtype=torch.float64, device=bank.device)
+            stats = torch.zeros(n * n + n * width + 2, dtype=torch.float64, device=bank.device)
         else:
             x = x.to(bank.device, torch.float32)
+            negative = torch.zeros(1, device=x.device) if self.signed else (x < 0).sum().reshape(1).float()
             self._keep(x)
             codes = solve_codes(x, bank, sweeps=self.sweeps)
             stats = torch.cat(
-                [(codes.T @ codes).flatten(), (codes.T @ x).flatten(), torch.ones(1, device=x.device)]
+                [
+                    (codes.T @ codes).flatten(),
+                    (codes.T @ x).flatten(),
+                    negative,
+                    torch.ones(1, device=x.device),
+                ]
             ).double()
         stats = all_sum(stats, self.merge)
+        if float(stats[-2]) > 0:  # every rank sees the sum: every rank refuses at the same step
+            raise SignedRowsError(int(stats[-2]))
         if float(stats[-1]) == 0.0:
             return False
         self.steps += 1
         keep = (1.0 - 1.0 / self.steps) ** self.forget
         a.mul_(keep).add_(stats[: n * n].view(n, n))
-        b.mul_(keep).add_(stats[n * n : -1].view(n, width))
+        b.mul_(keep).add_(stats[n * n : -2].view(n, width))
         self.bank = _bank_step(bank, a.float(), b.float(), signed=self.signed)
         return True
 

@@ -77,6 +77,8 @@ class Batch:
             ``gradient=True`` it requires grad and ``output`` depends on it.
         output: The model's output (None when the forward stopped after the layer).
         forward_args: This batch's forward arguments (their rows for it).
+        leaf: With ``gradient=True``, the layer's own output as the autograd leaf the rest of the
+            network read (``activations`` is it reshaped): take gradients with respect to it.
     """
 
     x: Tensor
@@ -85,6 +87,7 @@ class Batch:
     activations: Tensor
     output: Any
     forward_args: ForwardArgs
+    leaf: Tensor | None = None
 
 
 class LayerStream:
@@ -131,6 +134,7 @@ class LayerStream:
         #: against the layer's shape (``shape``) and the model's output (``probe.output_shape``).
         self.checks: list[Callable[[LayerStream], None]] = []
         self.shape: tuple[int, ...] = ()  # the layer's output shape on the first batch (before reshape)
+        self.first_labels: Any = None  # the first batch's y (None when its items are x alone)
 
     @property
     def layer(self) -> str:
@@ -150,6 +154,7 @@ class LayerStream:
                     check_runnable(tap.module, x, who=self.who, forward_args=self.extra)
                 x = x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
                 if self.sample is None:
+                    self.first_labels = labels
                     self._first(x, chunk.positions)
                 if not len(x):
                     continue
@@ -167,7 +172,7 @@ class LayerStream:
                             rewritten=None if probe is None else probe.rewritten,
                         )  # fmt: skip
                         acts = self.layout.apply(leaf)
-                        yield Batch(x, chunk.positions, labels, acts, output, rows)
+                        yield Batch(x, chunk.positions, labels, acts, output, rows, leaf)
                     continue
                 yield Batch(x, chunk.positions, labels, self.reader.read(x, rows), output, rows)
         if self.sample is None:
