@@ -537,3 +537,19 @@ def test_atlas_concepts_flag_sets_each_layer_s_section(
     capsys.readouterr()
     assert pages[2].count('id="concept-') == 2
     assert 'id="concept-' not in pages[0]
+
+
+def test_concepts_of_a_model_without_class_scores_has_no_importance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A segmenter's per-pixel scores have no class to weigh a concept for: the page says so."""
+    spec = tmp_path / "seg.py"
+    spec.write_text(
+        "from torch import nn\n\n\ndef build():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 1))\n"
+    )
+    out = tmp_path / "page"
+    argv = ["concepts", f"{spec}:build", "--layer", "1", "--data", "digits", "--n", "2", "--k", "2"]
+    assert main([*argv, "--steps", "0", "--weights", "random", "--out", str(out)]) == 0
+    assert "no (N, classes) scores: no importance" in capsys.readouterr().err
+    assert "Importance not computed" in (out / "index.html").read_text()

@@ -261,8 +261,13 @@ def _concepts(args: argparse.Namespace) -> None:
     model = _on_device(args, _load(args))
     data = _dataset(args, model)
     call = f"convlens concepts {args.model} --layer {args.layer} --data {args.data} --n {args.n} --k {args.k}"
+    importance = check_choice("--importance", args.importance, ["gradient", "ablation", "none"])
+    if importance != "none" and len(trace_shapes(model, data[0][0][None]).output_shape) != 2:
+        importance = "none"  # a segmenter or a feature extractor: no class scores to weigh
+        print("convlens: the model gives no (N, classes) scores: no importance.", file=sys.stderr)
     page = build_concepts_page(
         model, args.layer, data, args.n, args.out, method=args.method, k=args.k, target=args.target,
+        importance=None if importance == "none" else importance,  # type: ignore[arg-type]
         steps=args.steps, class_names=_classes(args, model, data[0][0][None]),  # checked before any work
         preset=None if isinstance(model, zoo.DigitsCNN) or args.data == "digits" else args.preset,
         title=f"{args.model}: concepts at {args.layer}", note=zoo.weights_note(model), seed=args.seed,

@@ -151,6 +151,12 @@ def parser() -> argparse.ArgumentParser:
     concepts.add_argument("--method", default="nmf", help="nmf (activations >= 0) or semi-nmf (default nmf)")
     concepts.add_argument("--steps", type=int, default=128, help="steps of each concept's picture (0: none)")
     concepts.add_argument("--target", type=_target, help="class for the importance: predicted, label or N")
+    concepts.add_argument(
+        "--importance",
+        default="gradient",
+        help="gradient (x coefficient), ablation, or none (default gradient; none where the model gives "
+        "no (N, classes) scores)",
+    )
     concepts.add_argument("--out", required=True, type=Path, help="the page's folder (index.html inside)")
     for sub in (gradcam, topk, atlas, concepts):
         sub.add_argument(

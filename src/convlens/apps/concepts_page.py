@@ -43,6 +43,7 @@ from convlens.core.layouts import ReshapeSpec
 from convlens.featureviz.concept_pictures import concept_pictures
 from convlens.featureviz.concept_result import ConceptMethod, ConceptsResult
 from convlens.featureviz.concepts import ConceptTarget, concepts
+from convlens.featureviz.importance import ImportanceMethod
 from convlens.models.images import PRESETS, PresetName
 
 __all__ = ["ConceptsPageResult", "build_concepts_page", "write_concepts_page"]
@@ -143,6 +144,7 @@ def build_concepts_page(
     method: ConceptMethod = "nmf",
     k: int = 9,
     target: ConceptTarget = None,
+    importance: ImportanceMethod | None = "gradient",
     steps: int = 128,
     preset: PresetName | None = None,
     input_shape: Sequence[int] | None = None,
@@ -175,7 +177,10 @@ def build_concepts_page(
         k: Top examples per concept.
         target: The class each example's importance is computed for: None (the predicted class),
             ``"label"`` (the ``y`` of ``(x, y)`` items) or a class index.
-        steps: Optimization steps of each concept's picture; 0: no pictures.
+        importance: How the importance is measured (``"gradient"`` or ``"ablation"``), or None: none
+            (a model without ``(N, classes)`` scores).
+        steps: Optimization steps of each concept's picture; 0: no pictures (nor where a concept
+            of the bank is all zero: it points nowhere).
         preset: The preprocessing the data went through (``"imagenet"`` or ``"lecture"``): examples
             are shown through it and pictures drawn in its colour space; None: inputs are shown as
             they are (in [0, 1], like the digits) and pictures are bounded pixel images.
@@ -203,7 +208,7 @@ def build_concepts_page(
     if preset is not None:
         check_choice("preset", preset, list(PRESETS))
     result = concepts(
-        model, layer, data, n, method=method, k=k, target=target, seed=seed, reshape=reshape,
+        model, layer, data, n, method=method, k=k, target=target, importance=importance, seed=seed, reshape=reshape,
         batch_size=batch_size, num_workers=num_workers, progress=progress, forward_args=forward_args,
     )  # fmt: skip
     index = Path(out) / "index.html"
@@ -212,7 +217,8 @@ def build_concepts_page(
             index=index, result=result, pictures=steps > 0, seconds=time.perf_counter() - started
         )
     pictures: Tensor | None = None
-    if steps > 0:
+    drawable = bool((result.bank.norm(dim=1) > 0).all())  # a zero row points nowhere: no picture
+    if steps > 0 and drawable:
         began = time.perf_counter()
         drawn = concept_pictures(
             model, layer, result.bank, input_shape=input_shape, normalize=preset, steps=steps, seed=seed,

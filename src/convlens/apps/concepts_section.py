@@ -60,9 +60,16 @@ _BOX = (255, 220, 0)  # the receptive-field window's outline, the atlas's yellow
 _LEGEND = (
     "Each example shows the concept's coefficient map as a heat map and, outlined, the window of the input "
     "its peak sees; it is captioned with its position in the data and the concept's largest coefficient "
-    "in it. A concept's importance for a class is the mean, over the examples explained for that class, "
-    "of gradient x coefficient: how much the concept adds to the class's score."
+    "in it. "
 )
+
+#: How the importance line was measured, by ``ConceptsResult.importance_method``.
+_IMPORTANCE = {
+    "gradient": "A concept's importance for a class is the mean, over the examples explained for that class, "
+    "of gradient x coefficient: how much the concept adds to the class's score, to first order.",
+    "ablation": "A concept's importance for a class is the mean, over the examples explained for that class, "
+    "of the score lost when the concept's component is removed from the layer (ablation).",
+}
 
 
 def summary_line(result: ConceptsResult) -> str:
@@ -91,7 +98,8 @@ def importance_line(result: ConceptsResult, concept: int, *, class_names: Sequen
     """Where concept ``concept`` matters most: its three most important classes, named when names are given.
 
     The importance is :attr:`~convlens.featureviz.concept_result.ConceptsResult.importance` (gradient x
-    coefficient, mean over the examples explained for that class), shown to 2 significant digits.
+    coefficient or the score lost by ablation, mean over the examples explained for that class), shown
+    to 2 significant digits.
 
     Example:
         >>> import torch
@@ -105,7 +113,7 @@ def importance_line(result: ConceptsResult, concept: int, *, class_names: Sequen
     """
     top = result.top_classes(concept, 3)
     if not top:
-        return "Importance not computed (importance=False)."
+        return "Importance not computed (importance=None)."
 
     def name(c: int) -> str:
         return class_names[c] if class_names is not None and 0 <= c < len(class_names) else f"class {c}"
@@ -176,7 +184,7 @@ def concept_section(
     parts = [
         html.element(f"h{level}", title if title is not None else f"Concepts at {result.layer}"),
         html.element("p", summary_line(result)),
-        html.element("p", _LEGEND),
+        html.element("p", _LEGEND + _IMPORTANCE.get(result.importance_method or "", "")),
         html.nav(((f"#concept-{i}", f"concept {i}") for i in range(result.n)), separator=" · "),
     ]
     for i in range(result.n):
