@@ -117,7 +117,7 @@ class ConceptsPageResult:
     Attributes:
         index: The page, ``out/index.html`` (written by rank 0 only under ``torchrun``).
         result: The concepts, as :func:`convlens.concepts` returned them (the same on every rank).
-        pictures: Whether the concepts' pictures were drawn (``steps > 0``).
+        pictures: Whether the concepts' pictures were drawn (on the writing rank: ``steps > 0`` and no all-zero concept; on the others, ``steps > 0``).
         seconds: The wall time of the whole build.
     """
 
@@ -241,5 +241,5 @@ def build_concepts_page(
         call=made,
     )
     return ConceptsPageResult(
-        index=index, result=result, pictures=steps > 0, seconds=time.perf_counter() - started
+        index=index, result=result, pictures=pictures is not None, seconds=time.perf_counter() - started
     )
