@@ -272,8 +272,11 @@ def test_replaced_returns_a_value_without_the_tensor_as_it_is(value: Any) -> Non
     assert replaced(value, T1, NEW) is value
 
 
-def test_the_attribution_wing_uses_the_one_replaced() -> None:
+def test_the_leaf_forward_uses_the_one_replaced() -> None:
+    """The CAM family's and the concepts' forward with a leaf (core/leaf.py) swaps outputs with it."""
     from convlens.attribution import cam
+    from convlens.core import leaf
 
-    assert vars(cam)["replaced"] is replaced  # imported, not written again
-    assert "replaced" not in cam.__all__
+    assert vars(leaf)["replaced"] is replaced  # imported, not written again
+    assert "replaced" not in leaf.__all__
+    assert vars(cam)["forward_with_leaf"] is leaf.forward_with_leaf
