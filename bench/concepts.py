@@ -33,14 +33,17 @@ drop exactly: the importance check there is a control that must give 1. The nont
      ``LayerTap.run``'s activation before timing;
    - ``convlens.concepts(model, layer, data, n, batch_size=..., progress=False)`` with its defaults
      (``importance="gradient"`` for the predicted class, top examples kept), the same with
-     ``importance="ablation"`` (each concept's component removed, the rest of the network run on
-     the ``n`` ablated copies) and with ``importance=False``.
+     ``importance=False``; with ``--importances ...,ablation`` also ``importance="ablation"`` (each
+     concept's component removed, the rest of the network run on the ``n`` ablated copies: on Lite0,
+     whose forward reshapes with its input's batch size, ``n + 1`` whole forwards per batch).
 
    Passes are counted, not claimed: the data is wrapped in a dataset that counts its reads, and
    "passes" is reads over the data's length (top examples that are read again add a little).
 
-2. Peak memory at 1x, 4x and 16x the data (``--memory-images`` pictures (evenly spaced in the folder) repeated with
-   ``ConcatDataset``, read from disk, so the data itself costs nothing more at 16x), each size in a
+2. Peak memory at 1x, 4x and 16x the data, with and without ``keep_inputs``: Lite0 on
+   ``--memory-images`` pictures (evenly spaced in the folder) and the digits CNN on its 360 test
+   digits, repeated with ``ConcatDataset`` (read from disk or shared, so the data itself costs
+   nothing more at 16x), each size in a
    fresh process with ``MALLOC_MMAP_THRESHOLD_=65536`` (every buffer of 64 KiB or more its own
    mapping, unmapped when freed, so the resident set follows live memory). There, after one
    warm-up call on one batch, ``gc.collect()``, the resident set is read and its high-water mark
@@ -59,7 +62,9 @@ drop exactly: the importance check there is a control that must give 1. The nont
    --nproc_per_node 2`` (1 thread per rank) and as one process with 1 and with 2 threads; one
    warm-up call on a batch per rank, then one timed call after a barrier. Both banks' explained
    variance (as the result reports it, and recomputed on the one-process activations with the bank
-   fixed), the banks matched by assignment (cosine), and the time ratio.
+   fixed), the banks matched by assignment (cosine), and the time ratio. Then each worker runs once
+   more, untimed, with one given bank (``bank=``, fitted beforehand in the parent): the top examples
+   must be exactly one process's.
 
 5. Importance against ablation. ``concepts(...)`` with ``target=None`` (each example's predicted
    class) on ``--importance-images`` pictures; then per example, per concept ``i``: the coefficient
@@ -69,7 +74,7 @@ drop exactly: the importance check there is a control that must give 1. The nont
    over the ``n`` concepts between ``result.importance`` and the mean drop over that class's
    examples, at each of ``--importance-layers`` (the head, the control, then
    ``_blocks.15._swish#1``); the same on the digits CNN at ``features.4`` (its last ReLU) over its
-   test split. Also: in how many classes the most important concept is the one whose removal drops
+   test split with ``--digits-concepts`` (6, the tour's n). Also: in how many classes the most important concept is the one whose removal drops
    the score most, and the share of the drops (weighted by their size) whose sign the importance
    has.
 """
@@ -258,11 +263,12 @@ def status(field: str) -> int:
 # -- 1. throughput --------------------------------------------------------------------------------
 
 
-def throughput(case: Case, n: int, count: int) -> list[str]:
+def throughput(case: Case, n: int, count: int, chosen: list[str]) -> list[str]:
     load, outside = load_line(), Outside()
     size = length(case.data)
     checked = check_floor(case)
-    reads: dict[str, list[int]] = {name: [] for name in (FLOOR, *IMPORTANCE)}
+    timed = [name for name in IMPORTANCE if str(IMPORTANCE[name]).lower() in chosen]
+    reads: dict[str, list[int]] = {name: [] for name in (FLOOR, *timed)}
 
     def counted(name: str) -> Callable[[], object]:
         def call() -> object:
@@ -280,8 +286,8 @@ def throughput(case: Case, n: int, count: int) -> list[str]:
     methods = {name: counted(name) for name in reads}
     one = Subset(case.data, range(min(case.batch, size)))
     floor_pass(case, one)  # warm-up on one batch each: kernels, the probe, the receptive field
-    for how in IMPORTANCE.values():
-        concepts(case, n, one, importance=how)
+    for name in timed:
+        concepts(case, n, one, importance=IMPORTANCE[name])
     quality: dict[str, str] = {}
 
     def keep(name: str, result: object) -> None:
@@ -313,7 +319,7 @@ def throughput(case: Case, n: int, count: int) -> list[str]:
             f"| {name} | {median:.2f} | {size / median:.1f} | {passes:.2f} | {q2:.2f} | {q1:.2f}-{q3:.2f} |"
         )
     lines += ["", checked, *(f"result (first recorded round): {q}" for q in quality.values())]
-    for name in IMPORTANCE:
+    for name in timed:
         q2 = statistics.median(ratios[name])
         if q2 > 2.5:
             lines.append(f"OVER TARGET: {name} at {q2:.2f}x the floor (target <= 2.5x)")
@@ -325,13 +331,21 @@ def throughput(case: Case, n: int, count: int) -> list[str]:
 
 def memory_child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    case = lite0_case(args.pictures, args.memory_images, args.memory_batch, args.layer, repeat=args.repeat)
-    concepts(case, args.n, Subset(case.data, range(case.batch)))  # one-off costs: kernels, probes, caches
+    if args.memory_model == "digits":
+        digits = digits_case(args.digits_batch)
+        data = ConcatDataset([digits.data] * args.repeat) if args.repeat > 1 else digits.data
+        case = Case(digits.name, digits.model, digits.layer, data, digits.batch, digits.prefix)
+    else:
+        case = lite0_case(
+            args.pictures, args.memory_images, args.memory_batch, args.layer, repeat=args.repeat
+        )
+    keep = bool(args.keep_inputs)
+    concepts(case, args.n, Subset(case.data, range(case.batch)), keep_inputs=keep)  # one-off costs
     gc.collect()
     base = status("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
     started = time.perf_counter()
-    result = concepts(case, args.n)
+    result = concepts(case, args.n, keep_inputs=keep)
     seconds = time.perf_counter() - started
     peak = status("VmHWM") - base
     explained = float(result.explained)
@@ -349,31 +363,46 @@ def memory(args: argparse.Namespace) -> list[str]:
     sizes = [int(s) for s in args.memory_sizes.split(",")]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     lines = [
-        f"Lite0 at {args.layer}, n {args.n}, the defaults (importance, top examples kept), batch "
-        f"{args.memory_batch}; {args.memory_images} pictures (evenly spaced in the folder) repeated "
-        f"{', '.join(f'{s}x' for s in sizes)}; one fresh process per row; {load}",
+        f"n {args.n}, importance='gradient'; Lite0 at {args.layer}, batch {args.memory_batch}, "
+        f"{args.memory_images} pictures (evenly spaced in the folder); the digits CNN at {DIGITS_LAYER}, batch "
+        f"{args.digits_batch}, its 360 test digits; each repeated {', '.join(f'{s}x' for s in sizes)} "
+        f"(ConcatDataset); one fresh process per row; {load}",
         "",
-        "| data | pictures | base RSS MiB | peak extra MiB | retained MiB | peak / 1x peak | s | explained |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | keep_inputs | data | examples | base RSS MiB | peak extra MiB | retained MiB | peak / 1x peak "
+        "| s | explained |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    first = None
-    for size in sizes:
-        command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", "--repeat", str(size)]
-        command += ["--pictures", str(args.pictures), "--memory-images", str(args.memory_images)]
-        command += ["--memory-batch", str(args.memory_batch), "--threads", str(args.threads)]
-        command += ["--layer", args.layer, "--n", str(args.n)]
-        got = child(command, env)
-        first = got["peak"] if first is None else first
-        ratio = got["peak"] / first if first > 0 else float("nan")
-        lines.append(
-            f"| {size}x | {got['images']} | {got['base'] / MiB:.0f} | {got['peak'] / MiB:.1f} | "
-            f"{got['retained'] / MiB:.1f} | {ratio:.2f} | {got['seconds']:.1f} | {got['explained']:.3f} |"
-        )
+    for model in args.memory_models.split(","):
+        for keep in (1, 0):
+            first = None
+            for size in sizes:
+                command = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--memory-child",
+                    "--repeat",
+                    str(size),
+                ]
+                command += ["--pictures", str(args.pictures), "--memory-images", str(args.memory_images)]
+                command += ["--memory-batch", str(args.memory_batch), "--threads", str(args.threads)]
+                command += ["--layer", args.layer, "--concepts", str(args.n), "--memory-model", model]
+                command += ["--digits-batch", str(args.digits_batch), "--keep-inputs", str(keep)]
+                got = child(command, env)
+                first = got["peak"] if first is None else first
+                ratio = got["peak"] / first if first > 0 else float("nan")
+                lines.append(
+                    f"| {model} | {bool(keep)} | {size}x | {got['images']} | {got['base'] / MiB:.0f} | "
+                    f"{got['peak'] / MiB:.1f} | {got['retained'] / MiB:.1f} | {ratio:.2f} | {got['seconds']:.1f} | "
+                    f"{got['explained']:.3f} |"
+                )
     lines += [
         "",
         f"at the end: {load_line()}; {outside.line()}",
-        f"for scale: one batch of {args.memory_batch} inputs is {args.memory_batch * 3 * 224 * 224 * 4 / MiB:.1f} "
-        f"MiB; the top examples kept are n x k = {args.n} x 9 inputs, {args.n * 9 * 3 * 224 * 224 * 4 / MiB:.1f} MiB.",
+        "two buffers of fixed size fill up as the data grows, then the peak stays flat: the fit's uniform "
+        "sample of positions (at most 2**21 values, 8 MiB: full after 1638 positions of Lite0's 1280 "
+        "channels, 34 pictures) and, with keep_inputs, the top examples' inputs (at most n x k = "
+        f"{args.n} x 9 distinct ones: {args.n * 9 * 3 * 224 * 224 * 4 / MiB:.1f} MiB for Lite0); one Lite0 batch of "
+        f"{args.memory_batch} inputs is {args.memory_batch * 3 * 224 * 224 * 4 / MiB:.1f} MiB.",
     ]
     return lines
 
@@ -454,7 +483,7 @@ def scikit(case: Case, n: int) -> list[str]:
         f"{x.shape[1]} channels (float64, {x.nbytes / MiB:.0f} MiB, collected by the floor in {collect:.1f} s), "
         f"n {n}; {load}",
         "",
-        "| method | relative error ||X - WH|| / ||X|| | x sklearn NMF's | explained variance | s | note |",
+        "| method | relative error ‖X - WH‖ / ‖X‖ | x sklearn NMF's | explained variance | s | note |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for name, error, explained, secs, note in rows:
@@ -496,8 +525,13 @@ def worker(args: argparse.Namespace) -> None:
     worst = torch.tensor([elapsed], dtype=torch.float64)
     if distributed:
         dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    given = cl.concepts(
+        case.model, case.layer, case.data, args.n, bank=torch.load(args.bank), importance=False,
+        keep_inputs=False, batch_size=case.batch, progress=False,
+    )  # fmt: skip
     if me == 0:
         saved = {
+            "given": {"indices": given.indices.cpu(), "strengths": given.strengths.cpu(), "error": given.error},
             "bank": result.bank.cpu(), "error": result.error, "explained": result.explained,
             "indices": result.indices.cpu(), "seconds": elapsed, "slowest": float(worst),
             "threads": torch.get_num_threads(), "world": world,
@@ -514,8 +548,15 @@ def launch(label: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if processes > 1:
         command += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     command += [str(Path(__file__).resolve()), "--worker", "--out", str(out), "--threads", str(threads)]
-    command += ["--pictures", str(args.pictures), "--dist-images", str(args.dist_images)]
-    command += ["--batch", str(args.batch), "--layer", args.layer, "--n", str(args.n)]
+    command += [
+        "--pictures",
+        str(args.pictures),
+        "--dist-images",
+        str(args.dist_images),
+        "--bank",
+        str(args.bank),
+    ]
+    command += ["--batch", str(args.batch), "--layer", args.layer, "--concepts", str(args.n)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     env.pop("WORLD_SIZE", None)
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -543,7 +584,10 @@ def two_ranks(args: argparse.Namespace) -> list[str]:
     seconds: dict[str, list[float]] = {label: [] for label in labels}
     slowest: dict[str, list[float]] = {label: [] for label in labels}
     last: dict[str, dict[str, Any]] = {}
+    case = lite0_case(args.pictures, args.dist_images, args.batch, args.layer)
     with tempfile.TemporaryDirectory() as tmp:
+        args.bank = Path(tmp) / "bank.pt"  # a given bank: the top examples must not depend on the ranks
+        torch.save(concepts(case, args.n, importance=False, keep_inputs=False).bank.cpu(), args.bank)
         for index in range(args.dist_launches):
             for label in labels if index % 2 == 0 else labels[::-1]:
                 out = Path(tmp) / f"{index}-{DIST_CONFIGS[label][0]}-{DIST_CONFIGS[label][1]}"
@@ -551,7 +595,6 @@ def two_ranks(args: argparse.Namespace) -> list[str]:
                 last[label] = launch(label, args, out)
                 seconds[label].append(last[label]["seconds"])
                 slowest[label].append(last[label]["slowest"])
-    case = lite0_case(args.pictures, args.dist_images, args.batch, args.layer)
     x = rows_of(activations(case))
     lines = [
         f"Lite0 at {args.layer}, {args.dist_images} pictures, n {args.n}, the defaults; "
@@ -581,6 +624,13 @@ def two_ranks(args: argparse.Namespace) -> list[str]:
             f"{float(cos.min()):.4f}, median {float(cos.median()):.4f}; explained differs by "
             f"{last[label]['explained'] - last[ONE]['explained']:+.4f}; top example indices "
             f"{'equal' if top else 'differ'}"
+        )
+        mine, ones = last[label]["given"], last[ONE]["given"]
+        same = torch.equal(mine["indices"], ones["indices"])
+        gap = float((mine["strengths"] - ones["strengths"]).abs().max())
+        lines.append(
+            f"  with one given bank (bank=, importance=False): top example indices {'EQUAL' if same else 'DIFFER'}, "
+            f"strengths max |diff| {gap:.1e}, error {mine['error']:.6f} vs {ones['error']:.6f}"
         )
     lines += [
         "",
@@ -728,34 +778,49 @@ def parse() -> argparse.Namespace:
     )
     parser.add_argument("--sections", default="throughput,memory,sklearn,dist,importance")
     parser.add_argument("--layer", default=LAYER, help=f"Lite0's layer ({LAYER})")
-    parser.add_argument("--n", type=int, default=10, help="concepts (10)")
+    parser.add_argument("--concepts", dest="n", type=int, default=10, help="n, the concepts (10)")
     parser.add_argument(
         "--pictures", type=Path, help="a picture folder (default: generate --generate pictures)"
     )
     parser.add_argument("--generate", type=int, default=256, help="pictures to generate (256)")
-    parser.add_argument("--images", type=int, default=64, help="section 1's pictures (64)")
+    parser.add_argument("--images", type=int, default=256, help="section 1's pictures (256)")
     parser.add_argument("--batch", type=int, default=32, help="batch size (32)")
     parser.add_argument("--rounds", type=int, default=3, help="section 1's rounds (3)")
+    parser.add_argument(
+        "--importances",
+        default="gradient,false",
+        help="section 1's concepts calls, by importance: gradient,false,ablation (gradient,false: on Lite0 "
+        "'ablation' runs the whole model n + 1 times per batch)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
-    parser.add_argument("--memory-images", type=int, default=8, help="section 2's 1x (8 pictures)")
+    parser.add_argument("--memory-images", type=int, default=12, help="section 2's 1x (12 pictures)")
     parser.add_argument("--memory-batch", type=int, default=8, help="section 2's batch size (8)")
     parser.add_argument("--memory-sizes", default="1,4,16", help="section 2's repeats (1,4,16)")
-    parser.add_argument("--sklearn-images", type=int, default=64, help="section 3's pictures (64)")
-    parser.add_argument("--dist-images", type=int, default=64, help="section 4's pictures (64)")
     parser.add_argument(
-        "--dist-launches", type=int, default=1, help="section 4's launches per configuration (1)"
+        "--memory-models",
+        default="lite0,digits",
+        help="section 2's models (lite0,digits: its 360 test digits)",
     )
-    parser.add_argument("--importance-images", type=int, default=32, help="section 5's pictures (32)")
+    parser.add_argument("--sklearn-images", type=int, default=128, help="section 3's pictures (128)")
+    parser.add_argument("--dist-images", type=int, default=128, help="section 4's pictures (128)")
+    parser.add_argument(
+        "--dist-launches", type=int, default=2, help="section 4's launches per configuration (2)"
+    )
+    parser.add_argument("--importance-images", type=int, default=64, help="section 5's pictures (64)")
     parser.add_argument(
         "--importance-layers",
         default=f"{HEAD},{NONLINEAR}",
         help=f"section 5's Lite0 layers ({HEAD},{NONLINEAR})",
     )
     parser.add_argument("--digits-batch", type=int, default=64, help="the digits' batch size (64)")
+    parser.add_argument("--digits-concepts", type=int, default=6, help="the digits' n, as the tour's (6)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--bank", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-model", default="lite0", help=argparse.SUPPRESS)
+    parser.add_argument("--keep-inputs", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads is None:
         args.threads = torch.get_num_threads()
@@ -766,7 +831,8 @@ def report(args: argparse.Namespace, sections: list[str]) -> None:
     if "throughput" in sections:
         print("\n## 1. The whole call against one forward pass up to the layer\n", flush=True)
         case = lite0_case(args.pictures, args.images, args.batch, args.layer)
-        print("\n".join(throughput(case, args.n, args.rounds)) + "\n", flush=True)
+        chosen = args.importances.split(",")
+        print("\n".join(throughput(case, args.n, args.rounds, chosen)) + "\n", flush=True)
     if "memory" in sections:
         print("## 2. Peak memory against the data's size (fresh process per row)\n", flush=True)
         print("\n".join(memory(args)) + "\n", flush=True)
@@ -783,7 +849,8 @@ def report(args: argparse.Namespace, sections: list[str]) -> None:
         for layer in args.importance_layers.split(","):
             case = lite0_case(args.pictures, args.importance_images, args.batch, layer)
             print("\n".join(ablation(case, args.n, names)) + "\n", flush=True)
-        print("\n".join(ablation(digits_case(args.digits_batch), args.n, None)) + "\n", flush=True)
+        digits = ablation(digits_case(args.digits_batch), args.digits_concepts, None)
+        print("\n".join(digits) + "\n", flush=True)
 
 
 def main() -> None:
