@@ -95,7 +95,7 @@ def summary_line(result: ConceptsResult) -> str:
 
 
 def importance_line(result: ConceptsResult, concept: int, *, class_names: Sequence[str] | None) -> str:
-    """Where concept ``concept`` matters most: its three most important classes, named when names are given.
+    """Where concept ``concept`` matters most: its three classes of largest importance (in size), named.
 
     The importance is :attr:`~convlens.featureviz.concept_result.ConceptsResult.importance` (gradient x
     coefficient or the score lost by ablation, mean over the examples explained for that class), shown
@@ -109,7 +109,7 @@ def importance_line(result: ConceptsResult, concept: int, *, class_names: Sequen
         ...                    strengths=torch.ones(2, 1), importance=torch.tensor([[0.0123, 2.0], [-1.0, 0.5]]),
         ...                    classes=torch.tensor([3, 5]))
         >>> print(importance_line(r, 0, class_names=["zero", "one", "two", "three", "four", "five"]))
-        Matters most for: three (0.012), five (-1)
+        Matters most for: five (-1), three (0.012)
     """
     top = result.top_classes(concept, 3)
     if not top:

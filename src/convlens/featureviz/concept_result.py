@@ -123,11 +123,15 @@ class ConceptsResult:
         return (up / top.view(n, 1, *([1] * len(size)))).clamp(0, 1)
 
     def top_classes(self, concept: int, m: int = 3) -> list[tuple[int, float]]:
-        """The ``m`` classes the concept contributes to most: ``(class, importance)``, highest first."""
+        """The ``m`` classes the concept matters most for: ``(class, importance)``, largest size first.
+
+        Ranked by the importance's size: a concept that lowers a class's score (a negative
+        importance) matters to it as much as one that raises it by as much. Empty without importance.
+        """
         if self.importance is None or self.classes is None:
             return []
         column = self.importance[:, concept]
-        order = torch.argsort(column, descending=True, stable=True)[:m]
+        order = torch.argsort(column.abs(), descending=True, stable=True)[:m]
         return [(int(self.classes[i]), float(column[i])) for i in order]
 
     def _repr_html_(self) -> str:
