@@ -11,7 +11,8 @@ position's activation is a nonnegative mix of the concepts. Two passes over the 
 2. **Rank** (the whole model with autograd from the layer on when ``importance``, else stopped after
    the layer): every position's coefficients, the reconstruction error, each concept's running top
    ``k`` examples (its largest coefficient in the example, where, and the receptive-field box), and
-   each concept's importance for the class explained: gradient x coefficient, as CRAFT.
+   each concept's importance for the class explained (:mod:`convlens.featureviz.importance`):
+   gradient x coefficient as CRAFT, or the score lost by ablating the concept.
 
 Under ``torchrun`` each rank reads its shard; the fit's statistics, the errors and the importance are
 summed over the ranks and the top examples merged, so every rank returns the same result.
@@ -81,7 +82,8 @@ def concepts(
             with nonnegative coefficients, for any layer.
         k: Top examples kept per concept.
         target: The class whose score the importance explains, per example: None (the predicted
-            class), ``"label"`` (each example's ``y``), or a class index.
+            class), ``"label"`` (each example's ``y``), or a class index (an int, NumPy int or
+            0-d integer tensor).
         importance: How each concept's importance for the target class is measured
             (:mod:`convlens.featureviz.importance`): ``"gradient"`` (gradient x coefficient, as
             CRAFT: the rank pass runs the whole model and back-propagates to the layer), or
@@ -101,8 +103,9 @@ def concepts(
 
     Returns:
         The bank, its reconstruction error and explained variance, each concept's top examples
-        with positions, boxes and coefficient maps, and the importance per class, concepts in the
-        order of their total coefficient over the data (the most used first).
+        with positions, boxes and coefficient maps, and the importance per class; a fitted bank's
+        concepts in the order of their total coefficient over the data (the most used first), a
+        given bank's in its own order.
 
     Raises:
         InvalidArgumentError: ``n`` or ``k`` < 1, ``n`` above the layer's channels, an unknown
