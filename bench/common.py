@@ -5,8 +5,11 @@ from __future__ import annotations
 import gc
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 
 def interleaved(
@@ -112,3 +115,23 @@ def fix_lucent_kornia_version() -> None:
     parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
     if len(parts) == 2 and parts >= (0, 4) and version < "0.4.0":
         transform.KORNIA_VERSION = "0.4.0"  # type: ignore[attr-defined]
+
+
+def run_worker(
+    script: str | Path, label: str, *, processes: int, threads: int, arguments: Sequence[str]
+) -> None:
+    """Run ``script --worker ...arguments`` as ``processes`` gloo ranks (torchrun) or as one process.
+
+    Each process gets ``threads`` threads (``OMP_NUM_THREADS``); the parent's own ``WORLD_SIZE`` is not
+    passed down. A worker that fails ends the bench with its stderr's end, named by ``label``.
+    """
+    command = [sys.executable]
+    if processes > 1:
+        command += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command += [str(Path(script).resolve()), "--worker", "--threads", str(threads), *arguments]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        print(f"FAILED: worker {label!r} exited {done.returncode}:\n{done.stderr[-4000:]}", file=sys.stderr)
+        sys.exit(1)

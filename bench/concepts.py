@@ -103,7 +103,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from atlas import make_pictures
-from common import load_line, per_round_ratios, quartiles, rounds
+from common import load_line, per_round_ratios, quartiles, rounds, run_worker
 from topk import Outside, load_lite0
 from topk import lite0_prefix as block_prefix
 from torch import Tensor, nn
@@ -545,25 +545,10 @@ def worker(args: argparse.Namespace) -> None:
 
 def launch(label: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     processes, threads = DIST_CONFIGS[label]
-    command = [sys.executable]
-    if processes > 1:
-        command += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    command += [str(Path(__file__).resolve()), "--worker", "--out", str(out), "--threads", str(threads)]
-    command += [
-        "--pictures",
-        str(args.pictures),
-        "--dist-images",
-        str(args.dist_images),
-        "--bank",
-        str(args.bank),
-    ]
-    command += ["--batch", str(args.batch), "--layer", args.layer, "--concepts", str(args.n)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    env.pop("WORLD_SIZE", None)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        print(f"FAILED: worker {label!r} exited {done.returncode}:\n{done.stderr[-4000:]}", file=sys.stderr)
-        sys.exit(1)
+    arguments = ["--out", str(out), "--pictures", str(args.pictures), "--dist-images", str(args.dist_images)]
+    arguments += ["--bank", str(args.bank), "--batch", str(args.batch), "--layer", args.layer]
+    arguments += ["--concepts", str(args.n)]
+    run_worker(__file__, label, processes=processes, threads=threads, arguments=arguments)
     saved: dict[str, Any] = torch.load(out / "result.pt")
     return saved
 

@@ -90,7 +90,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from common import load_line, per_round_ratios, quartiles, rounds
+from common import load_line, per_round_ratios, quartiles, rounds, run_worker
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
 
@@ -401,19 +401,10 @@ def worker(args: argparse.Namespace) -> None:
 
 def launch(label: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     processes, threads = DIST_CONFIGS[label]
-    command = [sys.executable]
-    if processes > 1:
-        command += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    command += [str(Path(__file__).resolve()), "--worker", "--out", str(out), "--threads", str(threads)]
-    command += ["--dist-models", args.dist_models, "--dist-images", str(args.dist_images)]
-    command += ["--dist-calls", str(args.dist_calls), "--dist-calls-digits", str(args.dist_calls_digits)]
-    command += ["--batch", str(args.batch), "--digits-batch", str(args.digits_batch), "--layer", args.layer]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    env.pop("WORLD_SIZE", None)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        print(f"FAILED: worker {label!r} exited {done.returncode}:\n{done.stderr[-4000:]}", file=sys.stderr)
-        sys.exit(1)
+    arguments = ["--out", str(out), "--dist-models", args.dist_models, "--dist-images", str(args.dist_images)]
+    arguments += ["--dist-calls", str(args.dist_calls), "--dist-calls-digits", str(args.dist_calls_digits)]
+    arguments += ["--batch", str(args.batch), "--digits-batch", str(args.digits_batch), "--layer", args.layer]
+    run_worker(__file__, label, processes=processes, threads=threads, arguments=arguments)
     record: dict[str, Any] = json.loads((out / "times.json").read_text())
     return record
 
