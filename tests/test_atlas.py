@@ -10,6 +10,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import torch
+from torch import nn
+from torch.utils.data import TensorDataset
 
 import convlens as cl
 from convlens.apps.atlas import AtlasResult, build_atlas
@@ -519,3 +521,19 @@ def test_concepts_off_and_a_bad_count(tmp_path: Path) -> None:
     with pytest.raises(cl.InvalidArgumentError, match="concepts"):
         small_atlas(tmp_path / "bad", concepts=-1)
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_layer_signed_only_after_its_first_examples_falls_back_to_semi_nmf(tmp_path: Path) -> None:
+    """The sign is read from the first examples; a later negative value makes NMF refuse, and semi-NMF fits."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 4, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)  # each channel is the picture itself
+    net = nn.Sequential(conv, nn.Flatten(), nn.Linear(4 * 6 * 6, 3)).eval()
+    x = torch.rand(12, 1, 6, 6)
+    x[8:] -= 0.5  # signed from the ninth example on
+    site = build_atlas(
+        net, TensorDataset(x), tmp_path, layers=["0"], units=1, k=2, steps=2, concepts=2, progress=False
+    )
+    assert site.concepts == ("0",)
+    assert "2 concepts (semi-nmf) in the" in (tmp_path / "layers" / "0.html").read_text()

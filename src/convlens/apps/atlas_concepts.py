@@ -10,7 +10,8 @@ with which method, is read from the layer's activations on the data's first :dat
 examples (one forward, every drawn layer tapped at once):
 
 - a layer whose activations there are all nonnegative (after a ReLU, a pooling of one) is factored
-  by ``method="nmf"``: a nonnegative bank, the classic neuron groups;
+  by ``method="nmf"``: a nonnegative bank, the classic neuron groups (and by semi-NMF after all
+  when later data turns out signed: the fit refuses on every rank at once, and starts again);
 - a signed layer with a spatial grid (a conv layer's output before its ReLU: what the atlas draws by
   default) is factored by ``method="semi-nmf"``: nonnegative coefficients, a signed bank;
 - a signed layer without a grid (a ``Linear`` layer before its activation, the logits) gets no
@@ -57,6 +58,7 @@ from convlens.core.values import model_dtype_device
 from convlens.featureviz.concept_pictures import concept_pictures
 from convlens.featureviz.concept_result import ConceptMethod
 from convlens.featureviz.concepts import concepts as fit_concepts
+from convlens.featureviz.nmf import SignedRowsError
 
 __all__ = ["SIGN_EXAMPLES", "ConceptPlan", "compute_concepts", "plan_concepts"]
 
@@ -136,11 +138,15 @@ def compute_concepts(
 
     ``forward_args``: for the data's passes; ``picture_args``: for the concept pictures, one row per concept.
     """
-    result = fit_concepts(
-        model, plan.layer, data, n, method=plan.method, k=k, target=None, importance=importance, seed=seed,
-        reshape=reshape, batch_size=batch_size, num_workers=num_workers, keep_inputs=True, progress=False,
-        forward_args=forward_args,
-    )  # fmt: skip
+    options: dict[str, Any] = {
+        "k": k, "target": None, "importance": importance, "seed": seed, "reshape": reshape,
+        "batch_size": batch_size, "num_workers": num_workers, "keep_inputs": True, "progress": False,
+        "forward_args": forward_args,
+    }  # fmt: skip
+    try:
+        result = fit_concepts(model, plan.layer, data, n, method=plan.method, **options)
+    except SignedRowsError:  # nonnegative on the first examples, signed later: every rank refuses alike
+        result = fit_concepts(model, plan.layer, data, n, method="semi-nmf", **options)
     if not writer:
         return
     pictures = None
@@ -157,6 +163,6 @@ def compute_concepts(
         result, pictures=pictures, class_names=names, preset=preset,  # type: ignore[arg-type]  # a preset of PRESETS
         folder=folder, href=f"../_cache/{plan.key}/",
     )  # fmt: skip
-    entry = {"layer": plan.layer, "method": plan.method, "n": result.n, "explained": result.explained}
+    entry = {"layer": plan.layer, "method": result.method, "n": result.n, "explained": result.explained}
     entry |= {"error": result.error, "examples": result.examples, "html": str(section)}
     (folder / SECTION).write_text(json.dumps(entry), encoding="utf-8")

@@ -160,12 +160,13 @@ def _rows(stream: LayerStream, seed: int, progress: bool) -> Iterator[Tensor]:
         yield from blocks(rows_of(batch.activations), ROWS_PER_STEP, generator)
 
 
-def _signed(stream: LayerStream, count: int) -> InvalidArgumentError:
-    """NMF of signed activations: the error that names the fix."""
-    return InvalidArgumentError(
+def _signed(stream: LayerStream, count: int) -> SignedRowsError:
+    """NMF of signed activations: the error that names the fix (an InvalidArgumentError)."""
+    return SignedRowsError(
+        count,
         f"method='nmf' needs nonnegative activations; layer {stream.layer!r} gives negative values "
         f"({count} of them in the data read so far). Pick the activation after it (a ReLU), or pass "
-        "method='semi-nmf' (a signed bank, nonnegative coefficients)."
+        "method='semi-nmf' (a signed bank, nonnegative coefficients).",
     )
 
 

@@ -111,10 +111,14 @@ def blocks(x: Tensor, rows: int, generator: torch.Generator) -> Iterator[Tensor]
 
 
 class SignedRowsError(InvalidArgumentError):
-    """Negative values in the rows of a nonnegative fit, counted over every rank (all raise it)."""
+    """Negative values in the rows of a nonnegative fit, counted over every rank (all raise it).
 
-    def __init__(self, count: int) -> None:
-        super().__init__(f"{count} negative values in the rows of a nonnegative fit")
+    ``convlens.concepts`` raises it with the layer named and the fix; a caller that can fall back to
+    ``method="semi-nmf"`` catches it by type.
+    """
+
+    def __init__(self, count: int, message: str | None = None) -> None:
+        super().__init__(message or f"{count} negative values in the rows of a nonnegative fit")
         self.count = count
 
 
