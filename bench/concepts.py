@@ -95,7 +95,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +103,7 @@ import torch
 import torch.distributed as dist
 from atlas import make_pictures
 from common import load_line, per_round_ratios, quartiles, rounds, run_worker
-from topk import Outside, load_lite0
+from topk import Case, Outside, load_lite0
 from topk import lite0_prefix as block_prefix
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
@@ -171,18 +170,6 @@ class Counted(Dataset[Any]):
     def __getitem__(self, index: int) -> Any:
         self.reads += 1
         return self.data[index]
-
-
-@dataclass(frozen=True)
-class Case:
-    """One model at one layer, its data and batch size, and the floor's forward up to the layer."""
-
-    name: str
-    model: nn.Module
-    layer: str
-    data: Dataset[Any]
-    batch: int
-    prefix: Callable[[Tensor], Tensor]
 
 
 def lite0_case(pictures: Path, images: int | None, batch: int, layer: str, repeat: int = 1) -> Case:
