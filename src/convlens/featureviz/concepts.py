@@ -41,7 +41,7 @@ from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz.concept_result import ConceptMethod, ConceptsResult
 from convlens.featureviz.importance import Ablator, ConceptTarget, ImportanceMethod, by_gradient, rows_of
 from convlens.featureviz.nmf import SignedRowsError, StreamingNMF, blocks, solve_codes
-from convlens.featureviz.stream import Batch, LayerReader, LayerStream
+from convlens.featureviz.stream import LayerReader, LayerStream
 from convlens.featureviz.topk import RunningTop, peak_boxes, unravel
 
 __all__ = ["ConceptTarget", "concepts"]
@@ -185,7 +185,7 @@ def _rank(
     weights: Tensor | None = None  # (classes, n) sums of gradient x coefficient
     counts: Tensor | None = None
     top: RunningTop | None = None
-    ablator = None if importance != "ablation" else Ablator(stream, bank, solve_codes)
+    ablator = None if importance != "ablation" else Ablator(stream, solve_codes)
     gradient = importance == "gradient"
     for batch in stream.batches(gradient=gradient, progress=progress, desc="concepts: rank"):
         acts = batch.activations
@@ -206,9 +206,8 @@ def _rank(
             if ablator is None:
                 contribution, classes = by_gradient(batch, bank, per, target, stream.layout)
             else:
-                ablator.bank = bank
-                contribution, classes = ablator.drops(batch, target)
-            width = _classes_in(batch, contribution, ablator)
+                contribution, classes = ablator.drops(batch, bank, target)
+            width = int(batch.output.shape[1]) if ablator is None else ablator.width  # scores per example
             if weights is None or counts is None:
                 weights = torch.zeros(width, n, dtype=torch.float64)
                 counts = torch.zeros(width, dtype=torch.float64)
@@ -282,13 +281,6 @@ class _Encoder:
         n = len(self.bank)
         codes = solve_codes(rows_of(acts), self.bank)
         return codes.view(len(acts), -1, n).transpose(1, 2).reshape(len(acts), n, *acts.shape[2:])
-
-
-def _classes_in(batch: Batch, contribution: Tensor, ablator: Ablator | None) -> int:
-    """How many scores the model gives (the gradient pass kept its output; the ablation read it)."""
-    if ablator is not None:
-        return ablator.width
-    return int(batch.output.shape[1])
 
 
 def _importance(importance: object) -> ImportanceMethod | None:

@@ -108,14 +108,21 @@ def by_gradient(
     return (codes * along.view(codes.shape)).sum(1), classes
 
 
-def ablated(acts: Tensor, bank: Tensor, *, solve: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """``[A; A - C_1; ...; A - C_n]``: ``((n + 1) B, C, *grid)``, each concept's component removed in turn."""
+def ablated(
+    acts: Tensor, bank: Tensor, *, solve: Callable[[Tensor, Tensor], Tensor], only: int | None = None
+) -> Tensor:
+    """``[A; A - C_1; ...; A - C_n]``: ``((n + 1) B, C, *grid)``, each concept's component removed in turn.
+
+    ``only``: that one variant alone, ``(B, C, *grid)`` (0: ``A`` itself, ``i + 1``: ``A - C_i``).
+    """
+    if only == 0:
+        return acts
     n, batch = len(bank), len(acts)
     rows = rows_of(acts)
     codes = solve(rows, bank)  # (P, n)
     bank = bank.to(codes.dtype)
-    variants = [acts]
-    for i in range(n):
+    variants = [] if only is not None else [acts]
+    for i in range(n) if only is None else [only - 1]:
         component = (codes[:, i : i + 1] * bank[i]).view(batch, -1, acts.shape[1])  # (B, positions, C)
         component = component.transpose(1, 2).reshape(acts.shape).to(acts.dtype)
         variants.append(acts - component)
@@ -128,27 +135,27 @@ class Ablator:
     Remembers whether the model took the larger batch, so that a model that does not is tried once.
     """
 
-    def __init__(self, stream: LayerStream, bank: Tensor, solve: Callable[[Tensor, Tensor], Tensor]) -> None:
+    def __init__(self, stream: LayerStream, solve: Callable[[Tensor, Tensor], Tensor]) -> None:
         if stream.layout.reshapes or stream.layout.part not in (None, 0):
             raise InvalidArgumentError(
                 "importance='ablation' removes concepts from the layer's own output: it needs reshape=None "
                 "(use importance='gradient' with a reshape)."
             )
-        self.stream, self.bank, self.solve = stream, bank, solve
+        self.stream, self.solve = stream, solve
         self.stacked: bool | None = None  # None: not tried yet
         self.width = 0  # how many scores the model gives, once a batch has run
 
-    def drops(self, batch: Batch, target: ConceptTarget) -> tuple[Tensor, Tensor]:
+    def drops(self, batch: Batch, bank: Tensor, target: ConceptTarget) -> tuple[Tensor, Tensor]:
         """The score lost per example and concept ``(B, n)``, and each example's class ``(B,)``."""
-        n, size = len(self.bank), len(batch.x)
-        outputs = self._outputs(batch, n, size)
+        n, size = len(bank), len(batch.x)
+        outputs = self._outputs(batch, bank, n, size)
         classes = classes_of(outputs[0], batch.labels, target)
         self.width = int(outputs[0].shape[1])
         clean = class_scores(outputs[0], classes)
         drops = torch.stack([clean - class_scores(out, classes) for out in outputs[1:]], dim=1)
         return drops, classes
 
-    def _outputs(self, batch: Batch, n: int, size: int) -> list[Tensor]:
+    def _outputs(self, batch: Batch, bank: Tensor, n: int, size: int) -> list[Tensor]:
         stream = self.stream
         module, probe = stream.tap.module, stream.probe
         rewritten = None if probe is None else probe.rewritten
@@ -162,7 +169,7 @@ class Ablator:
 
         if self.stacked is not False:
             try:
-                output = run(lambda acts: ablated(acts, self.bank, solve=self.solve))
+                output = run(lambda acts: ablated(acts, bank, solve=self.solve))
             except Exception:  # noqa: BLE001 - code after the layer that keeps the input's batch size
                 output = None
             stacked = isinstance(output, Tensor) and output.dim() == 2 and output.shape[0] == (n + 1) * size
@@ -171,10 +178,10 @@ class Ablator:
             if stacked and isinstance(output, Tensor):
                 return list(torch.split(output.detach(), size))
         outputs = []
-        for i in range(n + 1):
+        for i in range(n + 1):  # one forward per variant
 
             def one(acts: Tensor, i: int = i) -> Tensor:
-                return ablated(acts, self.bank, solve=self.solve)[i * size : (i + 1) * size]
+                return ablated(acts, bank, solve=self.solve, only=i)
 
             out = run(one)
             if not isinstance(out, Tensor):
