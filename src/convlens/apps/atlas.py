@@ -47,23 +47,29 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
-from convlens.apps.atlas_concepts import SIGN_EXAMPLES, compute_concepts, plan_concepts
+from convlens.apps.atlas_concepts import (
+    SIGN_EXAMPLES,
+    ConceptPlan,
+    draw_concepts,
+    fit_concepts_of,
+    plan_concepts,
+    write_concepts,
+)
+from convlens.apps.atlas_draw import Job, as_rgb, chunk_size, png_bytes, run_jobs, scaled, unit_jobs
 from convlens.apps.atlas_site import Plan, cache_key, write_site
-from convlens.attribution.cam import GradCAM
+from convlens.apps.atlas_units import labels_of, write_examples
 from convlens.core.checks import check_int
 from convlens.core.deprecation import UNSET, Unset, renamed
-from convlens.core.distributed import data_length, rank
+from convlens.core.distributed import data_length, rank, world_size
 from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
 from convlens.core.layers import resolve_layer, unwrap, wrapper_prefix
 from convlens.core.layouts import Layout, ReshapeSpec, as_layout
@@ -72,18 +78,18 @@ from convlens.core.shapes import trace_shapes
 from convlens.core.tap import LayerTap
 from convlens.core.values import model_dtype_device
 from convlens.errors import InvalidArgumentError, LayerNotFoundError, did_you_mean
+from convlens.featureviz.concept_result import ConceptsResult
 from convlens.featureviz.forward import check_channels_first
-from convlens.featureviz.neurons import NeuronVisualizer, TopExamplesResult
-from convlens.models.images import PRESETS, ClassesSpec, deprocess
+from convlens.featureviz.neurons import NeuronVisualizer
+from convlens.models.images import PRESETS, ClassesSpec
 from convlens.models.images import class_names as class_names_of
-from convlens.render import FilterRenderer, overlay
+from convlens.render import FilterRenderer
 
 __all__ = ["AtlasResult", "build_atlas"]
 
 _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _THUMB = 96  # pixels: a unit's picture in a layer's grid
-_PANEL = 112  # pixels: an example on a unit's page
-_VERSION = 1  # bump when what a cache entry holds changes
+_VERSION = 2  # bump when what a cache entry holds changes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,38 +267,88 @@ def build_atlas(
         dist.barrier()  # every rank has read the cache before rank 0 writes to it
     writer = rank() == 0
     names = {} if names_of is None else {r.name: list(names_of) for r in rows if same(r.name, output)}
-    reused = 0
+    label, label_names = labels_of(data)
     planned = {cp.layer: cp for cp in concept_plans}
+    size, depth = chunk_size(report.macs), _depths(report, same)
+    jobs: list[Job] = []  # the pictures, drawn by every rank once every dataset pass is done
+    pending: dict[tuple[str, int], dict[str, Any]] = {}  # each unit's unit.json, but its picture's value
+    fitted: dict[str, tuple[ConceptPlan, ConceptsResult]] = {}
+    reused = 0
     for row, shown, missing in plan:
         began = time.perf_counter()
-        if missing:
-            _compute_layer(
-                model, data, row, missing, cache=cache, fingerprint=fingerprint, writer=writer, k=k, steps=steps,
-                preset=preset, shape=shape, seed=seed, batch_size=batch_size, num_workers=num_workers,
-                filters=same(row.name, first_conv), classes=same(row.name, output) and row.type == "Linear",
-                cam_layer=cam_layer, forward_args=fa, examples=examples, reshape=reshape,
+        cost = float(depth(row.name))
+        if missing:  # every rank: the pass is sharded and merged
+            nv = NeuronVisualizer(model, row.name, input_shape=shape, reshape=reshape)
+            best = nv.top_examples(
+                data, unit=missing, k=k, batch_size=batch_size, num_workers=num_workers, progress=False,
+                forward_args=fa,
             )  # fmt: skip
+            if writer:
+                filters = FilterRenderer(model, row.name).images() if same(row.name, first_conv) else None
+                classes_here = same(row.name, output) and row.type == "Linear"
+                metas = write_examples(
+                    model, row.name, missing, best, cache=cache, fingerprint=fingerprint, preset=preset,
+                    weights=filters, cam_layer=cam_layer if classes_here else None, label=label,
+                    forward_args=lambda indices: _example_args(fa, examples, indices),
+                )  # fmt: skip
+                pending |= {(row.name, unit): meta for unit, meta in metas.items()}
+            jobs += unit_jobs(row.name, missing, size=size, seed=seed, cost=cost)
         cp = planned.get(row.name)
         if cp is not None and cp.missing:  # every rank: the fit is sharded and all-reduced
-            compute_concepts(
-                model, data, cp, n=n_concepts, cache=cache, writer=writer, k=k, steps=steps, preset=preset,
-                shape=shape, seed=seed, importance=len(report.output_shape) == 2, names=names_of,
+            result = fit_concepts_of(
+                model, data, cp, n=n_concepts, k=k, seed=seed, importance=len(report.output_shape) == 2,
                 batch_size=batch_size, num_workers=num_workers, reshape=reshape, forward_args=fa,
-                picture_args=_example_args(fa, examples, [0] * n_concepts),
             )  # fmt: skip
+            fitted[row.name] = (cp, result)
+            jobs.append(Job(layer=row.name, units=(), seed=seed, cost=cost * n_concepts, concepts=True))
         reused += len(shown) - len(missing)
         if progress and writer:
-            fitted = cp is not None and cp.missing
             said = (
-                "" if cp is None else f", {n_concepts} concepts ({'fitted' if fitted else 'from the cache'})"
+                ""
+                if cp is None
+                else f", {n_concepts} concepts ({'fitted' if cp.missing else 'from the cache'})"
             )
             print(
-                f"[atlas] {row.name}: {len(shown)} units ({len(shown) - len(missing)} from the cache){said} "
-                f"in {time.perf_counter() - began:.1f} s",
+                f"[atlas] {row.name}: {len(shown)} units ({len(shown) - len(missing)} from the cache){said}: "
+                f"the data read in {time.perf_counter() - began:.1f} s",
                 file=sys.stderr,
             )
+
+    def draw(job: Job) -> Any:
+        began = time.perf_counter()
+        if job.concepts:
+            drawn: Any = draw_concepts(
+                model, job.layer, fitted[job.layer][1].bank, steps=steps, preset=preset, shape=shape,
+                seed=job.seed, reshape=reshape, forward_args=_example_args(fa, examples, [0] * n_concepts),
+            )  # fmt: skip
+        else:
+            no_ink = preset is None and same(job.layer, output) and _is_linear(model, job.layer)
+            drawn = _draw_units(
+                model, job, steps=steps, preset=preset, shape=shape, reshape=reshape, no_ink=no_ink,
+                forward_args=_example_args(fa, examples, [0] * len(job.units)),
+            )  # fmt: skip
+        if progress:
+            what = "its concepts" if job.concepts else f"units {job.units[0]}-{job.units[-1]}"
+            who = f" (rank {rank()})" if world_size() > 1 else ""
+            print(
+                f"[atlas] {job.layer}: {what} drawn{who} in {time.perf_counter() - began:.1f} s",
+                file=sys.stderr,
+            )
+        return drawn
+
+    drawn = run_jobs(jobs, draw)
     index = root / "index.html"
     if writer:
+        for i, job in enumerate(jobs):
+            if job.concepts:
+                cp, result = fitted[job.layer]
+                write_concepts(result, cp, drawn[i], cache=cache, preset=preset, names=names_of)
+                continue
+            for unit, (png, value) in zip(job.units, drawn[i], strict=True):
+                folder = cache / cache_key(fingerprint, job.layer, unit)
+                (folder / "viz.png").write_bytes(png)
+                meta = pending[(job.layer, unit)] | {"value": value}
+                (folder / "unit.json").write_text(json.dumps(meta))  # last: its presence means done
         write_site(
             root,
             report,
@@ -302,6 +358,7 @@ def build_atlas(
             note=note,
             names=names,
             concepts={cp.layer: cp.key for cp in concept_plans},
+            labels=label_names,
         )
     return AtlasResult(
         index=index,
@@ -314,131 +371,64 @@ def build_atlas(
     )
 
 
-# -- what a unit needs -------------------------------------------------------------------------------
+# -- the pictures ------------------------------------------------------------------------------------
+
+#: The weight of the L1 penalty ("no ink") on the class pictures of a model of [0, 1] pictures: the
+#: tour's recipe, which draws digits the digits CNN reads as their class (without it: saturated noise).
+NO_INK = 100.0
 
 
-def _compute_layer(
+def _draw_units(
     model: nn.Module,
-    data: Any,
-    row: LayerShape,
-    missing: list[int],
+    job: Job,
     *,
-    cache: Path,
-    fingerprint: str,
-    writer: bool,
-    k: int,
     steps: int,
     preset: str | None,
     shape: tuple[int, ...],
-    seed: int,
-    batch_size: int,
-    num_workers: int,
-    filters: bool,
-    classes: bool,
-    cam_layer: str | None,
-    forward_args: ForwardArgs,
-    examples: int | None,
     reshape: ReshapeSpec,
-) -> None:
-    """One dataset pass for the layer's missing units, then (rank 0) their pictures and pages' data.
-
-    ``examples``: the data's length (None: unknown), for the per-example rows of ``forward_args``.
-    """
-    nv = NeuronVisualizer(model, row.name, input_shape=shape, reshape=reshape)
-    best = nv.top_examples(
-        data, unit=missing, k=k, batch_size=batch_size, num_workers=num_workers, progress=False,
-        forward_args=forward_args,
-    )  # fmt: skip
-    if not writer:
-        return
-    pictures_args = _example_args(forward_args, examples, [0] * len(missing))  # the first example's row each
+    no_ink: bool,
+    forward_args: ForwardArgs,
+) -> list[tuple[bytes, float]]:
+    """The job's units' feature visualizations, as PNG bytes, each with its final objective."""
+    nv = NeuronVisualizer(model, job.layer, input_shape=shape, reshape=reshape)
+    units = list(job.units)
     if preset is None:
+        l1 = NO_INK if no_ink else 0.0
         viz = nv.maximize(
-            missing, steps=steps, seed=seed, value_range=(0.0, 1.0), l1=0.0, forward_args=pictures_args
+            units, steps=steps, seed=job.seed, value_range=(0.0, 1.0), l1=l1, forward_args=forward_args
         )
         pictures = viz.image.detach().float().clamp(0, 1).cpu()
     else:
         viz = nv.maximize(
-            missing,
-            steps=steps,
-            seed=seed,
+            units, steps=steps, seed=job.seed, forward_args=forward_args,
             normalize=preset,  # type: ignore[arg-type]  # checked against PRESETS in build_atlas
-            forward_args=pictures_args,
-        )
+        )  # fmt: skip
         assert viz.picture is not None  # with normalize, the picture in [0, 1]
         pictures = viz.picture.detach().float().cpu()
-    weights = FilterRenderer(model, row.name).images() if filters else None
-    for j, unit in enumerate(missing):
-        folder = cache / cache_key(fingerprint, row.name, unit)
-        folder.mkdir(parents=True, exist_ok=True)
-        _png(_as_rgb(pictures[j], None), _THUMB * 2).save(folder / "viz.png")
-        meta: dict[str, Any] = {"layer": row.name, "unit": unit, "value": float(viz.values[j])}
-        examples_of = _unit_examples(best, j)
-        meta["examples"] = []
-        for i, (index, value, x, box) in enumerate(examples_of):
-            picture = _as_rgb(x, preset)
-            framed = _framed(picture, box)
-            framed.save(folder / f"example{i}.png")
-            entry: dict[str, Any] = {"index": index, "value": value, "box": box}
-            if box is not None:
-                top, left, bottom, right = box
-                _png(picture[top:bottom, left:right], _PANEL).save(folder / f"crop{i}.png")
-            meta["examples"].append(entry)
-        if weights is not None:
-            _png((weights[unit] * 255).round().astype(np.uint8), _PANEL).save(folder / "filter.png")
-            meta["filter"] = True
-        if classes and cam_layer is not None and examples_of:
-            xs = torch.stack([x for _, _, x, _ in examples_of])
-            dtype, device = model_dtype_device(unwrap(model))
-            cam = GradCAM(model, cam_layer)
-            own = _example_args(forward_args, examples, [index for index, _, _, _ in examples_of])
-            maps = cam(xs.to(device, dtype), target=unit, forward_args=own).maps.detach().cpu()
-            for i, (_, _, x, _) in enumerate(examples_of):
-                blended = overlay(_as_rgb(x, preset), maps[i], alpha=0.45)
-                _png(blended, _PANEL).save(folder / f"cam{i}.png")
-            meta["cam"] = cam_layer
-        (folder / "unit.json").write_text(json.dumps(meta))
-
-
-def _unit_examples(best: TopExamplesResult, j: int) -> list[tuple[int, float, Tensor, list[int] | None]]:
-    """Unit ``j``'s examples: index, activation, input and box (2-d boxes only)."""
-    if best.inputs is None:
-        return []
-    boxes = None if best.boxes is None or best.boxes.shape[-1] != 4 else best.boxes[j].tolist()
     return [
-        (int(i), float(v), best.inputs[j, n].detach().float().cpu(), None if boxes is None else boxes[n])
-        for n, (i, v) in enumerate(zip(best.indices[j].tolist(), best.activations[j].tolist(), strict=True))
+        (png_bytes(scaled(as_rgb(pictures[j], None), _THUMB * 2)), float(viz.values[j]))
+        for j in range(len(units))
     ]
 
 
-def _as_rgb(x: Tensor, preset: str | None) -> np.ndarray:
-    """A model input (``(C, H, W)``) as an ``(H, W, 3)`` uint8 picture."""
-    if preset is not None and x.shape[0] == 3:
-        return deprocess(x, preset=preset)  # type: ignore[arg-type]
-    low, high = float(x.min()), float(x.max())
-    if low < 0.0 or high > 1.0:
-        x = (x - low) / max(high - low, 1e-12)
-    grey = x.mean(0, keepdim=True) if x.shape[0] != 3 else x
-    rgb = grey.expand(3, *grey.shape[1:]) if grey.shape[0] == 1 else grey
-    return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+def _is_linear(model: nn.Module, name: str) -> bool:
+    return isinstance(resolve_layer(model, name).module, nn.Linear)
 
 
-def _png(picture: np.ndarray, size: int) -> Image.Image:
-    """``picture`` scaled (nearest for small ones, as pixels are meant to be seen) to ``size`` on its long side."""
-    img = Image.fromarray(np.ascontiguousarray(picture))
-    w, h = img.size
-    scale = size / max(w, h, 1)
-    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR
-    return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+def _depths(report: ShapeReport, same: _Names) -> Callable[[str], int]:
+    """The multiply-accumulates of a forward that stops after a layer (its pictures' cost), by the layer's name.
 
+    A layer the report has no row for (a container) costs the whole model's.
+    """
+    running, totals = 0, []
+    for r in report.rows:
+        running += r.macs
+        totals.append((r.name, running))
 
-def _framed(picture: np.ndarray, box: list[int] | None) -> Image.Image:
-    img = _png(picture, _PANEL)
-    if box is not None:
-        scale = img.size[0] / picture.shape[1]
-        top, left, bottom, right = (v * scale for v in box)
-        ImageDraw.Draw(img).rectangle((left, top, right - 1, bottom - 1), outline=(255, 220, 0), width=2)
-    return img
+    def depth(name: str) -> int:
+        return next((total for row, total in totals if same(name, row)), report.macs) + 1
+
+    return depth
 
 
 # -- keys, layers, data ------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ examples (one forward, every drawn layer tapped at once):
 Each section is computed once: its pictures and its markup go to ``out/_cache/<key>/`` (the key
 hashes the build's fingerprint, the layer, ``n``, the method and the class names), so a rebuild
 reuses it without refitting. :func:`convlens.concepts` is sharded and all-reduced under ``torchrun``:
-every rank calls it (with the same plan, read before any rank writes) and holds the same bank; the
-writing rank alone draws the pictures and writes the section.
+every rank calls it (:func:`fit_concepts_of`, with the same plan, read before any rank writes) and holds
+the same bank; the pictures (:func:`draw_concepts`) are one of the jobs the ranks share
+(:mod:`convlens.apps.atlas_draw`), and rank 0 writes the section (:func:`write_concepts`).
 
 Example:
     >>> import torch
@@ -56,11 +57,18 @@ from convlens.core.layouts import Layout, ReshapeSpec
 from convlens.core.tap import LayerTap
 from convlens.core.values import model_dtype_device
 from convlens.featureviz.concept_pictures import concept_pictures
-from convlens.featureviz.concept_result import ConceptMethod
+from convlens.featureviz.concept_result import ConceptMethod, ConceptsResult
 from convlens.featureviz.concepts import concepts as fit_concepts
 from convlens.featureviz.nmf import SignedRowsError
 
-__all__ = ["SIGN_EXAMPLES", "ConceptPlan", "compute_concepts", "plan_concepts"]
+__all__ = [
+    "SIGN_EXAMPLES",
+    "ConceptPlan",
+    "draw_concepts",
+    "fit_concepts_of",
+    "plan_concepts",
+    "write_concepts",
+]
 
 #: How many of the data's first examples show whether a layer is nonnegative: a few, as every drawn
 #: layer's activations of them are held at once (a ResNet-50's conv layers: about 100 MB per example).
@@ -113,51 +121,67 @@ def plan_concepts(
     return plans
 
 
-def compute_concepts(
+def fit_concepts_of(
     model: nn.Module,
     data: Any,
     plan: ConceptPlan,
     *,
     n: int,
-    cache: Path,
-    writer: bool,
     k: int,
-    steps: int,
-    preset: str | None,
-    shape: tuple[int, ...],
     seed: int,
     importance: bool,
-    names: Sequence[str] | None,
     batch_size: int,
     num_workers: int,
     reshape: ReshapeSpec,
     forward_args: ForwardArgs,
-    picture_args: ForwardArgs,
-) -> None:
-    """Fit the layer's concepts (every rank), then (the writing rank) draw and write its section.
-
-    ``forward_args``: for the data's passes; ``picture_args``: for the concept pictures, one row per concept.
-    """
+) -> ConceptsResult:
+    """Fit the layer's concepts over ``data``: every rank calls it (the fit is sharded and all-reduced)."""
     options: dict[str, Any] = {
         "k": k, "target": None, "importance": importance, "seed": seed, "reshape": reshape,
         "batch_size": batch_size, "num_workers": num_workers, "keep_inputs": True, "progress": False,
         "forward_args": forward_args,
     }  # fmt: skip
     try:
-        result = fit_concepts(model, plan.layer, data, n, method=plan.method, **options)
+        return fit_concepts(model, plan.layer, data, n, method=plan.method, **options)
     except SignedRowsError:  # nonnegative on the first examples, signed later: every rank refuses alike
-        result = fit_concepts(model, plan.layer, data, n, method="semi-nmf", **options)
-    if not writer:
-        return
-    pictures = None
-    if bool((result.bank.norm(dim=1) > 0).all()):  # a concept that never fired has no direction to draw
-        drawn = concept_pictures(
-            model, plan.layer, result.bank, input_shape=shape, normalize=preset, steps=steps, seed=seed,  # type: ignore[arg-type]  # a preset of PRESETS
-            reshape=reshape, forward_args=picture_args,
-        )  # fmt: skip
-        pictures = (
-            (drawn.image if drawn.picture is None else drawn.picture).detach().float().clamp(0, 1).cpu()
-        )
+        return fit_concepts(model, plan.layer, data, n, method="semi-nmf", **options)
+
+
+def draw_concepts(
+    model: nn.Module,
+    layer: str,
+    bank: Tensor,
+    *,
+    steps: int,
+    preset: str | None,
+    shape: tuple[int, ...],
+    seed: int,
+    reshape: ReshapeSpec,
+    forward_args: ForwardArgs,
+) -> Tensor | None:
+    """The concepts' pictures in [0, 1] (any rank may draw them); None when a concept has no direction.
+
+    ``forward_args``: one row per concept.
+    """
+    if not bool((bank.norm(dim=1) > 0).all()):  # a concept that never fired has no direction to draw
+        return None
+    drawn = concept_pictures(
+        model, layer, bank, input_shape=shape, normalize=preset, steps=steps, seed=seed,  # type: ignore[arg-type]  # a preset of PRESETS
+        reshape=reshape, forward_args=forward_args,
+    )  # fmt: skip
+    return (drawn.image if drawn.picture is None else drawn.picture).detach().float().clamp(0, 1).cpu()
+
+
+def write_concepts(
+    result: ConceptsResult,
+    plan: ConceptPlan,
+    pictures: Tensor | None,
+    *,
+    cache: Path,
+    preset: str | None,
+    names: Sequence[str] | None,
+) -> None:
+    """Write the layer's section (its markup, pictures and maps) into its cache folder (rank 0)."""
     folder = cache / plan.key
     section = concept_section(
         result, pictures=pictures, class_names=names, preset=preset,  # type: ignore[arg-type]  # a preset of PRESETS
