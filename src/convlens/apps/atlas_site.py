@@ -5,6 +5,10 @@
 turns that into plain HTML linking those PNGs, with the one HTML writer
 (:mod:`convlens.core.html`, the ``"catalog"`` layout of its stylesheet): no
 script, nothing fetched. Nothing here computes: it only reads the cache and writes.
+The unit pages are :mod:`convlens.apps.atlas_unit`'s.
+
+Each layer's files are named by :func:`layer_file`, which never gives two distinct layer names one
+file, on a case-sensitive disk or not: ``layers/<file>.html`` and ``units/<file>/<unit>.html``.
 
 Example:
     >>> import tempfile
@@ -28,11 +32,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from convlens.apps.atlas_unit import CIRCUITS, Site, class_counts, class_name, unit_page
 from convlens.core import html
 from convlens.core.html import Html
 from convlens.core.report import LayerShape, ShapeReport
 
-__all__ = ["SECTION", "Plan", "cache_key", "concepts_key", "write_site"]
+__all__ = [
+    "CIRCUITS",
+    "SECTION",
+    "Plan",
+    "cache_key",
+    "circuits_key",
+    "concepts_key",
+    "layer_file",
+    "write_site",
+]
 
 #: Each layer with a page: its row of the shape report, the units shown, and those to compute.
 Plan = list[tuple[LayerShape, list[int], list[int]]]
@@ -40,6 +54,14 @@ Plan = list[tuple[LayerShape, list[int], list[int]]]
 #: The file of a layer's concepts section in its cache folder (its markup under ``"html"``, plain JSON as a
 #: unit's ``unit.json``), written last: its presence means done.
 SECTION = "concepts.json"
+
+_PLAIN = re.compile(r"[a-z0-9_][a-z0-9_.-]*")  # a name that may be its own file name ...
+_HASHED = re.compile(r".*-[0-9a-f]{8}")  # ... unless it looks like a hashed one
+_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+)
+_LONGEST = 64  # characters of a file name's stem
+_READABLE = 40  # characters of a hashed name's readable part
 
 
 def cache_key(fingerprint: str, layer: str, unit: int) -> str:
@@ -64,8 +86,50 @@ def concepts_key(fingerprint: str, layer: str, n: int, method: str, names: Seque
     return hashlib.sha256(what.encode()).hexdigest()[:20]
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "layer"
+def circuits_key(fingerprint: str, earlier: str, later: str, units: Sequence[int]) -> str:
+    """The name of the folder in ``out/_cache`` of the circuits from ``earlier`` into ``later``'s ``units``.
+
+    Its :data:`CIRCUITS` file holds them. A hash of everything they depend on: the build's
+    fingerprint (the weights, the data and the options), both layers and the units.
+
+    Example:
+        >>> len(circuits_key("f", "a", "b", [0, 1])), circuits_key("f", "a", "b", [0]) == (
+        ...     circuits_key("f", "a", "b", [0, 1]))
+        (20, False)
+    """
+    what = json.dumps([fingerprint, earlier, later, "circuits", [int(u) for u in units]])
+    return hashlib.sha256(what.encode()).hexdigest()[:20]
+
+
+def layer_file(name: str) -> str:
+    """The stem of a layer's files: ``layers/<stem>.html`` and the folder ``units/<stem>/``.
+
+    Distinct names never share a stem, even on a disk that ignores case, and a name always has the
+    same one. A name of at most 64 lower-case letters, digits, ``_``, ``.`` and ``-`` (not starting
+    with ``.`` or ``-``, and not itself ending as a hashed stem does) is its own stem, so
+    ``features.3`` stays ``features.3``. Any other name is a readable slug of it (lower-cased, other
+    characters as ``_``, at most 40 of them) then ``-`` and 8 hex digits of the SHA-256 of the exact
+    name: ``"a b"`` and ``"a_b"``, or ``"Conv"`` and ``"conv"``, get files of their own.
+
+    Example:
+        >>> layer_file("features.3"), layer_file("a_b"), layer_file("a b"), layer_file("A_b")
+        ('features.3', 'a_b', 'a_b-c8687a08', 'a_b-08eb65ad')
+        >>> layer_file("<b>x</b>"), layer_file("层"), len(layer_file("x" * 500))
+        ('_b_x__b_-e31e3a8e', 'layer-b6fd20c0', 49)
+    """
+    if (
+        len(name) <= _LONGEST
+        and _PLAIN.fullmatch(name)
+        and not _HASHED.fullmatch(name)
+        and not name.endswith(".")
+        and name.split(".", maxsplit=1)[0] not in _RESERVED
+    ):
+        return name
+    readable = re.sub(r"[^a-z0-9_.-]", "_", name.lower())[:_READABLE].strip(".-")
+    if not readable.strip("_"):
+        readable = "layer"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{readable}-{digest}"
 
 
 def _write(path: Path, title: str, body: str, note: str | None, depth: int) -> None:
@@ -85,8 +149,12 @@ def write_site(
     note: str | None,
     names: dict[str, list[str]],
     concepts: dict[str, str] | None = None,
+    circuits: dict[str, str] | None = None,
+    labels: Sequence[str] | None = None,
 ) -> None:
     """Write ``root/index.html``, ``root/layers/<layer>.html`` and ``root/units/<layer>/<unit>.html``.
+
+    ``<layer>`` is :func:`layer_file` of the layer's name.
 
     Args:
         root: The site's folder; the units' pictures are in ``root/_cache`` already.
@@ -95,24 +163,45 @@ def write_site(
         fingerprint: The build's fingerprint (see :func:`cache_key`).
         title: The site's title.
         note: A line shown on every page (e.g. "random weights"), or None.
-        names: Names of a layer's units (the classes of the output layer), shown on their pages.
+        names: Names of a layer's units (the classes of the output layer), shown on their pages and
+            on the layer's grid.
         concepts: The layers with a concepts section, each with its folder's name in ``root/_cache``
-            (:func:`~convlens.apps.atlas_concepts.concepts_key`), where the section's markup
-            (:data:`~convlens.apps.atlas_concepts.SECTION`) and its pictures are; put on the layer's page.
+            (:func:`concepts_key`), where the section's markup (:data:`SECTION`) and its pictures
+            are; put on the layer's page.
+        circuits: The layers whose unit pages say what feeds them, each with its folder's name in
+            ``root/_cache`` (:func:`circuits_key`), whose :data:`CIRCUITS` file holds the strengths
+            from the drawn layer before it (see :mod:`convlens.apps.atlas_unit`). A unit's page
+            also says what it feeds when the next drawn layer has an entry from its layer.
+        labels: The names of the data's labels, for the examples whose ``unit.json`` entry has a
+            ``"label"`` (an index into these): each unit page says the classes among its top
+            examples and each layer page has a table of its units by their most frequent class.
+            None: a label is shown as its number.
     """
     (root / "layers").mkdir(parents=True, exist_ok=True)
     (root / "units").mkdir(parents=True, exist_ok=True)
-    drawn = {row.name for row, _, _ in plan}
+    files = {row.name: layer_file(row.name) for row, _, _ in plan}
+    site = Site(
+        root=root,
+        files=files,
+        order=[row.name for row, _, _ in plan],
+        shown={row.name: list(shown) for row, shown, _ in plan},
+        keys={(row.name, u): cache_key(fingerprint, row.name, u) for row, shown, _ in plan for u in shown},
+        circuits={
+            later: json.loads((root / "_cache" / folder / CIRCUITS).read_text(encoding="utf-8"))
+            for later, folder in (circuits or {}).items()
+        },
+        labels=None if labels is None else list(labels),
+    )
     rows = [
         [
-            html.link(f"layers/{_slug(r.name)}.html", r.name) if r.name in drawn else r.name,
+            html.link(f"layers/{files[r.name]}.html", r.name) if r.name in files else r.name,
             r.type, str(list(r.input_shape)), str(list(r.output_shape)), f"{r.params:,}", f"{r.macs:,}",
             "" if r.receptive_field is None else str(r.receptive_field), "" if r.jump is None else str(r.jump),
         ]
         for r in report.rows
     ]  # fmt: skip
     header = ["layer", "type", "in", "out", "params", "MACs", "RF", "jump"]
-    links = " ".join(html.link(f"layers/{_slug(row.name)}.html", row.name) for row, _, _ in plan)
+    links = " ".join(html.link(f"layers/{files[row.name]}.html", row.name) for row, _, _ in plan)
     body = (
         html.element("h1", f"{title}: an atlas")
         + html.element(
@@ -127,33 +216,33 @@ def write_site(
     )
     _write(root / "index.html", f"{title}: atlas", body, note, 0)
     for li, (row, shown, _) in enumerate(plan):
-        slug = _slug(row.name)
+        stem = files[row.name]
+        metas = {u: site.meta(row.name, u) for u in shown}
+        unit_names = names.get(row.name, [])
         cells = []
         for unit in shown:
-            picture = html.image(
-                f"../_cache/{cache_key(fingerprint, row.name, unit)}/viz.png", f"unit {unit}"
-            )
-            cells.append(
-                html.figure(html.link(f"../units/{slug}/{unit}.html", Html(f"{picture}unit {unit}")))
-            )
-        neighbours = [(f"../layers/{_slug(r.name)}.html", text) for r, text in _neighbours(plan, li)]
+            picture = html.image(f"../_cache/{site.keys[row.name, unit]}/viz.png", f"unit {unit}")
+            linked = html.link(f"../units/{stem}/{unit}.html", Html(f"{picture}unit {unit}"))
+            cells.append(html.figure(linked, *([unit_names[unit]] if unit < len(unit_names) else [])))
+        neighbours = [(f"../layers/{files[r.name]}.html", text) for r, text in _neighbours(plan, li)]
         body = (
             html.element("h1", f"{row.name} ({row.type}, output {list(row.output_shape)})")
             + html.nav(neighbours, separator=" · ")
             + html.element("p", "Each unit's feature visualization; follow one for its dataset examples.")
             + html.gallery(cells)
+            + _classes_table(site, stem, metas)
         )
         if row.name in (concepts or {}):
             entry = json.loads(
                 (root / "_cache" / (concepts or {})[row.name] / SECTION).read_text(encoding="utf-8")
             )
             body += Html(entry["html"])
-        _write(root / "layers" / f"{slug}.html", row.name, body, note, 1)
-        (root / "units" / slug).mkdir(parents=True, exist_ok=True)
+        _write(root / "layers" / f"{stem}.html", row.name, body, note, 1)
+        (root / "units" / stem).mkdir(parents=True, exist_ok=True)
         for ui, unit in enumerate(shown):
-            labels = names.get(row.name, [])
-            label = labels[unit] if unit < len(labels) else None
-            _write_unit(root, row, shown, ui=ui, unit=unit, fingerprint=fingerprint, note=note, name=label)
+            label = unit_names[unit] if unit < len(unit_names) else None
+            page = unit_page(site, row, ui=ui, meta=metas[unit], name=label)
+            _write(root / "units" / stem / f"{unit}.html", f"{row.name} unit {unit}", page, note, 2)
 
 
 def _neighbours(plan: Plan, i: int) -> list[tuple[LayerShape, str]]:
@@ -162,60 +251,29 @@ def _neighbours(plan: Plan, i: int) -> list[tuple[LayerShape, str]]:
     return before + ([(plan[i + 1][0], f"{plan[i + 1][0].name} →")] if i + 1 < len(plan) else [])
 
 
-def _write_unit(
-    root: Path,
-    row: LayerShape,
-    shown: list[int],
-    *,
-    ui: int,
-    unit: int,
-    fingerprint: str,
-    note: str | None,
-    name: str | None,
-) -> None:
-    slug = _slug(row.name)
-    key = cache_key(fingerprint, row.name, unit)
-    meta: dict[str, Any] = json.loads((root / "_cache" / key / "unit.json").read_text())
-    src = f"../../_cache/{key}/"
-    links = [(f"../../layers/{slug}.html", row.name)]
-    if ui > 0:
-        links.append((f"{shown[ui - 1]}.html", f"← unit {shown[ui - 1]}"))
-    if ui + 1 < len(shown):
-        links.append((f"{shown[ui + 1]}.html", f"unit {shown[ui + 1]} →"))
-    what = "class picture" if meta.get("cam") else "feature visualization"
-    own = [html.figure(html.image(src + "viz.png", what), f"objective {meta['value']:.3g}")]
-    if meta.get("filter"):
-        own.append(html.figure(html.image(src + "filter.png", "filter weights"), "its filter weights"))
-    examples = meta["examples"]
-    parts = [
-        html.element("h1", f"{row.name}, unit {unit}{': ' + name if name else ''}"),
-        html.nav(links, separator=" · "),
-        html.element("h2", f"Its {what}"),
-        html.gallery(own),
-        html.element("h2", f"The {len(examples)} dataset examples that excite it most"),
-        html.gallery(
-            html.figure(
-                html.image(f"{src}example{i}.png", f"example {e['index']}"),
-                f"#{e['index']} · {e['value']:.3g}",
-            )
-            for i, e in enumerate(examples)
-        ),
-    ]
-    if any(e["box"] is not None for e in examples):
-        parts.append(html.element("h2", "The window each one's peak sees (its receptive field)"))
-        parts.append(
-            html.gallery(
-                html.figure(html.image(f"{src}crop{i}.png", f"window {i}"), f"#{e['index']}")
-                for i, e in enumerate(examples)
-                if e["box"] is not None
-            )
-        )
-    if meta.get("cam"):
-        parts.append(html.element("h2", f"Grad-CAM of this class on those examples (at {meta['cam']})"))
-        parts.append(
-            html.gallery(
-                html.figure(html.image(f"{src}cam{i}.png", f"Grad-CAM {i}"), f"#{e['index']}")
-                for i, e in enumerate(examples)
-            )
-        )
-    _write(root / "units" / slug / f"{unit}.html", f"{row.name} unit {unit}", "".join(parts), note, 2)
+def _classes_table(site: Site, stem: str, metas: dict[int, dict[str, Any]]) -> Html:
+    """A layer's units by the most frequent class among their top examples: unit, class, how many of k.
+
+    Sorted by class, then unit; a unit with no labelled example is left out; empty without labels.
+    """
+    rows = []
+    for unit, meta in metas.items():
+        counts = class_counts(meta["examples"])
+        if counts:
+            label, count = counts[0]
+            rows.append((label, unit, count, len(meta["examples"])))
+    if not rows:
+        return Html("")
+    table = html.table(
+        ["unit", "most frequent class", "top examples of that class"],
+        [
+            [
+                html.link(f"../units/{stem}/{unit}.html", f"unit {unit}"),
+                class_name(site, label),
+                f"{n} of {k}",
+            ]
+            for label, unit, n, k in sorted(rows)
+        ],
+        align="llr",
+    )
+    return Html(html.element("h2", "Its units by the class of their top examples") + table)
