@@ -169,36 +169,6 @@ def test_cached_unit_data_is_plain_json(tmp_path: Path) -> None:
     assert all(len(e["box"]) == 4 for e in meta["examples"])
 
 
-@pytest.mark.slow
-def test_under_torchrun_the_command_shards_the_pass_and_writes_the_same_site(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_gloo_available()):
-        pytest.skip("torch.distributed with gloo is needed")
-    argv = ["atlas", "convlens:digits_cnn", "--data", "digits", "--layers", "features.3", "classifier.2"]
-    argv += ["--units", "2", "--steps", "4", "--k", "4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    done = subprocess.run(
-        [*launch, "-m", "convlens.apps.cli", *argv, "--out", str(tmp_path / "two")],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("wrote ") == 1  # rank 0 alone writes and prints
-    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
-    layer = [(tmp_path / site / "layers" / "features.3.html").read_text() for site in ("one", "two")]
-    assert all(text.count('<h3 id="concept-') == 6 for text in layer)  # both fitted the concepts
-    for page in ("units/features.3/1.html", "units/classifier.2/0.html", "index.html"):
-        one = (tmp_path / "one" / page).read_text()
-        two = (tmp_path / "two" / page).read_text()
-        assert re.findall(r'alt="example (\d+)"', one) == re.findall(r'alt="example (\d+)"', two), page
-        assert one == two, page  # the same site, cache keys included
-
-
 def test_grad_cam_is_read_from_a_grid_not_a_global_pool_and_stages_are_layers(tmp_path: Path) -> None:
     from torch import nn
     from torch.utils.data import TensorDataset

@@ -5,8 +5,8 @@ therefore cuts its pictures into jobs and :func:`run_jobs` has every rank draw i
 
 - A layer's units to draw are cut into chunks aligned on unit numbers (units 0-3, 4-7, ... with
   :func:`chunk_size` 4; 16 for a model of under 10^8 multiply-accumulates per picture, where a bigger
-  batch costs nearly nothing more), each chunk one batched maximization seeded with ``seed`` plus its
-  first unit. A layer's concept pictures are one more job.
+  batch costs nearly nothing more), each chunk one batched maximization seeded with ``seed`` plus the
+  unit number it starts at. A layer's concept pictures are one more job.
 - A job's pictures depend on its units and its seed only, never on the rank that draws them or on how
   many ranks there are: the site is byte-identical to one process's. One caveat is PyTorch's, not
   ours: CPU kernels (oneDNN's convolutions) round differently with a different number of intra-op
@@ -73,7 +73,7 @@ def chunk_size(macs: int) -> int:
 
 
 def unit_jobs(layer: str, units: Iterable[int], *, size: int, seed: int, cost: float) -> list[Job]:
-    """``units`` of ``layer`` in chunks aligned on multiples of ``size``, each seeded with ``seed`` + its first unit.
+    """``units`` of ``layer`` in chunks aligned on multiples of ``size``, each seeded with ``seed`` + where it starts.
 
     ``cost``: one picture's (the chunk's is that times its units).
     """
@@ -81,8 +81,8 @@ def unit_jobs(layer: str, units: Iterable[int], *, size: int, seed: int, cost: f
     for unit in units:
         chunks.setdefault(unit // size, []).append(unit)
     return [
-        Job(layer=layer, units=tuple(chunk), seed=seed + chunk[0], cost=cost * len(chunk))
-        for _, chunk in sorted(chunks.items())
+        Job(layer=layer, units=tuple(chunk), seed=seed + at * size, cost=cost * len(chunk))
+        for at, chunk in sorted(chunks.items())
     ]
 
 
