@@ -5,17 +5,23 @@ layer's activation vectors at every position of every example are factorized int
 of its channel space, the *concepts* (Olah et al.'s "neuron groups", CRAFT's concept bank): each
 position's activation is a nonnegative mix of the concepts. Two passes over the data:
 
-1. **Fit** (stopped right after the layer, no autograd): the bank, streamed by
-   :class:`~convlens.featureviz.nmf.StreamingNMF` (Mairal's online statistics, then a polish on a
-   fixed-size uniform sample of positions): memory does not grow with the data.
+1. **Fit** (stopped right after the layer, no autograd): the bank, by
+   :class:`~convlens.featureviz.nmf.StreamingNMF`: a fixed-size uniform sample of positions (priority
+   sampling, each position's key a seeded hash of where it sits in the data), then NMF of the
+   sample: memory does not grow with the data.
 2. **Rank** (the whole model with autograd from the layer on when ``importance``, else stopped after
    the layer): every position's coefficients, the reconstruction error, each concept's running top
    ``k`` examples (its largest coefficient in the example, where, and the receptive-field box), and
    each concept's importance for the class explained (:mod:`convlens.featureviz.importance`):
    gradient x coefficient as CRAFT, or the score lost by ablating the concept.
 
-Under ``torchrun`` each rank reads its shard; the fit's statistics, the errors and the importance are
-summed over the ranks and the top examples merged, so every rank returns the same result.
+Under ``torchrun`` each rank reads its shard; the ranks' samples are merged into the one sample of
+the whole data (the same rows in the same order whatever the number of ranks), the errors and the
+importance are summed over the ranks and the top examples merged, so every rank returns the same
+result. The bank, and with it the top examples, is then bit-identical to one process's whenever the
+layer's activations are (with the same intra-op thread count); ``error``, ``explained``,
+``strengths``, ``maps`` and ``importance`` are sums or values of per-batch arithmetic that rounds
+differently when the batches hold other examples: equal to float rounding, not bit for bit.
 
 References:
     Olah et al., "The Building Blocks of Interpretability", Distill 2018. https://distill.pub/2018/building-blocks
@@ -40,14 +46,11 @@ from convlens.core.layouts import ReshapeSpec
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz.concept_result import ConceptMethod, ConceptsResult
 from convlens.featureviz.importance import Ablator, ConceptTarget, ImportanceMethod, by_gradient, rows_of
-from convlens.featureviz.nmf import SignedRowsError, StreamingNMF, blocks, solve_codes
+from convlens.featureviz.nmf import SignedRowsError, StreamingNMF, solve_codes
 from convlens.featureviz.stream import LayerReader, LayerStream
 from convlens.featureviz.topk import RunningTop, peak_boxes, unravel
 
 __all__ = ["ConceptTarget", "concepts"]
-
-#: Rows (positions) per step of the streamed fit.
-ROWS_PER_STEP = 1024
 
 
 def concepts(
@@ -91,8 +94,8 @@ def concepts(
             exactly: the rest of the network runs on ``n`` ablated copies). None (or False): no
             importance, and both passes stop right after the layer. True is ``"gradient"``.
         bank: A ``(n, C)`` bank to use instead of fitting one (one pass: the rank pass only).
-        seed: Seeds the order of the positions in the fit and its sample: same data, same seed,
-            same bank.
+        seed: Seeds which positions the fit's sample holds: same data, same seed, same bank (for
+            any number of ranks).
         reshape: How the layer's output becomes ``(N, C, *grid)`` (as every ``reshape=``).
         batch_size: Batch size when ``data`` is a Dataset.
         num_workers: DataLoader workers when ``data`` is a Dataset.
@@ -143,7 +146,7 @@ def concepts(
     if given is None:
         fit = StreamingNMF(n, signed=signed, merge=stream.shard.merge, seed=seed)
         try:
-            fitted = fit.fit(_rows(stream, seed, progress))
+            fitted = fit.fit(_rows(stream, progress))
         except SignedRowsError as err:
             raise _signed(stream, err.count) from None
         bank = fitted / fitted.norm(dim=1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
@@ -153,11 +156,17 @@ def concepts(
                  keep_inputs=keep_inputs, progress=progress, sort=given is None)  # fmt: skip
 
 
-def _rows(stream: LayerStream, seed: int, progress: bool) -> Iterator[Tensor]:
-    """The fit's blocks: every position of every batch, as rows of channels, in a seeded order."""
-    generator = torch.Generator().manual_seed(seed)
+def _rows(stream: LayerStream, progress: bool) -> Iterator[tuple[Tensor, Tensor]]:
+    """The fit's blocks: each batch's positions as rows of channels, with their ids in the data.
+
+    A row's id is ``example * positions + position`` (the example's position in the data, the
+    position's in the layer's grid, as :func:`rows_of` lays them out): the same under any sharding.
+    """
     for batch in stream.batches(progress=progress, desc="concepts: fit"):
-        yield from blocks(rows_of(batch.activations), ROWS_PER_STEP, generator)
+        rows = rows_of(batch.activations)
+        grid = len(rows) // max(len(batch.activations), 1)
+        spots = torch.arange(grid, device=rows.device)
+        yield rows, (batch.positions.to(rows.device)[:, None] * grid + spots).flatten()
 
 
 def _signed(stream: LayerStream, count: int) -> SignedRowsError:

@@ -1,23 +1,31 @@
-"""Nonnegative matrix factorization streamed over a dataset: a concept bank from running statistics.
+"""Nonnegative matrix factorization over a dataset, fitted on a rank-invariant sample of positions.
 
 The activations of a layer at every position of every example are the rows of ``X`` (``P x C``,
 ``P`` as large as the data). The bank ``W`` (``n x C``) and the coefficients ``U >= 0`` (``P x n``)
 minimize ``||X - U W||_F^2``; for ``"nmf"`` the bank is nonnegative too, for ``"semi-nmf"`` it is
-signed. ``X`` is never held: blocks of rows arrive one at a time and the fit keeps the online
-dictionary learning statistics of Mairal et al. (2010), ``A = sum U^T U`` (``n x n``) and
-``B = sum U^T X`` (``n x C``), so memory does not grow with the data. Each block's coefficients come
-from the current bank by HALS (coordinate descent on each concept's column, clamped at 0); the bank
-then takes a block coordinate step on ``A`` and ``B``, each row kept inside the unit ball.
+signed. ``X`` is never held: blocks of rows arrive one at a time, each row with its *id* (for a
+layer, ``example * positions + position``: where it sits in the data), and the fit keeps a uniform
+sample of at most ``SAMPLE_VALUES`` values by priority sampling: every row gets a key from a seeded
+hash of its id (:func:`priorities`), and the rows of the lowest keys are kept. The bank is then
+fitted on the sample alone: an NNDSVD start, then alternations of the coefficients (HALS:
+coordinate descent on each concept's column, clamped at 0) and the bank (block coordinate steps on
+``U^T U`` and ``U^T X``, each row kept inside the unit ball), as in Mairal et al.'s dictionary
+update; an unused concept restarts where the bank explains least.
 
-Under ``torchrun`` every rank reads its own blocks and the statistics of each step are summed over
-the ranks before the bank moves, so every rank holds the same bank; a rank whose data has ended adds
-zeros until every rank is done.
+The sample is a function of the rows and their ids only, not of the order they arrive in, nor of
+how the data is split: under ``torchrun`` each rank keeps its own lowest keys, the ranks gather
+them and keep the lowest of all (sorted by key, then id: one canonical order), and every rank fits
+the same bank from the same sample with the same arithmetic. The bank is bit-identical for 1, 2 or
+3 ranks when the rows are (and the intra-op thread counts match: a float sum may be split otherwise
+by more threads). Negative rows of a nonnegative fit are counted over the ranks block by block, so
+every rank refuses at the same block.
 
 References:
     Mairal, Bach, Ponce, Sapiro, "Online Learning for Matrix Factorization and Sparse Coding", JMLR 2010.
     https://www.jmlr.org/papers/v11/mairal10a.html
     Cichocki and Phan, "Fast local algorithms for large scale nonnegative matrix and tensor
     factorizations" (HALS), IEICE 2009.
+    Duffield, Lund, Thorup, "Priority sampling for estimation of arbitrary subset sums", JACM 2007.
 
 Example:
     >>> import torch
@@ -25,7 +33,7 @@ Example:
     >>> truth = torch.rand(3, 8, generator=g)
     >>> x = torch.rand(600, 3, generator=g) @ truth
     >>> nmf = StreamingNMF(3, signed=False, merge=False, seed=0)
-    >>> bank = nmf.fit(x.split(100))
+    >>> bank = nmf.fit(blocks(x, 100))
     >>> bank.shape, bool((bank >= 0).all())
     (torch.Size([3, 8]), True)
     >>> codes = solve_codes(x, bank)
@@ -40,7 +48,7 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor
 
-from convlens.core.distributed import all_sum, rank
+from convlens.core.distributed import all_sum, merge_top
 from convlens.errors import InvalidArgumentError
 
 __all__ = [
@@ -48,8 +56,10 @@ __all__ = [
     "POLISH_EPOCHS",
     "SAMPLE_ROWS",
     "SAMPLE_VALUES",
+    "SignedRowsError",
     "StreamingNMF",
     "blocks",
+    "priorities",
     "solve_codes",
 ]
 
@@ -63,10 +73,12 @@ SAMPLE_VALUES = 2**21
 #: ... and at most this many rows (positions).
 SAMPLE_ROWS = 2**15
 
-#: Alternations over the sample that polish the streamed bank at the end of the fit.
+#: Alternations of coefficients and bank over the sample.
 POLISH_EPOCHS = 40
 
 _TINY = 1e-12
+_WORD = 0xFFFFFFFF
+_KEY_BITS = 52  # keys are exact in float64 (merge_top ranks float64 values)
 
 
 def solve_codes(x: Tensor, bank: Tensor, *, sweeps: int = CODE_SWEEPS, start: Tensor | None = None) -> Tensor:
@@ -104,10 +116,51 @@ def solve_codes(x: Tensor, bank: Tensor, *, sweeps: int = CODE_SWEEPS, start: Te
     return codes_t
 
 
-def blocks(x: Tensor, rows: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """The rows of ``x`` (``(P, C)``) in a seeded random order, ``rows`` at a time."""
-    order = torch.randperm(len(x), generator=generator).to(x.device)
-    yield from torch.split(x.index_select(0, order), rows)
+def blocks(x: Tensor, rows: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """The rows of ``x`` (``(P, C)``), ``rows`` at a time, each block with its rows' ids (``0 .. P-1``).
+
+    Example:
+        >>> [(tuple(b.shape), i.tolist()) for b, i in blocks(torch.zeros(3, 2), 2)]
+        [((2, 2), [0, 1]), ((1, 2), [2])]
+    """
+    ids = torch.arange(len(x), device=x.device)
+    yield from zip(torch.split(x, rows), torch.split(ids, rows), strict=True)
+
+
+def priorities(ids: Tensor, seed: int) -> Tensor:
+    """Each row's sampling key: a seeded hash of its id (int64 ``>= 0``), uniform on ``[0, 2**52)``.
+
+    The same id and seed give the same key on every rank and device; the rows of the lowest keys
+    are a uniform sample. Integer arithmetic only (MurmurHash3's 32-bit finalizer, its products
+    split so no int64 overflows).
+
+    Example:
+        >>> keys = priorities(torch.arange(4), seed=0)
+        >>> keys.dtype, bool(((keys >= 0) & (keys < 2**52)).all()), len(set(keys.tolist()))
+        (torch.int64, True, 4)
+    """
+    ids = ids.to(torch.int64)
+    low, high = ids & _WORD, (ids >> 32) & _WORD
+    words = [(seed >> shift) & _WORD for shift in (0, 32)]
+    halves = []
+    for salt in (0x9E3779B9, 0x7F4A7C15):  # two independent 32-bit hashes
+        start = int(_mix32(_mix32(torch.tensor(words[0] ^ salt)) ^ words[1]))  # the seed's own word
+        halves.append(_mix32(low ^ _mix32(high ^ start)))
+    return (halves[0] << (_KEY_BITS - 32)) | (halves[1] >> (64 - _KEY_BITS))
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """MurmurHash3's finalizer on 32-bit words held in int64."""
+    x = x ^ (x >> 16)
+    x = _times(x, 0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = _times(x, 0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def _times(x: Tensor, factor: int) -> Tensor:
+    """``x * factor mod 2**32`` for 32-bit words in int64, in 16-bit halves: no product reaches 2**63."""
+    return ((x & 0xFFFF) * factor + (((x >> 16) * factor) & 0xFFFF) * 65536) & _WORD
 
 
 class SignedRowsError(InvalidArgumentError):
@@ -123,196 +176,166 @@ class SignedRowsError(InvalidArgumentError):
 
 
 class StreamingNMF:
-    """A concept bank fitted over blocks of rows in one pass, from running statistics.
+    """A concept bank fitted in one pass over blocks of rows, from a fixed-size sample of them.
 
     Args:
         n: How many concepts.
         signed: A signed bank (semi-NMF); False keeps the bank nonnegative (NMF).
-        merge: Sum every step's statistics over the ``torchrun`` ranks.
-        seed: Seeds the uniform sample of rows that polishes the bank.
-        sweeps: HALS sweeps for each block's coefficients.
-        forget: Mairal's ``rho``: step ``t`` scales the past statistics by ``(1 - 1/t) ** forget``,
-            so the early steps (made with a poor bank) fade.
+        merge: The ranks read different rows (``torchrun``): gather their samples, sum the refusal's counts.
+        seed: Seeds the rows' keys (:func:`priorities`): which rows the sample holds.
+        sweeps: HALS sweeps for the coefficients of the first alternation.
     """
 
-    def __init__(
-        self, n: int, *, signed: bool, merge: bool, seed: int, sweeps: int = CODE_SWEEPS, forget: float = 1.0
-    ) -> None:
+    def __init__(self, n: int, *, signed: bool, merge: bool, seed: int, sweeps: int = CODE_SWEEPS) -> None:
         self.n, self.signed, self.merge, self.seed = n, signed, merge, seed
-        self.sweeps, self.forget = sweeps, forget
+        self.sweeps = sweeps
         self.epochs = POLISH_EPOCHS
-        self.generator = torch.Generator().manual_seed(seed + 1)  # the sample's priorities
-        self.sample: Tensor | None = None  # (rows, C): the rows of lowest priority so far
-        self.priority: Tensor | None = None
+        self.sample: Tensor | None = None  # (rows, C) float32: the rows of lowest key so far
+        self.keys: Tensor | None = None  # their keys, ascending (ties: ascending ids)
+        self.ids: Tensor | None = None
+        self.seen = 0  # rows this rank has read
         self.bank: Tensor | None = None
-        self.width, self.device = 0, torch.device("cpu")
-        self.a: Tensor | None = None
-        self.b: Tensor | None = None
-        self.steps = 0
 
-    def fit(self, source: Iterable[Tensor]) -> Tensor:
-        """Fit on the blocks ``source`` yields (``(rows, C)`` each); returns the ``(n, C)`` bank.
+    def fit(self, source: Iterable[tuple[Tensor, Tensor]]) -> Tensor:
+        """Fit on the blocks ``source`` yields (``(rows, C)`` and their ``(rows,)`` int64 ids); the ``(n, C)`` bank.
 
-        Rows of the bank that end up unused (all zero) are left zero. Every rank must call it (with
-        its own blocks, possibly none).
+        Ids must be distinct across the blocks of every rank (a row's place in the data). Rows of
+        the bank that end up unused (all zero) are left zero. Every rank must call it (with its own
+        blocks, possibly none).
+
+        Raises:
+            SignedRowsError: A negative value in a block of any rank, for a nonnegative fit (every
+                rank raises it, at the same block).
         """
         it = iter(source)
-        x = next(it, None)
-        self._start(x)
-        while self._step(x):
-            x = next(it, None)
-        self._polish()
-        if self.bank is None:  # pragma: no cover - _start sets it
-            raise RuntimeError("no bank")
-        return self.bank
-
-    def _keep(self, x: Tensor) -> None:
-        """Priority sampling: each row gets a seeded uniform priority; the lowest ones are kept.
-
-        A uniform sample of every row seen, of at most ``SAMPLE_VALUES`` values.
-        """
-        capacity = max(min(SAMPLE_VALUES // max(x.shape[1], 1), SAMPLE_ROWS), 16 * self.n)
-        priority = torch.rand(len(x), generator=self.generator, dtype=torch.float64).to(x.device)
-        if self.sample is not None and self.priority is not None:
-            x, priority = torch.cat([self.sample, x]), torch.cat([self.priority, priority])
-        if len(x) > capacity:
-            lowest = torch.topk(priority, capacity, largest=False, sorted=False).indices
-            x, priority = x[lowest], priority[lowest]
-        self.sample, self.priority = x, priority
-
-    def _polish(self) -> None:
-        """Alternate coefficients and bank over the sample (batch HALS) from two starts; keep the better.
-
-        The starts are the streamed bank and the sample's own NNDSVD (NMF has local minima: a start
-        from the SVD finds the good one more often, the streamed bank has seen every row). Every
-        rank polishes on its own sample with the statistics summed over the ranks: the sample of the
-        whole data, every rank the same bank.
-        """
-        if self.bank is None:  # pragma: no cover - set by _start
-            raise RuntimeError("not started")
-        best, lowest = self.bank, float("inf")
-        for start in (self.bank, self._nndsvd(self.sample)):
-            bank, loss = self._alternate(start)
-            if loss < lowest:
-                best, lowest = bank, loss
+        while True:
+            block = next(it, None)
+            if not self._count(None if block is None else block[0]):
+                break
+            if block is not None:
+                self._keep(*block)
+        self._gather()
+        sample = self.sample
+        if sample is None:  # pragma: no cover - _gather sets it
+            raise RuntimeError("no sample")
+        best, lowest = self._alternate(self._nndsvd(sample))
         revived = self._revive(best)
         if revived is not None:  # a concept went unused: it restarts where the bank explains least
             bank, loss = self._alternate(revived)
             if loss <= lowest:
                 best = bank
         self.bank = best
+        return best
+
+    def _count(self, x: Tensor | None) -> bool:
+        """The refusal, block by block on every rank at once; False once every rank is done."""
+        negative = 0.0 if x is None or self.signed else float((x < 0).sum())
+        counts = all_sum(torch.tensor([negative, float(x is not None)], dtype=torch.float64), self.merge)
+        if float(counts[0]) > 0:  # every rank sees the sum: every rank refuses at the same block
+            raise SignedRowsError(int(counts[0]))
+        return float(counts[1]) > 0
+
+    def _capacity(self, width: int) -> int:
+        """How many rows the sample holds for rows of ``width`` channels (the same on every rank)."""
+        return max(min(SAMPLE_VALUES // max(width, 1), SAMPLE_ROWS), 16 * self.n)
+
+    def _keep(self, x: Tensor, ids: Tensor) -> None:
+        """Priority sampling: the rows of lowest key so far, among the kept ones and ``x``'s."""
+        x = x.detach().float() + 0.0  # + 0.0: a -0.0 becomes 0.0, as the gather's sum would make it
+        ids = ids.to(x.device, torch.int64)
+        keys = priorities(ids, self.seed)
+        capacity = self._capacity(x.shape[1])
+        self.seen += len(x)
+        if self.sample is not None and self.keys is not None and self.ids is not None:
+            if len(self.keys) >= capacity:  # full: only a key at most the largest kept can enter
+                enter = keys <= self.keys[-1]
+                x, ids, keys = x[enter], ids[enter], keys[enter]
+            x, ids, keys = (
+                torch.cat([self.sample, x]),
+                torch.cat([self.ids, ids]),
+                torch.cat([self.keys, keys]),
+            )
+        order = _canonical(keys, ids)[:capacity]
+        self.sample, self.ids, self.keys = x[order], ids[order], keys[order]
+
+    def _gather(self) -> None:
+        """Every rank's sample merged into the lowest keys of all, in the canonical order, on every rank."""
+        sample, keys, ids = self.sample, self.keys, self.ids
+        mine = torch.tensor([0.0 if sample is None else sample.shape[1], float(sample is not None)])
+        sizes = all_sum(mine.double(), self.merge)  # every rank with rows has the same width
+        width = round(float(sizes[0]) / max(float(sizes[1]), 1.0))
+        if sample is None or keys is None or ids is None:
+            sample = torch.zeros(0, width)
+            keys = ids = torch.zeros(0, dtype=torch.int64)
+        if not self.merge:
+            self.sample, self.keys, self.ids = sample, keys, ids
+            return
+        capacity = self._capacity(width)
+        values, positions, _ = merge_top((-keys.double())[None], ids[None], [], capacity, True)
+        wanted = positions[0].to(sample.device)
+        # Each wanted row is held by one rank, which contributes it; the others add zeros (exact).
+        rows = torch.zeros(len(wanted), width, dtype=torch.float64, device=sample.device)
+        by_id = torch.argsort(wanted)
+        held = torch.isin(ids, wanted)
+        slots = by_id[torch.searchsorted(wanted[by_id], ids[held])]
+        rows[slots] = sample[held].double()
+        self.sample = all_sum(rows, True).float()
+        self.keys, self.ids = (-values[0]).to(torch.int64).to(sample.device), wanted
 
     def _revive(self, bank: Tensor) -> Tensor | None:
-        """The bank with each unused (all-zero) row set to a sample row the bank explains worst; None: none unused.
-
-        Rank 0 chooses from its sample and the others add zeros (an exact broadcast through the sum).
-        """
+        """The bank with each unused (all-zero) row set to a sample row the bank explains worst; None: none unused."""
         dead = bank.norm(dim=1) <= _TINY
-        if not bool(dead.any()):
-            return None
-        chosen = torch.zeros_like(bank)
         sample = self.sample
-        if sample is not None and len(sample) and rank() == 0:
-            residual = (sample - solve_codes(sample, bank, sweeps=self.sweeps) @ bank).norm(dim=1)
-            worst = torch.argsort(residual, descending=True, stable=True)[: int(dead.sum())]
-            rows = sample[worst] if self.signed else sample[worst].clamp(min=0)
-            rows = rows / rows.norm(dim=1, keepdim=True).clamp(min=_TINY)
-            chosen[dead.nonzero().flatten()[: len(rows)]] = rows
-        chosen = all_sum(chosen, self.merge)
+        if not bool(dead.any()) or sample is None or not len(sample):
+            return None
+        residual = (sample - solve_codes(sample, bank, sweeps=self.sweeps) @ bank).norm(dim=1)
+        worst = torch.argsort(residual, descending=True, stable=True)[: int(dead.sum())]
+        rows = sample[worst] if self.signed else sample[worst].clamp(min=0)
+        rows = rows / rows.norm(dim=1, keepdim=True).clamp(min=_TINY)
+        chosen = torch.zeros_like(bank)
+        chosen[dead.nonzero().flatten()[: len(rows)]] = rows
         return torch.where(dead[:, None], chosen, bank)
 
     def _alternate(self, bank: Tensor) -> tuple[Tensor, float]:
         """``epochs`` alternations over the sample from ``bank``; the bank and its squared error on the sample."""
-        n, width = bank.shape
         sample = self.sample
+        if sample is None or not len(sample):
+            return bank, 0.0
         codes = None
-        for epoch in range(self.epochs + 1):
-            if sample is None:
-                stats = torch.zeros(n * n + n * width + 1, dtype=torch.float64, device=bank.device)
-            else:  # warm: two sweeps from the last epoch's coefficients
-                codes = solve_codes(sample, bank, sweeps=2 if codes is not None else self.sweeps, start=codes)
-                error = (sample - codes @ bank).square().sum().reshape(1)
-                stats = torch.cat([(codes.T @ codes).flatten(), (codes.T @ sample).flatten(), error]).double()
-            stats = all_sum(stats, self.merge)
-            if epoch == self.epochs:
-                return bank, float(stats[-1])
-            a, b = stats[: n * n].view(n, n).float(), stats[n * n : -1].view(n, width).float()
+        for _ in range(self.epochs):  # warm: two sweeps from the last epoch's coefficients
+            codes = solve_codes(sample, bank, sweeps=2 if codes is not None else self.sweeps, start=codes)
+            a, b = codes.T @ codes, codes.T @ sample
             for _ in range(3):
                 bank = _bank_step(bank, a, b, signed=self.signed)
-        return bank, float("inf")  # pragma: no cover - the loop returns
+        codes = solve_codes(sample, bank, sweeps=2 if codes is not None else self.sweeps, start=codes)
+        return bank, float((sample - codes @ bank).double().square().sum())
 
-    def _start(self, x: Tensor | None) -> None:
-        """The starting bank: :meth:`_nndsvd` of the first block of every rank."""
-        mine = torch.tensor(
-            [0.0 if x is None else float(x.shape[1]), float(x is not None)], dtype=torch.float64
-        )
-        sizes = all_sum(mine, self.merge)  # every rank with data has the same width
-        width = round(float(sizes[0]) / max(float(sizes[1]), 1.0))
-        device = torch.device("cpu") if x is None else x.device
-        self.width, self.device = width, device
-        self.bank = self._nndsvd(x)
-        self.a = torch.zeros(self.n, self.n, dtype=torch.float64, device=device)
-        self.b = torch.zeros(self.n, width, dtype=torch.float64, device=device)
+    def _nndsvd(self, rows: Tensor) -> Tensor:
+        """NNDSVD (Boutsidis and Gallopoulos, 2008) of ``rows``: an ``(n, C)`` bank.
 
-    def _nndsvd(self, x: Tensor | None) -> Tensor:
-        """NNDSVD (Boutsidis and Gallopoulos, 2008) of the rows ``x`` of every rank: an ``(n, C)`` bank.
-
-        The top ``n`` right singular vectors ``v_j`` of the rows come from their Gram matrix (summed
-        over the ranks); each concept is the positive or the negative part of ``v_j`` (for semi-NMF,
-        ``v_j`` or ``-v_j``), whichever carries more of the rows (the norms of ``u_j = X v_j`` split by
-        sign, summed over the ranks too), so every rank gets the same bank.
+        The top ``n`` right singular vectors ``v_j`` of the rows come from their Gram matrix; each
+        concept is the positive or the negative part of ``v_j`` (for semi-NMF, ``v_j`` or ``-v_j``),
+        whichever carries more of the rows (the norms of ``u_j = X v_j`` split by sign).
         """
-        rows = (
-            torch.zeros(0, self.width, dtype=torch.float64, device=self.device) if x is None else x.double()
-        )
-        gram = all_sum(rows.T @ rows, self.merge)
-        values, vectors = torch.linalg.eigh(gram)  # ascending
+        rows = rows.double()
+        values, vectors = torch.linalg.eigh(rows.T @ rows)  # ascending
         order = torch.argsort(values, descending=True, stable=True)[: self.n]
         vectors = vectors[:, order].T  # (n, C), largest first
         u = rows @ vectors.T  # (rows, n)
-        split = torch.stack([u.clamp(min=0).square().sum(0), u.clamp(max=0).square().sum(0)])
-        split = all_sum(split, self.merge)  # (2, n): how much of the rows each sign carries
-        up = vectors.clamp(min=0).norm(dim=1) * split[0].sqrt()
-        down = (-vectors).clamp(min=0).norm(dim=1) * split[1].sqrt()
+        up = vectors.clamp(min=0).norm(dim=1) * u.clamp(min=0).square().sum(0).sqrt()
+        down = (-vectors).clamp(min=0).norm(dim=1) * u.clamp(max=0).square().sum(0).sqrt()
         sign = torch.where(up >= down, 1.0, -1.0).to(vectors)[:, None]
         start = sign * vectors if self.signed else (sign * vectors).clamp(min=0)
         start = start / start.norm(dim=1, keepdim=True).clamp(min=_TINY)
-        bank = torch.zeros(self.n, self.width, dtype=torch.float32, device=self.device)
+        bank = torch.zeros(self.n, rows.shape[1], dtype=torch.float32, device=rows.device)
         bank[: len(start)] = start.float()
         return bank
 
-    def _step(self, x: Tensor | None) -> bool:
-        """One step on the block ``x`` (None: this rank has no more); False once every rank is done."""
-        bank, a, b = self.bank, self.a, self.b
-        if bank is None or a is None or b is None:  # pragma: no cover - set by _start
-            raise RuntimeError("not started")
-        n, width = bank.shape
-        if x is None:
-            stats = torch.zeros(n * n + n * width + 2, dtype=torch.float64, device=bank.device)
-        else:
-            x = x.to(bank.device, torch.float32)
-            negative = torch.zeros(1, device=x.device) if self.signed else (x < 0).sum().reshape(1).float()
-            self._keep(x)
-            codes = solve_codes(x, bank, sweeps=self.sweeps)
-            stats = torch.cat(
-                [
-                    (codes.T @ codes).flatten(),
-                    (codes.T @ x).flatten(),
-                    negative,
-                    torch.ones(1, device=x.device),
-                ]
-            ).double()
-        stats = all_sum(stats, self.merge)
-        if float(stats[-2]) > 0:  # every rank sees the sum: every rank refuses at the same step
-            raise SignedRowsError(int(stats[-2]))
-        if float(stats[-1]) == 0.0:
-            return False
-        self.steps += 1
-        keep = (1.0 - 1.0 / self.steps) ** self.forget
-        a.mul_(keep).add_(stats[: n * n].view(n, n))
-        b.mul_(keep).add_(stats[n * n : -2].view(n, width))
-        self.bank = _bank_step(bank, a.float(), b.float(), signed=self.signed)
-        return True
+
+def _canonical(keys: Tensor, ids: Tensor) -> Tensor:
+    """The order of the rows by key, ties by id: the same on every rank whatever order they came in."""
+    by_id = torch.sort(ids, stable=True).indices
+    return by_id[torch.sort(keys[by_id], stable=True).indices]
 
 
 def _bank_step(bank: Tensor, a: Tensor, b: Tensor, *, signed: bool) -> Tensor:
