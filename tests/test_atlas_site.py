@@ -251,12 +251,16 @@ def test_a_unit_page_names_the_classes_among_its_top_examples(tmp_path: Path) ->
     site(tmp_path)
     page = body(tmp_path / "units" / "b" / "0.html")
     (gallery, line) = after(page, "h2", "The 4 dataset examples that excite it most")
-    assert line.text == "Classes among its 4 top examples: dog 2, cat 1 (1 without a label)."
+    assert (
+        line.text == "Classes among its 4 top examples: 2 of class dog, 1 of class cat (1 without a label)."
+    )
     assert [lines for _, _, lines in figures(gallery)] == [
-        ["#0 · 4", "dog"], ["#1 · 3", "cat"], ["#2 · 2", "dog"], ["#3 · 1"],
+        ["#0 · 4", "class dog"], ["#1 · 3", "class cat"], ["#2 · 2", "class dog"], ["#3 · 1"],
     ]  # fmt: skip
     tie = body(tmp_path / "units" / "b" / "1.html")
-    assert "Classes among its 4 top examples: cat 2, bird 2." in tie.text  # a tie: the lower label first
+    assert (
+        "Classes among its 4 top examples: 2 of class cat, 2 of class bird." in tie.text
+    )  # a tie: the lower label first
     unlabelled = (tmp_path / "units" / "a" / "0.html").read_text()
     assert "Classes among" not in unlabelled
 
@@ -288,7 +292,7 @@ def test_labels_without_names_show_their_numbers(tmp_path: Path) -> None:
         note=None,
         names={},
     )
-    assert "Classes among its 4 top examples: 1 2, 0 1 (1 without a label)." in (
+    assert "Classes among its 4 top examples: 2 of class 1, 1 of class 0 (1 without a label)." in (
         body(tmp_path / "units" / "b" / "0.html").text
     )
 

@@ -9,8 +9,8 @@ script, nothing fetched. Nothing here computes: it only reads the cache and writ
 A unit's page has, in order: its feature visualization (or class picture) and, for the first conv
 layer, its filter weights; its top dataset examples, each captioned with its index, its activation
 and (when the data has labels) its class, then a line naming the classes among them, most frequent
-first; the window each one's peak sees; the output units' Grad-CAMs; and its circuits, from the
-:data:`CIRCUITS` files in the cache:
+first ("classes among its 8 top examples: 5 of class cat, 3 of class dog"); the window each one's
+peak sees; the output units' Grad-CAMs; and its circuits, from the :data:`CIRCUITS` files in the cache:
 
 - **Fed by** the drawn layer before it: that layer's 5 channels with the largest ``|strength|`` into
   this unit (ties: the lower channel), each with its signed strength, its picture and a link to its
@@ -377,14 +377,14 @@ def _unit_page(site: _Site, row: LayerShape, *, ui: int, meta: dict[str, Any], n
             html.figure(
                 html.image(f"{src}example{i}.png", f"example {e['index']}"),
                 f"#{e['index']} · {e['value']:.3g}",
-                *([_class_name(site, e["label"])] if e.get("label") is not None else []),
+                *([f"class {_class_name(site, e['label'])}"] if e.get("label") is not None else []),
             )
             for i, e in enumerate(examples)
         ),
     ]
     counts = _class_counts(examples)
     if counts:
-        said = ", ".join(f"{_class_name(site, label)} {n}" for label, n in counts)
+        said = ", ".join(f"{n} of class {_class_name(site, label)}" for label, n in counts)
         unlabelled = len(examples) - sum(n for _, n in counts)
         said += f" ({unlabelled} without a label)" if unlabelled else ""
         parts.append(html.element("p", f"Classes among its {len(examples)} top examples: {said}."))
