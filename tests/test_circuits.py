@@ -274,21 +274,41 @@ def test_top_ranks_by_size_ties_to_the_lower_channel() -> None:
         c.top(0, n=0)
 
 
+class Scaled(nn.Module):
+    """b(a(x) * scale): the scale is a forward argument (a number, or one per example)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)
+
+    def forward(self, x: Tensor, *, scale: float | Tensor) -> Tensor:
+        return self.b(self.a(x) * scale)  # type: ignore[no-any-return]
+
+
 def test_forward_args_reach_every_forward() -> None:
-    class Scaled(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)
-
-        def forward(self, x: Tensor, *, scale: float) -> Tensor:
-            return self.b(self.a(x) * scale)  # type: ignore[no-any-return]
-
     net = Scaled().eval()
     x = torch.randn(2, 3, 1, 7, 7, generator=torch.Generator().manual_seed(4))
     c = connections(net, "a", "b", x, forward_args={"scale": 2.0})
     assert c.method == "attribution"  # a product is not followed
     half = connections(net, "a", "b", x, forward_args={"scale": 1.0})
     close(c.strengths, 2 * half.strengths.double())
+
+
+def test_a_per_example_forward_arg_follows_its_example_in_any_batch() -> None:
+    net = Scaled().eval()
+    x = torch.randn(2, 3, 1, 7, 7, generator=torch.Generator().manual_seed(4))
+    scale = torch.arange(1.0, 7.0).reshape(6, 1, 1, 1)  # example (u, j) is row 3 * u + j
+    whole = connections(net, "a", "b", x, forward_args={"scale": scale})
+    ones = connections(net, "a", "b", x, forward_args={"scale": scale}, batch_size=1)
+    close(ones.strengths, whole.strengths.double())
+    # each example alone, scale 1: its own contribution; the scale multiplies it (b is linear in its input)
+    alone = torch.stack([
+        torch.stack([connections(net, "a", "b", x[u : u + 1, j : j + 1], units=[u], forward_args={"scale": 1.0})
+                     .strengths[0] for j in range(3)])
+        for u in range(2)
+    ])  # fmt: skip
+    expected = (alone * scale.reshape(2, 3, 1)).mean(1)
+    close(whole.strengths, expected.double())
 
 
 # -- errors and hygiene ----------------------------------------------------------------------------

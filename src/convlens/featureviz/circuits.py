@@ -33,14 +33,21 @@ followed; nor can a ``reshape=`` of either layer. The path is seen in one forwar
 its activation's spatial mean (the value itself for a ``Linear`` unit) on each of its ``k`` top
 dataset examples; strength for channel ``i`` = the mean over the ``k`` examples of the sum over
 positions of ``gradient * activation`` of channel ``i`` of ``A``'s output. Signed: a negative strength
-means the channel, as it was on those examples, lowered the unit. All ``U * k`` examples run in one
-batched forward and backward, stopped right after ``B``, with ``A``'s output as the autograd leaf
-(nothing is recorded before ``A``); each example's score is its own unit's, so the gradients stay
-apart. ``reshape=`` applies to both layers. ``forward_args`` are passed to every forward: the batch
-of ``U * k`` examples gets them as given, and the one-example passes (the probe and the trace) get
-the first row of a tensor whose first dimension is ``U * k``; nothing else follows the examples.
+means the channel, as it was on those examples, lowered the unit. The ``U * k`` examples run in
+batches of ``batch_size`` (64, the house's default; one batch when ``U * k`` is at most that), each a
+forward stopped right after ``B`` with ``A``'s output as the autograd leaf (nothing is recorded before
+``A``) and one backward; each example's score is its own unit's, so the gradients stay apart.
+``reshape=`` applies to both layers. ``forward_args`` are passed to every forward: a tensor among them
+whose first dimension is ``U * k`` (one row per example, in the order of ``inputs.reshape(U * k,
+...)``) follows its examples into each batch, and its first row goes to the one-example passes (the
+probe and the trace); anything else is passed as it is.
 
 **Auto** (the default) uses the weights where they can be followed, and attribution otherwise.
+
+Both read the model in eval mode (BatchNorm's running statistics; the model's flags are restored
+after) and leave it as found. ``earlier`` must run before ``later``: its call ends before theirs does
+(an earlier layer inside a later block is fine for attribution). A reused module's call is named
+``"name#i"``; its weights are the module's, whichever call.
 
 Example:
     >>> import torch
@@ -81,6 +88,7 @@ from convlens.core.checks import (
     choices,
     require_autograd,
 )
+from convlens.core.distributed import BATCH_SIZE
 from convlens.core.graph import Graph, Node, Source, trace
 from convlens.core.inputs import (
     ForwardArgs,
@@ -228,6 +236,7 @@ def connections(
     forward_args: ForwardArgsLike = None,
     reshape: ReshapeSpec = None,
     input_shape: Sequence[int] | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> Connections:
     """How much each channel of ``earlier`` feeds each unit of ``later``; see the module docstring.
 
@@ -244,6 +253,8 @@ def connections(
         input_shape: The one-example input to trace the path on when ``inputs`` is None, batch of 1
             first (None: the model's ``input_shape`` attribute, or ``(1, 3, 224, 224)`` for a model
             whose first ``Conv2d`` reads 3 channels).
+        batch_size: How many of the ``U * k`` examples attribution runs at once (the result does not
+            depend on it but for rounding).
 
     Returns:
         The strengths, ``(len(units), channels of earlier)``, and how they were measured.
@@ -263,6 +274,7 @@ def connections(
     chosen = None if units is None else check_indices("units", units, item="unit")
     chosen = (chosen,) if isinstance(chosen, int) else chosen
     extra = as_forward_args(forward_args)
+    batch = check_int("batch_size", batch_size, 1)
     dtype, device = model_dtype_device(module)
     if inputs is not None:
         if not isinstance(inputs, Tensor):
@@ -333,7 +345,7 @@ def connections(
         )
     require_autograd(_WHO)
     strengths = _attribution(
-        module, a_ref, b_ref, layouts, inputs, extra=extra, units=chosen, rewritten=probe.rewritten
+        module, refs, layouts, inputs, extra=extra, units=chosen, rewritten=probe.rewritten, batch_size=batch
     )
     return Connections(earlier=a_ref.key, later=b_ref.key, units=chosen, strengths=strengths,
                        method="attribution", path="")  # fmt: skip
@@ -492,18 +504,44 @@ def _weight_strengths(layer: nn.Module, flow: _Flow, units: tuple[int, ...]) -> 
 
 def _attribution(
     model: nn.Module,
-    a_ref: LayerRef,
-    b_ref: LayerRef,
+    refs: dict[str, LayerRef],
     layouts: dict[str, Layout],
     inputs: Tensor,
     *,
     extra: ForwardArgs,
     units: tuple[int, ...],
     rewritten: Callable[[str, int], bool],
+    batch_size: int,
 ) -> Tensor:
     """Mean gradient x activation of each unit on its own examples, over ``A``'s channels (see above)."""
     count, k = inputs.shape[:2]
     x = inputs.reshape(count * k, *inputs.shape[2:])
+    wanted = torch.tensor(units, device=x.device).repeat_interleave(k)
+    parts = []
+    with preserved_modes(model, training=False), grad_mode_restored():
+        for start in range(0, len(x), batch_size):
+            rows = slice(start, start + batch_size)
+            args = extra.take(rows, batch=len(x))
+            parts.append(
+                _attribute(
+                    model, refs, layouts, x=x[rows], extra=args, wanted=wanted[rows], rewritten=rewritten
+                )
+            )
+    return torch.cat(parts).reshape(count, k, -1).mean(1).to("cpu", torch.float32)
+
+
+def _attribute(
+    model: nn.Module,
+    refs: dict[str, LayerRef],
+    layouts: dict[str, Layout],
+    *,
+    x: Tensor,
+    extra: ForwardArgs,
+    wanted: Tensor,
+    rewritten: Callable[[str, int], bool],
+) -> Tensor:
+    """One batch: ``(N, C_A)``, example ``n``'s sum over positions of gradient x activation for unit ``wanted[n]``."""
+    a_ref, b_ref = refs["a"], refs["b"]
     leaves: list[Tensor] = []
     outputs: list[Any] = []
     calls = [0]
@@ -517,21 +555,18 @@ def _attribution(
         calls[0] += 1
         if calls[0] - 1 == (b_ref.call or 0) and leaves:
             outputs.append(output)
-            raise StopForward
+            raise StopForward  # nothing after B is computed
 
-    with preserved_modes(model, training=False), grad_mode_restored():
-        with contextlib.suppress(StopForward), hooks(forward=[(b_ref.module, stop_after_b)]):
-            forward_with_leaf(model, a_ref, layouts["a"], x, extra, gradient=False,
-                              rewritten=rewritten, replace=make_leaf)  # fmt: skip
-        if not outputs:
-            raise InvalidArgumentError(f"layer {b_ref.key!r} did not run after {a_ref.key!r}.")
-        later = layouts["b"].apply(layouts["b"].pick(outputs[0]))
-        values = later.flatten(2).mean(2) if later.dim() > 2 else later  # (N, C_B)
-        wanted = torch.tensor(units, device=values.device).repeat_interleave(k)
-        score = values.gather(1, wanted[:, None]).sum()
-        leaf = leaves[0]
-        (grad,) = torch.autograd.grad(score, [leaf], allow_unused=True)
-    grad = torch.zeros_like(leaf) if grad is None else grad
-    product = layouts["a"].apply(grad.detach()) * layouts["a"].apply(leaf.detach())
-    per = product.flatten(2).sum(2) if product.dim() > 2 else product  # (N, C_A)
-    return per.reshape(count, k, -1).mean(1).to("cpu", torch.float32)
+    with contextlib.suppress(StopForward), hooks(forward=[(b_ref.module, stop_after_b)]):
+        forward_with_leaf(model, a_ref, layouts["a"], x, extra, gradient=False,
+                          rewritten=rewritten, replace=make_leaf)  # fmt: skip
+    if not outputs:
+        raise InvalidArgumentError(f"layer {b_ref.key!r} did not run after {a_ref.key!r}.")
+    later = layouts["b"].apply(layouts["b"].pick(outputs[0]))
+    values = later.flatten(2).mean(2) if later.dim() > 2 else later  # (N, C_B)
+    score = values.gather(1, wanted[:, None]).sum()  # each example its own unit: the gradients stay apart
+    leaf = leaves[0]
+    (grad,) = torch.autograd.grad(score, [leaf], allow_unused=True)
+    grad = torch.zeros_like(leaf) if grad is None else grad.detach()
+    product = layouts["a"].apply(grad) * layouts["a"].apply(leaf.detach())
+    return product.flatten(2).sum(2) if product.dim() > 2 else product
