@@ -27,7 +27,7 @@ channels in unit ``j``'s group are nonzero. These strengths are never negative. 
 way (a conv or ``Linear`` layer between ``A`` and ``B``, a concatenation, a channel shuffle, a
 product with a gate such as squeeze-and-excitation, attention, a mean over channels, ...) cannot be
 followed; nor can a ``reshape=`` of either layer. The path is seen in one forward of one input
-(``inputs[0, 0]``, or zeros of ``input_shape``) recorded by :func:`convlens.core.graph.trace`.
+(``inputs[0, 0]``, or zeros of ``input_shape``) recorded by ``convlens.core.graph.trace``.
 
 **Attribution** (``method="attribution"``, always possible; it needs ``inputs``): for unit ``j``,
 its activation's spatial mean (the value itself for a ``Linear`` unit) on each of its ``k`` top
