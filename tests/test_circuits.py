@@ -477,3 +477,25 @@ def test_cuda_gives_the_cpu_answer(resnet: nn.Module) -> None:
         torch.testing.assert_close(
             gpu.strengths, cpu.strengths, rtol=1e-2, atol=1e-2 * float(cpu.strengths.abs().max())
         )
+
+
+def test_inplace_relus_give_the_inplace_false_answer() -> None:
+    from models import InplaceNet, seeded, without_inplace
+
+    net = seeded(InplaceNet()).eval()
+    plain = without_inplace(net)
+    x = torch.randn(2, 2, 3, 16, 16, generator=torch.Generator().manual_seed(11))
+    for earlier, later in [
+        ("features.0", "features.1"),
+        ("features.0", "features.3"),
+        ("features.3", "classifier"),
+    ]:
+        got, want = (
+            connections(net, earlier, later, x, units=[0, 3]),
+            connections(plain, earlier, later, x, units=[0, 3]),
+        )
+        assert (got.method, got.path) == (want.method, want.path)
+        torch.testing.assert_close(got.strengths, want.strengths, rtol=0, atol=0)
+    residual = connections(net, "bn", "classifier", units=[1], input_shape=(1, 3, 16, 16))
+    assert (residual.method, residual.path) == ("weights", "add -> mean")  # the skip comes from before bn
+    close(residual.strengths, weight(net, "classifier")[[1]].abs())  # from bn's output: its scale is behind A
