@@ -7,10 +7,11 @@ signed. ``X`` is never held: blocks of rows arrive one at a time, each row with 
 layer, ``example * positions + position``: where it sits in the data), and the fit keeps a uniform
 sample of at most ``SAMPLE_VALUES`` values by priority sampling: every row gets a key from a seeded
 hash of its id (:func:`priorities`), and the rows of the lowest keys are kept. The bank is then
-fitted on the sample alone: an NNDSVD start, then alternations of the coefficients (HALS:
-coordinate descent on each concept's column, clamped at 0) and the bank (block coordinate steps on
-``U^T U`` and ``U^T X``, each row kept inside the unit ball), as in Mairal et al.'s dictionary
-update; an unused concept restarts where the bank explains least.
+fitted on the sample alone, from two starts (NNDSVD, and ``n`` rows of the sample drawn by the
+seed: NMF has local minima), each by alternations of the coefficients (HALS: coordinate descent on
+each concept's column, clamped at 0) and the bank (block coordinate steps on ``U^T U`` and
+``U^T X``, each row kept inside the unit ball, as in Mairal et al.'s dictionary update); the one
+that explains the sample better is kept, and an unused concept restarts where it explains least.
 
 The sample is a function of the rows and their ids only, not of the order they arrive in, nor of
 how the data is split: under ``torchrun`` each rank keeps its own lowest keys, the ranks gather
@@ -219,6 +220,9 @@ class StreamingNMF:
         if sample is None:  # pragma: no cover - _gather sets it
             raise RuntimeError("no sample")
         best, lowest = self._alternate(self._nndsvd(sample))
+        bank, loss = self._alternate(self._drawn(sample))
+        if loss < lowest:  # NMF has local minima: the better of two starts
+            best, lowest = bank, loss
         revived = self._revive(best)
         if revived is not None:  # a concept went unused: it restarts where the bank explains least
             bank, loss = self._alternate(revived)
@@ -309,6 +313,17 @@ class StreamingNMF:
                 bank = _bank_step(bank, a, b, signed=self.signed)
         codes = solve_codes(sample, bank, sweeps=2 if codes is not None else self.sweeps, start=codes)
         return bank, float((sample - codes @ bank).double().square().sum())
+
+    def _drawn(self, rows: Tensor) -> Tensor:
+        """A start from the data itself: the first ``n`` nonzero rows of the sample, at unit length.
+
+        The sample's order is its keys': these are ``n`` positions drawn at random (by ``seed``).
+        """
+        live = rows[rows.norm(dim=1) > _TINY][: self.n]
+        start = live if self.signed else live.clamp(min=0)
+        bank = torch.zeros(self.n, rows.shape[1], dtype=torch.float32, device=rows.device)
+        bank[: len(start)] = start / start.norm(dim=1, keepdim=True).clamp(min=_TINY)
+        return bank
 
     def _nndsvd(self, rows: Tensor) -> Tensor:
         """NNDSVD (Boutsidis and Gallopoulos, 2008) of ``rows``: an ``(n, C)`` bank.
