@@ -119,60 +119,18 @@ _POINTWISE_MODULES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
 )  # fmt: skip
 _SPATIAL_MODULES = (_MaxPoolNd, _AvgPoolNd, _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _ConstantPadNd)
-_POINTWISE = frozenset(
-    {
-        "relu",
-        "relu6",
-        "leaky_relu",
-        "prelu",
-        "elu",
-        "selu",
-        "celu",
-        "gelu",
-        "silu",
-        "mish",
-        "sigmoid",
-        "tanh",
-        "hardtanh",
-        "hardswish",
-        "hardsigmoid",
-        "softplus",
-        "dropout",
-        "dropout1d",
-        "dropout2d",
-        "dropout3d",
-        "alpha_dropout",
-        "feature_alpha_dropout",
-        "clamp",
-        "clamp_min",
-        "clamp_max",
-        "clip",
-        "contiguous",
-        "clone",
-        "detach",
-        "float",
-    }
-)
-_SPATIAL = frozenset(
-    {
-        "max_pool1d",
-        "max_pool2d",
-        "max_pool3d",
-        "avg_pool1d",
-        "avg_pool2d",
-        "avg_pool3d",
-        "adaptive_avg_pool1d",
-        "adaptive_avg_pool2d",
-        "adaptive_avg_pool3d",
-        "adaptive_max_pool1d",
-        "adaptive_max_pool2d",
-        "adaptive_max_pool3d",
-        "max_pool1d_with_indices",
-        "max_pool2d_with_indices",
-        "max_pool3d_with_indices",
-        "pad",
-    }
-)
+_POINTWISE = frozenset({
+    "relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "celu", "gelu", "silu", "mish", "sigmoid",
+    "tanh", "hardtanh", "hardswish", "hardsigmoid", "softplus", "dropout", "dropout1d", "dropout2d",
+    "dropout3d", "alpha_dropout", "feature_alpha_dropout", "clamp", "clamp_min", "clamp_max", "clip",
+    "contiguous", "clone", "detach", "float",
+})  # fmt: skip
+_SPATIAL = frozenset({
+    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d",
+    "adaptive_max_pool2d", "adaptive_max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+    "max_pool3d_with_indices", "pad",
+})  # fmt: skip
 _REDUCE = frozenset({"mean", "sum", "amax"})
 _RESHAPE = frozenset({"flatten", "view", "reshape", "squeeze", "unsqueeze"})
 
