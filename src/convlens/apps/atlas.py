@@ -56,6 +56,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from convlens.apps.atlas_circuits import Pair
 from convlens.apps.atlas_concepts import (
     SIGN_EXAMPLES,
     ConceptPlan,
@@ -236,6 +237,9 @@ def build_atlas(
         shape = (1, shape[1], picture_size, picture_size)
     report = trace_shapes(model, (1, *sample.shape), forward_args=one)
     names_of = None if chosen is None else class_names_of(chosen, outputs=_outputs(report))
+    label, label_names = labels_of(data)
+    if names_of is None and label_names is not None and len(label_names) == _outputs(report):
+        names_of = tuple(label_names)  # a classifier of the data's own classes (the digits): its outputs are named
     rows = _layer_rows(model, report, layers)
     units_of = _unit_counts(model, sample, rows, layout, one)
     options = {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed}
@@ -267,27 +271,42 @@ def build_atlas(
         dist.barrier()  # every rank has read the cache before rank 0 writes to it
     writer = rank() == 0
     names = {} if names_of is None else {r.name: list(names_of) for r in rows if same(r.name, output)}
-    label, label_names = labels_of(data)
     planned = {cp.layer: cp for cp in concept_plans}
     size, depth = chunk_size(report.macs), _depths(report, same)
     jobs: list[Job] = []  # the pictures, drawn by every rank once every dataset pass is done
     pending: dict[tuple[str, int], dict[str, Any]] = {}  # each unit's unit.json, but its picture's value
     fitted: dict[str, tuple[ConceptPlan, ConceptsResult]] = {}
     reused = 0
-    for row, shown, missing in plan:
+    circuits: dict[str, str] = {}  # the later layer of each pair of drawn layers -> its circuits' folder
+    for at, (row, shown, missing) in enumerate(plan):
         began = time.perf_counter()
         cost = float(depth(row.name))
-        if missing:  # every rank: the pass is sharded and merged
+        earlier = plan[at - 1][0].name if at else None
+        pair = (
+            None
+            if earlier is None
+            else Pair(model, earlier, row.name, shown, cache=cache, fingerprint=fingerprint)
+        )
+        wiring = (
+            None if pair is None or pair.done else pair.weights(one, (1, *sample.shape), reshape)
+        )  # every rank alike
+        ranked = shown if pair is not None and not pair.done and wiring is None else missing
+        if ranked:  # every rank: the pass is sharded and merged
             nv = NeuronVisualizer(model, row.name, input_shape=shape, reshape=reshape)
             best = nv.top_examples(
-                data, unit=missing, k=k, batch_size=batch_size, num_workers=num_workers, progress=False,
+                data, unit=ranked, k=k, batch_size=batch_size, num_workers=num_workers, progress=False,
                 forward_args=fa,
             )  # fmt: skip
+        if pair is not None and writer and not pair.done:
+            pair.write(wiring or pair.attribution(best, lambda i: _example_args(fa, examples, i), reshape))
+        if pair is not None and pair.done:
+            circuits[row.name] = pair.key
+        if missing:
             if writer:
                 filters = FilterRenderer(model, row.name).images() if same(row.name, first_conv) else None
                 classes_here = same(row.name, output) and row.type == "Linear"
                 metas = write_examples(
-                    model, row.name, missing, best, cache=cache, fingerprint=fingerprint, preset=preset,
+                    model, row.name, ranked, best, only=missing, cache=cache, fingerprint=fingerprint, preset=preset,
                     weights=filters, cam_layer=cam_layer if classes_here else None, label=label,
                     forward_args=lambda indices: _example_args(fa, examples, indices),
                 )  # fmt: skip
@@ -359,6 +378,7 @@ def build_atlas(
             names=names,
             concepts={cp.layer: cp.key for cp in concept_plans},
             labels=label_names,
+            circuits=circuits,
         )
     return AtlasResult(
         index=index,

@@ -187,6 +187,17 @@ def write_concepts(
         result, pictures=pictures, class_names=names, preset=preset,  # type: ignore[arg-type]  # a preset of PRESETS
         folder=folder, href=f"../_cache/{plan.key}/",
     )  # fmt: skip
-    entry = {"layer": plan.layer, "method": result.method, "n": result.n, "explained": result.explained}
-    entry |= {"error": result.error, "examples": result.examples, "html": str(section)}
+    # The fit's sums are split over the ranks, so their last bits depend on how many there are: kept to
+    # six digits (the page shows three), the file is the same bytes from one process and from several.
+    entry = {
+        "layer": plan.layer,
+        "method": result.method,
+        "n": result.n,
+        "explained": _digits(result.explained),
+    }
+    entry |= {"error": _digits(result.error), "examples": result.examples, "html": str(section)}
     (folder / SECTION).write_text(json.dumps(entry), encoding="utf-8")
+
+
+def _digits(value: float) -> float:
+    return float(f"{value:.6g}")

@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,7 @@ def write_examples(
     units: Sequence[int],
     best: TopExamplesResult,
     *,
+    only: Collection[int],
     cache: Path,
     fingerprint: str,
     preset: str | None,
@@ -98,6 +99,7 @@ def write_examples(
         layer: The layer's name as given.
         units: The units of ``best`` (its rows, in order).
         best: Their top examples, with inputs.
+        only: The units to write (the others' are in the cache already).
         cache: ``out/_cache``.
         fingerprint: The build's (see :func:`~convlens.apps.atlas_site.cache_key`).
         preset: How the inputs are shown.
@@ -108,6 +110,8 @@ def write_examples(
     """
     metas: dict[int, dict[str, Any]] = {}
     for j, unit in enumerate(units):
+        if unit not in only:
+            continue
         folder = cache / cache_key(fingerprint, layer, unit)
         folder.mkdir(parents=True, exist_ok=True)
         meta: dict[str, Any] = {"layer": layer, "unit": unit, "examples": []}
