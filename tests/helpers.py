@@ -47,14 +47,14 @@ def exact(message: str) -> str:
     return "^" + re.escape(message) + "$"
 
 
-def torchrun(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` (a script and its arguments, or ``-m module ...``) as two gloo ranks on loopback.
+def torchrun(*argv: str, timeout: float = 300, ranks: int = 2) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` (a script and its arguments, or ``-m module ...``) as ``ranks`` gloo ranks on loopback.
 
     One thread per rank (the machine has two cores); the run must succeed (its stderr's end is the
     failure message); returns it for its stdout.
     """
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
     done = subprocess.run(
         [*command, *argv], check=False, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -140,12 +140,15 @@ def test_every_batch_size_has_one_default() -> None:
     assert set(defaults.values()) == {64}, f"batch_size= defaults differ: {defaults}"
 
 
-#: What may come before the keyword-only options: the model, what to look at (a layer, layers, an
-#: objective, methods, units), the data (x, data, input, inputs, maps) and, for a writer, where to.
+#: What may come before the keyword-only options: the model, what to look at (a layer, layers, the
+#: earlier and later layer of a circuit, an objective, methods, units), the data (x, data, input, inputs,
+#: maps) and, for a writer, where to.
 LEADING = {
     "model",
     "layer",
     "layers",
+    "earlier",
+    "later",
     "objective",
     "methods",
     "units",

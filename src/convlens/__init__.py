@@ -50,6 +50,7 @@ from convlens.errors import (
     UnsupportedModelError,
     WeightsUnavailableError,
 )
+from convlens.featureviz.circuits import Connections, connections
 from convlens.featureviz.concept_pictures import concept_pictures
 from convlens.featureviz.concept_result import ConceptsResult
 from convlens.featureviz.concepts import concepts
@@ -78,6 +79,7 @@ __all__ = [
     "BoxScoreTarget",
     "CAMResult",
     "ConceptsResult",
+    "Connections",
     "ConvlensError",
     "DeviceMismatchError",
     "EigenCAM",
@@ -118,6 +120,7 @@ __all__ = [
     "build_atlas",
     "concept_pictures",
     "concepts",
+    "connections",
     "conv_output_size",
     "conv_transpose_output_size",
     "deletion",
