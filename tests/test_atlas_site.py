@@ -195,8 +195,8 @@ def test_a_unit_page_says_what_feeds_it_and_what_it_feeds(tmp_path: Path) -> Non
         (None, None, ["channel 5 (not drawn)", "strength -0.3"]),
     ]
     assert how.text == (
-        "Strengths from the weights: the norm of the kernel slice between the two channels, "
-        "through BatchNorm2d -> ReLU."
+        "Strengths from the weights: the norm of the weights between the two channels (a conv's kernel "
+        "slice, a Linear layer's columns of that channel), through BatchNorm2d -> ReLU."
     )
     gallery, how = after(page, "h3", "Feeds c")
     ranked = [(link, lines) for link, _, lines in figures(gallery)]

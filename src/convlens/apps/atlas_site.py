@@ -16,8 +16,8 @@ peak sees; the output units' Grad-CAMs; and its circuits, from the :data:`CIRCUI
   this unit (ties: the lower channel), each with its signed strength, its picture and a link to its
   page when it is drawn, else its number and "not drawn";
 - **Feeds** the next drawn layer: that layer's drawn units ranked by ``|strength|`` from this unit, top 5;
-- how the strengths were found: from the weights (the norm of the kernel slice between the two
-  channels, through the ops :func:`convlens.featureviz.circuits.connections` followed) or from
+- how the strengths were found: from the weights (the norm of the weights between the two
+  channels: a conv's kernel slice, a Linear layer's columns of the channel; through the ops :func:`convlens.featureviz.circuits.connections` followed) or from
   attribution (the mean gradient x activation over the unit's top examples).
 
 A layer's page has the grid of its units (the output layer's named by their classes) and, when the
@@ -457,8 +457,12 @@ def _neighbour(site: _Site, layer: str, unit: int, strength: float) -> Html:
 def _how(entry: dict[str, Any], of: str) -> str:
     """The sentence saying how a circuit's strengths were found."""
     if entry["method"] == "weights":
-        through = f"through {entry['path']}" if entry["path"] else "directly connected"
+        path = entry["path"]
+        through = (
+            f"through {path}" if path and path != "direct" else "the one reading the other's output directly"
+        )
         return (
-            f"Strengths from the weights: the norm of the kernel slice between the two channels, {through}."
+            "Strengths from the weights: the norm of the weights between the two channels (a conv's kernel "
+            f"slice, a Linear layer's columns of that channel), {through}."
         )
     return f"Strengths from attribution: the mean gradient x activation of {of} over its top examples."
