@@ -1,4 +1,4 @@
-"""How long an atlas takes, and its peak memory: the digits CNN whole, and resnet18 over 1,000 pictures.
+"""How long an atlas takes, its peak memory, and what every rank drawing buys: digits, resnet18, Lite0 on 2 ranks.
 
 Each case runs in a fresh process (so its peak resident memory is its own) into a
 fresh folder, then once more into the same folder to time a resumed run (every
@@ -6,7 +6,15 @@ unit from the cache). The 1,000 pictures are generated here: random crops,
 flips and scales of scikit-image's photographs (or, without scikit-image,
 smooth random colour fields), 160 x 160 PNGs in an ImageFolder of 10 classes.
 
-Run: ``.venv/bin/python bench/atlas.py`` (about 6 minutes on 2 cores); ``--cases digits`` for one.
+Then EfficientNet-Lite0 with its ImageNet weights (the bench extra), three layers over 96 of those
+pictures, built as one process of 2 threads and as 2 ``torchrun`` ranks of 1 thread each (every rank draws
+its share of the pictures), alternating which goes first; ``--site DIR`` keeps the 2-rank site for the
+docs' figures. Last, the cost model: one unit's picture-step measured by layer and picture size, and
+what a whole Lite0 and resnet50 would take, projected from it (and, for GPUs, from an assumed throughput:
+nothing here has run on a GPU).
+
+Run: ``.venv/bin/python bench/atlas.py`` (about 15 minutes on 2 cores); ``--cases digits`` for one
+(``digits``, ``resnet18``, ``ranks``, ``cost``).
 """
 
 from __future__ import annotations
@@ -15,10 +23,12 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +69,38 @@ def make_pictures(folder: Path, count: int, seed: int = 0) -> None:
         picture.save(target / f"{i:04d}.png")
 
 
-def worker(case: str, out: Path, pictures: Path | None) -> None:
-    """One atlas build, in this process; prints a JSON line with its numbers."""
+def worker(case: str, out: Path, pictures: Path | None, result: Path | None) -> None:
+    """One atlas build, in this process (or as one rank of ``torchrun``); reports its numbers as JSON.
+
+    The JSON goes to ``result`` when given (rank 0 writes it, with every rank's peak memory), else to stdout.
+    """
+    import torch.distributed as dist
+
     import convlens as cl
 
+    ranked = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if ranked:
+        dist.init_process_group("gloo")
     torch.manual_seed(0)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if case == "digits":
-        model = cl.zoo.digits_cnn()
-        data = cl.zoo.digits_dataset("test")
+        model: torch.nn.Module = cl.zoo.digits_cnn()
+        data: object = cl.zoo.digits_dataset("test")
         options: dict[str, object] = {"units": None, "steps": 128}
+    elif case == "lite0":
+        from topk import load_lite0
+
+        model = load_lite0()
+        assert pictures is not None
+        data = cl.images.PictureFolder(pictures, preset="imagenet")
+        options = {
+            "layers": LITE0_LAYERS,
+            "units": 8,
+            "steps": 128,
+            "preset": "imagenet",
+            "classes": "imagenet",
+        }
+        options |= {"title": "EfficientNet-Lite0 (ImageNet weights)"}
     else:
         model = cl.zoo.load("torchvision:resnet18", weights="random")
         assert pictures is not None
@@ -86,15 +118,32 @@ def worker(case: str, out: Path, pictures: Path | None) -> None:
     site = cl.build_atlas(model, data, out, progress=False, **options)  # type: ignore[arg-type]
     seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({
+    peaks = [peak]
+    if ranked:
+        every: list[object] = [None] * dist.get_world_size()
+        dist.all_gather_object(every, peak)
+        peaks = [int(p) for p in every]  # type: ignore[call-overload]
+    numbers = {
         "case": case, "seconds": seconds, "units": site.units, "reused": site.reused,
-        "layers": list(site.layers), "images": len(data), "peak_mib": peak / 1024,
+        "layers": list(site.layers), "images": len(data),  # type: ignore[arg-type]
+        "peak_mib": max(peaks) / 1024, "peaks_mib": [p / 1024 for p in peaks],
         "model_mib": (loaded - base) / 1024, "build_mib": (peak - loaded) / 1024,
-    }))  # fmt: skip
+        "concepts": list(site.concepts),
+    }  # fmt: skip
+    if ranked:
+        dist.destroy_process_group()
+    if result is None:
+        print(json.dumps(numbers))
+    elif not ranked or int(os.environ["RANK"]) == 0:
+        result.write_text(json.dumps(numbers))
+
+
+#: The Lite0 layers of the rank comparison: an early block, a late one and the classifier.
+LITE0_LAYERS = ["_blocks.5", "_blocks.10", "_fc"]
 
 
 def run(case: str, out: Path, pictures: Path | None) -> dict[str, object]:
-    command = [sys.executable, str(Path(__file__)), "--worker", case, "--out", str(out)]
+    command = [sys.executable, str(Path(__file__)), "--worker", "--case", case, "--out", str(out)]
     if pictures is not None:
         command += ["--pictures", str(pictures)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -102,27 +151,146 @@ def run(case: str, out: Path, pictures: Path | None) -> dict[str, object]:
     return result
 
 
+def ranks(out: Path, pictures: Path, processes: int, threads: int) -> dict[str, object]:
+    """One Lite0 build as ``processes`` ranks of ``threads`` threads each, into a fresh ``out``."""
+    from common import run_worker
+
+    result = out.with_suffix(".json")
+    arguments = ["--case", "lite0", "--out", str(out), "--pictures", str(pictures), "--result", str(result)]
+    run_worker(
+        __file__, f"lite0 {processes}x{threads}", processes=processes, threads=threads, arguments=arguments
+    )
+    numbers: dict[str, object] = json.loads(result.read_text())
+    return numbers
+
+
+def compare_ranks(root: Path, images: int, count: int, site: Path | None) -> None:
+    """Lite0's atlas as one process of 2 threads and as 2 ranks of 1 thread, alternating, ``count`` rounds."""
+    from common import load_line, quartiles
+
+    pictures = root / "lite0_pictures"
+    make_pictures(pictures, images)
+    print()
+    print(
+        f"## Every rank draws: EfficientNet-Lite0 (ImageNet weights), {', '.join(LITE0_LAYERS)}, 8 units each,"
+    )
+    print(f"## 128 steps, {images} pictures of 160 x 160, concepts on; {count} round(s), alternating order")
+    print(f"before: {load_line()}")
+    print()
+    print(
+        "| round | 1 process x 2 threads s | 2 ranks x 1 thread s | speed-up | peak RSS MiB (1 / per rank) |"
+    )
+    print("|---:|---:|---:|---:|---|")
+    speedups = []
+    for index in range(count):
+        order = [(1, 2), (2, 1)] if index % 2 == 0 else [(2, 1), (1, 2)]
+        got = {}
+        for processes, threads in order:
+            out = root / f"lite0_{processes}_{index}"
+            got[processes] = ranks(out, pictures, processes, threads)
+        one, two = got[1], got[2]
+        speedups.append(float(one["seconds"]) / float(two["seconds"]))  # type: ignore[arg-type]
+        per_rank = " / ".join(f"{p:.0f}" for p in two["peaks_mib"])  # type: ignore[attr-defined]
+        print(f"| {index} | {one['seconds']:.1f} | {two['seconds']:.1f} | {speedups[-1]:.2f}x | "
+              f"{one['peak_mib']:.0f} / {per_rank} |")  # fmt: skip
+        if site is not None and index == count - 1:
+            if site.exists():
+                shutil.rmtree(site)
+            shutil.copytree(root / f"lite0_2_{index}", site)
+            (site / "run.json").write_text(json.dumps({"one": one, "two": two}))
+    low, median, high = quartiles(speedups)
+    print()
+    print(f"2 ranks vs 1 process: median {median:.2f}x (quartiles {low:.2f}-{high:.2f}); target >= 1.4x")
+    print(f"after: {load_line()}")
+
+
+def cost_model(sizes: Sequence[int]) -> None:
+    """Measured: one unit's picture-step by layer and picture size; projected: whole models on 1 and 8 GPUs."""
+    from topk import load_lite0
+
+    import convlens as cl
+
+    lite0 = load_lite0()
+    resnet50 = cl.zoo.load("torchvision:resnet50", weights="random").eval()
+    print()
+    print(
+        "## Cost model: milliseconds per unit per step (a batch of 4 units, 4 timed steps after 2), 1 process"
+    )
+    print()
+    print("| model | layer | " + " | ".join(f"{s} px" for s in sizes) + " |")
+    print("|---|---|" + "---:|" * len(sizes))
+    measured: dict[tuple[str, int], float] = {}
+    cases = [("Lite0", lite0, "_blocks.5"), ("Lite0", lite0, "_blocks.10"), ("Lite0", lite0, "_fc")]
+    cases += [("resnet50", resnet50, "layer2"), ("resnet50", resnet50, "fc")]
+    for name, model, layer in cases:
+        cells = []
+        for size in sizes:
+            nv = cl.NeuronVisualizer(model, layer, input_shape=(1, 3, size, size))
+            nv.maximize(range(4), steps=2, seed=0, normalize="imagenet")
+            began = time.perf_counter()
+            nv.maximize(range(4), steps=4, seed=0, normalize="imagenet")
+            ms = (time.perf_counter() - began) / 16 * 1000
+            measured[(f"{name} {layer}", size)] = ms
+            cells.append(f"{ms:.1f}")
+        print(f"| {name} | {layer} | " + " | ".join(cells) + " |")
+    print()
+    print("## Whole models: every conv and Linear unit, 128 steps, 224 px (projected from the rows above)")
+    print()
+    print(
+        "| model | units | CPU, 1 process (2 cores) h | 8 ranks h | GPU: 1 / 8 (projected, not measured) h |"
+    )
+    print("|---|---:|---:|---:|---|")
+    for name, model, deep in (("Lite0", lite0, "_blocks.10"), ("resnet50", resnet50, "layer2")):
+        report = cl.trace_shapes(model, (1, 3, 224, 224))
+        modules = dict(model.named_modules())
+        units = sum(r.output_shape[1] for r in report.rows if isinstance(modules.get(r.name.split("#")[0]),
+                    (torch.nn.Conv2d, torch.nn.Linear)))  # fmt: skip
+        per_unit_step = measured[(f"{name} {deep}", max(sizes))] / 1000 * (224 / max(sizes)) ** 2
+        cpu_h = units * 128 * per_unit_step / 3600
+        # A GPU projection, not a measurement: forward + backward of one picture is ~3x its forward's
+        # 2 * MACs flops, at an assumed 20 TFLOP/s sustained (fp32 on an A100/H100 class card, small batches).
+        gpu_s = units * 128 * 3 * 2 * report.macs / 20e12
+        print(f"| {name} | {units:,} | {cpu_h:.1f} | {cpu_h / 8:.1f} (8 machines like this one) | "
+              f"{gpu_s / 3600:.2f} / {gpu_s / 8 / 3600:.2f} |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="digits,resnet18")
+    parser.add_argument("--cases", default="digits,resnet18,ranks,cost")
     parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--worker")
+    parser.add_argument("--rank-images", type=int, default=96, help="pictures for the Lite0 rank comparison")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the Lite0 rank comparison")
+    parser.add_argument(
+        "--site", type=Path, help="keep the last 2-rank Lite0 site here (for the docs figures)"
+    )
+    parser.add_argument("--sizes", default="128,224", help="picture sizes of the cost model")
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--case")
+    parser.add_argument("--threads", type=int)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--pictures", type=Path)
+    parser.add_argument("--result", type=Path)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.out, args.pictures)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        worker(args.case, args.out, args.pictures, args.result)
         return
     print(
         f"# convlens atlas: torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
     )
     print(f"before: load average {os.getloadavg()[0]:.2f} (1 min)")
     print()
-    print("| case | units | dataset | first run s | resumed run s | peak RSS MiB | of it, the build MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    cases = args.cases.split(",")
+    builds = [case for case in cases if case in ("digits", "resnet18")]
+    if builds:
+        print(
+            "| case | units | dataset | first run s | resumed run s | peak RSS MiB | of it, the build MiB |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for case in args.cases.split(","):
+        for case in builds:
             pictures = None
             if case == "resnet18":
                 pictures = root / "pictures"
@@ -141,6 +309,10 @@ def main() -> None:
                 f"| {case} ({layers}) | {first['units']} | {first['images']} images | {first['seconds']:.1f} | "
                 f"{again['seconds']:.1f} | {first['peak_mib']:.0f} | {first['build_mib']:.0f} |"
             )
+        if "ranks" in cases:
+            compare_ranks(root, args.rank_images, args.rounds, args.site)
+        if "cost" in cases:
+            cost_model([int(s) for s in args.sizes.split(",")])
     print()
     print(f"after: load average {os.getloadavg()[0]:.2f} (1 min)")
 
