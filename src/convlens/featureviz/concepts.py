@@ -52,6 +52,8 @@ from convlens.featureviz.topk import RunningTop, peak_boxes, unravel
 
 __all__ = ["ConceptTarget", "concepts"]
 
+_GRID_DIMS = 8  # at most this many grid dimensions are agreed over the ranks (a 3-D conv has 3)
+
 
 def concepts(
     model: nn.Module,
@@ -194,6 +196,8 @@ def _rank(
     weights: Tensor | None = None  # (classes, n) sums of gradient x coefficient
     counts: Tensor | None = None
     top: RunningTop | None = None
+    grid: tuple[int, ...] = ()
+    width = 0  # scores per example, for the importance
     ablator = None if importance != "ablation" else Ablator(stream, solve_codes)
     gradient = importance == "gradient"
     for batch in stream.batches(gradient=gradient, progress=progress, desc="concepts: rank"):
@@ -232,9 +236,21 @@ def _rank(
             attach=flat_maps,
         )  # fmt: skip
     sample = stream.sample
-    if top is None or sample is None or channel_sums is None or mass is None:
-        raise InvalidArgumentError("data is empty: there are no examples to factorize.")
     merge = stream.shard.merge
+    grid, width = _agreed(top is not None, grid, width, merge)  # raises on every rank when no rank read any
+    if sample is None:  # pragma: no cover - a pass that read no example raised
+        raise InvalidArgumentError("data is empty: there are no examples to factorize.")
+    # A rank whose shard held no example (fewer examples than ranks) merges zeros.
+    if top is None:
+        top = RunningTop(
+            list(range(n)), k, keep_inputs=keep_inputs, spatial=grid, ordered=stream.shard.ordered
+        )
+    channel_sums = (
+        bank.new_zeros(bank.shape[1], dtype=torch.float64) if channel_sums is None else channel_sums
+    )
+    mass = bank.new_zeros(n, dtype=torch.float64) if mass is None else mass
+    if importance is not None and (weights is None or counts is None):
+        weights, counts = torch.zeros(width, n, dtype=torch.float64), torch.zeros(width, dtype=torch.float64)
     sums = all_sum(sums, merge)
     if float(sums[4]) > 0:
         raise _signed(stream, int(sums[4]))
@@ -290,6 +306,27 @@ class _Encoder:
         n = len(self.bank)
         codes = solve_codes(rows_of(acts), self.bank)
         return codes.view(len(acts), -1, n).transpose(1, 2).reshape(len(acts), n, *acts.shape[2:])
+
+
+def _agreed(present: bool, grid: tuple[int, ...], width: int, merge: bool) -> tuple[tuple[int, ...], int]:
+    """The layer's grid and the scores per example, as the ranks that read examples saw them.
+
+    ``present``: this rank read some. A rank that read none learns them from the others (the sums
+    of equal integers over the ranks that did, divided by their count).
+
+    Raises:
+        InvalidArgumentError: No rank read any example.
+    """
+    mine = torch.zeros(3 + _GRID_DIMS, dtype=torch.float64)
+    if present:
+        mine[:3] = torch.tensor([1.0, len(grid), width])
+        mine[3 : 3 + len(grid)] = torch.tensor(grid, dtype=torch.float64)
+    total = all_sum(mine, merge)
+    count = float(total[0])
+    if count == 0:
+        raise InvalidArgumentError("data is empty: there are no examples to factorize.")
+    values = [round(float(v) / count) for v in total[1:]]
+    return tuple(values[2 : 2 + values[0]]), values[1]
 
 
 def _importance(importance: object) -> ImportanceMethod | None:
