@@ -19,13 +19,19 @@ from convlens.apps.atlas_draw import Job, assign, chunk_size, unit_jobs
 from convlens.apps.cli import main
 
 
-def test_units_are_cut_into_chunks_aligned_on_their_numbers_whatever_is_missing() -> None:
-    fresh = unit_jobs("conv", range(10), size=4, seed=7, cost=1.5)
+def test_units_are_cut_into_whole_chunks_aligned_on_their_numbers_whatever_is_missing() -> None:
+    fresh = unit_jobs("conv", range(10), size=4, seed=7, cost=1.5, total=10)
     assert [job.units for job in fresh] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)]
-    assert [job.seed for job in fresh] == [7, 11, 15]  # the seed plus the chunk's first unit
+    assert [job.keep for job in fresh] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)]
+    assert [job.seed for job in fresh] == [7, 11, 15]  # the seed plus where the chunk starts
     assert [job.cost for job in fresh] == [6.0, 6.0, 3.0]
-    resumed = unit_jobs("conv", [4, 5, 6, 7, 9], size=4, seed=7, cost=1.5)  # 0-3 and 8 from the cache
-    assert [(job.units, job.seed) for job in resumed] == [((4, 5, 6, 7), 11), ((9,), 15)]
+    resumed = unit_jobs("conv", [5, 6, 9], size=4, seed=7, cost=1.5, total=10)  # the rest from the cache
+    assert [(job.units, job.keep, job.seed) for job in resumed] == [
+        ((4, 5, 6, 7), (5, 6), 11),
+        ((8, 9), (9,), 15),
+    ]
+    shown = unit_jobs("conv", [0, 1], size=4, seed=7, cost=1.5, total=10)  # units=2: the chunk is drawn whole
+    assert [(job.units, job.keep) for job in shown] == [((0, 1, 2, 3), (0, 1))]
     assert chunk_size(10**6) == 16
     assert chunk_size(10**9) == 4
 
@@ -98,3 +104,51 @@ def test_under_torchrun_both_ranks_draw_and_the_site_is_the_same_bytes(tmp_path:
     for relative in files["one"]:
         one, two = ((tmp_path / site / relative).read_bytes() for site in ("one", "two"))
         assert one == two, relative
+
+
+def site_files(root: Path) -> dict[Path, bytes]:
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_resumed_build_writes_the_same_bytes_as_a_fresh_one(tmp_path: Path) -> None:
+    """A unit's picture depends on its chunk and seed, not on what the cache held or how many are shown."""
+    model, data = cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test")
+    options: dict[str, object] = {
+        "layers": ["features.3", "classifier.2"],
+        "k": 2,
+        "steps": 3,
+        "progress": False,
+    }
+    build_atlas(model, data, tmp_path / "resumed", units=2, **options)  # type: ignore[arg-type]
+    again = build_atlas(model, data, tmp_path / "resumed", units=5, **options)  # type: ignore[arg-type]
+    assert (again.units, again.reused) == (10, 4)
+    build_atlas(model, data, tmp_path / "fresh", units=5, **options)  # type: ignore[arg-type]
+    resumed, fresh = site_files(tmp_path / "resumed"), site_files(tmp_path / "fresh")
+    assert {p for p in fresh if p.name == "viz.png"} <= set(resumed)
+    for path, content in fresh.items():
+        assert resumed[path] == content, path  # the pages, pictures and numbers alike
+
+
+def test_what_is_drawn_is_written_as_the_build_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build stopped while drawing keeps the pictures drawn so far: a rerun draws only the rest."""
+    from convlens.apps import atlas
+
+    model, data = cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test")
+    options: dict[str, object] = {"layers": ["features.0", "classifier.2"], "units": 4, "k": 2, "steps": 3}
+    options |= {"progress": False, "concepts": 0}
+    real, calls = atlas._draw_units, []
+
+    def stopped(*args: object, **kwargs: object) -> object:
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the second job: the first one's pictures are on disk already
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(atlas, "_draw_units", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        build_atlas(model, data, tmp_path, **options)  # type: ignore[arg-type]
+    monkeypatch.setattr(atlas, "_draw_units", real)
+    kept = len(list((tmp_path / "_cache").glob("*/unit.json")))
+    assert kept == 4  # the first job's four units
+    again = build_atlas(model, data, tmp_path, **options)  # type: ignore[arg-type]
+    assert (again.units, again.reused) == (8, 4)

@@ -412,6 +412,19 @@ def test_train_mode_reads_the_eval_network(resnet: nn.Module) -> None:
     torch.testing.assert_close(trained.strengths, evaluated.strengths, rtol=0, atol=0)
 
 
+def test_train_mode_follows_the_weights_through_batchnorm_as_eval_mode_does(resnet: nn.Module) -> None:
+    """torchvision builds models in train mode: the path is read in eval mode, BatchNorm's running scale."""
+    evaluated = connections(resnet, "layer1.0.conv2", "layer1.1.conv1", units=[5], input_shape=SMALL)
+    resnet.train()
+    try:
+        trained = connections(resnet, "layer1.0.conv2", "layer1.1.conv1", units=[5], input_shape=SMALL)
+        assert resnet.training  # left as found
+    finally:
+        resnet.eval()
+    assert (trained.method, trained.path) == ("weights", "BatchNorm2d -> add -> ReLU")
+    torch.testing.assert_close(trained.strengths, evaluated.strengths, rtol=0, atol=0)
+
+
 class Tokens(nn.Module):
     """Channels last, (N, H, W, C): Linear layers over the last dimension."""
 

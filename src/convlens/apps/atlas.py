@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import sys
 import time
@@ -239,7 +240,7 @@ def build_atlas(
     names_of = None if chosen is None else class_names_of(chosen, outputs=_outputs(report))
     label, label_names = labels_of(data)
     if names_of is None and label_names is not None and len(label_names) == _outputs(report):
-        names_of = tuple(label_names)  # a classifier of the data's own classes (the digits): its outputs are named
+        names_of = tuple(label_names)  # a classifier of the data's own classes (the digits): name its outputs
     rows = _layer_rows(model, report, layers)
     units_of = _unit_counts(model, sample, rows, layout, one)
     options = {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed}
@@ -267,29 +268,34 @@ def build_atlas(
         forward_args=_example_args(fa, examples, list(range(len(first)))), fingerprint=fingerprint,
         cache=cache, names=names_of,
     )  # fmt: skip
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()  # every rank has read the cache before rank 0 writes to it
+    pairs: list[Pair | None] = [None]  # each drawn layer with the one before it
+    pairs += [
+        Pair(model, before.name, row.name, shown, cache=cache, fingerprint=fingerprint)
+        for (before, _, _), (row, shown, _) in itertools.pairwise(plan)
+    ]
+    # Rank 0's cache decides what every rank computes: the passes and fits are collectives, and a rank
+    # whose disk holds something else (a folder per node) must not skip one the others run.
+    todo = _agree(
+        [[m for _, _, m in plan], [cp.missing for cp in concept_plans], [p.done for p in pairs if p]]
+    )
+    plan = [(row, shown, missing) for (row, shown, _), missing in zip(plan, todo[0], strict=True)]
+    concept_plans = [dataclasses.replace(cp, missing=m) for cp, m in zip(concept_plans, todo[1], strict=True)]
+    for known, done in zip([p for p in pairs if p], todo[2], strict=True):
+        known.done = done
     writer = rank() == 0
     names = {} if names_of is None else {r.name: list(names_of) for r in rows if same(r.name, output)}
     planned = {cp.layer: cp for cp in concept_plans}
     size, depth = chunk_size(report.macs), _depths(report, same)
     jobs: list[Job] = []  # the pictures, drawn by every rank once every dataset pass is done
-    pending: dict[tuple[str, int], dict[str, Any]] = {}  # each unit's unit.json, but its picture's value
-    fitted: dict[str, tuple[ConceptPlan, ConceptsResult]] = {}
+    pending: dict[tuple[str, int], dict[str, Any]] = {}  # rank 0: each unit.json but its picture's value
+    fitted: dict[str, tuple[ConceptPlan, ConceptsResult]] = {}  # rank 0: the fits whose section is to write
+    banks: dict[str, Tensor] = {}  # every rank: the banks whose pictures are to draw
     reused = 0
     circuits: dict[str, str] = {}  # the later layer of each pair of drawn layers -> its circuits' folder
-    for at, (row, shown, missing) in enumerate(plan):
+    for (row, shown, missing), pair in zip(plan, pairs, strict=True):
         began = time.perf_counter()
         cost = float(depth(row.name))
-        earlier = plan[at - 1][0].name if at else None
-        pair = (
-            None
-            if earlier is None
-            else Pair(model, earlier, row.name, shown, cache=cache, fingerprint=fingerprint)
-        )
-        wiring = (
-            None if pair is None or pair.done else pair.weights(one, (1, *sample.shape), reshape)
-        )  # every rank alike
+        wiring = None if pair is None or pair.done else pair.weights(one, (1, *sample.shape), reshape)
         ranked = shown if pair is not None and not pair.done and wiring is None else missing
         if ranked:  # every rank: the pass is sharded and merged
             nv = NeuronVisualizer(model, row.name, input_shape=shape, reshape=reshape)
@@ -299,26 +305,28 @@ def build_atlas(
             )  # fmt: skip
         if pair is not None and writer and not pair.done:
             pair.write(wiring or pair.attribution(best, lambda i: _example_args(fa, examples, i), reshape))
-        if pair is not None and pair.done:
+        if pair is not None:
             circuits[row.name] = pair.key
         if missing:
             if writer:
                 filters = FilterRenderer(model, row.name).images() if same(row.name, first_conv) else None
                 classes_here = same(row.name, output) and row.type == "Linear"
                 metas = write_examples(
-                    model, row.name, ranked, best, only=missing, cache=cache, fingerprint=fingerprint, preset=preset,
-                    weights=filters, cam_layer=cam_layer if classes_here else None, label=label,
+                    model, row.name, ranked, best, only=missing, cache=cache, fingerprint=fingerprint,
+                    preset=preset, weights=filters, cam_layer=cam_layer if classes_here else None, label=label,
                     forward_args=lambda indices: _example_args(fa, examples, indices),
                 )  # fmt: skip
                 pending |= {(row.name, unit): meta for unit, meta in metas.items()}
-            jobs += unit_jobs(row.name, missing, size=size, seed=seed, cost=cost)
+            jobs += unit_jobs(row.name, missing, size=size, seed=seed, cost=cost, total=units_of[row.name])
         cp = planned.get(row.name)
         if cp is not None and cp.missing:  # every rank: the fit is sharded and all-reduced
             result = fit_concepts_of(
                 model, data, cp, n=n_concepts, k=k, seed=seed, importance=len(report.output_shape) == 2,
                 batch_size=batch_size, num_workers=num_workers, reshape=reshape, forward_args=fa,
             )  # fmt: skip
-            fitted[row.name] = (cp, result)
+            banks[row.name] = result.bank
+            if writer:
+                fitted[row.name] = (cp, result)
             jobs.append(Job(layer=row.name, units=(), seed=seed, cost=cost * n_concepts, concepts=True))
         reused += len(shown) - len(missing)
         if progress and writer:
@@ -337,7 +345,7 @@ def build_atlas(
         began = time.perf_counter()
         if job.concepts:
             drawn: Any = draw_concepts(
-                model, job.layer, fitted[job.layer][1].bank, steps=steps, preset=preset, shape=shape,
+                model, job.layer, banks[job.layer], steps=steps, preset=preset, shape=shape,
                 seed=job.seed, reshape=reshape, forward_args=_example_args(fa, examples, [0] * n_concepts),
             )  # fmt: skip
         else:
@@ -355,19 +363,23 @@ def build_atlas(
             )
         return drawn
 
-    drawn = run_jobs(jobs, draw)
+    def deliver(i: int, drawn: Any) -> None:  # rank 0, as each round of pictures arrives
+        job = jobs[i]
+        if job.concepts:
+            cp, result = fitted.pop(job.layer)
+            write_concepts(result, cp, drawn, cache=cache, preset=preset, names=names_of)
+            return
+        for unit, (png, value) in zip(job.units, drawn, strict=True):
+            if unit not in job.keep:
+                continue  # drawn with its chunk: in the cache already, or not shown
+            folder = cache / cache_key(fingerprint, job.layer, unit)
+            (folder / "viz.png").write_bytes(png)
+            meta = pending.pop((job.layer, unit)) | {"value": value}
+            (folder / "unit.json").write_text(json.dumps(meta))  # last: its presence means done
+
+    run_jobs(jobs, draw, deliver)
     index = root / "index.html"
     if writer:
-        for i, job in enumerate(jobs):
-            if job.concepts:
-                cp, result = fitted[job.layer]
-                write_concepts(result, cp, drawn[i], cache=cache, preset=preset, names=names_of)
-                continue
-            for unit, (png, value) in zip(job.units, drawn[i], strict=True):
-                folder = cache / cache_key(fingerprint, job.layer, unit)
-                (folder / "viz.png").write_bytes(png)
-                meta = pending[(job.layer, unit)] | {"value": value}
-                (folder / "unit.json").write_text(json.dumps(meta))  # last: its presence means done
         write_site(
             root,
             report,
@@ -429,6 +441,15 @@ def _draw_units(
         (png_bytes(scaled(as_rgb(pictures[j], None), _THUMB * 2)), float(viz.values[j]))
         for j in range(len(units))
     ]
+
+
+def _agree(value: list[Any]) -> list[Any]:
+    """Rank 0's ``value`` on every rank (``value`` itself without ``torch.distributed``)."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return list(box[0])
 
 
 def _is_linear(model: nn.Module, name: str) -> bool:
@@ -520,7 +541,9 @@ def _layer_rows(model: nn.Module, report: ShapeReport, layers: Sequence[str] | N
             at, row = inside[-1]  # a container (a ResNet stage): what its last call returns
             found = (at, dataclasses.replace(row, name=name, type=type(ref.module).__name__))
         chosen.setdefault(key, found)
-    return [row for _, row in sorted(chosen.values(), key=lambda item: (item[0], item[1].name))]
+    # A container ends where its last call does: the inner layer (more dots) first, as it runs first.
+    order = sorted(chosen.values(), key=lambda item: (item[0], -item[1].name.count("."), item[1].name))
+    return [row for _, row in order]
 
 
 def _outputs(report: ShapeReport) -> int | None:

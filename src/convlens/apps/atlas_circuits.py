@@ -14,7 +14,9 @@ channels, "feeds" the later layer's units: :mod:`convlens.apps.atlas_site`). The
 
 Whether the weights can be followed is decided by every rank alike (the later layer's pass, which is
 sharded, must then rank every shown unit); rank 0 computes and writes the strengths into
-``out/_cache/<circuits_key>/circuits.json``, reused by the next build.
+``out/_cache/<circuits_key>/circuits.json``, reused by the next build. A pair measured neither way (the
+layers cannot be read by attribution: the error says why) is written too, with its reason, which the
+unit pages show, so that no rebuild tries again.
 
 Example:
     >>> import torch
@@ -77,33 +79,30 @@ class Pair:
 
     def attribution(
         self, best: TopExamplesResult, forward_args: Callable[[list[int]], ForwardArgs], reshape: ReshapeSpec
-    ) -> Connections | None:
+    ) -> Connections | str:
         """The strengths from attribution over each unit's top examples (``best``: every unit's, in order).
 
-        ``forward_args``: the forward arguments of the examples at the given indices. None when the
-        examples were not kept or the layers cannot be read (the page then shows no circuits).
+        ``forward_args``: the forward arguments of the examples at the given indices. Where the
+        examples were not kept or the layers cannot be read, why not (the page says it).
         """
         if best.inputs is None:
-            return None
+            return "the top examples were not kept"
         try:
             return connections(
                 self.model, self.earlier, self.later, best.inputs, units=self.units, method="attribution",
                 forward_args=forward_args([int(i) for i in best.indices.flatten().tolist()]), reshape=reshape,
             )  # fmt: skip
-        except ConvlensError:
-            return None
+        except ConvlensError as err:
+            return str(err)
 
-    def write(self, found: Connections | None) -> None:
-        """Write the strengths into the cache folder (rank 0); nothing when there are none."""
-        if found is None:
-            return
+    def write(self, found: Connections | str) -> None:
+        """Write the strengths into the cache folder (rank 0), or why there are none: either way, done."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        entry: dict[str, object] = {
-            "earlier": self.earlier,
-            "later": self.later,
-            "method": found.method,
-            "path": found.path,
-        }
-        entry |= {"units": list(found.units), "strengths": found.strengths.tolist()}
+        entry: dict[str, object] = {"earlier": self.earlier, "later": self.later}
+        if isinstance(found, str):
+            entry |= {"method": "none", "reason": found, "path": "", "units": [], "strengths": []}
+        else:
+            entry |= {"method": found.method, "path": found.path, "units": list(found.units)}
+            entry["strengths"] = found.strengths.tolist()
         (self.folder / CIRCUITS).write_text(json.dumps(entry), encoding="utf-8")
         self.done = True

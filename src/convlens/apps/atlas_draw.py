@@ -6,23 +6,25 @@ therefore cuts its pictures into jobs and :func:`run_jobs` has every rank draw i
 - A layer's units to draw are cut into chunks aligned on unit numbers (units 0-3, 4-7, ... with
   :func:`chunk_size` 4; 16 for a model of under 10^8 multiply-accumulates per picture, where a bigger
   batch costs nearly nothing more), each chunk one batched maximization seeded with ``seed`` plus the
-  unit number it starts at. A layer's concept pictures are one more job.
-- A job's pictures depend on its units and its seed only, never on the rank that draws them or on how
-  many ranks there are: the site is byte-identical to one process's. One caveat is PyTorch's, not
+  unit number it starts at, and drawn whole even when the cache holds some of its units or fewer are
+  shown (those pictures are dropped). A layer's concept pictures are one more job.
+- A job's pictures depend on its units and its seed only, never on the rank that draws them, on how
+  many ranks there are, or on what the cache held: the site is byte-identical to one process's, and a
+  resumed build's to a fresh one's. One caveat is PyTorch's, not
   ours: CPU kernels (oneDNN's convolutions) round differently with a different number of intra-op
   threads, and a hundred steps of Adam make that last bit visible. Processes with the same thread count
   (``torchrun`` sets ``OMP_NUM_THREADS=1`` per rank) draw the same bytes; the digits CNN's plain
   convolutions draw the same bytes with any.
 - :func:`assign` shares the jobs out by their cost (pictures times the multiply-accumulates up to the
   layer, as the maximizer stops after it): longest first, each to the least loaded rank, the lowest
-  rank on ties. Every rank computes the same assignment; none talks to another until the end, when
-  :func:`run_jobs` gathers every rank's results to rank 0 (over gloo: an NCCL job gets a gloo group
-  for the pictures, as they are Python objects on the CPU).
+  rank on ties. Every rank computes the same assignment; :func:`run_jobs` goes in rounds, each rank
+  drawing one job per round, and gathers each round's pictures to rank 0, which writes them at once
+  (over gloo: an NCCL job gets a gloo group for the pictures, as they are Python objects on the CPU).
 
 Example:
-    >>> jobs = unit_jobs("conv", range(10), size=4, seed=0, cost=2.0)
-    >>> [(job.units, job.seed) for job in jobs]
-    [((0, 1, 2, 3), 0), ((4, 5, 6, 7), 4), ((8, 9), 8)]
+    >>> jobs = unit_jobs("conv", range(10), size=4, seed=0, cost=2.0, total=12)
+    >>> [(job.units, job.keep, job.seed) for job in jobs]
+    [((0, 1, 2, 3), (0, 1, 2, 3), 0), ((4, 5, 6, 7), (4, 5, 6, 7), 4), ((8, 9, 10, 11), (8, 9), 8)]
     >>> assign(jobs, 2)
     [0, 1, 0]
 """
@@ -53,12 +55,17 @@ SMALL_MODEL = 10**8
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Job:
-    """Pictures drawn as one batch: units of a layer (or its concepts), their seed and their cost."""
+    """Pictures drawn as one batch: units of a layer (or its concepts), their seed and their cost.
+
+    ``units`` are drawn (a whole chunk, so that its pictures are always the same); ``keep`` are those
+    written (the chunk's units to compute: the others are in the cache or not shown).
+    """
 
     layer: str
     units: tuple[int, ...]
     seed: int
     cost: float
+    keep: tuple[int, ...] = ()
     concepts: bool = False
 
 
@@ -72,18 +79,25 @@ def chunk_size(macs: int) -> int:
     return 16 if macs < SMALL_MODEL else 4
 
 
-def unit_jobs(layer: str, units: Iterable[int], *, size: int, seed: int, cost: float) -> list[Job]:
-    """``units`` of ``layer`` in chunks aligned on multiples of ``size``, each seeded with ``seed`` + where it starts.
+def unit_jobs(
+    layer: str, units: Iterable[int], *, size: int, seed: int, cost: float, total: int
+) -> list[Job]:
+    """The chunks of ``layer`` that hold ``units``: each a whole chunk of ``size`` units, seeded by where it starts.
 
-    ``cost``: one picture's (the chunk's is that times its units).
+    A chunk is units ``[start, start + size)`` of the layer's ``total``, drawn whole even when only some
+    of them are to compute, so that a unit's picture never depends on which units the cache holds or how
+    many are shown. ``cost``: one picture's (the chunk's is that times its units).
     """
     chunks: dict[int, list[int]] = {}
     for unit in units:
         chunks.setdefault(unit // size, []).append(unit)
-    return [
-        Job(layer=layer, units=tuple(chunk), seed=seed + at * size, cost=cost * len(chunk))
-        for at, chunk in sorted(chunks.items())
-    ]
+    jobs = []
+    for at, keep in sorted(chunks.items()):
+        drawn = tuple(range(at * size, min((at + 1) * size, total)))
+        jobs.append(
+            Job(layer=layer, units=drawn, seed=seed + at * size, cost=cost * len(drawn), keep=tuple(keep))
+        )
+    return jobs
 
 
 def assign(jobs: Sequence[Job], world: int) -> list[int]:
@@ -97,26 +111,32 @@ def assign(jobs: Sequence[Job], world: int) -> list[int]:
     return owners
 
 
-def run_jobs(jobs: Sequence[Job], draw: Callable[[Job], T]) -> dict[int, T]:
-    """Draw this rank's share of ``jobs``; rank 0 returns every job's result by index, the others ``{}``.
+def run_jobs(jobs: Sequence[Job], draw: Callable[[Job], T], deliver: Callable[[int, T], None]) -> None:
+    """Draw this rank's share of ``jobs``; rank 0 ``deliver`` s every job's result (its index, the result).
 
-    Without ``torch.distributed`` initialized, this process draws them all.
+    The ranks go in rounds: in round ``r`` each rank draws its ``r``-th job (by the assignment's order:
+    the costliest first, so a round's jobs are alike in cost) and rank 0 gathers and delivers that
+    round's results at once, so what is drawn is written as the build goes (an interrupted build keeps
+    it) and rank 0 holds one round of pictures at a time. Without ``torch.distributed`` initialized,
+    this process draws and delivers them all, one by one.
     """
     world, me = world_size(), rank()
     owners = assign(jobs, world)
-    mine = {i: draw(job) for i, job in enumerate(jobs) if owners[i] == me}
+    order = sorted(range(len(jobs)), key=lambda i: (-jobs[i].cost, i))
+    queues = [[i for i in order if owners[i] == r] for r in range(world)]
     if world == 1:
-        return mine
+        for i in queues[0]:
+            deliver(i, draw(jobs[i]))
+        return
     group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
     assert group is None or isinstance(group, dist.ProcessGroup)  # every rank is a member
-    gathered: list[Any] | None = [None] * world if me == 0 else None
-    dist.gather_object(mine, gathered, dst=0, group=group)
-    if gathered is None:
-        return {}
-    merged: dict[int, T] = {}
-    for part in gathered:
-        merged.update(part)
-    return merged
+    for round_ in range(max(len(queue) for queue in queues)):
+        mine = {i: draw(jobs[i]) for i in queues[me][round_ : round_ + 1]}
+        gathered: list[Any] | None = [None] * world if me == 0 else None
+        dist.gather_object(mine, gathered, dst=0, group=group)
+        for part in gathered or []:
+            for i, result in sorted(part.items()):
+                deliver(i, result)
 
 
 # -- pictures ------------------------------------------------------------------------------------------

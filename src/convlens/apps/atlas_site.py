@@ -412,7 +412,9 @@ def _circuits(site: _Site, layer: str, unit: int) -> Html:
     """The "Circuits" section of ``layer``'s ``unit``: what feeds it and what it feeds (empty: neither known)."""
     parts = []
     into = site.circuits.get(layer)
-    if into is not None and unit in into["units"]:
+    if into is not None and into["method"] == "none":  # measured neither way: say why
+        parts += [html.element("h3", f"Fed by {into['earlier']}"), html.element("p", _none(into))]
+    elif into is not None and unit in into["units"]:
         earlier = into["earlier"]
         strengths = into["strengths"][into["units"].index(unit)]
         ranked = _strongest([(c, float(s)) for c, s in enumerate(strengths)])
@@ -424,7 +426,9 @@ def _circuits(site: _Site, layer: str, unit: int) -> Html:
     at = site.order.index(layer)
     later = site.order[at + 1] if at + 1 < len(site.order) else None
     out = None if later is None else site.circuits.get(later)
-    if later is not None and out is not None and out["earlier"] == layer:
+    if later is not None and out is not None and out["earlier"] == layer and out["method"] == "none":
+        parts += [html.element("h3", f"Feeds {later}"), html.element("p", _none(out))]
+    elif later is not None and out is not None and out["earlier"] == layer:
         drawn = set(site.shown[later])
         pairs = [(u, float(row[unit])) for u, row in zip(out["units"], out["strengths"], strict=True)]
         ranked = _strongest([(u, s) for u, s in pairs if u in drawn])
@@ -452,6 +456,11 @@ def _neighbour(site: _Site, layer: str, unit: int, strength: float) -> Html:
         f"../../_cache/{site.keys[layer, unit]}/viz.png", f"{layer} unit {unit}", width=_SMALL
     )
     return html.figure(html.link(f"../{site.files[layer]}/{unit}.html", Html(f"{picture}unit {unit}")), value)
+
+
+def _none(entry: dict[str, Any]) -> str:
+    """The sentence of a circuit measured neither from the weights nor by attribution."""
+    return f"No strengths between {entry['earlier']} and {entry['later']}: {entry.get('reason', 'not measured')}."
 
 
 def _how(entry: dict[str, Any], of: str) -> str:

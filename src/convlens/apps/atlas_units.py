@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler, Subset
 
 from convlens.apps.atlas_draw import as_rgb, scaled
 from convlens.apps.atlas_site import cache_key
@@ -51,24 +51,38 @@ def labels_of(data: Any) -> tuple[LabelOf | None, list[str] | None]:
     """How to read an example's label by its index, and the labels' names; (None, None) without labels.
 
     A Dataset's ``targets`` (``ImageFolder``, :class:`~convlens.models.images.PictureFolder`) or the
-    second element of its items; a DataLoader's dataset when the loader reads it in order (indices
-    are positions in the order batches come: with shuffling they are not the dataset's). An iterable
-    of batches has none. Names: the dataset's ``classes`` when it has them.
+    second element of its items, through a ``Subset``'s indices to its dataset's names; a DataLoader's
+    dataset when the loader reads it in order (indices are positions in the order batches come: with
+    shuffling, or a sampler or batch sampler of its own, they are not the dataset's). An iterable of
+    batches has none. A label is a nonnegative integer (a bool, a negative "unlabelled" mark, a float,
+    a string or a one-hot vector is no class). Names: the dataset's ``classes`` when it has them.
     """
     dataset: Any = data
     if isinstance(data, DataLoader):
-        dataset = data.dataset if isinstance(data.sampler, SequentialSampler) else None
+        batches = data.batch_sampler
+        in_order = isinstance(data.sampler, SequentialSampler) and (
+            batches is None
+            or (type(batches) is BatchSampler and isinstance(batches.sampler, SequentialSampler))
+        )
+        dataset = data.dataset if in_order else None
     if not isinstance(dataset, Dataset) or isinstance(dataset, IterableDataset):
         return None, None
-    names = getattr(dataset, "classes", None)
+    base = dataset
+    while isinstance(base, Subset):
+        base = base.dataset
+    names = getattr(base, "classes", None)
     named = [str(n) for n in names] if isinstance(names, Sequence) and not isinstance(names, str) else None
     targets = getattr(dataset, "targets", None)
 
     def label(index: int) -> int | None:
         value = targets[index] if isinstance(targets, Sequence | Tensor) else _second(dataset[index])
-        if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
-            return int(value)
-        return int(value) if isinstance(value, numbers.Integral) else None
+        if isinstance(value, Tensor):
+            if value.numel() != 1 or value.is_floating_point() or value.dtype == torch.bool:
+                return None
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            return None
+        return int(value)
 
     return label, named
 

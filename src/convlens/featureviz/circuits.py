@@ -424,7 +424,9 @@ def _bn_scale(node: Node) -> Tensor | None:
     weight: Any
     if isinstance(node.module, _BatchNorm):
         bn = node.module
-        var, weight, eps, batch = bn.running_var, bn.weight, bn.eps, bn.training or bn.running_var is None
+        # The model is read in eval mode (the trace sets it), so a BatchNorm uses its running statistics
+        # whatever mode the model was handed in: only one without them (track_running_stats=False) has no scale.
+        var, weight, eps, batch = bn.running_var, bn.weight, bn.eps, bn.running_var is None
     else:
         names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
         given = dict(zip(names, node.args, strict=False)) | dict(node.kwargs)
