@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -164,7 +165,7 @@ def ranks(out: Path, pictures: Path, processes: int, threads: int) -> dict[str, 
     return numbers
 
 
-def compare_ranks(root: Path, images: int, count: int, site: Path | None) -> None:
+def compare_ranks(root: Path, images: int, count: int, site: Path | None) -> float:
     """Lite0's atlas as one process of 2 threads and as 2 ranks of 1 thread, alternating, ``count`` rounds."""
     from common import load_line, quartiles
 
@@ -202,10 +203,20 @@ def compare_ranks(root: Path, images: int, count: int, site: Path | None) -> Non
     print()
     print(f"2 ranks vs 1 process: median {median:.2f}x (quartiles {low:.2f}-{high:.2f}); target >= 1.4x")
     print(f"after: {load_line()}")
+    return median
 
 
-def cost_model(sizes: Sequence[int]) -> None:
-    """Measured: one unit's picture-step by layer and picture size; projected: whole models on 1 and 8 GPUs."""
+def cost_model(sizes: Sequence[int], speedup: float | None) -> None:
+    """Measured: one unit's picture-step by layer and picture size; projected: whole models.
+
+    A unit's picture-step costs about ``a + b * MACs up to its layer`` (the maximizer stops after the
+    layer): ``a`` and ``b`` are fitted, per model, to the measured layers at the largest size, and the
+    whole model is the sum over its conv and Linear layers of units x 128 steps x that cost. The rank
+    projections divide by the measured 2-rank speed-up per 2 ranks (``speedup``; perfect scaling when
+    the rank comparison did not run). The GPU column is not a measurement: each job of 32 units takes,
+    per step, the longer of its flops (~3 x 2 x MACs per picture) at an assumed 20 TFLOP/s sustained
+    (fp32, an A100/H100 class card) and an assumed 10 ms (a step's kernel launches).
+    """
     from topk import load_lite0
 
     import convlens as cl
@@ -217,12 +228,17 @@ def cost_model(sizes: Sequence[int]) -> None:
         "## Cost model: milliseconds per unit per step (a batch of 4 units, 4 timed steps after 2), 1 process"
     )
     print()
-    print("| model | layer | " + " | ".join(f"{s} px" for s in sizes) + " |")
-    print("|---|---|" + "---:|" * len(sizes))
-    measured: dict[tuple[str, int], float] = {}
+    print("| model | layer | MACs to it (224 px) | " + " | ".join(f"{s} px" for s in sizes) + " |")
+    print("|---|---|---:|" + "---:|" * len(sizes))
+    fits: dict[str, list[tuple[int, float]]] = {}
     cases = [("Lite0", lite0, "_blocks.5"), ("Lite0", lite0, "_blocks.10"), ("Lite0", lite0, "_fc")]
-    cases += [("resnet50", resnet50, "layer2"), ("resnet50", resnet50, "fc")]
+    cases += [
+        ("resnet50", resnet50, "layer2"),
+        ("resnet50", resnet50, "layer4"),
+        ("resnet50", resnet50, "fc"),
+    ]
     for name, model, layer in cases:
+        depth = _macs_to(cl.trace_shapes(model, (1, 3, 224, 224)), model, layer)
         cells = []
         for size in sizes:
             nv = cl.NeuronVisualizer(model, layer, input_shape=(1, 3, size, size))
@@ -230,28 +246,64 @@ def cost_model(sizes: Sequence[int]) -> None:
             began = time.perf_counter()
             nv.maximize(range(4), steps=4, seed=0, normalize="imagenet")
             ms = (time.perf_counter() - began) / 16 * 1000
-            measured[(f"{name} {layer}", size)] = ms
             cells.append(f"{ms:.1f}")
-        print(f"| {name} | {layer} | " + " | ".join(cells) + " |")
+        fits.setdefault(name, []).append((int(depth * (max(sizes) / 224) ** 2), ms))  # the largest size's
+        print(f"| {name} | {layer} | {depth / 1e6:.0f} M | " + " | ".join(cells) + " |")
+    scale = 2 / speedup if speedup else 1.0  # ranks per unit of speed-up
     print()
-    print("## Whole models: every conv and Linear unit, 128 steps, 224 px (projected from the rows above)")
+    print(f"## Whole models: every conv and Linear unit, 128 steps, {max(sizes)} px (projected)")
     print()
-    print(
-        "| model | units | CPU, 1 process (2 cores) h | 8 ranks h | GPU: 1 / 8 (projected, not measured) h |"
-    )
+    print("| model | units | 1 process h | 8 ranks h | GPU, projected: 1 / 8 GPUs h |")
     print("|---|---:|---:|---:|---|")
-    for name, model, deep in (("Lite0", lite0, "_blocks.10"), ("resnet50", resnet50, "layer2")):
-        report = cl.trace_shapes(model, (1, 3, 224, 224))
+    for name, model in (("Lite0", lite0), ("resnet50", resnet50)):
+        a, b = _line(fits[name])
+        report = cl.trace_shapes(model, (1, 3, max(sizes), max(sizes)))
         modules = dict(model.named_modules())
-        units = sum(r.output_shape[1] for r in report.rows if isinstance(modules.get(r.name.split("#")[0]),
-                    (torch.nn.Conv2d, torch.nn.Linear)))  # fmt: skip
-        per_unit_step = measured[(f"{name} {deep}", max(sizes))] / 1000 * (224 / max(sizes)) ** 2
-        cpu_h = units * 128 * per_unit_step / 3600
-        # A GPU projection, not a measurement: forward + backward of one picture is ~3x its forward's
-        # 2 * MACs flops, at an assumed 20 TFLOP/s sustained (fp32 on an A100/H100 class card, small batches).
-        gpu_s = units * 128 * 3 * 2 * report.macs / 20e12
-        print(f"| {name} | {units:,} | {cpu_h:.1f} | {cpu_h / 8:.1f} (8 machines like this one) | "
+        kinds = torch.nn.Conv2d | torch.nn.Linear
+        layers = [r for r in report.rows if isinstance(modules.get(r.name.split("#")[0]), kinds)]
+        running, depths = 0, {}
+        for r in report.rows:
+            running += r.macs
+            depths[r.name] = running
+        units = sum(r.output_shape[1] for r in layers)
+        cpu_h = sum(r.output_shape[1] * 128 * (a + b * depths[r.name]) for r in layers) / 1000 / 3600
+        # Assumed, not measured: a step of a chunk of 32 units takes the longer of its flops at 20 TFLOP/s
+        # (fp32, forward and backward ~ 3 x 2 x MACs per picture) and 10 ms (kernel launches).
+        gpu_s = sum(
+            -(-r.output_shape[1] // GPU_CHUNK)
+            * 128
+            * max(GPU_STEP_S, GPU_CHUNK * 6 * depths[r.name] / GPU_FLOPS)
+            for r in layers
+        )
+        print(f"| {name} | {units:,} | {cpu_h:.1f} | {cpu_h / 8 * scale:.1f} (8 machines like this one) | "
               f"{gpu_s / 3600:.2f} / {gpu_s / 8 / 3600:.2f} |")  # fmt: skip
+
+
+#: The GPU projection's assumptions (nothing here has run on a GPU): units per job (chunk_size on CUDA),
+#: sustained fp32 flop rate, and the shortest step of a job (launch-bound).
+GPU_CHUNK, GPU_FLOPS, GPU_STEP_S = 32, 20e12, 0.010
+
+
+def _macs_to(report: Any, model: torch.nn.Module, layer: str) -> int:
+    """The multiply-accumulates of a forward that stops after ``layer`` (a container: after its last row)."""
+    running, last = 0, 0
+    for r in report.rows:
+        running += r.macs
+        if r.name == layer or r.name.startswith(layer + "."):
+            last = running
+    return last
+
+
+def _line(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least squares ``ms = a + b * macs`` through ``points`` (a and b at least 0)."""
+    xs, ys = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+    b = (
+        float(np.polyfit(xs, ys, 1)[0])
+        if len(points) > 1 and np.ptp(xs) > 0
+        else float(ys.mean() / xs.mean())
+    )
+    b = max(b, 0.0)
+    return max(float((ys - b * xs).mean()), 0.0), b
 
 
 def main() -> None:
@@ -309,10 +361,9 @@ def main() -> None:
                 f"| {case} ({layers}) | {first['units']} | {first['images']} images | {first['seconds']:.1f} | "
                 f"{again['seconds']:.1f} | {first['peak_mib']:.0f} | {first['build_mib']:.0f} |"
             )
-        if "ranks" in cases:
-            compare_ranks(root, args.rank_images, args.rounds, args.site)
+        speedup = compare_ranks(root, args.rank_images, args.rounds, args.site) if "ranks" in cases else None
         if "cost" in cases:
-            cost_model([int(s) for s in args.sizes.split(",")])
+            cost_model([int(s) for s in args.sizes.split(",")], speedup)
     print()
     print(f"after: load average {os.getloadavg()[0]:.2f} (1 min)")
 

@@ -34,6 +34,7 @@ def test_units_are_cut_into_whole_chunks_aligned_on_their_numbers_whatever_is_mi
     assert [(job.units, job.keep) for job in shown] == [((0, 1, 2, 3), (0, 1))]
     assert chunk_size(10**6) == 16
     assert chunk_size(10**9) == 4
+    assert chunk_size(10**9, torch.device("cuda")) == 32  # a GPU is bound by its launches: bigger batches
 
 
 def test_every_job_goes_to_one_rank_and_the_loads_stay_within_the_largest_job() -> None:

@@ -285,7 +285,7 @@ def build_atlas(
     writer = rank() == 0
     names = {} if names_of is None else {r.name: list(names_of) for r in rows if same(r.name, output)}
     planned = {cp.layer: cp for cp in concept_plans}
-    size, depth = chunk_size(report.macs), _depths(report, same)
+    size, depth = chunk_size(report.macs, model_dtype_device(unwrap(model))[1]), _depths(report, same)
     jobs: list[Job] = []  # the pictures, drawn by every rank once every dataset pass is done
     pending: dict[tuple[str, int], dict[str, Any]] = {}  # rank 0: each unit.json but its picture's value
     fitted: dict[str, tuple[ConceptPlan, ConceptsResult]] = {}  # rank 0: the fits whose section is to write
