@@ -39,15 +39,30 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor
 
 from convlens.core.distributed import rank, world_size
 from convlens.models.images import deprocess
 
-__all__ = ["Job", "as_rgb", "assign", "chunk_size", "png_bytes", "run_jobs", "scaled", "unit_jobs"]
+__all__ = [
+    "BOX",
+    "PANEL",
+    "Job",
+    "as_rgb",
+    "assign",
+    "chunk_size",
+    "framed",
+    "png_bytes",
+    "run_jobs",
+    "scaled",
+    "unit_jobs",
+]
 
 T = TypeVar("T")
+
+PANEL = 112  # pixels: an example on a unit's page or in a concepts section
+BOX = (255, 220, 0)  # the outline of the window an example's peak sees
 
 #: Below this many multiply-accumulates per picture, a model's units are drawn 16 at a time, else 4 (a
 #: batch of 4 already keeps a CPU busy on an ImageNet model: 8 is no faster per picture).
@@ -160,13 +175,23 @@ def as_rgb(x: Tensor, preset: str | None) -> np.ndarray:
     return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
-def scaled(picture: np.ndarray, size: int) -> Image.Image:
+def scaled(picture: np.ndarray | Image.Image, size: int) -> Image.Image:
     """``picture`` scaled (nearest for small ones, as pixels are meant to be seen) to ``size`` on its long side."""
-    img = Image.fromarray(np.ascontiguousarray(picture))
+    img = picture if isinstance(picture, Image.Image) else Image.fromarray(np.ascontiguousarray(picture))
     w, h = img.size
     scale = size / max(w, h, 1)
     resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR
     return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
+
+
+def framed(picture: np.ndarray, box: list[int] | None, size: int = PANEL) -> Image.Image:
+    """``picture`` at ``size`` with the window ``box`` (top, left, bottom, right; ends exclusive) outlined."""
+    img = scaled(picture, size)
+    if box is not None:
+        scale = img.size[0] / picture.shape[1]
+        top, left, bottom, right = (v * scale for v in box)
+        ImageDraw.Draw(img).rectangle((left, top, right - 1, bottom - 1), outline=BOX, width=2)
+    return img
 
 
 def png_bytes(img: Image.Image) -> bytes:

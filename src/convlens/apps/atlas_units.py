@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from torch import Tensor, nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, IterableDataset, SequentialSampler, Subset
 
-from convlens.apps.atlas_draw import as_rgb, scaled
+from convlens.apps.atlas_draw import PANEL, as_rgb, framed, scaled
 from convlens.apps.atlas_site import cache_key
 from convlens.attribution.cam import GradCAM
 from convlens.core.inputs import ForwardArgs
@@ -39,9 +38,7 @@ from convlens.core.values import model_dtype_device
 from convlens.featureviz.neurons import TopExamplesResult
 from convlens.render import overlay
 
-__all__ = ["PANEL", "labels_of", "write_examples"]
-
-PANEL = 112  # pixels: an example on a unit's page
+__all__ = ["labels_of", "write_examples"]
 
 #: An example's label by its index in the data (None where it has none).
 LabelOf = Callable[[int], int | None]
@@ -132,7 +129,7 @@ def write_examples(
         examples = _unit_examples(best, j)
         for i, (index, value, x, box) in enumerate(examples):
             picture = as_rgb(x, preset)
-            _framed(picture, box).save(folder / f"example{i}.png")
+            framed(picture, box).save(folder / f"example{i}.png")
             entry: dict[str, Any] = {"index": index, "value": value, "box": box}
             entry["label"] = None if label is None else label(index)
             if box is not None:
@@ -164,12 +161,3 @@ def _unit_examples(best: TopExamplesResult, j: int) -> list[tuple[int, float, Te
         (int(i), float(v), best.inputs[j, n].detach().float().cpu(), None if boxes is None else boxes[n])
         for n, (i, v) in enumerate(zip(best.indices[j].tolist(), best.activations[j].tolist(), strict=True))
     ]
-
-
-def _framed(picture: np.ndarray, box: list[int] | None) -> Image.Image:
-    img = scaled(picture, PANEL)
-    if box is not None:
-        scale = img.size[0] / picture.shape[1]
-        top, left, bottom, right = (v * scale for v in box)
-        ImageDraw.Draw(img).rectangle((left, top, right - 1, bottom - 1), outline=(255, 220, 0), width=2)
-    return img

@@ -36,9 +36,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor
 
+from convlens.apps.atlas_draw import framed, png_bytes, scaled
 from convlens.core import html
 from convlens.core.checks import check_choice, check_int
 from convlens.core.html import Html
@@ -53,10 +54,8 @@ __all__ = ["ConceptPictures", "concept_section", "importance_line", "summary_lin
 #: tensor in [0, 1] (the ``picture`` of a :class:`~convlens.featureviz.maximize.MaximizationResult`).
 ConceptPictures = Sequence[bytes | Image.Image] | Tensor
 
-_PANEL = 112  # pixels: an example, as the atlas shows a unit's examples
 _PICTURE = 160  # pixels: a concept's own picture
 _ALPHA = 0.45  # the heat map's weight over the example (the atlas's Grad-CAM overlays use the same)
-_BOX = (255, 220, 0)  # the receptive-field window's outline, the atlas's yellow
 _LEGEND = (
     "Each example shows the concept's coefficient map as a heat map and, outlined, the window of the input "
     "its peak sees; it is captioned with its position in the data and the concept's largest coefficient "
@@ -176,7 +175,7 @@ def concept_section(
 
     def place(picture: Image.Image, name: str, alt: str) -> Html:
         if folder is None:
-            return html.image(html.data_uri(_png_bytes(picture)), alt)
+            return html.image(html.data_uri(png_bytes(picture)), alt)
         picture.save(folder / name, format="PNG")
         return html.image(href + name, alt)
 
@@ -191,9 +190,7 @@ def concept_section(
         figures = []
         if own is not None:
             figures.append(
-                html.figure(
-                    place(_scaled(own[i], _PICTURE), f"concept{i}.png", f"concept {i}"), "its picture"
-                )
+                html.figure(place(scaled(own[i], _PICTURE), f"concept{i}.png", f"concept {i}"), "its picture")
             )
         for j, (index, strength, panel) in enumerate(examples[i]):
             caption = f"#{index} · {strength:.3g}"
@@ -255,7 +252,7 @@ def _example_panels(
             if inputs is not None:
                 picture = _rgb(inputs[i, j].detach().float().cpu(), preset)
                 blended = picture if heat is None else overlay(picture, heat[i, j], alpha=_ALPHA)
-                panel = _framed(blended, None if boxes is None else boxes[i][j])
+                panel = framed(blended, None if boxes is None else boxes[i][j])
             row.append((int(index), float(strength), panel))
         panels.append(row)
     return panels
@@ -270,27 +267,3 @@ def _rgb(x: Tensor, preset: PresetName | None) -> np.ndarray:
         x = (x - low) / max(high - low, 1e-12)
     grey = x if x.shape[0] == 3 else x.mean(0)
     return to_rgb_array(grey.clamp(0, 1))
-
-
-def _scaled(picture: Image.Image, size: int) -> Image.Image:
-    """``picture`` scaled to ``size`` on its long side: nearest for small ones (pixels shown as pixels)."""
-    w, h = picture.size
-    scale = size / max(w, h, 1)
-    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR
-    return picture.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
-
-
-def _framed(picture: np.ndarray, box: list[int] | None) -> Image.Image:
-    """The picture at panel size with the window ``box`` (top, left, bottom, right) outlined."""
-    img = _scaled(Image.fromarray(np.ascontiguousarray(picture)), _PANEL)
-    if box is not None:
-        scale = img.size[0] / picture.shape[1]
-        top, left, bottom, right = (v * scale for v in box)
-        ImageDraw.Draw(img).rectangle((left, top, right - 1, bottom - 1), outline=_BOX, width=2)
-    return img
-
-
-def _png_bytes(picture: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
