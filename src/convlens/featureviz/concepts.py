@@ -146,7 +146,7 @@ def concepts(
     )  # fmt: skip
     stream.checks.append(lambda read: _check_first(read, n=n, bank=given, target=target, importance=measure))
     if given is None:
-        fit = StreamingNMF(n, signed=signed, merge=stream.shard.merge, seed=seed)
+        fit = StreamingNMF(n, signed=signed, merge=stream.shard.merge, seed=seed, device=stream.device)
         try:
             fitted = fit.fit(_rows(stream, progress))
         except SignedRowsError as err:

@@ -185,11 +185,22 @@ class StreamingNMF:
         merge: The ranks read different rows (``torchrun``): gather their samples, sum the refusal's counts.
         seed: Seeds the rows' keys (:func:`priorities`): which rows the sample holds.
         sweeps: HALS sweeps for the coefficients of the first alternation.
+        device: Where the sample lives on a rank that reads no rows (the others keep their rows'
+            device): the model's, so that every rank fits with the same arithmetic.
     """
 
-    def __init__(self, n: int, *, signed: bool, merge: bool, seed: int, sweeps: int = CODE_SWEEPS) -> None:
+    def __init__(
+        self,
+        n: int,
+        *,
+        signed: bool,
+        merge: bool,
+        seed: int,
+        sweeps: int = CODE_SWEEPS,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.n, self.signed, self.merge, self.seed = n, signed, merge, seed
-        self.sweeps = sweeps
+        self.sweeps, self.device = sweeps, torch.device(device)
         self.epochs = POLISH_EPOCHS
         self.sample: Tensor | None = None  # (rows, C) float32: the rows of lowest key so far
         self.keys: Tensor | None = None  # their keys, ascending (ties: ascending ids)
@@ -269,8 +280,8 @@ class StreamingNMF:
         sizes = all_sum(mine.double(), self.merge)  # every rank with rows has the same width
         width = round(float(sizes[0]) / max(float(sizes[1]), 1.0))
         if sample is None or keys is None or ids is None:
-            sample = torch.zeros(0, width)
-            keys = ids = torch.zeros(0, dtype=torch.int64)
+            sample = torch.zeros(0, width, device=self.device)
+            keys = ids = torch.zeros(0, dtype=torch.int64, device=self.device)
         if not self.merge:
             self.sample, self.keys, self.ids = sample, keys, ids
             return
