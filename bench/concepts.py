@@ -55,7 +55,7 @@ drop exactly: the importance check there is a control that must give 1. The nont
    pictures, evenly spaced in the folder, the floor's activations as a ``(positions, channels)`` float64
    matrix): ``concepts(..., importance=False).error`` beside ``sklearn.decomposition.NMF`` (same
    ``n``, ``init="nndsvda"``, coordinate descent to ``tol=1e-5``) and ``MiniBatchNMF`` for one epoch
-   (streamed, like ours), each ``||X - WH||_F / ||X||_F``. Our bank's error is also recomputed independently:
+   (streamed; ours fits a sample), each ``||X - WH||_F / ||X||_F``. Our bank's error is also recomputed independently:
    scikit-learn's ``non_negative_factorization`` with the bank fixed (``update_H=False``) solves the
    coefficients.
 
@@ -444,7 +444,7 @@ def scikit(case: Case, n: int) -> list[str]:
     bank = ours.bank.double().cpu().numpy()
     again, again_explained = fixed_bank_fit(x, bank)
     rows.append(
-        ("convlens.concepts (streamed, its own forward passes)", ours.error, ours.explained, seconds, "")
+        ("convlens.concepts (sampled fit, its own forward passes)", ours.error, ours.explained, seconds, "")
     )
     rows.append(("its bank, coefficients by scikit-learn (update_H=False)", again, again_explained, None, ""))
     for name, model in (
