@@ -13,7 +13,11 @@ grid of its units; and a page per unit with
   of its peak outlined, and those windows cut out;
 - for the first conv layer, the unit's filter weights;
 - for the classifier's output units, the class picture (its feature
-  visualization) and the top images with their Grad-CAM overlays.
+  visualization; for [0, 1] pictures with the tour's "no ink" penalty) and the
+  top images with their Grad-CAM overlays;
+- its circuits with the drawn layers before and after it
+  (:mod:`convlens.apps.atlas_circuits`), and, where the data has labels, the
+  classes among its top examples (:mod:`convlens.apps.atlas_units`).
 
 A layer's page also shows its concepts (``concepts=6`` by default: :mod:`convlens.apps.atlas_concepts`
 says which layers get them and with which method): directions in its channel space fitted over the
@@ -25,8 +29,9 @@ with the one HTML writer and its stylesheet: no script, nothing fetched. The
 work per unit is cached under ``out/_cache`` by a hash of the weights, the
 layer, the unit, the data and the options, and each layer's concepts by a hash of
 the same, the layer and ``concepts``, so a second run with
-more layers or units reuses what is done. The dataset passes run under
-``torchrun`` as ``top_examples`` and ``concepts`` do (rank 0 writes the site).
+more layers or units reuses what is done. Under ``torchrun`` the dataset passes are sharded as
+``top_examples`` and ``concepts`` shard them, and every rank draws its share of the pictures
+(:mod:`convlens.apps.atlas_draw`); rank 0 writes the site, the same bytes as one process's.
 
 Example:
     >>> import tempfile
