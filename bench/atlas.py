@@ -286,7 +286,7 @@ def cost_model(sizes: Sequence[int], speedup: float | None) -> None:
             * max(GPU_STEP_S, GPU_CHUNK * 6 * depths[r.name] / GPU_FLOPS)
             for r in layers
         )
-        print(f"| {name} | {units:,} | {cpu_h:.1f} | {cpu_h / 8 * scale:.1f} (8 machines like this one) | "
+        print(f"| {name} | {units:,} | {cpu_h:.1f} | {cpu_h / 8 * scale:.1f} (4 machines like this one, 2 ranks each) | "
               f"{gpu_s / 3600:.2f} / {gpu_s / 8 / 3600:.2f} |")  # fmt: skip
 
 
