@@ -75,9 +75,12 @@ def test_a_circuit_measured_neither_way_says_why_and_is_not_measured_again(
     assert "No strengths between features.0 and features.3" in earlier  # its "feeds" side says it too
     passes: list[object] = []
     real = cl.NeuronVisualizer.top_examples
-    monkeypatch.setattr(
-        cl.NeuronVisualizer, "top_examples", lambda *a, **k: passes.append(a) or real(*a, **k)
-    )
+
+    def counted(*args: object, **kwargs: object) -> object:
+        passes.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cl.NeuronVisualizer, "top_examples", counted)
     again = build_atlas(model, data, tmp_path, **options)  # type: ignore[arg-type]
     assert (again.reused, passes) == (4, [])  # everything from the cache: no data pass to retry it
 
