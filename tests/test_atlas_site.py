@@ -185,15 +185,17 @@ def test_a_unit_page_says_what_feeds_it_and_what_it_feeds(tmp_path: Path) -> Non
         "Fed by a",
         "Feeds c",
     ]
-    gallery, how = after(page, "h3", "Fed by a")
+    gallery, overall, how = after(page, "h3", "Fed by a")
     thumb = "../../_cache/{}/viz.png"
-    assert figures(gallery) == [
+    assert figures(gallery) == [  # a's drawn units (0-2), by |strength|: each with its picture and page
         ("../a/1.html", thumb.format(cache_key(FINGERPRINT, "a", 1)), ["unit 1", "strength -0.9"]),
-        (None, None, ["channel 3 (not drawn)", "strength +0.9"]),
-        (None, None, ["channel 6 (not drawn)", "strength +0.5"]),
         ("../a/2.html", thumb.format(cache_key(FINGERPRINT, "a", 2)), ["unit 2", "strength +0.3"]),
-        (None, None, ["channel 5 (not drawn)", "strength -0.3"]),
+        ("../a/0.html", thumb.format(cache_key(FINGERPRINT, "a", 0)), ["unit 0", "strength +0.1"]),
     ]
+    assert overall.text == (  # stronger feeders are not drawn: named, by |strength|
+        "The strongest of its 7 channels: 1 (-0.9), 3 (+0.9, not drawn), 6 (+0.5, not drawn), 2 (+0.3), "
+        "5 (-0.3, not drawn)."
+    )
     assert how.text == (
         "Strengths from the weights: the norm of the weights between the two channels (a conv's kernel "
         "slice, a Linear layer's columns of that channel), through BatchNorm2d -> ReLU."
@@ -229,13 +231,14 @@ def test_the_first_layer_only_feeds_and_the_last_is_only_fed(tmp_path: Path) -> 
     ]
     last = body(tmp_path / "units" / "c" / "3.html")
     assert [h.text for h in last.find_all("h3")] == ["Fed by b"]
-    (gallery, how) = after(last, "h3", "Fed by b")
+    (gallery, overall, how) = after(last, "h3", "Fed by b")
     assert [(link, lines[1]) for link, _, lines in figures(gallery)] == [
         ("../b/1.html", "strength +0.2"),
         ("../b/0.html", "strength +0"),  # ties: the lower channel first
         ("../b/2.html", "strength +0"),
-        (None, "strength +0"),  # b's channel 3 is not drawn
     ]
+    assert overall.text == "The strongest of its 4 channels: 1 (+0.2), 0 (+0), 2 (+0), 3 (+0, not drawn)."
+
     assert "with respect to b's channels" in how.text
 
 

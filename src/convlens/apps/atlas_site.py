@@ -12,9 +12,10 @@ and (when the data has labels) its class, then a line naming the classes among t
 first ("classes among its 8 top examples: 5 of class cat, 3 of class dog"); the window each one's
 peak sees; the output units' Grad-CAMs; and its circuits, from the :data:`CIRCUITS` files in the cache:
 
-- **Fed by** the drawn layer before it: that layer's 5 channels with the largest ``|strength|`` into
-  this unit (ties: the lower channel), each with its signed strength, its picture and a link to its
-  page when it is drawn, else its number and "not drawn";
+- **Fed by** the drawn layer before it: that layer's drawn units ranked by ``|strength|`` into this
+  unit (ties: the lower channel), top 5, each with its signed strength, its picture and a link to its
+  page; and, when stronger feeders are among the channels not drawn, a line naming the 5 strongest of
+  all its channels;
 - **Feeds** the next drawn layer: that layer's drawn units ranked by ``|strength|`` from this unit, top 5;
 - how the strengths were found: from the weights (the norm of the weights between the two
   channels: a conv's kernel slice, a Linear layer's columns of the channel; through the ops :func:`convlens.featureviz.circuits.connections` followed) or from
@@ -416,13 +417,16 @@ def _circuits(site: _Site, layer: str, unit: int) -> Html:
         parts += [html.element("h3", f"Fed by {into['earlier']}"), html.element("p", _none(into))]
     elif into is not None and unit in into["units"]:
         earlier = into["earlier"]
-        strengths = into["strengths"][into["units"].index(unit)]
-        ranked = _strongest([(c, float(s)) for c, s in enumerate(strengths)])
-        parts += [
-            html.element("h3", f"Fed by {earlier}"),
-            html.gallery(_neighbour(site, earlier, c, s) for c, s in ranked),
-            html.element("p", _how(into, f"this unit with respect to {earlier}'s channels")),
-        ]
+        strengths = [(c, float(s)) for c, s in enumerate(into["strengths"][into["units"].index(unit)])]
+        drawn = set(site.shown.get(earlier, []))
+        ranked = _strongest([(c, s) for c, s in strengths if c in drawn])  # those with a page
+        overall = _strongest(strengths)
+        parts += [html.element("h3", f"Fed by {earlier}")]
+        parts += [html.gallery(_neighbour(site, earlier, c, s) for c, s in ranked)] if ranked else []
+        if any(c not in drawn for c, _ in overall):  # stronger feeders among the channels not drawn
+            listed = ", ".join(f"{c} ({s:+.3g}{'' if c in drawn else ', not drawn'})" for c, s in overall)
+            parts += [html.element("p", f"The strongest of its {len(strengths)} channels: {listed}.")]
+        parts += [html.element("p", _how(into, f"this unit with respect to {earlier}'s channels"))]
     at = site.order.index(layer)
     later = site.order[at + 1] if at + 1 < len(site.order) else None
     out = None if later is None else site.circuits.get(later)
