@@ -425,6 +425,27 @@ def test_train_mode_follows_the_weights_through_batchnorm_as_eval_mode_does(resn
     torch.testing.assert_close(trained.strengths, evaluated.strengths, rtol=0, atol=0)
 
 
+class Branches(nn.Module):
+    """Two convs on parallel branches of the same input: neither feeds the other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 3, 3), nn.Conv2d(1, 3, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.a(x) + self.b(x)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("method", ["auto", "weights", "attribution"])
+def test_layers_on_parallel_branches_have_no_circuit(method: str) -> None:
+    """No strengths of zeros for layers that never meet: a refusal that says why."""
+    net = Branches().eval()
+    before = snapshot(net)
+    with pytest.raises(InvalidArgumentError, match="does not read the output of 'a'"):
+        connections(net, "a", "b", torch.rand(3, 2, 1, 8, 8), method=method)  # type: ignore[arg-type]
+    assert_unchanged(net, before)
+
+
 class Tokens(nn.Module):
     """Channels last, (N, H, W, C): Linear layers over the last dimension."""
 

@@ -219,7 +219,8 @@ def connections(
 
     Raises:
         LayerNotFoundError: An unknown layer (the nearest names are given).
-        InvalidArgumentError: ``earlier`` does not run before ``later``; a unit out of range;
+        InvalidArgumentError: ``earlier`` does not run before ``later``, or ``later`` does not read its
+            output at all (parallel branches); a unit out of range;
             ``inputs`` not ``(U, k, *sample)`` with ``U`` units; attribution without ``inputs``;
             ``method="weights"`` where an op between the layers cannot be followed (it is named).
         ShapeError: The model rejects the input.
@@ -282,6 +283,12 @@ def connections(
         raise InvalidArgumentError(
             f"earlier must run before later: layer {a_ref.key!r} runs after {b_ref.key!r} (or contains it). "
             f"Swap them: connections(model, {b_ref.key!r}, {a_ref.key!r}, ...)."
+        )
+    leaf = next(b_ref.module.children(), None) is None  # a container's call reads its own input only
+    if leaf and not graph.depends(graph.watched["a"])[graph.watched["b"]]:
+        raise InvalidArgumentError(
+            f"layer {b_ref.key!r} does not read the output of {a_ref.key!r}, directly or through other layers "
+            "(two parallel branches?): no unit of one feeds a unit of the other, and there is no circuit to measure."
         )
     found = (
         "" if method == "attribution" else _follow(graph) if layouts["a"] == Layout() else "reshape= is given"
