@@ -48,6 +48,7 @@ __all__ = [
     "FilterRenderer",
     "FilterScale",
     "figure_grid",
+    "masked",
     "overlay",
     "plot_cam",
     "plot_feature_maps",
@@ -590,6 +591,53 @@ def overlay(
     colour: np.ndarray = colormap(hm.clamp(0.0, 1.0).numpy())[..., :3] * 255.0
     blended = (1.0 - alpha) * picture.astype(np.float64) + alpha * colour
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def masked(image: ImageSource, mask: Tensor | np.ndarray, *, clip: float = 0.99) -> np.ndarray:
+    """A picture whose transparency is a mask: where a feature visualization matters (MACO).
+
+    The mask (a result's ``mask[i]``, ``(1, H', W')`` or ``(H', W')``) is resized bilinearly to the
+    picture, divided by its ``clip`` quantile (so one bright pixel does not make the rest
+    transparent) and clipped to [0, 1]: the alpha channel of an RGBA picture, opaque where the
+    objective's gradient was largest over the optimization.
+
+    Args:
+        image: A PIL image, an ``(H, W, 3|4)`` or ``(H, W)`` uint8 array, or a ``(3, H, W)`` float
+            tensor in [0, 1] (a result's ``picture[i]``).
+        mask: The importance, nonnegative.
+        clip: The quantile that becomes fully opaque, in (0, 1].
+
+    Returns:
+        ``(H, W, 4)`` uint8 RGBA, the picture's colours with the mask as alpha.
+
+    Raises:
+        InvalidArgumentError: A mask that is not 2-D (after dropping a leading 1), negative values,
+            or ``clip`` outside (0, 1].
+
+    Example:
+        >>> import torch
+        >>> mask = torch.zeros(1, 4, 4)
+        >>> mask[0, :2] = 1.0
+        >>> rgba = masked(torch.ones(3, 4, 4), mask)
+        >>> rgba.shape, rgba[0, 0].tolist(), rgba[3, 0].tolist()
+        ((4, 4, 4), [255, 255, 255, 255], [255, 255, 255, 0])
+    """
+    if isinstance(clip, bool) or not isinstance(clip, int | float) or not 0.0 < clip <= 1.0:
+        raise InvalidArgumentError(f"clip must be a number in (0, 1]; got {clip!r}.")
+    m = _as_tensor("mask", mask).float().cpu()
+    m = m[0] if m.dim() == 3 and m.shape[0] == 1 else m
+    if m.dim() != 2:
+        raise InvalidArgumentError(f"mask must be (H, W) or (1, H, W); got shape {tuple(m.shape)}.")
+    if bool((m < 0).any()):
+        raise InvalidArgumentError("mask must be nonnegative (an accumulated gradient magnitude).")
+    picture = to_rgb_array(image)
+    h, w = picture.shape[:2]
+    if tuple(m.shape) != (h, w):
+        m = F.interpolate(m[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    top = float(torch.quantile(m.flatten(), clip))
+    alpha = (m / top).clamp(0.0, 1.0) if top > 0 else torch.zeros_like(m)
+    a = np.round(alpha.numpy() * 255.0).astype(np.uint8)
+    return np.concatenate([picture[..., :3], a[..., None]], axis=-1)
 
 
 def plot_cam(

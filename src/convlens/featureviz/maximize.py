@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Real
 from types import MappingProxyType
 from typing import Literal, cast
@@ -58,10 +58,20 @@ from convlens.core.recorder import grad_mode_restored, preserved_modes
 from convlens.core.values import model_dtype_device
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz import transforms as augment
+from convlens.featureviz.algebra import Activations
+from convlens.featureviz.anchor import Anchor
 from convlens.featureviz.colour import resolve_normalize
 from convlens.featureviz.forward import ObjectiveForward, check_channels_first, layer_shapes
-from convlens.featureviz.objectives import Objective
-from convlens.featureviz.param import parameterize
+from convlens.featureviz.objectives import OUTPUT, Objective
+from convlens.featureviz.param import check_start, parameterize
+from convlens.featureviz.quality import (
+    Quality,
+    Transfer,
+    check_reference,
+    relative_to,
+    stability_of,
+    transfer_of,
+)
 
 __all__ = [
     "NATURAL_DECAY",
@@ -111,6 +121,14 @@ class MaximizationResult:
         picture: With ``normalize``, the optimized picture in [0, 1] RGB,
             ``(N, C, H, W)`` float32 (``image`` is ``(picture - mean) / std``);
             None without ``normalize``.
+        mask: Where the picture matters (MACO's importance): the magnitude of the objective's
+            gradient with respect to the picture (the image without ``normalize``), summed over
+            colour channels and accumulated over every step, divided by each picture's maximum:
+            ``(N, 1, *spatial)`` float32 in [0, 1]. Draw it as the picture's transparency
+            (:func:`convlens.render.masked`).
+        quality: The numbers that say how much to trust each picture (:class:`~convlens.featureviz.quality.Quality`):
+            the activation reached relative to ``reference``, the stability across ``seeds``, the
+            transfer to a second network; each None unless asked for.
     """
 
     image: Tensor
@@ -119,6 +137,8 @@ class MaximizationResult:
     value: float
     objective: Objective
     picture: Tensor | None = None
+    mask: Tensor | None = None
+    quality: Quality = field(default_factory=Quality)
 
     def _repr_html_(self) -> str:
         """The optimized pictures as small thumbnails, each with its final objective value, for Jupyter.
@@ -143,7 +163,8 @@ class MaximizationResult:
         for i in range(shown):
             value = display.number(float(self.values[i]))
             tag = display.image_tag(display.picture(pictures[i]), alt=f"image {i}, value {value}")
-            cells.append(display.cell(tag, f"#{i}", f"value {value}"))
+            trust = self.quality.describe(i)
+            cells.append(display.cell(tag, f"#{i}", f"value {value}", *([trust] if trust else [])))
         drawn = "picture" if self.picture is not None else "image"
         scaled = "" if self.picture is not None else " (min-max scaled unless in [0, 1])"
         size = "x".join(map(str, pictures.shape[1:]))
@@ -304,6 +325,11 @@ class ActivationMaximizer:
         value_range: tuple[float, float] | None = None,
         transforms: bool | TransformName | None = None,
         forward_args: ForwardArgsLike = None,
+        start: Tensor | None = None,
+        anchor: Anchor | None = None,
+        reference: float | Sequence[float] | Tensor | None = None,
+        seeds: int = 1,
+        transfer: Transfer | None = None,
     ) -> None:
         check_model(model)
         if not isinstance(objective, Objective):
@@ -355,7 +381,23 @@ class ActivationMaximizer:
                 f"(normalize='imagenet', 'lecture' or (mean, std)) of 1 or 3 channels, 2-D; got "
                 f"normalize={normalize!r}, input_shape={self.input_shape}."
             )
-        self.refs = {key: resolve_layer(model, key) for key in sorted(objective.layers)}
+        self.start = check_start(start, self.input_shape, self.param, picture=picture)
+        if anchor is not None and not isinstance(anchor, Anchor):
+            raise InvalidTypeError(
+                f"anchor must be a convlens Anchor(layer, weight) or None; got {anchor!r}."
+            )
+        if anchor is not None and start is None:
+            raise InvalidArgumentError("anchor keeps the picture close to a start picture: pass start= too.")
+        self.anchor = anchor
+        self.seeds = check_int("seeds", seeds, 1)
+        if transfer is not None and not isinstance(transfer, Transfer):
+            raise InvalidTypeError(
+                f"transfer must be a convlens Transfer(model, targets) or None; got {transfer!r}."
+            )
+        self.transfer = transfer
+        self.reference = check_reference(reference, self.input_shape[0])
+        read = objective.layers | ({anchor.layer} if anchor is not None else set())
+        self.refs = {key: resolve_layer(model, key) for key in sorted(read)}
         self.dtype, self.device = model_dtype_device(self._module)
         self._needs_output = objective.reads_output
         modules = {ref.name: ref.module for ref in self.refs.values()}
@@ -422,7 +464,27 @@ class ActivationMaximizer:
             (False, True)
         """
         require_autograd("ActivationMaximizer", call="call run()", no_grad_ok=False)
-        generator = torch.Generator().manual_seed(self.seed)
+        first = self._once(self.seed)
+        features = [first.features] + [self._once(self.seed + s).features for s in range(1, self.seeds)]
+        quality = Quality(
+            relative=None if self.reference is None else relative_to(first.units, self.reference),
+            stability=stability_of(features) if self.seeds > 1 else None,
+            transfer=None if self.transfer is None else transfer_of(self.transfer, first.image),
+        )
+        return MaximizationResult(
+            image=first.image.to(self.dtype),
+            history=first.history,
+            values=first.values,
+            value=float(first.values.mean()),
+            objective=self.objective,
+            picture=first.picture,
+            mask=first.mask,
+            quality=quality,
+        )
+
+    def _once(self, seed: int) -> _Drawn:
+        """One optimization from ``seed``: the picture, its values, mask and features."""
+        generator = torch.Generator().manual_seed(seed)
         work = torch.promote_types(self.dtype, torch.float32)
         made = parameterize(
             self.param,
@@ -434,12 +496,18 @@ class ActivationMaximizer:
             decorrelate=self.decorrelate,
             picture=self.normalize is not None,
             value_range=self.value_range,
+            start=self.start,
         )
         parameter = made.parameter
         to_input = self._to_input(work)
         view = self._view()
         optimizer = torch.optim.Adam([parameter], lr=self.lr)
         history = torch.empty(self.steps, dtype=torch.float32, device=self.device)
+        mask = torch.zeros(
+            (self.input_shape[0], 1, *self.input_shape[2:]), dtype=torch.float32, device=self.device
+        )
+        anchor = self.anchor
+        seed_picture = None if self.start is None else self.start.to(self.device, work)
         recorder = ObjectiveForward(
             self._module,
             self.refs,
@@ -455,27 +523,44 @@ class ActivationMaximizer:
             torch.set_grad_enabled(True)
             for step in range(self.steps):
                 rendered = made.render(parameter)
+                state = generator.get_state()
                 seen = to_input(view(rendered, generator))
-                values = self._evaluate(recorder, seen, to_input(rendered))
+                values, acts = self._evaluate(recorder, seen, to_input(rendered))
                 if step == 0 and not values.requires_grad:
                     raise InvalidArgumentError(
                         f"the objective {self.objective!r} does not depend on the image: no gradient reaches it."
                     )
-                (grad,) = torch.autograd.grad(-values.sum(), [parameter], allow_unused=True)
+                loss = -values.sum()
+                if anchor is not None and seed_picture is not None:
+                    twin = torch.Generator().set_state(state)  # the seed through the very same view
+                    with torch.no_grad():
+                        held = recorder.forward(to_input(view(seed_picture, twin)).to(self.dtype))[
+                            anchor.layer
+                        ]
+                    loss = loss + anchor.weight * anchor.distance(acts[anchor.layer], held).sum()
+                grad, where = torch.autograd.grad(loss, [parameter, rendered], allow_unused=True)
                 parameter.grad = torch.zeros_like(parameter) if grad is None else grad
+                if where is not None:
+                    mask += where.detach().abs().sum(1, keepdim=True).float()
                 optimizer.step()
                 history[step] = values.detach().mean()
             torch.set_grad_enabled(False)
             rendered = made.render(parameter)
             image = to_input(rendered)
-            values = self._evaluate(recorder, image, image).detach().float()
-        return MaximizationResult(
-            image=image.detach().to(self.dtype),
-            history=history,
-            values=values,
-            value=float(values.mean()),
-            objective=self.objective,
+            final, acts = self._evaluate(recorder, image, image)
+            units = _activation_part(self.objective)(acts, image).detach().float()
+        read = sorted(self.objective.layers)
+        feature = acts[read[0]] if read else acts.get(OUTPUT, image)
+        feature = feature.mean(tuple(range(2, feature.dim()))) if feature.dim() > 2 else feature
+        peak = mask.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
+        return _Drawn(
+            image=image.detach(),
             picture=None if self.normalize is None else rendered.detach().float(),
+            history=history,
+            values=final.detach().float(),
+            units=units,
+            mask=mask / peak.view(-1, *([1] * (mask.dim() - 1))),
+            features=feature.detach().float(),
         )
 
     def _to_input(self, work: torch.dtype) -> Callable[[Tensor], Tensor]:
@@ -498,7 +583,9 @@ class ActivationMaximizer:
             fill = 0.0 if self.value_range is None else sum(self.value_range) / 2
         return lambda t, g: augment.standard(t, g, fill=fill)
 
-    def _evaluate(self, recorder: ObjectiveForward, seen: Tensor, image: Tensor) -> Tensor:
+    def _evaluate(
+        self, recorder: ObjectiveForward, seen: Tensor, image: Tensor
+    ) -> tuple[Tensor, Activations]:
         # A copy: a model that writes into its input in place must touch neither the leaf nor
         # the image the objective (and the result) reads.
         activations = recorder.forward(seen.to(self.dtype).clone())
@@ -509,7 +596,27 @@ class ActivationMaximizer:
             raise InvalidArgumentError(
                 f"the objective {self.objective!r} must return one value per sample, shape ({n},); got {got}."
             )
-        return values
+        return values, activations
+
+
+@dataclass(frozen=True, slots=True)
+class _Drawn:
+    """One seed's optimization: what the result holds, its unit activations and its features."""
+
+    image: Tensor
+    picture: Tensor | None
+    history: Tensor
+    values: Tensor
+    units: Tensor
+    mask: Tensor
+    features: Tensor
+
+
+def _activation_part(objective: Objective) -> Objective:
+    """The terms of ``objective`` that read a layer or the output (no image-only penalty such as l1)."""
+    terms = objective.terms or ((1.0, objective),)
+    kept = [w * leaf for w, leaf in terms if leaf.layers or leaf.reads_output]
+    return sum(kept[1:], kept[0]) if kept else objective
 
 
 # -- argument checks ---------------------------------------------------------------------

@@ -18,6 +18,11 @@ from it to the image:
   squashed smoothly into [0, 1]. ``logit(picture)`` carries the photographs'
   amplitude spectrum exactly.
 
+Started from a given image (``start``, feature accentuation), ``"pixel"`` and ``"fft"`` invert
+their render: the sigmoid (the image clamped ``_EDGE`` inside its range first, where a sigmoid
+still has a slope), the colour map, and for ``"fft"`` the scaled inverse FFT, so that the first
+rendered image is the start, up to that clamp.
+
 In picture space (``normalize`` given) ``"pixel"`` and ``"fft"`` end in
 Lucid's ``to_valid_rgb``: decorrelated colours mapped to RGB (``decorrelate``),
 then a sigmoid into [0, 1]. Without ``normalize`` the values are the model's
@@ -33,9 +38,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from convlens.errors import InvalidArgumentError, InvalidTypeError
+from convlens.featureviz.colour import decorrelate as to_decorrelated
 from convlens.featureviz.colour import natural_spectrum, recorrelate
 
-__all__ = ["Parameterization", "parameterize", "spectrum_scale"]
+__all__ = ["Parameterization", "check_start", "parameterize", "spectrum_scale"]
 
 #: Standard deviation of the random initial parameters (Lucid's).
 _INIT_SD = 0.01
@@ -43,6 +50,8 @@ _INIT_SD = 0.01
 _FFT_DIVISOR = 4.0
 #: The grey weights of the three decorrelated axes for one-channel (grey) pictures with "maco".
 _GREY = 1 / math.sqrt(3)
+#: A start image is clamped this far inside its range (a fraction of it) before the sigmoid is inverted.
+_EDGE = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +73,21 @@ def parameterize(
     decorrelate: bool,
     picture: bool,
     value_range: tuple[float, float] | None,
+    start: Tensor | None = None,
 ) -> Parameterization:
-    """Build the parameterization; ``picture``: render pictures in [0, 1] rather than model values."""
+    """Build the parameterization; ``picture``: render pictures in [0, 1] rather than model values.
+
+    ``start``: an image of ``shape`` (a picture in [0, 1], or model values) the first render gives
+    back, up to the clamp ``_EDGE`` inside a bounded range; not with ``"maco"``.
+    """
     if param == "maco":
         return _maco(shape, generator=generator, device=device, dtype=dtype)
+    values = (
+        None if start is None else _unrendered(start.to(device, dtype), decorrelate, picture, value_range)
+    )
     if param == "pixel":
         init = torch.randn(shape, generator=generator, dtype=dtype) * _INIT_SD
+        init = init if values is None else values.cpu()
         to_values: Callable[[Tensor], Tensor] = lambda p: p  # noqa: E731
     else:
         spatial = shape[2:]
@@ -77,6 +95,9 @@ def parameterize(
         scale = spectrum_scale(spatial, decay_power).to(device, dtype)[..., None]
         init = torch.randn((*shape[:-1], spatial[-1] // 2 + 1, 2), generator=generator, dtype=dtype)
         init = init * _INIT_SD
+        if values is not None:
+            spectrum = torch.fft.rfftn(values * _FFT_DIVISOR, dim=dims, norm="ortho")
+            init = (torch.view_as_real(spectrum) / scale).cpu()
 
         def to_values(p: Tensor) -> Tensor:
             spectrum = torch.view_as_complex(p * scale)
@@ -91,6 +112,49 @@ def parameterize(
         return Parameterization(parameter, colour)
     low, high = value_range
     return Parameterization(parameter, lambda p: low + (high - low) * torch.sigmoid(colour(p)))
+
+
+def check_start(start: object, shape: tuple[int, ...], param: str, *, picture: bool) -> Tensor | None:
+    """A start image for ``shape`` and ``param``, detached; None stays None.
+
+    Raises:
+        InvalidTypeError: Not a floating-point tensor.
+        InvalidArgumentError: Another shape, ``param="maco"``, or a picture outside [0, 1].
+    """
+    if start is None:
+        return None
+    if not isinstance(start, Tensor) or not start.is_floating_point():
+        raise InvalidTypeError(
+            f"start must be a floating-point tensor of input_shape or None; got {start!r:.80}."
+        )
+    if tuple(start.shape) != shape:
+        raise InvalidArgumentError(
+            f"start must have input_shape {shape} (one start image per optimized image); "
+            f"got {tuple(start.shape)}."
+        )
+    if param == "maco":
+        raise InvalidArgumentError(
+            "param='maco' fixes the amplitude to photographs' spectrum, so it cannot start from a given "
+            "picture: pick param='fft' (the default) or 'pixel'."
+        )
+    if picture and not bool(((start >= 0) & (start <= 1)).all()):
+        raise InvalidArgumentError(
+            "with normalize, start is a picture in [0, 1] RGB (the model sees (start - mean) / std); "
+            f"got values from {float(start.min()):.3g} to {float(start.max()):.3g}."
+        )
+    return start.detach()
+
+
+def _unrendered(
+    image: Tensor, decorrelate: bool, picture: bool, value_range: tuple[float, float] | None
+) -> Tensor:
+    """The values (before the colour map and the sigmoid) that render to ``image``."""
+    bounds = (0.0, 1.0) if picture else value_range
+    if bounds is not None:
+        low, high = bounds
+        unit = ((image - low) / (high - low)).clamp(_EDGE, 1 - _EDGE)
+        image = torch.logit(unit)
+    return to_decorrelated(image) if decorrelate else image
 
 
 def spectrum_scale(spatial: Sequence[int], decay_power: float) -> Tensor:
