@@ -90,7 +90,7 @@ def test_the_public_callables_are_found() -> None:
 
 
 #: The optimization entry points: the only ones whose ``steps`` counts iterations.
-OPTIMIZATION = {"ActivationMaximizer", "NeuronVisualizer.maximize", "build_atlas", "concept_pictures"}
+OPTIMIZATION = {"ActivationMaximizer", "NeuronVisualizer.maximize", "build_atlas", "concept_pictures", "accentuate"}
 
 
 def _deprecated(p: Parameter) -> bool:
@@ -142,7 +142,7 @@ def test_every_batch_size_has_one_default() -> None:
 
 #: What may come before the keyword-only options: the model, what to look at (a layer, layers, the
 #: earlier and later layer of a circuit, an objective, methods, units), the data (x, data, input, inputs,
-#: maps) and, for a writer, where to.
+#: maps, the pictures an accentuation starts from) and, for a writer, where to.
 LEADING = {
     "model",
     "layer",
@@ -158,6 +158,7 @@ LEADING = {
     "input",
     "inputs",
     "maps",
+    "pictures",
     "out",
 }
 

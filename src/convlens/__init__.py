@@ -50,6 +50,8 @@ from convlens.errors import (
     UnsupportedModelError,
     WeightsUnavailableError,
 )
+from convlens.featureviz.accentuate import accentuate
+from convlens.featureviz.anchor import Anchor
 from convlens.featureviz.circuits import Connections, connections
 from convlens.featureviz.concept_pictures import concept_pictures
 from convlens.featureviz.concept_result import ConceptsResult
@@ -57,9 +59,11 @@ from convlens.featureviz.concepts import concepts
 from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
 from convlens.featureviz.neurons import NeuronVisualizer, TopExamplesResult
 from convlens.featureviz.objectives import Objective
+from convlens.featureviz.quality import Quality, Transfer
 from convlens.render import (
     FilterRenderer,
     figure_grid,
+    masked,
     overlay,
     plot_cam,
     plot_feature_maps,
@@ -75,6 +79,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "ActivationMaximizer",
     "AmbiguousLayerError",
+    "Anchor",
     "AtlasResult",
     "BoxScoreTarget",
     "CAMResult",
@@ -104,6 +109,7 @@ __all__ = [
     "MethodNotFoundError",
     "NeuronVisualizer",
     "Objective",
+    "Quality",
     "RandomWeightsWarning",
     "Saliency",
     "SaliencyResult",
@@ -113,10 +119,12 @@ __all__ = [
     "ShapeError",
     "ShapeReport",
     "TopExamplesResult",
+    "Transfer",
     "UnsupportedModelError",
     "WeightsUnavailableError",
     "XGradCAM",
     "__version__",
+    "accentuate",
     "build_atlas",
     "concept_pictures",
     "concepts",
@@ -129,6 +137,7 @@ __all__ = [
     "images",
     "insertion",
     "list_layers",
+    "masked",
     "objectives",
     "overlay",
     "plot_cam",
