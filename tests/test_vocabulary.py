@@ -90,7 +90,13 @@ def test_the_public_callables_are_found() -> None:
 
 
 #: The optimization entry points: the only ones whose ``steps`` counts iterations.
-OPTIMIZATION = {"ActivationMaximizer", "NeuronVisualizer.maximize", "build_atlas", "concept_pictures", "accentuate"}
+OPTIMIZATION = {
+    "ActivationMaximizer",
+    "NeuronVisualizer.maximize",
+    "build_atlas",
+    "concept_pictures",
+    "accentuate",
+}
 
 
 def _deprecated(p: Parameter) -> bool:
