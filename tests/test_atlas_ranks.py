@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 import convlens as cl
-from convlens.apps.atlas import NO_INK, build_atlas
+from convlens.apps.atlas import build_atlas
 from convlens.apps.atlas_draw import Job, assign, chunk_size, unit_jobs
+from convlens.apps.atlas_pictures import NO_INK
 from convlens.apps.cli import main
 
 

@@ -71,7 +71,14 @@ from convlens.apps.atlas_concepts import (
     plan_concepts,
     write_concepts,
 )
-from convlens.apps.atlas_draw import Job, as_rgb, chunk_size, png_bytes, run_jobs, scaled, unit_jobs
+from convlens.apps.atlas_draw import Job, chunk_size, run_jobs, unit_jobs
+from convlens.apps.atlas_pictures import (
+    accent_jobs,
+    accent_steps,
+    deliver_units,
+    draw_accent,
+    draw_units,
+)
 from convlens.apps.atlas_site import Plan, cache_key, write_site
 from convlens.apps.atlas_units import labels_of, write_examples
 from convlens.core.checks import check_int
@@ -95,8 +102,7 @@ from convlens.render import FilterRenderer
 __all__ = ["AtlasResult", "build_atlas"]
 
 _LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_THUMB = 96  # pixels: a unit's picture in a layer's grid
-_VERSION = 2  # bump when what a cache entry holds changes
+_VERSION = 3  # bump when what a cache entry holds changes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -322,7 +328,15 @@ def build_atlas(
                     forward_args=lambda indices: _example_args(fa, examples, indices),
                 )  # fmt: skip
                 pending |= {(row.name, unit): meta for unit, meta in metas.items()}
-            jobs += unit_jobs(row.name, missing, size=size, seed=seed, cost=cost, total=units_of[row.name])
+            tops = {
+                u: float(best.activations[j, 0]) for j, u in enumerate(ranked) if best.activations.shape[1]
+            }
+            jobs += unit_jobs(
+                row.name, missing, size=size, seed=seed, cost=cost, total=units_of[row.name], references=tops
+            )
+            jobs += accent_jobs(
+                row.name, ranked, best, keep=missing, seed=seed, cost=cost * accent_steps(steps) / steps
+            )
         cp = planned.get(row.name)
         if cp is not None and cp.missing:  # every rank: the fit is sharded and all-reduced
             result = fit_concepts_of(
@@ -353,14 +367,24 @@ def build_atlas(
                 model, job.layer, banks[job.layer], steps=steps, preset=preset, shape=shape,
                 seed=job.seed, reshape=reshape, forward_args=_example_args(fa, examples, [0] * n_concepts),
             )  # fmt: skip
+        elif job.example is not None:
+            drawn = draw_accent(
+                model,
+                job,
+                steps=steps,
+                preset=preset,
+                reshape=reshape,
+                forward_args=_example_args(fa, examples, [0]),
+            )
         else:
             no_ink = preset is None and same(job.layer, output) and _is_linear(model, job.layer)
-            drawn = _draw_units(
+            drawn = draw_units(
                 model, job, steps=steps, preset=preset, shape=shape, reshape=reshape, no_ink=no_ink,
                 forward_args=_example_args(fa, examples, [0] * len(job.units)),
             )  # fmt: skip
         if progress:
             what = "its concepts" if job.concepts else f"units {job.units[0]}-{job.units[-1]}"
+            what += " accentuated" if job.example is not None else ""
             who = f" (rank {rank()})" if world_size() > 1 else ""
             print(
                 f"[atlas] {job.layer}: {what} drawn{who} in {time.perf_counter() - began:.1f} s",
@@ -374,13 +398,13 @@ def build_atlas(
             cp, result = fitted.pop(job.layer)
             write_concepts(result, cp, drawn, cache=cache, preset=preset, names=names_of)
             return
-        for unit, (png, value) in zip(job.units, drawn, strict=True):
-            if unit not in job.keep:
-                continue  # drawn with its chunk: in the cache already, or not shown
-            folder = cache / cache_key(fingerprint, job.layer, unit)
-            (folder / "viz.png").write_bytes(png)
-            meta = pending.pop((job.layer, unit)) | {"value": value}
-            (folder / "unit.json").write_text(json.dumps(meta))  # last: its presence means done
+        parts = deliver_units(job, drawn, lambda unit: cache / cache_key(fingerprint, job.layer, unit))
+        for unit, part in parts.items():
+            meta = pending[job.layer, unit] = pending[job.layer, unit] | part
+            if "value" in meta and ("accent" in meta or not meta["examples"]):
+                del pending[job.layer, unit]
+                folder = cache / cache_key(fingerprint, job.layer, unit)
+                (folder / "unit.json").write_text(json.dumps(meta, sort_keys=True))  # last: means done
 
     run_jobs(jobs, draw, deliver)
     index = root / "index.html"
@@ -406,46 +430,6 @@ def build_atlas(
         concepts=tuple(cp.layer for cp in concept_plans),
         concepts_reused=sum(not cp.missing for cp in concept_plans),
     )
-
-
-# -- the pictures ------------------------------------------------------------------------------------
-
-#: The weight of the L1 penalty ("no ink") on the class pictures of a model of [0, 1] pictures: the
-#: tour's recipe, which draws digits the digits CNN reads as their class (without it: saturated noise).
-NO_INK = 100.0
-
-
-def _draw_units(
-    model: nn.Module,
-    job: Job,
-    *,
-    steps: int,
-    preset: str | None,
-    shape: tuple[int, ...],
-    reshape: ReshapeSpec,
-    no_ink: bool,
-    forward_args: ForwardArgs,
-) -> list[tuple[bytes, float]]:
-    """The job's units' feature visualizations, as PNG bytes, each with its final objective."""
-    nv = NeuronVisualizer(model, job.layer, input_shape=shape, reshape=reshape)
-    units = list(job.units)
-    if preset is None:
-        l1 = NO_INK if no_ink else 0.0
-        viz = nv.maximize(
-            units, steps=steps, seed=job.seed, value_range=(0.0, 1.0), l1=l1, forward_args=forward_args
-        )
-        pictures = viz.image.detach().float().clamp(0, 1).cpu()
-    else:
-        viz = nv.maximize(
-            units, steps=steps, seed=job.seed, forward_args=forward_args,
-            normalize=preset,  # type: ignore[arg-type]  # checked against PRESETS in build_atlas
-        )  # fmt: skip
-        assert viz.picture is not None  # with normalize, the picture in [0, 1]
-        pictures = viz.picture.detach().float().cpu()
-    return [
-        (png_bytes(scaled(as_rgb(pictures[j], None), _THUMB * 2)), float(viz.values[j]))
-        for j in range(len(units))
-    ]
 
 
 def _agree(value: list[Any]) -> list[Any]:

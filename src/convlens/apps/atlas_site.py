@@ -364,10 +364,14 @@ def _unit_page(site: _Site, row: LayerShape, *, ui: int, meta: dict[str, Any], n
     if ui + 1 < len(shown):
         links.append((f"{shown[ui + 1]}.html", f"unit {shown[ui + 1]} →"))
     what = "class picture" if meta.get("cam") else "feature visualization"
-    own = [html.figure(html.image(src + "viz.png", what), f"objective {meta['value']:.3g}")]
+    trust = [] if meta.get("relative") is None else [f"{meta['relative']:.2f}x its top example's activation"]
+    own = [html.figure(html.image(src + "viz.png", what), f"objective {meta['value']:.3g}", *trust)]
+    own.append(
+        html.figure(html.image(src + "mask.png", "where it matters"), "where it matters (opaque: most)")
+    )
+    examples = meta["examples"]
     if meta.get("filter"):
         own.append(html.figure(html.image(src + "filter.png", "filter weights"), "its filter weights"))
-    examples = meta["examples"]
     parts = [
         html.element("h1", f"{row.name}, unit {unit}{': ' + name if name else ''}"),
         html.nav(links, separator=" · "),
@@ -383,6 +387,22 @@ def _unit_page(site: _Site, row: LayerShape, *, ui: int, meta: dict[str, Any], n
             for i, e in enumerate(examples)
         ),
     ]
+    if meta.get("accent") is not None and examples:
+        top = examples[0]
+        parts.append(html.element("h2", "Its top example accentuated: what would make it more of this unit"))
+        parts.append(
+            html.gallery(
+                [
+                    html.figure(
+                        html.image(src + "example0.png", "top example"),
+                        f"#{top['index']} · {top['value']:.3g}",
+                    ),
+                    html.figure(
+                        html.image(src + "accent.png", "accentuated"), f"accentuated · {meta['accent']:.3g}"
+                    ),
+                ]
+            )
+        )
     counts = _class_counts(examples)
     if counts:
         said = ", ".join(f"{n} of class {_class_name(site, label)}" for label, n in counts)

@@ -55,6 +55,7 @@ from convlens.featureviz.maximize import (
 )
 from convlens.featureviz.objectives import Objective, channel, reshaped_shape
 from convlens.featureviz.objectives import l1 as l1_penalty
+from convlens.featureviz.quality import Transfer
 from convlens.featureviz.stream import LayerStream
 from convlens.featureviz.topk import (
     RunningTop,
@@ -296,6 +297,9 @@ class NeuronVisualizer:
         value_range: tuple[float, float] | None = None,
         transforms: bool | TransformName | None = None,
         forward_args: ForwardArgsLike = None,
+        reference: float | Sequence[float] | Tensor | None = None,
+        seeds: int = 1,
+        transfer: Transfer | None = None,
         neurons: int | Iterable[int] | Unset = UNSET,
     ) -> MaximizationResult:
         """One image per unit, ``x*_j = argmax_x a_j(x) - l1 * mean |x|``, optimized as one batch.
@@ -325,6 +329,11 @@ class NeuronVisualizer:
             forward_args: The model's other forward arguments after the input (a tuple, a dict or
                 :class:`convlens.ForwardArgs`), passed on every forward, the probe's included; the
                 batch is one image per unit, and a tensor among them is passed as it is.
+            reference: Each unit's top natural activation (a number, or one per unit: e.g.
+                ``top_examples(...).activations[:, 0]``), for ``quality.relative``.
+            seeds: Optimize from this many seeds (``seed``, ``seed + 1``, ...) for ``quality.stability``;
+                the pictures returned are the first seed's.
+            transfer: A second network and the class of each picture, for ``quality.transfer``.
             neurons: The old name of ``units`` (a DeprecationWarning; same result).
 
         Returns:
@@ -378,6 +387,9 @@ class NeuronVisualizer:
             value_range=value_range,
             transforms=transforms,
             forward_args=extra,
+            reference=reference,
+            seeds=seeds,
+            transfer=transfer,
         )
         return am.run()
 
