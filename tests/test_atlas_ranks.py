@@ -138,7 +138,7 @@ def test_what_is_drawn_is_written_as_the_build_goes(tmp_path: Path, monkeypatch:
     model, data = cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test")
     options: dict[str, object] = {"layers": ["features.0", "classifier.2"], "units": 4, "k": 2, "steps": 3}
     options |= {"progress": False, "concepts": 0}
-    real, calls = atlas._draw_units, []
+    real, calls = atlas.draw_units, []
 
     def stopped(*args: object, **kwargs: object) -> object:
         calls.append(args[1])
@@ -146,10 +146,10 @@ def test_what_is_drawn_is_written_as_the_build_goes(tmp_path: Path, monkeypatch:
             raise KeyboardInterrupt  # the second job: the first one's pictures are on disk already
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(atlas, "_draw_units", stopped)
+    monkeypatch.setattr(atlas, "draw_units", stopped)
     with pytest.raises(KeyboardInterrupt):
         build_atlas(model, data, tmp_path, **options)  # type: ignore[arg-type]
-    monkeypatch.setattr(atlas, "_draw_units", real)
+    monkeypatch.setattr(atlas, "draw_units", real)
     kept = len(list((tmp_path / "_cache").glob("*/unit.json")))
     assert kept == 4  # the first job's four units
     again = build_atlas(model, data, tmp_path, **options)  # type: ignore[arg-type]

@@ -73,11 +73,10 @@ from convlens.apps.atlas_concepts import (
 )
 from convlens.apps.atlas_draw import Job, chunk_size, run_jobs, unit_jobs
 from convlens.apps.atlas_pictures import (
-    accent_jobs,
     accent_steps,
     deliver_units,
-    draw_accent,
     draw_units,
+    with_examples,
 )
 from convlens.apps.atlas_site import Plan, cache_key, write_site
 from convlens.apps.atlas_units import labels_of, write_examples
@@ -328,15 +327,8 @@ def build_atlas(
                     forward_args=lambda indices: _example_args(fa, examples, indices),
                 )  # fmt: skip
                 pending |= {(row.name, unit): meta for unit, meta in metas.items()}
-            tops = {
-                u: float(best.activations[j, 0]) for j, u in enumerate(ranked) if best.activations.shape[1]
-            }
-            jobs += unit_jobs(
-                row.name, missing, size=size, seed=seed, cost=cost, total=units_of[row.name], references=tops
-            )
-            jobs += accent_jobs(
-                row.name, ranked, best, keep=missing, seed=seed, cost=cost * accent_steps(steps) / steps
-            )
+            chunks = unit_jobs(row.name, missing, size=size, seed=seed, cost=cost, total=units_of[row.name])
+            jobs += with_examples(chunks, ranked, best, accent_cost=cost * accent_steps(steps) / steps)
         cp = planned.get(row.name)
         if cp is not None and cp.missing:  # every rank: the fit is sharded and all-reduced
             result = fit_concepts_of(
@@ -367,24 +359,15 @@ def build_atlas(
                 model, job.layer, banks[job.layer], steps=steps, preset=preset, shape=shape,
                 seed=job.seed, reshape=reshape, forward_args=_example_args(fa, examples, [0] * n_concepts),
             )  # fmt: skip
-        elif job.example is not None:
-            drawn = draw_accent(
-                model,
-                job,
-                steps=steps,
-                preset=preset,
-                reshape=reshape,
-                forward_args=_example_args(fa, examples, [0]),
-            )
         else:
             no_ink = preset is None and same(job.layer, output) and _is_linear(model, job.layer)
             drawn = draw_units(
                 model, job, steps=steps, preset=preset, shape=shape, reshape=reshape, no_ink=no_ink,
                 forward_args=_example_args(fa, examples, [0] * len(job.units)),
+                one_args=_example_args(fa, examples, [0]),
             )  # fmt: skip
         if progress:
             what = "its concepts" if job.concepts else f"units {job.units[0]}-{job.units[-1]}"
-            what += " accentuated" if job.example is not None else ""
             who = f" (rank {rank()})" if world_size() > 1 else ""
             print(
                 f"[atlas] {job.layer}: {what} drawn{who} in {time.perf_counter() - began:.1f} s",
@@ -400,11 +383,11 @@ def build_atlas(
             return
         parts = deliver_units(job, drawn, lambda unit: cache / cache_key(fingerprint, job.layer, unit))
         for unit, part in parts.items():
-            meta = pending[job.layer, unit] = pending[job.layer, unit] | part
-            if "value" in meta and ("accent" in meta or not meta["examples"]):
-                del pending[job.layer, unit]
-                folder = cache / cache_key(fingerprint, job.layer, unit)
-                (folder / "unit.json").write_text(json.dumps(meta, sort_keys=True))  # last: means done
+            meta = pending.pop((job.layer, unit)) | part
+            folder = cache / cache_key(fingerprint, job.layer, unit)
+            (folder / "unit.json").write_text(
+                json.dumps(meta, sort_keys=True)
+            )  # last: its presence means done
 
     run_jobs(jobs, draw, deliver)
     index = root / "index.html"

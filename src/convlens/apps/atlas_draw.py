@@ -31,9 +31,8 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import io
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -77,7 +76,8 @@ class Job:
     ``units`` are drawn (a whole chunk, so that its pictures are always the same); ``keep`` are those
     written (the chunk's units to compute: the others are in the cache or not shown). ``references``:
     each drawn unit's top dataset activation (NaN where unknown), for the activation a picture reaches
-    relative to it. ``example``: an accentuation job, the one unit's top example (its input).
+    relative to it. ``examples``: each drawn unit's top example (its input) to accentuate, None for
+    the units not kept.
     """
 
     layer: str
@@ -87,7 +87,7 @@ class Job:
     keep: tuple[int, ...] = ()
     concepts: bool = False
     references: tuple[float, ...] = ()
-    example: Tensor | None = None
+    examples: tuple[Tensor | None, ...] = ()
 
 
 def chunk_size(macs: int, device: torch.device | str = "cpu") -> int:
@@ -113,25 +113,22 @@ def unit_jobs(
     seed: int,
     cost: float,
     total: int,
-    references: Mapping[int, float] | None = None,
 ) -> list[Job]:
     """The chunks of ``layer`` that hold ``units``: each a whole chunk of ``size`` units, seeded by where it starts.
 
     A chunk is units ``[start, start + size)`` of the layer's ``total``, drawn whole even when only some
     of them are to compute, so that a unit's picture never depends on which units the cache holds or how
-    many are shown. ``cost``: one picture's (the chunk's is that times its units). ``references``: the
-    top dataset activation of the units known (the others' are NaN).
+    many are shown. ``cost``: one picture's (the chunk's is that times its units).
     """
-    known = references or {}
     chunks: dict[int, list[int]] = {}
     for unit in units:
         chunks.setdefault(unit // size, []).append(unit)
     jobs = []
     for at, keep in sorted(chunks.items()):
         drawn = tuple(range(at * size, min((at + 1) * size, total)))
-        refs = tuple(float(known.get(u, float("nan"))) for u in drawn)
-        job = Job(layer=layer, units=drawn, seed=seed + at * size, cost=cost * len(drawn), keep=tuple(keep))
-        jobs.append(dataclasses.replace(job, references=refs))
+        jobs.append(
+            Job(layer=layer, units=drawn, seed=seed + at * size, cost=cost * len(drawn), keep=tuple(keep))
+        )
     return jobs
 
 

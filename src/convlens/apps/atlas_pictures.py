@@ -14,14 +14,15 @@ Both run on whichever rank draws the job (:mod:`convlens.apps.atlas_draw`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from convlens.apps.atlas_draw import Job, as_rgb, png_bytes, scaled
 from convlens.core.inputs import ForwardArgs
@@ -37,7 +38,6 @@ __all__ = [
     "NO_INK",
     "THUMB",
     "Drawn",
-    "accent_jobs",
     "accent_steps",
     "deliver_units",
     "draw_accent",
@@ -63,12 +63,16 @@ def accent_steps(steps: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Drawn:
-    """One unit's pictures: its visualization and the same with the mask as alpha, as PNG bytes."""
+    """One unit's pictures as PNG bytes: its visualization, the same with the mask as alpha, its top example accentuated.
+
+    ``accent``: the accentuated picture and the unit's activation it reaches, or None (no example).
+    """
 
     png: bytes
     mask: bytes
     value: float
     relative: float | None
+    accent: tuple[bytes, float] | None = None
 
 
 def draw_units(
@@ -81,8 +85,13 @@ def draw_units(
     reshape: ReshapeSpec,
     no_ink: bool,
     forward_args: ForwardArgs,
+    one_args: ForwardArgs,
 ) -> list[Drawn]:
-    """The job's units' feature visualizations, each with its mask, final objective and relative activation."""
+    """The job's units' feature visualizations, each with its mask, final objective and relative activation.
+
+    ``forward_args``: the model's other arguments for the batch of the job's units; ``one_args``: for
+    one picture (each kept unit's top example accentuated).
+    """
     nv = NeuronVisualizer(model, job.layer, input_shape=shape, reshape=reshape)
     units = list(job.units)
     reference = list(job.references) if job.references else None
@@ -101,7 +110,14 @@ def draw_units(
         pictures = viz.picture.detach().float().cpu()
     assert viz.mask is not None  # every maximization accumulates one
     drawn = []
-    for j in range(len(units)):
+    for j, unit in enumerate(units):
+        example = job.examples[j] if job.examples else None
+        accent = None
+        if example is not None:  # seeded by the unit (job.seed is seed plus the chunk's first unit)
+            accent = draw_accent(
+                model, job.layer, unit, example, steps=steps, seed=job.seed + j, preset=preset, reshape=reshape,
+                forward_args=one_args,
+            )  # fmt: skip
         rgb = as_rgb(pictures[j], None)
         relative = None if viz.quality.relative is None else float(viz.quality.relative[j])
         drawn.append(
@@ -110,6 +126,7 @@ def draw_units(
                 mask=png_bytes(scaled(masked(rgb, viz.mask[j].cpu()), THUMB * 2)),
                 value=float(viz.values[j]),
                 relative=None if relative is None or math.isnan(relative) else relative,
+                accent=accent,
             )
         )
     return drawn
@@ -117,22 +134,28 @@ def draw_units(
 
 def draw_accent(
     model: nn.Module,
-    job: Job,
+    layer: str,
+    unit: int,
+    example: Tensor,
     *,
     steps: int,
+    seed: int,
     preset: str | None,
     reshape: ReshapeSpec,
     forward_args: ForwardArgs,
 ) -> tuple[bytes, float]:
-    """The job's one unit's top example accentuated, as PNG bytes, with the unit's activation reached."""
-    assert job.example is not None  # an accentuation job: one unit and its top example
+    """A unit's top example (a model input) accentuated, as PNG bytes, with the unit's activation reached.
+
+    One picture at a time, seeded by the unit: it never depends on which other units are drawn.
+    ``forward_args``: those of a batch of one.
+    """
     dtype, device = model_dtype_device(model)
-    x = job.example[None].to(device, dtype)
-    objective = channel(job.layer, job.units[0], reshape=reshape)
+    x = example[None].to(device, dtype)
+    objective = channel(layer, unit, reshape=reshape)
     if preset is None:
         res = accentuate(
-            model, objective, x.float().clamp(0, 1).to(dtype), layer=job.layer, steps=accent_steps(steps),
-            seed=job.seed, value_range=(0.0, 1.0), forward_args=forward_args,
+            model, objective, x.float().clamp(0, 1).to(dtype), layer=layer, steps=accent_steps(steps),
+            seed=seed, value_range=(0.0, 1.0), forward_args=forward_args,
         )  # fmt: skip
         picture = res.image.detach().float().clamp(0, 1).cpu()[0]
     else:
@@ -142,7 +165,7 @@ def draw_accent(
         )
         seed_picture = (x * std + mean).clamp(0, 1)
         res = accentuate(
-            model, objective, seed_picture, layer=job.layer, steps=accent_steps(steps), seed=job.seed,
+            model, objective, seed_picture, layer=layer, steps=accent_steps(steps), seed=seed,
             normalize=preset, forward_args=forward_args,  # type: ignore[arg-type]  # a preset's name
         )  # fmt: skip
         assert res.picture is not None
@@ -150,43 +173,41 @@ def draw_accent(
     return png_bytes(scaled(as_rgb(picture, None), THUMB * 2)), float(res.values[0])
 
 
-def accent_jobs(
-    layer: str,
-    units: Sequence[int],
-    best: TopExamplesResult,
-    *,
-    keep: Collection[int],
-    seed: int,
-    cost: float,
+def with_examples(
+    jobs: Sequence[Job], units: Sequence[int], best: TopExamplesResult, *, accent_cost: float
 ) -> list[Job]:
-    """One accentuation job per unit of ``keep`` with a top example (``best`` holds ``units``' rows, inputs kept)."""
-    if best.inputs is None or best.inputs.shape[1] == 0:
-        return []
-    return [
-        Job(
-            layer=layer,
-            units=(u,),
-            seed=seed + u,
-            cost=cost,
-            keep=(u,),
-            example=best.inputs[j, 0].detach().cpu(),
+    """The chunks with their units' top activations (NaN where unknown) and their kept units' top examples.
+
+    ``best`` holds ``units``' rows (inputs kept); ``accent_cost`` is one accentuation's, added per example.
+    """
+    row = {u: j for j, u in enumerate(units)}
+    have = best.inputs is not None and best.activations.shape[1] > 0
+    out = []
+    for job in jobs:
+        tops = tuple(float(best.activations[row[u], 0]) if have and u in row else math.nan for u in job.units)
+        examples = tuple(
+            best.inputs[row[u], 0].detach().cpu()
+            if best.inputs is not None and have and u in job.keep and u in row and math.isfinite(tops[i])
+            else None
+            for i, u in enumerate(job.units)
         )
-        for j, u in enumerate(units)
-        if u in keep and math.isfinite(float(best.activations[j, 0]))
-    ]
+        extra = accent_cost * sum(e is not None for e in examples)
+        out.append(dataclasses.replace(job, references=tops, examples=examples, cost=job.cost + extra))
+    return out
 
 
-def deliver_units(job: Job, drawn: Any, folder: Callable[[int], Path]) -> dict[int, dict[str, Any]]:
+def deliver_units(
+    job: Job, drawn: Sequence[Drawn], folder: Callable[[int], Path]
+) -> dict[int, dict[str, Any]]:
     """Write a drawn job's pictures into its units' cache folders; each kept unit's part of its ``unit.json``."""
-    if job.example is not None:
-        png, value = drawn
-        (folder(job.units[0]) / "accent.png").write_bytes(png)
-        return {job.units[0]: {"accent": value}}
     parts = {}
     for unit, one in zip(job.units, drawn, strict=True):
         if unit not in job.keep:
             continue  # drawn with its chunk: in the cache already, or not shown
         (folder(unit) / "viz.png").write_bytes(one.png)
         (folder(unit) / "mask.png").write_bytes(one.mask)
+        if one.accent is not None:
+            (folder(unit) / "accent.png").write_bytes(one.accent[0])
         parts[unit] = {"value": one.value, "relative": one.relative}
+        parts[unit] |= {"accent": None if one.accent is None else one.accent[1]}
     return parts
