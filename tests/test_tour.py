@@ -60,6 +60,7 @@ def test_every_section_writes_its_files(tour: TourResult) -> None:
         "filters",
         "digits",
         "learn",
+        "accentuate",
         "concepts",
         "gradcam",
         "alphago",

@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torch import nn
 
-from convlens.apps import tour_concepts
+from convlens.apps import tour_accent, tour_concepts
 from convlens.apps.atlas import build_atlas
 from convlens.apps.page import Check, Item, TourPage
 from convlens.attribution.cam import GradCAM
@@ -388,6 +388,14 @@ def _pictures(res: MaximizationResult, titles: list[str], title: str, model: nn.
     return plot_images(pictures, titles, cols=4, title=title, note=zoo.weights_note(model), panel_size=2.5)
 
 
+def _accentuate(tour: _Tour) -> None:
+    tour.echo("Feature accentuation: gradient ascent from a real picture (digits CNN, then AlexNet)")
+    tour_accent.add_items(
+        tour, tour.model("convlens:digits_cnn"), tour.model("torchvision:alexnet"), heading=LEARN,
+        steps=16 if tour.quick else 64, seed=tour.seed, picture=tour.picture(),
+    )  # fmt: skip
+
+
 def _concepts(tour: _Tour) -> None:
     steps = 32 if tour.quick else 128  # concept_pictures' default, as the atlas draws concepts
     tour_concepts.add_item(
@@ -441,6 +449,7 @@ SECTIONS: dict[str, Callable[[_Tour], None]] = {
     "filters": _filters_and_maps,
     "digits": _digits,
     "learn": _learn,
+    "accentuate": _accentuate,
     "concepts": _concepts,
     "gradcam": _gradcam,
     "alphago": _alphago,
