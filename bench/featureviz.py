@@ -92,6 +92,7 @@ from common import (
     quartiles,
     rounds,
 )
+from featureviz_extras import accent_lines, accentuation, quality, quality_lines
 from PIL import Image
 from torch import Tensor, nn
 
@@ -540,6 +541,10 @@ def report(
             assert m.top1 is not None
             row = " | ".join(f"{p:.2f} ({short(t)})" for p, t in zip(m.transfer, m.top1, strict=True))
             lines.append(f"| {LABELS[key]} | {row} | {fmt(m.median_transfer, '.3f')} |")
+    if "accentuation" in record:
+        lines += accent_lines(record["accentuation"], imagenet_classes(), record.get("photo_names", []))
+    if "quality" in record:
+        lines += quality_lines(record["quality"])
     lines += ["", "Notes:", ""]
     lines += [f"- {note}" for note in record["notes"]]
     lines += ["", "```", *targets_block(metrics, photos, jobs, speed), "```", ""]
@@ -649,6 +654,11 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--figure", type=Path, help="also save the recommended-vs-Lucent figure here")
     parser.add_argument("--figure-all", action="store_true", help="every method in featureviz.png")
     parser.add_argument("--redraw", action="store_true", help="table and figures from --out, no optimizing")
+    parser.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the accentuation and quality runs (featureviz_extras.py)",
+    )
     args = parser.parse_args()
     if not 1 <= args.classes <= len(CLASSES):
         parser.error(f"--classes must be 1..{len(CLASSES)}")
@@ -731,7 +741,27 @@ def main() -> None:
         if args.speed_rounds > 0:
             print(f"speed: {args.speed_rounds} rounds of {args.speed_steps} steps", flush=True)
             speed["times"] = speed_runs(methods, speed_job, args.speed_steps, args.speed_rounds)
+        extras: dict[str, Any] = {}
+        if not args.no_extras:
+            _, photo_pictures = load_photos()
+            print(f"accentuation and quality, {args.steps} steps", flush=True)
+            free = pictures.get(("classes", RECOMMENDED))
+            extras["accentuation"], accented = accentuation(
+                lite0,
+                lite1,
+                lite1_size,
+                photo_pictures,
+                classes=cfg["classes"],
+                free=free,
+                steps=args.steps // 2,
+            )
+            torch.save(accented, out / "accentuated.pt")
+            extras["quality"] = quality(
+                lite0, lite1, lite1_size, photo_pictures, classes=cfg["classes"], layer=cfg["layer"],
+                channels=cfg["channels"], steps=args.steps,
+            )  # fmt: skip
         record = {
+            **extras,
             "settings": f"torch {torch.__version__}, {torch.get_num_threads()} threads",
             "config": cfg,
             "seconds_per_picture": seconds,
@@ -743,6 +773,7 @@ def main() -> None:
         (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
 
     photo_names, photo_pictures = load_photos()
+    record["photo_names"] = photo_names
     photos = Metrics(spectrum_slopes(photo_pictures), saturation(photo_pictures))
     metrics = {
         (job.name, key): measure(

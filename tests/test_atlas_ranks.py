@@ -133,12 +133,12 @@ def test_a_resumed_build_writes_the_same_bytes_as_a_fresh_one(tmp_path: Path) ->
 
 def test_what_is_drawn_is_written_as_the_build_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A build stopped while drawing keeps the pictures drawn so far: a rerun draws only the rest."""
-    from convlens.apps import atlas
+    from convlens.apps.atlas_pictures import draw_units
 
     model, data = cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test")
     options: dict[str, object] = {"layers": ["features.0", "classifier.2"], "units": 4, "k": 2, "steps": 3}
     options |= {"progress": False, "concepts": 0}
-    real, calls = atlas.draw_units, []
+    real, calls = draw_units, []
 
     def stopped(*args: object, **kwargs: object) -> object:
         calls.append(args[1])
@@ -146,10 +146,10 @@ def test_what_is_drawn_is_written_as_the_build_goes(tmp_path: Path, monkeypatch:
             raise KeyboardInterrupt  # the second job: the first one's pictures are on disk already
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(atlas, "draw_units", stopped)
+    monkeypatch.setattr("convlens.apps.atlas.draw_units", stopped)
     with pytest.raises(KeyboardInterrupt):
         build_atlas(model, data, tmp_path, **options)  # type: ignore[arg-type]
-    monkeypatch.setattr(atlas, "draw_units", real)
+    monkeypatch.setattr("convlens.apps.atlas.draw_units", real)
     kept = len(list((tmp_path / "_cache").glob("*/unit.json")))
     assert kept == 4  # the first job's four units
     again = build_atlas(model, data, tmp_path, **options)  # type: ignore[arg-type]
