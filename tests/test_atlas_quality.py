@@ -81,3 +81,18 @@ def test_a_unit_no_example_excites_has_no_relative_activation(site: Path) -> Non
     own = (site / "units" / "features.4" / "1.html").read_text().split("<h2>")[1]
     assert own.startswith("Its feature visualization")
     assert "activation" not in own
+
+
+def test_with_two_seeds_each_unit_page_shows_its_stability(tmp_path: Path) -> None:
+    build_atlas(
+        cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test"), tmp_path, layers=["classifier.2"], units=2, k=2,
+        steps=6, seeds=2, progress=False, concepts=0,
+    )  # fmt: skip
+    for unit in (0, 1):
+        meta = unit_json(tmp_path, "classifier.2", unit)
+        assert isinstance(meta["stability"], float)
+        assert -1.0 <= meta["stability"] <= 1.0
+        page = (tmp_path / "units" / "classifier.2" / f"{unit}.html").read_text()
+        assert f"stability {meta['stability']:.2f} across seeds" in page
+    with pytest.raises(cl.InvalidArgumentError, match="seeds"):
+        build_atlas(cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test"), tmp_path, seeds=0)

@@ -148,6 +148,7 @@ def build_atlas(
     batch_size: int = 64,
     num_workers: int = 0,
     seed: int = 0,
+    seeds: int = 1,
     progress: bool = True,
     class_names: Sequence[str] | Unset | None = UNSET,
 ) -> AtlasResult:
@@ -165,6 +166,9 @@ def build_atlas(
         units: The first this many units of each layer (None: all of them).
         k: Top dataset examples per unit.
         steps: Optimization steps of each feature visualization (the concepts' pictures too).
+        seeds: Draw each unit from this many seeds; from 2 on, each unit page shows the picture's
+            stability (the mean cosine between the layer's features of the seeds' pictures) at that
+            many times the drawing's cost. The picture shown is the first seed's.
         concepts: How many concepts each layer's page shows (:func:`convlens.concepts`, with
             ``k`` top examples each); 0 or None: no concepts section. The default, 6, is the number
             of neuron groups Olah et al. show per layer ("The Building Blocks of Interpretability",
@@ -226,7 +230,7 @@ def build_atlas(
     """
     started = time.perf_counter()
     root = Path(out)
-    k, steps = check_int("k", k, 1), check_int("steps", steps, 1)
+    k, steps, seeds = check_int("k", k, 1), check_int("steps", steps, 1), check_int("seeds", seeds, 1)
     count = None if units is None else check_int("units", units, 1)
     n_concepts = 0 if concepts is None else check_int("concepts", concepts, 0)
     if preset is not None and preset not in PRESETS:
@@ -253,7 +257,7 @@ def build_atlas(
         names_of = tuple(label_names)  # a classifier of the data's own classes (the digits): name its outputs
     rows = _layer_rows(model, report, layers)
     units_of = _unit_counts(model, sample, rows, layout, one)
-    options = {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed}
+    options = {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed, "seeds": seeds}
     options |= {"reshape": layout.describe(), "forward_args": repr(fa)}
     fingerprint = _fingerprint(model, data, [sample, *fa.tensors()], options)
     output = report.rows[-1].name if report.rows else ""
@@ -327,7 +331,9 @@ def build_atlas(
                     forward_args=lambda indices: _example_args(fa, examples, indices),
                 )  # fmt: skip
                 pending |= {(row.name, unit): meta for unit, meta in metas.items()}
-            chunks = unit_jobs(row.name, missing, size=size, seed=seed, cost=cost, total=units_of[row.name])
+            chunks = unit_jobs(
+                row.name, missing, size=size, seed=seed, cost=cost * seeds, total=units_of[row.name]
+            )
             jobs += with_examples(chunks, ranked, best, accent_cost=cost * accent_steps(steps) / steps)
         cp = planned.get(row.name)
         if cp is not None and cp.missing:  # every rank: the fit is sharded and all-reduced
@@ -362,7 +368,7 @@ def build_atlas(
         else:
             no_ink = preset is None and same(job.layer, output) and _is_linear(model, job.layer)
             drawn = draw_units(
-                model, job, steps=steps, preset=preset, shape=shape, reshape=reshape, no_ink=no_ink,
+                model, job, steps=steps, seeds=seeds, preset=preset, shape=shape, reshape=reshape, no_ink=no_ink,
                 forward_args=_example_args(fa, examples, [0] * len(job.units)),
                 one_args=_example_args(fa, examples, [0]),
             )  # fmt: skip

@@ -73,6 +73,7 @@ class Drawn:
     value: float
     relative: float | None
     accent: tuple[bytes, float] | None = None
+    stability: float | None = None
 
 
 def draw_units(
@@ -80,6 +81,7 @@ def draw_units(
     job: Job,
     *,
     steps: int,
+    seeds: int = 1,
     preset: str | None,
     shape: tuple[int, ...],
     reshape: ReshapeSpec,
@@ -98,12 +100,12 @@ def draw_units(
     if preset is None:
         viz = nv.maximize(
             units, steps=steps, seed=job.seed, value_range=(0.0, 1.0), l1=NO_INK if no_ink else 0.0,
-            forward_args=forward_args, reference=reference,
+            forward_args=forward_args, reference=reference, seeds=seeds,
         )  # fmt: skip
         pictures = viz.image.detach().float().clamp(0, 1).cpu()
     else:
         viz = nv.maximize(
-            units, steps=steps, seed=job.seed, forward_args=forward_args, reference=reference,
+            units, steps=steps, seed=job.seed, forward_args=forward_args, reference=reference, seeds=seeds,
             normalize=preset,  # type: ignore[arg-type]  # checked against PRESETS in build_atlas
         )  # fmt: skip
         assert viz.picture is not None  # with normalize, the picture in [0, 1]
@@ -127,6 +129,7 @@ def draw_units(
                 value=float(viz.values[j]),
                 relative=None if relative is None or math.isnan(relative) else relative,
                 accent=accent,
+                stability=None if viz.quality.stability is None else float(viz.quality.stability[j]),
             )
         )
     return drawn
@@ -208,6 +211,6 @@ def deliver_units(
         (folder(unit) / "mask.png").write_bytes(one.mask)
         if one.accent is not None:
             (folder(unit) / "accent.png").write_bytes(one.accent[0])
-        parts[unit] = {"value": one.value, "relative": one.relative}
+        parts[unit] = {"value": one.value, "relative": one.relative, "stability": one.stability}
         parts[unit] |= {"accent": None if one.accent is None else one.accent[1]}
     return parts

@@ -365,6 +365,8 @@ def _unit_page(site: _Site, row: LayerShape, *, ui: int, meta: dict[str, Any], n
         links.append((f"{shown[ui + 1]}.html", f"unit {shown[ui + 1]} →"))
     what = "class picture" if meta.get("cam") else "feature visualization"
     trust = [] if meta.get("relative") is None else [f"{meta['relative']:.2f}x its top example's activation"]
+    if meta.get("stability") is not None:
+        trust.append(f"stability {meta['stability']:.2f} across seeds")
     own = [html.figure(html.image(src + "viz.png", what), f"objective {meta['value']:.3g}", *trust)]
     own.append(
         html.figure(html.image(src + "mask.png", "where it matters"), "where it matters (opaque: most)")

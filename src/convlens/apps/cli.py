@@ -240,6 +240,7 @@ def _atlas(args: argparse.Namespace) -> None:
         units=args.units or None,
         k=args.k,
         steps=args.steps,
+        seeds=args.seeds,
         preset=args.preset if pictures else None,
         picture_size=args.size if pictures else None,
         title=args.model,

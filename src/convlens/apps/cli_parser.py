@@ -111,6 +111,12 @@ def parser() -> argparse.ArgumentParser:
     atlas.add_argument("--k", type=int, default=8, help="top dataset examples per unit (default 8)")
     atlas.add_argument("--steps", type=int, default=128, help="feature visualization steps (default 128)")
     atlas.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="draw each unit from this many seeds; 2 or more: show its stability",
+    )
+    atlas.add_argument(
         "--size", type=int, default=128, help="feature visualization side in pixels (default 128)"
     )
     for option, default, text in (
