@@ -671,6 +671,52 @@ def test_the_recommended_defaults() -> None:
     assert (grey.param, grey.decorrelate) == ("fft", False)
 
 
+def test_naturalness_defaults_and_checks() -> None:
+    from convlens.featureviz.maximize import NATURALNESS
+
+    def made(**kwargs: object) -> ActivationMaximizer:
+        options: dict[str, object] = {"input_shape": PICTURE, **kwargs}
+        return ActivationMaximizer(picture_net(), channel("1", 0), **options)  # type: ignore[arg-type]
+
+    assert made(normalize="imagenet").naturalness == NATURALNESS == 20.0  # pictures, fft
+    assert made(normalize="imagenet", param="pixel").naturalness == NATURALNESS
+    assert made(normalize="imagenet", param="maco").naturalness == 0.0  # a photograph's amplitude already
+    assert made().naturalness == 0.0  # model values: no picture to hold to photographs
+    start = torch.full(PICTURE, 0.5)
+    assert made(normalize="imagenet", start=start).naturalness == 0.0  # accentuation: the anchor's job
+    assert made(normalize="imagenet", naturalness=3).naturalness == 3.0
+    assert made(naturalness=0).naturalness == 0.0
+    with pytest.raises(InvalidArgumentError, match=r"naturalness=2\.0 .* needs normalize="):
+        made(naturalness=2)
+    with pytest.raises(InvalidArgumentError, match="naturalness must be a finite number >= 0; got -1"):
+        made(normalize="imagenet", naturalness=-1)
+    with pytest.raises(InvalidTypeError, match="naturalness must be a number"):
+        made(normalize="imagenet", naturalness=True)
+
+
+def test_naturalness_holds_the_spectrum_to_photographs() -> None:
+    from convlens.featureviz.colour import spectrum_deviation
+
+    def deviation(weight: float) -> tuple[Tensor, MaximizationResult]:
+        res = ActivationMaximizer(
+            picture_net(),
+            channel("1", 2),
+            input_shape=(2, 3, 32, 32),
+            steps=40,
+            normalize="imagenet",
+            naturalness=weight,
+        ).run()
+        assert res.picture is not None
+        return spectrum_deviation(res.picture.double()), res
+
+    free, _ = deviation(0.0)
+    held, held_res = deviation(200.0)
+    assert bool((held < 0.5 * free).all()), (held, free)
+    # The penalty is not the objective: values are the unit's alone, evaluated on the final image.
+    again = channel("1", 2)({"1": picture_net()(held_res.image)}, held_res.image)
+    torch.testing.assert_close(held_res.values, again.float())
+
+
 def test_standard_transforms_on_the_model_values() -> None:
     res = ActivationMaximizer(
         picture_net(),

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult, _input_layout
+from convlens.featureviz.maximize import ActivationMaximizer, MaximizationResult
 from convlens.featureviz.objectives import Objective, channel, class_logit
+from convlens.featureviz.recipe import input_layout
 from helpers import tolerance
 from invariants import assert_unchanged, snapshot
 from models import seeded
@@ -55,13 +56,13 @@ def run(
 
 def test_layout_is_channels_last_only_for_pictures_into_convolutions_on_cpu() -> None:
     cpu = torch.device("cpu")
-    assert _input_layout(conv_net(), (2, 3, 8, 8), cpu) == torch.channels_last
+    assert input_layout(conv_net(), (2, 3, 8, 8), cpu) == torch.channels_last
     one_channel = (2, 1, 8, 8)  # nothing to reorder
-    assert _input_layout(conv_net(), one_channel, cpu) == torch.preserve_format
-    assert _input_layout(conv_net(), (2, 3, 8), cpu) == torch.preserve_format
-    assert _input_layout(conv_net(), (2, 3, 8, 8), torch.device("meta")) == torch.preserve_format
+    assert input_layout(conv_net(), one_channel, cpu) == torch.preserve_format
+    assert input_layout(conv_net(), (2, 3, 8), cpu) == torch.preserve_format
+    assert input_layout(conv_net(), (2, 3, 8, 8), torch.device("meta")) == torch.preserve_format
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
-    assert _input_layout(mlp, (2, 3, 4, 4), cpu) == torch.preserve_format
+    assert input_layout(mlp, (2, 3, 4, 4), cpu) == torch.preserve_format
 
 
 def test_the_model_sees_channels_last_and_is_left_as_found() -> None:

@@ -20,6 +20,7 @@ from convlens.featureviz.colour import (
     natural_spectrum,
     recorrelate,
     resolve_normalize,
+    spectrum_deviation,
 )
 
 CPU = torch.device("cpu")
@@ -215,3 +216,71 @@ def test_resolve_normalize_unknown_preset_suggests_the_near_one() -> None:
 def test_resolve_normalize_wrong_type(normalize: object) -> None:
     with pytest.raises(InvalidTypeError):
         resolve_normalize(normalize, 3)
+
+
+# -- the spectrum's deviation from photographs' ------------------------------------------------
+
+
+def deviation_by_hand(pictures: Tensor, slope: float) -> list[float]:
+    """The binned luminance power (bench/featureviz.py's log bins, then whole-cycle rings), in numpy,
+    against the line of ``slope``, offset free: the two mean squares summed."""
+    luminance = pictures.double().mean(dim=1).numpy()
+    luminance = luminance - luminance.mean(axis=(1, 2), keepdims=True)
+    power = np.abs(np.fft.fft2(luminance, norm="ortho")) ** 2
+    h, w = luminance.shape[-2:]
+    side = max(h, w)
+    radius = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.fftfreq(w)[None, :])
+    edges = np.geomspace(2 / side, 0.5, 17)
+    octaves = [
+        (math.sqrt(lo * hi), (radius >= lo) & ((radius <= hi) if i == 15 else (radius < hi)))
+        for i, (lo, hi) in enumerate(itertools.pairwise(edges))
+    ]
+    rings = [(r / side, np.rint(radius * side) == r) for r in range(1, side // 2 + 1)]
+
+    def mean_square(p: np.ndarray, bins: list[tuple[float, np.ndarray]]) -> float:
+        used = [(f, inside) for f, inside in bins if inside.any()]
+        residual = np.array([math.log(p[inside].mean()) - slope * math.log(f) for f, inside in used])
+        return float(((residual - residual.mean()) ** 2).mean())
+
+    return [mean_square(p, octaves) + mean_square(p, rings) for p in power]
+
+
+@pytest.mark.parametrize("size", [(64, 64), (48, 80), (224, 224)])
+def test_spectrum_deviation_is_the_bench_measure_by_hand(size: tuple[int, int]) -> None:
+    pictures = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for slope in (-2.53, -1.0):
+        expected = torch.tensor(deviation_by_hand(pictures, slope), dtype=torch.float64)
+        torch.testing.assert_close(spectrum_deviation(pictures, slope), expected)
+
+
+def test_spectrum_deviation_ignores_contrast_and_mean() -> None:
+    pictures = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(spectrum_deviation(0.3 * pictures + 0.2), spectrum_deviation(pictures))
+
+
+def test_spectrum_deviation_is_least_at_the_pictures_own_slope() -> None:
+    # A power law of slope -2 coloured into noise: its deviation from -2 is far below that from -0.5 or -3.5.
+    g = torch.Generator().manual_seed(2)
+    noise = torch.rand(4, 1, 128, 128, generator=g, dtype=torch.float64)
+    f = torch.fft.fftfreq(128, dtype=torch.float64).abs().clamp(min=1 / 128)
+    amplitude = (f[:, None] ** 2 + f[None, :] ** 2).sqrt() ** -1.0  # power falls as f^-2
+    coloured = torch.fft.ifft2(torch.fft.fft2(noise) * amplitude).real
+    own = spectrum_deviation(coloured, -2.0)
+    for other in (-0.5, -3.5):
+        assert bool((own < 0.25 * spectrum_deviation(coloured, other)).all())
+
+
+def test_spectrum_deviation_gradient_descent_lowers_it() -> None:
+    picture = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    picture.requires_grad_()
+    before = float(spectrum_deviation(picture.detach()))
+    optimizer = torch.optim.Adam([picture], lr=0.01)
+    for _ in range(20):
+        (picture.grad,) = torch.autograd.grad(spectrum_deviation(picture).sum(), [picture])
+        optimizer.step()
+    assert float(spectrum_deviation(picture.detach())) < 0.5 * before
+
+
+def test_spectrum_deviation_of_a_picture_too_small_to_measure_is_zero() -> None:
+    # 2x2: a single radial bin holds a frequency, no line can be compared.
+    assert spectrum_deviation(torch.rand(3, 3, 2, 2)).tolist() == [0.0, 0.0, 0.0]

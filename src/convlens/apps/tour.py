@@ -94,7 +94,7 @@ class _Tour(TourPage):
 
 
 CNN = "7.1 CNN"
-LEARN = "7.2 What does CNN learn"
+LEARN = tour_accent.LEARN
 CAM = "7.3 Grad-CAM"
 HW4 = "HW4: the class each network predicts"
 ALPHAGO = "AlphaGo's policy network"
@@ -388,14 +388,6 @@ def _pictures(res: MaximizationResult, titles: list[str], title: str, model: nn.
     return plot_images(pictures, titles, cols=4, title=title, note=zoo.weights_note(model), panel_size=2.5)
 
 
-def _accentuate(tour: _Tour) -> None:
-    tour.echo("Feature accentuation: gradient ascent from a real picture (digits CNN, then AlexNet)")
-    tour_accent.add_items(
-        tour, tour.model("convlens:digits_cnn"), tour.model("torchvision:alexnet"), heading=LEARN,
-        steps=16 if tour.quick else 64, seed=tour.seed, picture=tour.picture(),
-    )  # fmt: skip
-
-
 def _concepts(tour: _Tour) -> None:
     steps = 32 if tour.quick else 128  # concept_pictures' default, as the atlas draws concepts
     tour_concepts.add_item(
@@ -449,7 +441,7 @@ SECTIONS: dict[str, Callable[[_Tour], None]] = {
     "filters": _filters_and_maps,
     "digits": _digits,
     "learn": _learn,
-    "accentuate": _accentuate,
+    "accentuate": tour_accent.section,
     "concepts": _concepts,
     "gradcam": _gradcam,
     "alphago": _alphago,

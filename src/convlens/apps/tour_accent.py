@@ -13,17 +13,30 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol
+
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
-from convlens.apps.page import Check, TourPage
+from convlens.apps.page import Check
 from convlens.featureviz.accentuate import accentuate
 from convlens.featureviz.objectives import class_logit
 from convlens.models import images, zoo
 from convlens.models.images import ImageSource
 from convlens.render import masked, plot_images
 
-__all__ = ["ALEXNET_CLASSES", "ALEXNET_LAYER", "DIGITS", "DIGITS_LAYER", "DIGITS_WEIGHT", "add_items"]
+__all__ = [
+    "ALEXNET_CLASSES",
+    "ALEXNET_LAYER",
+    "DIGITS",
+    "DIGITS_LAYER",
+    "DIGITS_WEIGHT",
+    "Tour",
+    "add_items",
+    "section",
+]
 
 #: Test digits to accentuate: (the digit, the class it is pushed towards).
 DIGITS = ((3, 8), (1, 7), (2, 3))
@@ -31,13 +44,46 @@ DIGITS = ((3, 8), (1, 7), (2, 3))
 #: strongly (a logit rises by tens: at the default weight of 10 the digit is lost in noise).
 DIGITS_LAYER = "features.1"
 DIGITS_WEIGHT = 100.0
+#: The tour's heading the items go under (``apps/tour.py``'s LEARN).
+LEARN = "7.2 What does CNN learn"
 #: AlexNet's accentuations: military uniform and Windsor tie; the layer they stay close at.
 ALEXNET_CLASSES = (652, 906)
 ALEXNET_LAYER = "features.7"
 
 
+class Tour(Protocol):
+    """What the section needs of the tour (``apps/tour.py``'s ``_Tour``): its page, models, settings, picture."""
+
+    @property
+    def seed(self) -> int: ...  # noqa: D102
+
+    @property
+    def quick(self) -> bool: ...  # noqa: D102
+
+    @property
+    def echo(self) -> Callable[[str], None]: ...  # noqa: D102
+
+    def figure(self, heading: str, name: str, content: Figure, title: str, call: str, **extra: Any) -> None:
+        """Save a figure and put it on the page under ``heading``."""
+
+    def model(self, spec: str) -> nn.Module:
+        """The model of a zoo spec, loaded once."""
+
+    def picture(self) -> ImageSource:
+        """The picture the tour looks at."""
+
+
+def section(tour: Tour) -> None:
+    """The tour's section: both items under 7.2, 64 steps (16 with ``quick``)."""
+    tour.echo("Feature accentuation: gradient ascent from a real picture (digits CNN, then AlexNet)")
+    add_items(
+        tour, tour.model("convlens:digits_cnn"), tour.model("torchvision:alexnet"), heading=LEARN,
+        steps=16 if tour.quick else 64, seed=tour.seed, picture=tour.picture(),
+    )  # fmt: skip
+
+
 def add_items(
-    tour: TourPage,
+    tour: Tour,
     digits: nn.Module,
     alexnet: nn.Module,
     *,

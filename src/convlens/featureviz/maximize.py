@@ -32,10 +32,8 @@ References:
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from types import MappingProxyType
 from typing import Literal, cast
 
@@ -60,7 +58,7 @@ from convlens.errors import InvalidArgumentError, InvalidTypeError
 from convlens.featureviz import transforms as augment
 from convlens.featureviz.algebra import Activations
 from convlens.featureviz.anchor import Anchor
-from convlens.featureviz.colour import resolve_normalize
+from convlens.featureviz.colour import NATURALNESS, check_naturalness, resolve_normalize, spectrum_deviation
 from convlens.featureviz.forward import ObjectiveForward, check_channels_first, layer_shapes
 from convlens.featureviz.objectives import OUTPUT, Objective
 from convlens.featureviz.param import check_start, parameterize
@@ -72,8 +70,20 @@ from convlens.featureviz.quality import (
     stability_of,
     transfer_of,
 )
+from convlens.featureviz.recipe import (
+    PARAMS,
+    RECOMMENDED_PARAM,
+    RECOMMENDED_TRANSFORMS,
+    Param,
+    TransformName,
+    activation_part,
+    check_range,
+    check_transforms,
+    input_layout,
+)
 
 __all__ = [
+    "NATURALNESS",
     "NATURAL_DECAY",
     "RECOMMENDED_PARAM",
     "RECOMMENDED_TRANSFORMS",
@@ -84,18 +94,8 @@ __all__ = [
     "TransformName",
 ]
 
-#: How the image is parameterized: its pixels, a 1/f-scaled Fourier spectrum, or MACO's Fourier phase.
-Param = Literal["pixel", "fft", "maco"]
-_PARAMS = ("pixel", "fft", "maco")
-#: The random views each step sees: Lucid's standard transforms or MACO's crops and noise.
-TransformName = Literal["standard", "maco"]
-_TRANSFORMS = ("standard", "maco")
 #: Picture space: an ImageNet preset's name or per-channel ``(mean, std)``.
 Normalize = Literal["imagenet", "lecture"] | tuple[float | Sequence[float], float | Sequence[float]]
-#: The recipe a user gets with ``normalize`` and nothing else (the best in bench/featureviz.py):
-#: a decorrelated 1/f spectrum decaying as the photographs' amplitude does, seen through crops.
-RECOMMENDED_PARAM: Param = "fft"
-RECOMMENDED_TRANSFORMS: TransformName = "maco"
 #: The decay of the photographs' Fourier amplitude (their power spectrum falls as f^-2.53,
 #: scripts/natural_spectrum.py), the fft's default decay_power for pictures.
 NATURAL_DECAY = 1.25
@@ -185,8 +185,9 @@ class ActivationMaximizer:
     ``(picture - mean) / std``; the defaults are then the recipe that did best
     on a real pretrained network (``bench/featureviz.py``, EfficientNet-Lite0):
     a spectrum in decorrelated colours whose 1/f prior decays as photographs'
-    amplitude does (``decay_power=1.25``), seen through MACO-style random crops
-    and noise, so that ``ActivationMaximizer(model, objective,
+    amplitude does (``decay_power=1.25``), a penalty that keeps its power
+    spectrum's shape a photograph's (``naturalness=20``), seen through
+    MACO-style random crops and noise, so that ``ActivationMaximizer(model, objective,
     input_shape=(1, 3, 224, 224), normalize="imagenet")`` gives a picture that
     another network recognizes, with a photograph's spectrum slope and no more
     colour than a photograph.
@@ -224,6 +225,15 @@ class ActivationMaximizer:
         decay_power: The spectrum's decay exponent (``param="fft"``). None:
             Lucid's 1.0 without ``normalize``; with it 1.25, the decay of
             photographs' amplitude (their power spectrum falls as f^-2.5).
+        naturalness: The weight of a penalty on the picture's power spectrum
+            deviating in shape from photographs' ``f^-2.53``
+            (:func:`~convlens.featureviz.colour.spectrum_deviation`: mean
+            square log deviations in log-spaced bins and in rings, the contrast free),
+            subtracted from the objective at every step; it is not part of
+            ``history`` or ``values``. Without it the optimization adds the high
+            frequencies a 1/f prior does not ask for. None: 20 for 2-D pictures
+            made with ``param="fft"`` or ``"pixel"`` and no ``start``, else 0;
+            above 0 it needs ``normalize`` and 2-D pictures.
         value_range: Without ``normalize``: ``(lo, hi)``: the image is
             ``lo + (hi - lo) * sigmoid(p)``, so every value stays in range (the
             digits need ``(0, 1)``, where 0 is "no ink"). None: unbounded.
@@ -275,8 +285,8 @@ class ActivationMaximizer:
         >>> from convlens.featureviz.objectives import channel
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
         >>> am = ActivationMaximizer(net, channel("1", 2), input_shape=(1, 3, 32, 32), normalize="imagenet", steps=4)
-        >>> am.param, am.transforms, am.decorrelate, am.decay_power
-        ('fft', 'maco', True, 1.25)
+        >>> am.param, am.transforms, am.decorrelate, am.decay_power, am.naturalness
+        ('fft', 'maco', True, 1.25, 20.0)
         >>> res = am.run()
         >>> res.picture.shape, bool(0 <= res.picture.min() and res.picture.max() <= 1)
         (torch.Size([1, 3, 32, 32]), True)
@@ -322,6 +332,7 @@ class ActivationMaximizer:
         param: Param | None = None,
         decorrelate: bool | None = None,
         decay_power: float | None = None,
+        naturalness: float | None = None,
         value_range: tuple[float, float] | None = None,
         transforms: bool | TransformName | None = None,
         forward_args: ForwardArgsLike = None,
@@ -352,19 +363,19 @@ class ActivationMaximizer:
         self.normalize = resolve_normalize(normalize, channels)
         picture = self.normalize is not None
         default_param = RECOMMENDED_PARAM if picture else "pixel"
-        self.param = cast("Param", check_choice("param", default_param if param is None else param, _PARAMS))
+        self.param = cast("Param", check_choice("param", default_param if param is None else param, PARAMS))
         default_decay = NATURAL_DECAY if picture else 1.0
         self.decay_power = check_real(
             "decay_power", default_decay if decay_power is None else decay_power, positive=False
         )
-        self.value_range = _check_range(value_range)
+        self.value_range = check_range(value_range)
         if picture and self.value_range is not None:
             raise InvalidArgumentError(
                 f"value_range={self.value_range} is for images in the model's own values; with "
                 f"normalize={normalize!r} the picture is in [0, 1] by construction: drop one of them."
             )
         self.decorrelate = self._check_decorrelate(decorrelate, channels, picture)
-        self.transforms = _check_transforms(transforms, picture)
+        self.transforms = check_transforms(transforms, picture)
         self.lr = check_real("lr", _LR[self.param] if lr is None else lr, positive=True)
         if self.transforms is not None and spatial != 2:
             raise InvalidArgumentError(
@@ -382,6 +393,8 @@ class ActivationMaximizer:
                 f"normalize={normalize!r}, input_shape={self.input_shape}."
             )
         self.start = check_start(start, self.input_shape, self.param, picture=picture)
+        natural = picture and spatial == 2 and self.param != "maco" and self.start is None
+        self.naturalness = check_naturalness(naturalness, natural, self.normalize, self.input_shape)
         if anchor is not None and not isinstance(anchor, Anchor):
             raise InvalidTypeError(
                 f"anchor must be a convlens Anchor(layer, weight) or None; got {anchor!r}."
@@ -399,7 +412,7 @@ class ActivationMaximizer:
         read = objective.layers | ({anchor.layer} if anchor is not None else set())
         self.refs = {key: resolve_layer(model, key) for key in sorted(read)}
         self.dtype, self.device = model_dtype_device(self._module)
-        self._layout = _input_layout(self._module, self.input_shape, self.device)
+        self._layout = input_layout(self._module, self.input_shape, self.device)
         self._needs_output = objective.reads_output
         modules = {ref.name: ref.module for ref in self.refs.values()}
         meta = torch.empty(self.input_shape, dtype=self.dtype, device="meta")
@@ -546,8 +559,13 @@ class ActivationMaximizer:
                             anchor.layer
                         ]
                     loss = loss + anchor.weight * anchor.distance(acts[anchor.layer], held).sum()
+                nudge = None
+                if self.naturalness > 0:  # its own gradient: the mask is the objective's alone
+                    penalty = self.naturalness * spectrum_deviation(rendered).sum()
+                    (nudge,) = torch.autograd.grad(penalty, [parameter], retain_graph=True)
                 grad, where = torch.autograd.grad(loss, [parameter, rendered], allow_unused=True)
-                parameter.grad = torch.zeros_like(parameter) if grad is None else grad
+                grad = torch.zeros_like(parameter) if grad is None else grad
+                parameter.grad = grad if nudge is None else grad + nudge
                 if where is not None:
                     mask += where.detach().abs().sum(1, keepdim=True).float()
                 optimizer.step()
@@ -556,7 +574,7 @@ class ActivationMaximizer:
             rendered = made.render(parameter)
             image = to_input(rendered)
             final, acts = self._evaluate(recorder, image, image, layout)
-            units = _activation_part(self.objective)(acts, image).detach().float()
+            units = activation_part(self.objective)(acts, image).detach().float()
         read = sorted(self.objective.layers)
         feature = acts[read[0]] if read else acts.get(OUTPUT, image)
         feature = feature.mean(tuple(range(2, feature.dim()))) if feature.dim() > 2 else feature
@@ -595,7 +613,7 @@ class ActivationMaximizer:
         self, recorder: ObjectiveForward, seen: Tensor, image: Tensor, layout: torch.memory_format
     ) -> tuple[Tensor, Activations]:
         # A copy: a model that writes into its input in place must touch neither the leaf nor
-        # the image the objective (and the result) reads; made in ``layout`` (see _input_layout).
+        # the image the objective (and the result) reads; made in ``layout`` (see recipe.input_layout).
         activations = recorder.forward(seen.to(self.dtype).clone(memory_format=layout))
         values = self.objective(activations, image)
         n = self.input_shape[0]
@@ -618,66 +636,3 @@ class _Drawn:
     units: Tensor
     mask: Tensor
     features: Tensor
-
-
-def _input_layout(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> torch.memory_format:
-    """How the model's input is laid out in memory: channels last for a 2-D convolutional network on CPU.
-
-    A picture of ``C > 1`` channels reaches a model with ``nn.Conv2d`` layers as
-    ``(N, C, H, W)`` with ``torch.channels_last`` strides (the same values, one copy that
-    ``_evaluate`` makes anyway): oneDNN's depthwise and strided convolutions run on it
-    directly, forward and backward, about 12% less time per step on EfficientNet-Lite0 on CPU
-    (bench/featureviz.py's classes job); other devices keep the input as is (not measured
-    there). The model's own parameters are not touched. A model that cannot take it
-    (``x.view(n, -1)`` after a convolution) gets the input as is from its first step on
-    (``run`` retries that step).
-
-    Example:
-        >>> import torch.nn as nn
-        >>> cpu = torch.device("cpu")
-        >>> _input_layout(nn.Conv2d(3, 4, 3), (1, 3, 8, 8), cpu), _input_layout(nn.Linear(8, 2), (1, 3, 8, 8), cpu)
-        (torch.channels_last, torch.preserve_format)
-    """
-    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if device.type == "cpu" and len(shape) == 4 and shape[1] > 1 and convolutional:
-        return torch.channels_last
-    return torch.preserve_format
-
-
-def _activation_part(objective: Objective) -> Objective:
-    """The terms of ``objective`` that read a layer or the output (no image-only penalty such as l1)."""
-    terms = objective.terms or ((1.0, objective),)
-    kept = [w * leaf for w, leaf in terms if leaf.layers or leaf.reads_output]
-    return sum(kept[1:], kept[0]) if kept else objective
-
-
-# -- argument checks ---------------------------------------------------------------------
-
-
-def _check_range(value_range: object) -> tuple[float, float] | None:
-    if value_range is None:
-        return None
-    if (
-        not isinstance(value_range, Sequence)
-        or len(value_range) != 2
-        or not all(isinstance(v, Real) and not isinstance(v, bool) for v in value_range)
-    ):
-        raise InvalidTypeError(f"value_range must be None or a pair (lo, hi); got {value_range!r}.")
-    low, high = (float(v) for v in value_range)
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise InvalidArgumentError(f"value_range must be finite with lo < hi; got {value_range!r}.")
-    return low, high
-
-
-def _check_transforms(transforms: object, picture: bool) -> TransformName | None:
-    if transforms is None:
-        transforms = picture
-    if transforms is True:
-        return RECOMMENDED_TRANSFORMS
-    if transforms is False:
-        return None
-    if not isinstance(transforms, str):
-        raise InvalidTypeError(
-            f"transforms must be True, False, None or one of {list(_TRANSFORMS)}; got {transforms!r}."
-        )
-    return cast("TransformName", check_choice("transforms", transforms, _TRANSFORMS))
