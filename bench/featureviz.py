@@ -118,7 +118,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         for t in ("standard", "maco")
     },
     "fft-maco-d1.4": {"param": "fft", "transforms": "maco", "naturalness": 0.0, "decay_power": 1.4},
-    "fft-standard-natural": {"param": "fft", "transforms": "standard"},
+    "fft-maco-natural": {"param": "fft", "transforms": "maco"},
 }
 METHODS = (*VARIANTS, RECOMMENDED, LUCENT)
 LABELS = {

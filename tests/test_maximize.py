@@ -639,7 +639,7 @@ def test_a_whole_layer_of_64_channels_in_one_run() -> None:
 def test_the_recommended_defaults() -> None:
     from convlens.featureviz.maximize import RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS
 
-    assert (RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS) == ("fft", "maco")
+    assert (RECOMMENDED_PARAM, RECOMMENDED_TRANSFORMS) == ("fft", "standard")
     am = ActivationMaximizer(picture_net(), channel("1", 0), input_shape=PICTURE, normalize="imagenet")
     assert am.param == RECOMMENDED_PARAM
     assert am.transforms == RECOMMENDED_TRANSFORMS

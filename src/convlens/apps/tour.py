@@ -341,7 +341,7 @@ def _learn(tour: _Tour) -> None:
     note = zoo.weights_note(alexnet)
     steps = 16 if tour.quick else 128
     # The lecture's preprocessing (mean = std = 0.5) and the recommended recipe: a picture in
-    # [0, 1], a decorrelated spectrum decaying as photographs' do, seen through random crops.
+    # [0, 1], a decorrelated spectrum decaying as photographs' do, held to a photograph's spectrum, seen through Lucid's standard transforms.
     channels = list(range(8))
     shape = (len(channels), 3, 224, 224)
     res = ActivationMaximizer(

@@ -11,7 +11,8 @@ chooses another:
 
 - with ``normalize`` (a preset such as ``"imagenet"``, or ``(mean, std)``): a picture in [0, 1] that
   the model sees as ``(picture - mean) / std``, parameterized by a 1/f spectrum decaying as
-  photographs' do, in decorrelated colours, seen through random crops and noise
+  photographs' do, in decorrelated colours, held to a photograph's spectrum, seen through random
+  jitter, scale and rotation
   (:class:`~convlens.featureviz.maximize.ActivationMaximizer`'s defaults in picture space);
 - with ``normalize=None`` (a model that reads its input as it is, like the digits CNN: 1 channel,
   ink bright in [0, 1]): the input's own values, kept in [0, 1] by a sigmoid, no transforms (the

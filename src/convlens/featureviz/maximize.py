@@ -187,7 +187,7 @@ class ActivationMaximizer:
     a spectrum in decorrelated colours whose 1/f prior decays as photographs'
     amplitude does (``decay_power=1.25``), a penalty that keeps its power
     spectrum's shape a photograph's (``naturalness=20``), seen through
-    MACO-style random crops and noise, so that ``ActivationMaximizer(model, objective,
+    Lucid's standard random jitter, scale and rotation, so that ``ActivationMaximizer(model, objective,
     input_shape=(1, 3, 224, 224), normalize="imagenet")`` gives a picture that
     another network recognizes, with a photograph's spectrum slope and no more
     colour than a photograph.
@@ -243,7 +243,7 @@ class ActivationMaximizer:
             10 degrees, jitter 4 px (pixel numbers at 224, scaled with the
             image); ``"maco"``, one random crop of 50% to 100% of the side
             resized to the input, plus noise of 0.02; True, the best of them
-            (``"maco"``); False, none. None: False without ``normalize``,
+            (``"standard"``); False, none. None: False without ``normalize``,
             True with it.
         forward_args: The model's other forward arguments, after the input: a tuple (positional),
             a dict (keyword) or :class:`convlens.ForwardArgs` for both; every forward gets them
@@ -286,7 +286,7 @@ class ActivationMaximizer:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
         >>> am = ActivationMaximizer(net, channel("1", 2), input_shape=(1, 3, 32, 32), normalize="imagenet", steps=4)
         >>> am.param, am.transforms, am.decorrelate, am.decay_power, am.naturalness
-        ('fft', 'maco', True, 1.25, 20.0)
+        ('fft', 'standard', True, 1.25, 20.0)
         >>> res = am.run()
         >>> res.picture.shape, bool(0 <= res.picture.min() and res.picture.max() <= 1)
         (torch.Size([1, 3, 32, 32]), True)

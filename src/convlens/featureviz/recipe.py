@@ -42,9 +42,10 @@ TransformName = Literal["standard", "maco"]
 TRANSFORMS = ("standard", "maco")
 #: The recipe a user gets with ``normalize`` and nothing else (the best in bench/featureviz.py):
 #: a decorrelated 1/f spectrum decaying as the photographs' amplitude does, held to a photograph's
-#: spectrum by the ``naturalness`` penalty, seen through crops.
+#: spectrum by the ``naturalness`` penalty, seen through Lucid's standard transforms (with the penalty
+#: they transferred best in bench/featureviz.py; without it MACO's crops did).
 RECOMMENDED_PARAM: Param = "fft"
-RECOMMENDED_TRANSFORMS: TransformName = "maco"
+RECOMMENDED_TRANSFORMS: TransformName = "standard"
 
 
 def input_layout(model: nn.Module, shape: tuple[int, ...], device: torch.device) -> torch.memory_format:
