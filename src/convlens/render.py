@@ -598,7 +598,7 @@ def masked(image: ImageSource, mask: Tensor | np.ndarray, *, clip: float = 0.99)
 
     The mask (a result's ``mask[i]``, ``(1, H', W')`` or ``(H', W')``) is resized bilinearly to the
     picture, divided by its ``clip`` quantile (so one bright pixel does not make the rest
-    transparent) and clipped to [0, 1]: the alpha channel of an RGBA picture, opaque where the
+    transparent; by its maximum when that quantile is 0, a mask that covers less) and clipped to [0, 1]: the alpha channel of an RGBA picture, opaque where the
     objective's gradient was largest over the optimization.
 
     Args:
@@ -635,6 +635,7 @@ def masked(image: ImageSource, mask: Tensor | np.ndarray, *, clip: float = 0.99)
     if tuple(m.shape) != (h, w):
         m = F.interpolate(m[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     top = float(torch.quantile(m.flatten(), clip))
+    top = top if top > 0 else float(m.max())  # what matters covers under 1 - clip of the picture
     alpha = (m / top).clamp(0.0, 1.0) if top > 0 else torch.zeros_like(m)
     a = np.round(alpha.numpy() * 255.0).astype(np.uint8)
     return np.concatenate([picture[..., :3], a[..., None]], axis=-1)

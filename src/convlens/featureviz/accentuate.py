@@ -70,8 +70,8 @@ def accentuate(
             from a picture.
         value_range: Without ``normalize``: the range the values stay in (``(0, 1)`` for the digits).
         transforms: The random views of each step (None: the maximizer's default for the space).
-        forward_args: The model's other forward arguments, as for the maximizer.
         reference: The unit's top natural activation, for the result's ``quality.relative``.
+        forward_args: The model's other forward arguments, as for the maximizer.
 
     Returns:
         A :class:`~convlens.featureviz.maximize.MaximizationResult`: the accentuated pictures

@@ -37,8 +37,9 @@ class Anchor:
     """The layer whose representation of the seed picture the optimization stays close to.
 
     Args:
-        layer: The layer's qualified name (``"features.6"``); its output (the first tensor of a
-            layer that returns several) is compared.
+        layer: The layer's qualified name (``"features.6"``); its output is compared (of a layer
+            that returns several tensors, the first, or the one the objective's ``Layout(part=...)``
+            reads when the objective reads that layer too).
         weight: How strongly: the objective minus ``weight`` times the relative squared distance.
 
     Raises:

@@ -6,7 +6,7 @@ with Adam, on the pixels or on a 1/f-scaled spectrum, optionally squashed into
 a value range and seen through small random jitter, scale and rotation.
 
 Each step runs the model in eval mode with hooks on the objective's layers
-only; the forward stops right after the last of them (unless the objective
+only (and an ``anchor``'s); the forward stops right after the last of them (unless the objective
 reads the model's output), and the gradient goes to the image parameters
 only, through :func:`torch.autograd.grad`: no parameter gradient is computed
 and no ``.grad`` of the model is written. Randomness comes from a
@@ -60,12 +60,13 @@ from convlens.featureviz.algebra import Activations
 from convlens.featureviz.anchor import Anchor
 from convlens.featureviz.colour import NATURALNESS, check_naturalness, resolve_normalize, spectrum_deviation
 from convlens.featureviz.forward import ObjectiveForward, check_channels_first, layer_shapes
-from convlens.featureviz.objectives import OUTPUT, Objective
+from convlens.featureviz.objectives import Objective
 from convlens.featureviz.param import check_start, parameterize
 from convlens.featureviz.quality import (
     Quality,
     Transfer,
     check_reference,
+    check_transfer,
     relative_to,
     stability_of,
     transfer_of,
@@ -80,6 +81,7 @@ from convlens.featureviz.recipe import (
     check_range,
     check_transforms,
     input_layout,
+    unit_features,
 )
 
 __all__ = [
@@ -121,8 +123,10 @@ class MaximizationResult:
         picture: With ``normalize``, the optimized picture in [0, 1] RGB,
             ``(N, C, H, W)`` float32 (``image`` is ``(picture - mean) / std``);
             None without ``normalize``.
-        mask: Where the picture matters (MACO's importance): the magnitude of the objective's
-            gradient with respect to the picture (the image without ``normalize``), summed over
+        mask: Where the picture matters (MACO's importance): the magnitude of the optimized
+            loss's gradient with respect to the picture (the image without ``normalize``): the
+            objective's, and with an ``anchor`` the pull towards the start too (where an
+            accentuation changed the picture); not the ``naturalness`` penalty's. Summed over
             colour channels and accumulated over every step, divided by each picture's maximum:
             ``(N, 1, *spatial)`` float32 in [0, 1]. Draw it as the picture's transparency
             (:func:`convlens.render.masked`).
@@ -245,6 +249,22 @@ class ActivationMaximizer:
             resized to the input, plus noise of 0.02; True, the best of them
             (``"standard"``); False, none. None: False without ``normalize``,
             True with it.
+        start: Start from this image rather than from noise, ``input_shape``: a picture in
+            [0, 1] with ``normalize``, else the model's values (inside ``value_range`` when one is
+            given); the first rendered image is it (up to 0.5% of the range at its ends). Not with
+            ``param="maco"``. Copied: the caller's tensor is never written.
+        anchor: With ``start``: stay close to the start's representation in a layer
+            (:class:`~convlens.featureviz.anchor.Anchor`; feature accentuation, see
+            :func:`~convlens.featureviz.accentuate.accentuate`).
+        reference: The unit's top natural activation, a number or one per image: the result's
+            ``quality.relative`` is the activation reached over it (the objective must hold one
+            activation term; penalties such as ``l1`` are left out of it).
+        seeds: Optimize from ``seed``, ``seed + 1``, ... this many times: the result's
+            ``quality.stability`` is the mean cosine between the layer's features (averaged over
+            positions) of the pictures of each pair of seeds. The images returned are the first seed's.
+        transfer: A second network and each picture's target class
+            (:class:`~convlens.featureviz.quality.Transfer`): the result's ``quality.transfer``
+            is its probability of the target; checked with one forward before any work.
         forward_args: The model's other forward arguments, after the input: a tuple (positional),
             a dict (keyword) or :class:`convlens.ForwardArgs` for both; every forward gets them
             (the probe's included), ``model(image, *args, **kwargs)``. The optimized batch is
@@ -257,7 +277,10 @@ class ActivationMaximizer:
         AmbiguousLayerError: The bare name of a layer that runs more than once.
         InvalidArgumentError: An option out of range or that does not fit the
             input (``"maco"`` without ``normalize``, ``decorrelate`` without 3
-            channels), an objective index out of range for its layer (channels counted
+            channels), a ``start`` of another shape, out of range or not finite, an ``anchor``
+            without a ``start``, a ``reference`` neither one number nor one per image or with
+            no single activation term to compare, ``seeds < 1``, a ``transfer`` network that
+            cannot score the pictures or targets out of its range, an objective index out of range for its layer (channels counted
             after the objective's ``reshape=``), or a layer whose output looks channels last
             ``(N, H, W, C)`` read by ``channel``/``neuron`` without ``reshape=``.
         InvalidTypeError: An argument of the wrong type.
@@ -392,7 +415,9 @@ class ActivationMaximizer:
                 f"(normalize='imagenet', 'lecture' or (mean, std)) of 1 or 3 channels, 2-D; got "
                 f"normalize={normalize!r}, input_shape={self.input_shape}."
             )
-        self.start = check_start(start, self.input_shape, self.param, picture=picture)
+        self.start = check_start(
+            start, self.input_shape, self.param, picture=picture, value_range=self.value_range
+        )
         natural = picture and spatial == 2 and self.param != "maco" and self.start is None
         self.naturalness = check_naturalness(naturalness, natural, self.normalize, self.input_shape)
         if anchor is not None and not isinstance(anchor, Anchor):
@@ -408,7 +433,14 @@ class ActivationMaximizer:
                 f"transfer must be a convlens Transfer(model, targets) or None; got {transfer!r}."
             )
         self.transfer = transfer
+        if transfer is not None:
+            check_transfer(transfer, self.input_shape)
         self.reference = check_reference(reference, self.input_shape[0])
+        if self.reference is not None and activation_part(objective) is None:
+            raise InvalidArgumentError(
+                f"reference= compares one unit's activation with its top natural example's; {objective!r} "
+                "holds no activation term or several (penalties such as l1 and diversity aside)."
+            )
         read = objective.layers | ({anchor.layer} if anchor is not None else set())
         self.refs = {key: resolve_layer(model, key) for key in sorted(read)}
         self.dtype, self.device = model_dtype_device(self._module)
@@ -463,7 +495,8 @@ class ActivationMaximizer:
 
         Returns:
             The image (and, with ``normalize``, the picture), the objective per
-            step, and the final objective per image.
+            step, the final objective per image, the importance ``mask`` and the ``quality``
+            numbers asked for (``reference``, ``seeds``, ``transfer``).
 
         Raises:
             InvalidArgumentError: The objective does not return one value per
@@ -522,7 +555,7 @@ class ActivationMaximizer:
             (self.input_shape[0], 1, *self.input_shape[2:]), dtype=torch.float32, device=self.device
         )
         anchor = self.anchor
-        seed_picture = None if self.start is None else self.start.to(self.device, work)
+        seed_picture = None if self.start is None else self.start.to(self.device, work, copy=True)
         recorder = ObjectiveForward(
             self._module,
             self.refs,
@@ -555,9 +588,9 @@ class ActivationMaximizer:
                 if anchor is not None and seed_picture is not None:
                     twin = torch.Generator().set_state(state)  # the seed through the very same view
                     with torch.no_grad():
-                        held = recorder.forward(to_input(view(seed_picture, twin)).to(self.dtype))[
-                            anchor.layer
-                        ]
+                        held = recorder.forward(
+                            to_input(view(seed_picture, twin)).to(self.dtype).clone(memory_format=layout)
+                        )[anchor.layer]
                     loss = loss + anchor.weight * anchor.distance(acts[anchor.layer], held).sum()
                 nudge = None
                 if self.naturalness > 0:  # its own gradient: the mask is the objective's alone
@@ -574,17 +607,16 @@ class ActivationMaximizer:
             rendered = made.render(parameter)
             image = to_input(rendered)
             final, acts = self._evaluate(recorder, image, image, layout)
-            units = activation_part(self.objective)(acts, image).detach().float()
-        read = sorted(self.objective.layers)
-        feature = acts[read[0]] if read else acts.get(OUTPUT, image)
-        feature = feature.mean(tuple(range(2, feature.dim()))) if feature.dim() > 2 else feature
+            unit = activation_part(self.objective)
+            units = final if unit is None else unit(acts, image)
+            feature = unit_features(self.objective, acts, image)
         peak = mask.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny)
         return _Drawn(
             image=image.detach(),
             picture=None if self.normalize is None else rendered.detach().float(),
             history=history,
             values=final.detach().float(),
-            units=units,
+            units=units.detach().float(),
             mask=mask / peak.view(-1, *([1] * (mask.dim() - 1))),
             features=feature.detach().float(),
         )

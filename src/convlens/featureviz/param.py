@@ -87,7 +87,7 @@ def parameterize(
     )
     if param == "pixel":
         init = torch.randn(shape, generator=generator, dtype=dtype) * _INIT_SD
-        init = init if values is None else values.cpu()
+        init = init if values is None else values.detach().to("cpu", copy=True)
         to_values: Callable[[Tensor], Tensor] = lambda p: p  # noqa: E731
     else:
         spatial = shape[2:]
@@ -114,12 +114,20 @@ def parameterize(
     return Parameterization(parameter, lambda p: low + (high - low) * torch.sigmoid(colour(p)))
 
 
-def check_start(start: object, shape: tuple[int, ...], param: str, *, picture: bool) -> Tensor | None:
+def check_start(
+    start: object,
+    shape: tuple[int, ...],
+    param: str,
+    *,
+    picture: bool,
+    value_range: tuple[float, float] | None = None,
+) -> Tensor | None:
     """A start image for ``shape`` and ``param``, detached; None stays None.
 
     Raises:
         InvalidTypeError: Not a floating-point tensor.
-        InvalidArgumentError: Another shape, ``param="maco"``, or a picture outside [0, 1].
+        InvalidArgumentError: Another shape, ``param="maco"``, values that are not finite, a picture
+            outside [0, 1], or values outside ``value_range``.
     """
     if start is None:
         return None
@@ -142,7 +150,14 @@ def check_start(start: object, shape: tuple[int, ...], param: str, *, picture: b
             "with normalize, start is a picture in [0, 1] RGB (the model sees (start - mean) / std); "
             f"got values from {float(start.min()):.3g} to {float(start.max()):.3g}."
         )
-    return start.detach()
+    if not bool(torch.isfinite(start).all()):
+        raise InvalidArgumentError("start holds NaN or infinite values; give a finite image.")
+    if value_range is not None and not bool(((start >= value_range[0]) & (start <= value_range[1])).all()):
+        raise InvalidArgumentError(
+            f"start must lie in value_range={value_range} (the image stays in it); got values from "
+            f"{float(start.min()):.3g} to {float(start.max()):.3g}."
+        )
+    return start.detach().clone()  # its own storage: the optimization never writes into the caller's
 
 
 def _unrendered(

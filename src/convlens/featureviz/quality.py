@@ -24,9 +24,11 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +37,15 @@ from torch import Tensor, nn
 from convlens.core.checks import check_indices, check_model
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["Quality", "Transfer", "check_reference", "relative_to", "stability_of", "transfer_of"]
+__all__ = [
+    "Quality",
+    "Transfer",
+    "check_reference",
+    "check_transfer",
+    "relative_to",
+    "stability_of",
+    "transfer_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +71,7 @@ class Quality:
             'stability 0.50 across seeds'
         """
         parts = []
-        if self.relative is not None:
+        if self.relative is not None and not math.isnan(float(self.relative[i])):
             parts.append(f"activation {float(self.relative[i]):.2f}x the top example")
         if self.stability is not None:
             parts.append(f"stability {float(self.stability[i]):.2f} across seeds")
@@ -167,16 +177,42 @@ def stability_of(features: Sequence[Tensor]) -> Tensor:
     return torch.stack(cosines).mean(0)
 
 
-@torch.no_grad()
-def transfer_of(transfer: Transfer, inputs: Tensor) -> Tensor:
-    """The second network's softmax probability of each input's target class, ``(N,)`` float32.
+def check_transfer(transfer: Transfer, shape: tuple[int, ...]) -> None:
+    """Refuse, before any optimization, a transfer network or targets that cannot score pictures of ``shape``.
 
-    ``inputs`` are what the first model saw (normalized); the model's modes are restored after.
+    One forward of a zero picture (at ``transfer.size``) learns the network's classes.
 
     Raises:
-        InvalidArgumentError: The second network's output is not ``(N, classes)``, or a target is
-            out of its range.
+        InvalidArgumentError: Targets neither one nor one per picture, a target out of the network's
+            range, or a network that rejects the pictures or does not return ``(N, classes)``.
     """
+    n = shape[0]
+    count = 1 if isinstance(transfer.targets, int) else len(transfer.targets)
+    if count not in (1, n):
+        raise InvalidArgumentError(
+            f"Transfer targets: one class for all or one per picture ({n}); got {count}."
+        )
+    side = shape[2:] if transfer.size is None else (transfer.size, transfer.size)
+    try:
+        out = _scores(transfer, torch.zeros((1, *shape[1:2], *side)))
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise InvalidArgumentError(
+            f"the transfer network {type(transfer.model).__name__} rejects pictures of {(1, *shape[1:2], *side)}: "
+            f"{err}"
+        ) from err
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise InvalidArgumentError(f"the transfer network must return (N, classes) scores; got {got}.")
+    top = max([transfer.targets] if isinstance(transfer.targets, int) else transfer.targets)
+    if top >= out.shape[1]:
+        raise InvalidArgumentError(
+            f"Transfer target {top} is out of range for a network of {out.shape[1]} classes."
+        )
+
+
+@torch.no_grad()
+def _scores(transfer: Transfer, inputs: Tensor) -> Any:
+    """The second network's output on ``inputs`` (resized), in eval mode, modes restored after."""
     model = transfer.model
     was = {m: m.training for m in model.modules()}
     try:
@@ -187,10 +223,22 @@ def transfer_of(transfer: Transfer, inputs: Tensor) -> Tensor:
             x = F.interpolate(
                 x, size=(transfer.size,) * 2, mode="bilinear", antialias=True, align_corners=False
             )
-        out = model(x)
+        return model(x)
     finally:
         for m, mode in was.items():
             m.training = mode
+
+
+def transfer_of(transfer: Transfer, inputs: Tensor) -> Tensor:
+    """The second network's softmax probability of each input's target class, ``(N,)`` float32, on ``inputs``' device.
+
+    ``inputs`` are what the first model saw (normalized); the model's modes are restored after.
+
+    Raises:
+        InvalidArgumentError: The second network's output is not ``(N, classes)``, or a target is
+            out of its range (:func:`check_transfer` finds both before any work).
+    """
+    out = _scores(transfer, inputs)
     n = inputs.shape[0]
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != n:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -207,5 +255,5 @@ def transfer_of(transfer: Transfer, inputs: Tensor) -> Tensor:
         raise InvalidArgumentError(
             f"Transfer target {int(targets.max())} is out of range for a network of {out.shape[1]} classes."
         )
-    probs = out.float().softmax(dim=1)
-    return probs.gather(1, targets[:, None])[:, 0].cpu()
+    probs = out.detach().float().softmax(dim=1)
+    return probs.gather(1, targets[:, None])[:, 0].to(inputs.device)

@@ -10,16 +10,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from numbers import Real
 from typing import Literal, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from convlens.core.checks import check_choice
+from convlens.core.layouts import Layout
 from convlens.errors import InvalidArgumentError, InvalidTypeError
-from convlens.featureviz.objectives import Objective
+from convlens.featureviz.objectives import OUTPUT, Objective
 
 __all__ = [
     "PARAMS",
@@ -32,6 +33,7 @@ __all__ = [
     "check_range",
     "check_transforms",
     "input_layout",
+    "unit_features",
 ]
 
 #: How the image is parameterized: its pixels, a 1/f-scaled Fourier spectrum, or MACO's Fourier phase.
@@ -72,11 +74,42 @@ def input_layout(model: nn.Module, shape: tuple[int, ...], device: torch.device)
     return torch.preserve_format
 
 
-def activation_part(objective: Objective) -> Objective:
-    """The terms of ``objective`` that read a layer or the output (no image-only penalty such as l1)."""
+def activation_part(objective: Objective) -> Objective | None:
+    """The one term of ``objective`` that is a unit's activation, unweighted; None if there is not exactly one.
+
+    Penalties are left out: terms that read only the image (``l1``, ``total_variation``) and
+    ``diversity``. ``channel(...) - 100 * l1()`` gives ``channel(...)``; ``2 * channel(...)`` gives
+    ``channel(...)``; ``channel(a) + channel(b)`` gives None (two activations: no one "relative").
+
+    Example:
+        >>> from convlens.featureviz.objectives import channel, l1
+        >>> activation_part(2 * channel("conv", 3) - 0.5 * l1())
+        channel('conv', 3)
+        >>> activation_part(channel("a", 0) + channel("b", 0)) is None
+        True
+    """
     terms = objective.terms or ((1.0, objective),)
-    kept = [w * leaf for w, leaf in terms if leaf.layers or leaf.reads_output]
-    return sum(kept[1:], kept[0]) if kept else objective
+    kept = [
+        leaf
+        for _, leaf in terms
+        if (leaf.layers or leaf.reads_output) and not leaf.name.startswith("diversity(")
+    ]
+    return kept[0] if len(kept) == 1 else None
+
+
+def unit_features(objective: Objective, acts: Mapping[str, Tensor], image: Tensor) -> Tensor:
+    """``(N, C)``: what the stability compares, the unit's layer (read as the objective reads it) averaged over positions.
+
+    The layer is the activation term's (:func:`activation_part`; the objective's first layer otherwise); an
+    objective that reads only the output compares the output's scores, one that reads neither the image.
+    """
+    leaf = activation_part(objective) or objective
+    layers = sorted(leaf.layers)
+    if layers:
+        feature = objective.layouts.get(layers[0], Layout()).apply(acts[layers[0]])
+    else:
+        feature = acts.get(OUTPUT, image)
+    return feature.mean(tuple(range(2, feature.dim()))) if feature.dim() > 2 else feature
 
 
 # -- argument checks ---------------------------------------------------------------------
