@@ -243,6 +243,13 @@ ENTRY_POINTS: tuple[EntryPoint, ...] = (
         ),
         gradients=False,
     ),
+    EntryPoint(
+        "accentuate",
+        lambda m, x, layer: cl.accentuate(m, ob.channel(layer, 0), x, layer=layer, steps=2),
+        lambda m, x, layer, fa: cl.accentuate(
+            m, ob.channel(layer, 0), x, layer=layer, steps=2, forward_args=fa
+        ),
+    ),
     EntryPoint("build_atlas", _atlas, _atlas, batch_of_one=True),
     EntryPoint(
         "concepts",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from convlens.core.inputs import ForwardArgsLike
+from convlens.core.probe import check_inputs
 from convlens.errors import InvalidTypeError
 from convlens.featureviz.anchor import Anchor
 from convlens.featureviz.maximize import (
@@ -93,7 +94,9 @@ def accentuate(
         >>> res.image.shape, res.mask.shape
         (torch.Size([1, 1, 28, 28]), torch.Size([1, 1, 28, 28]))
     """
-    if not isinstance(pictures, Tensor):
+    given: object = pictures  # typed as a tensor; checked as what a user may pass
+    if not isinstance(given, Tensor):
+        check_inputs([given])  # a numpy array or a PIL image: the conversion is named
         raise InvalidTypeError(f"pictures must be a tensor (N, C, H, W); got {type(pictures).__name__}.")
     am = ActivationMaximizer(
         model,
