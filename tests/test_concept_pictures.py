@@ -60,7 +60,7 @@ def test_the_recipe_is_the_maximizers_own_in_one_batch() -> None:
         seed=2,
         normalize="imagenet",
     )
-    assert (same.param, same.transforms, same.decorrelate) == ("fft", "maco", True)
+    assert (same.param, same.transforms, same.decorrelate) == ("fft", "standard", True)
     expected = same.run()
     assert res.picture is not None
     assert expected.picture is not None

@@ -211,6 +211,6 @@ def deliver_units(
         (folder(unit) / "mask.png").write_bytes(one.mask)
         if one.accent is not None:
             (folder(unit) / "accent.png").write_bytes(one.accent[0])
-        parts[unit] = {"value": one.value, "relative": one.relative, "stability": one.stability}
+        parts[unit] = {"value": one.value, "relative": one.relative, "stability": one.stability, "mask": True}
         parts[unit] |= {"accent": None if one.accent is None else one.accent[1]}
     return parts

@@ -368,9 +368,10 @@ def _unit_page(site: _Site, row: LayerShape, *, ui: int, meta: dict[str, Any], n
     if meta.get("stability") is not None:
         trust.append(f"stability {meta['stability']:.2f} across seeds")
     own = [html.figure(html.image(src + "viz.png", what), f"objective {meta['value']:.3g}", *trust)]
-    own.append(
-        html.figure(html.image(src + "mask.png", "where it matters"), "where it matters (opaque: most)")
-    )
+    if meta.get("mask"):
+        own.append(
+            html.figure(html.image(src + "mask.png", "where it matters"), "where it matters (opaque: most)")
+        )
     examples = meta["examples"]
     if meta.get("filter"):
         own.append(html.figure(html.image(src + "filter.png", "filter weights"), "its filter weights"))

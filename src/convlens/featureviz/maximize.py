@@ -375,7 +375,11 @@ class ActivationMaximizer:
         self._module = unwrap(model)
         self.forward_args = as_forward_args(forward_args)
         check_runnable(
-            self._module, who="ActivationMaximizer", gradients=True, forward_args=self.forward_args
+            self._module,
+            start if isinstance(start, Tensor) else (),  # a start on another device is named here
+            who="ActivationMaximizer",
+            gradients=True,
+            forward_args=self.forward_args,
         )
         require_hooks(self._module, "ActivationMaximizer")
         self.objective = objective
