@@ -12,6 +12,7 @@ from PIL import Image
 import convlens as cl
 from convlens.apps.atlas import build_atlas
 from convlens.apps.atlas_pictures import accent_steps
+from convlens.apps.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +97,15 @@ def test_with_two_seeds_each_unit_page_shows_its_stability(tmp_path: Path) -> No
         assert f"stability {meta['stability']:.2f} across seeds" in page
     with pytest.raises(cl.InvalidArgumentError, match="seeds"):
         build_atlas(cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test"), tmp_path, seeds=0)
+
+
+def test_without_accents_no_unit_is_accentuated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["atlas", "convlens:digits_cnn", "--data", "digits", "--layers", "features.4", "--units", "2", "--k", "2",
+          "--steps", "4", "--concepts", "0", "--no-accents", "--out", str(tmp_path)])  # fmt: skip
+    capsys.readouterr()
+    assert not list((tmp_path / "_cache").glob("*/accent.png"))
+    for unit in (0, 1):
+        assert unit_json(tmp_path, "features.4", unit)["accent"] is None
+        assert "accentuated" not in (tmp_path / "units" / "features.4" / f"{unit}.html").read_text()
+    with pytest.raises(cl.InvalidTypeError, match="accents"):
+        build_atlas(cl.zoo.digits_cnn(), cl.zoo.digits_dataset("test"), tmp_path, accents="no")  # type: ignore[arg-type]

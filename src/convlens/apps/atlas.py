@@ -80,7 +80,7 @@ from convlens.apps.atlas_pictures import (
 )
 from convlens.apps.atlas_site import Plan, cache_key, write_site
 from convlens.apps.atlas_units import labels_of, write_examples
-from convlens.core.checks import check_int
+from convlens.core.checks import check_bool, check_int
 from convlens.core.deprecation import UNSET, Unset, renamed
 from convlens.core.distributed import data_length, rank, world_size
 from convlens.core.inputs import ForwardArgs, ForwardArgsLike, as_forward_args, check_runnable
@@ -149,6 +149,7 @@ def build_atlas(
     num_workers: int = 0,
     seed: int = 0,
     seeds: int = 1,
+    accents: bool = True,
     progress: bool = True,
     class_names: Sequence[str] | Unset | None = UNSET,
 ) -> AtlasResult:
@@ -169,6 +170,8 @@ def build_atlas(
         seeds: Draw each unit from this many seeds; from 2 on, each unit page shows the picture's
             stability (the mean cosine between the layer's features of the seeds' pictures) at that
             many times the drawing's cost. The picture shown is the first seed's.
+        accents: Accentuate each unit's top example for it (one picture per unit at half the
+            steps: the biggest cost after the feature visualizations); False: no such section.
         concepts: How many concepts each layer's page shows (:func:`convlens.concepts`, with
             ``k`` top examples each); 0 or None: no concepts section. The default, 6, is the number
             of neuron groups Olah et al. show per layer ("The Building Blocks of Interpretability",
@@ -231,6 +234,7 @@ def build_atlas(
     started = time.perf_counter()
     root = Path(out)
     k, steps, seeds = check_int("k", k, 1), check_int("steps", steps, 1), check_int("seeds", seeds, 1)
+    accents = check_bool("accents", accents)
     count = None if units is None else check_int("units", units, 1)
     n_concepts = 0 if concepts is None else check_int("concepts", concepts, 0)
     if preset is not None and preset not in PRESETS:
@@ -258,6 +262,7 @@ def build_atlas(
     rows = _layer_rows(model, report, layers)
     units_of = _unit_counts(model, sample, rows, layout, one)
     options = {"k": k, "steps": steps, "preset": preset, "shape": shape, "seed": seed, "seeds": seeds}
+    options["accents"] = accents
     options |= {"reshape": layout.describe(), "forward_args": repr(fa)}
     fingerprint = _fingerprint(model, data, [sample, *fa.tensors()], options)
     output = report.rows[-1].name if report.rows else ""
@@ -334,7 +339,9 @@ def build_atlas(
             chunks = unit_jobs(
                 row.name, missing, size=size, seed=seed, cost=cost * seeds, total=units_of[row.name]
             )
-            jobs += with_examples(chunks, ranked, best, accent_cost=cost * accent_steps(steps) / steps)
+            jobs += with_examples(
+                chunks, ranked, best, accent_cost=cost * accent_steps(steps) / steps, accents=accents
+            )
         cp = planned.get(row.name)
         if cp is not None and cp.missing:  # every rank: the fit is sharded and all-reduced
             result = fit_concepts_of(

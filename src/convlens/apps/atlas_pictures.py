@@ -177,11 +177,17 @@ def draw_accent(
 
 
 def with_examples(
-    jobs: Sequence[Job], units: Sequence[int], best: TopExamplesResult, *, accent_cost: float
+    jobs: Sequence[Job],
+    units: Sequence[int],
+    best: TopExamplesResult,
+    *,
+    accent_cost: float,
+    accents: bool = True,
 ) -> list[Job]:
     """The chunks with their units' top activations (NaN where unknown) and their kept units' top examples.
 
-    ``best`` holds ``units``' rows (inputs kept); ``accent_cost`` is one accentuation's, added per example.
+    ``best`` holds ``units``' rows (inputs kept); ``accent_cost`` is one accentuation's, added per example;
+    ``accents=False``: no examples, so nothing is accentuated.
     """
     row = {u: j for j, u in enumerate(units)}
     have = best.inputs is not None and best.activations.shape[1] > 0
@@ -190,7 +196,12 @@ def with_examples(
         tops = tuple(float(best.activations[row[u], 0]) if have and u in row else math.nan for u in job.units)
         examples = tuple(
             best.inputs[row[u], 0].detach().cpu()
-            if best.inputs is not None and have and u in job.keep and u in row and math.isfinite(tops[i])
+            if accents
+            and best.inputs is not None
+            and have
+            and u in job.keep
+            and u in row
+            and math.isfinite(tops[i])
             else None
             for i, u in enumerate(job.units)
         )

@@ -241,6 +241,7 @@ def _atlas(args: argparse.Namespace) -> None:
         k=args.k,
         steps=args.steps,
         seeds=args.seeds,
+        accents=not args.no_accents,
         preset=args.preset if pictures else None,
         picture_size=args.size if pictures else None,
         title=args.model,

@@ -111,6 +111,9 @@ def parser() -> argparse.ArgumentParser:
     atlas.add_argument("--k", type=int, default=8, help="top dataset examples per unit (default 8)")
     atlas.add_argument("--steps", type=int, default=128, help="feature visualization steps (default 128)")
     atlas.add_argument(
+        "--no-accents", action="store_true", help="do not accentuate each unit's top example (faster)"
+    )
+    atlas.add_argument(
         "--seeds",
         type=int,
         default=1,
