@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlens.core.checks import check_indices, check_model
+from convlens.core.recorder import preserved_modes
 from convlens.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = [
@@ -214,9 +215,7 @@ def check_transfer(transfer: Transfer, shape: tuple[int, ...]) -> None:
 def _scores(transfer: Transfer, inputs: Tensor) -> Any:
     """The second network's output on ``inputs`` (resized), in eval mode, modes restored after."""
     model = transfer.model
-    was = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
+    with preserved_modes(model, training=False):
         p = next(iter(model.parameters()), None)
         x = inputs if p is None else inputs.to(p.device, p.dtype)
         if transfer.size is not None and tuple(x.shape[-2:]) != (transfer.size, transfer.size):
@@ -224,9 +223,6 @@ def _scores(transfer: Transfer, inputs: Tensor) -> Any:
                 x, size=(transfer.size,) * 2, mode="bilinear", antialias=True, align_corners=False
             )
         return model(x)
-    finally:
-        for m, mode in was.items():
-            m.training = mode
 
 
 def transfer_of(transfer: Transfer, inputs: Tensor) -> Tensor:
